@@ -1,0 +1,167 @@
+//! The crate's one error type.
+
+use certfleet_keys::KeyError;
+
+use crate::{
+    InvalidEabKey, InvalidIdentifier, OrderStatus, PollExhausted, Problem, ProblemKind, RetryAfter,
+};
+
+/// Everything an ACME operation can fail with. Variants carry the URL involved and, for
+/// server errors, the typed [`Problem`] with its subproblems.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AcmeError {
+    /// Local configuration is unusable (bad PEM roots, no TLS crypto provider).
+    #[error("invalid ACME client configuration: {detail}")]
+    Config { detail: String },
+
+    /// The directory could not be fetched after bounded retries.
+    #[error("ACME directory {url} unreachable after {attempts} attempt(s): {source}")]
+    DirectoryUnreachable {
+        url: String,
+        attempts: u32,
+        #[source]
+        source: Box<AcmeError>,
+    },
+
+    /// Transport failure: connect, TLS, timeout, body read.
+    #[error("request to {url} failed: {source}")]
+    Http {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+
+    /// The server answered with a problem document (or a bare error status, kept as an
+    /// `about:blank` problem). `retry_after` is the response's `Retry-After`, if any (rate
+    /// limits, 503).
+    #[error("{url}: {problem}")]
+    Api {
+        url: String,
+        problem: Problem,
+        retry_after: Option<RetryAfter>,
+    },
+
+    /// Every nonce was rejected with `badNonce`.
+    #[error("{url}: the server rejected the anti-replay nonce {attempts} times in a row")]
+    BadNonceExhausted { url: String, attempts: u32 },
+
+    /// The server's answer does not follow the protocol.
+    #[error("invalid response from {url}: {detail}")]
+    InvalidResponse { url: String, detail: String },
+
+    /// A required response header is missing.
+    #[error("response from {url} lacks the {header} header")]
+    MissingHeader { url: String, header: &'static str },
+
+    /// A response body is not the expected JSON.
+    #[error("cannot parse the JSON response from {url}: {source}")]
+    Json {
+        url: String,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// The signing key failed.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+
+    /// The order is not in a state that allows the request (finalize needs `ready`).
+    #[error("order {url} is {status}, not ready")]
+    NotReady { url: String, status: OrderStatus },
+
+    /// Polling gave up (raised by the caller's poll loop).
+    #[error("polling {url}: {source}")]
+    PollExhausted {
+        url: String,
+        #[source]
+        source: PollExhausted,
+    },
+
+    /// The CA requires external account binding and none was given.
+    #[error(
+        "the CA at {url} requires external account binding: pass the key id and HMAC key it \
+         gave you (--eab-kid and --eab-hmac-key) ({problem})"
+    )]
+    ExternalAccountRequired { url: String, problem: Problem },
+
+    /// The account is deactivated (irreversible): create a new account.
+    #[error(
+        "the ACME account is deactivated and can no longer be used; register a new account \
+         ({url}: {problem})"
+    )]
+    AccountDeactivated { url: String, problem: Problem },
+
+    /// Key rollover refused: the new key already belongs to an account (409 Conflict).
+    #[error("{url}: the new key is already used by account {}", existing_account.as_deref().unwrap_or("(not named)"))]
+    KeyInUse {
+        url: String,
+        existing_account: Option<String>,
+    },
+
+    /// The directory does not advertise the resource the operation needs.
+    #[error("the CA does not support {feature} (no {field:?} in its directory)")]
+    Unsupported {
+        feature: &'static str,
+        field: &'static str,
+    },
+
+    /// A certificate given to the client could not be used.
+    #[error("invalid certificate: {detail}")]
+    InvalidCertificate { detail: String },
+
+    /// A request could not be built from the arguments given.
+    #[error("invalid request: {detail}")]
+    InvalidRequest { detail: String },
+
+    /// An identifier was refused locally.
+    #[error(transparent)]
+    InvalidIdentifier(#[from] InvalidIdentifier),
+
+    /// An EAB key could not be decoded.
+    #[error(transparent)]
+    InvalidEabKey(#[from] InvalidEabKey),
+}
+
+impl AcmeError {
+    /// The server's problem document, if this error carries one.
+    pub fn problem(&self) -> Option<&Problem> {
+        match self {
+            AcmeError::Api { problem, .. }
+            | AcmeError::ExternalAccountRequired { problem, .. }
+            | AcmeError::AccountDeactivated { problem, .. } => Some(problem),
+            AcmeError::DirectoryUnreachable { source, .. } => source.problem(),
+            _ => None,
+        }
+    }
+
+    /// The problem's kind, if this error carries a problem.
+    pub fn problem_kind(&self) -> Option<&ProblemKind> {
+        self.problem().map(|p| &p.kind)
+    }
+
+    /// `Retry-After` of the failed response, if it had one.
+    pub fn retry_after(&self) -> Option<&RetryAfter> {
+        match self {
+            AcmeError::Api { retry_after, .. } => retry_after.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Worth retrying later unchanged: rate limits, 5xx, transport failures, nonce
+    /// exhaustion. Not: malformed requests, unauthorized, rejected identifiers.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            AcmeError::Http { .. }
+            | AcmeError::BadNonceExhausted { .. }
+            | AcmeError::DirectoryUnreachable { .. } => true,
+            AcmeError::Api { problem, .. } => {
+                matches!(
+                    problem.kind,
+                    ProblemKind::RateLimited | ProblemKind::ServerInternal
+                ) || problem.status.is_some_and(|s| s == 429 || s >= 500)
+            }
+            _ => false,
+        }
+    }
+}

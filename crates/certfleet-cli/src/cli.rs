@@ -1,0 +1,244 @@
+//! Command-line grammar. The shape is a contract (docs/cli.md); change both together.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "certfleet",
+    version,
+    about = "ACME certificate automation: accounts, issuance, renewal and revocation",
+    long_about = None,
+    propagate_version = true
+)]
+pub struct Cli {
+    /// TOML configuration file (settings below override it)
+    #[arg(long, global = true, env = "CERTFLEET_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Where accounts, certificates and the renewal inventory live
+    #[arg(long, global = true, env = "CERTFLEET_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// ACME directory URL of the CA (default: Let's Encrypt production)
+    #[arg(long, global = true, env = "CERTFLEET_DIRECTORY", value_name = "URL")]
+    pub directory: Option<String>,
+
+    /// Extra trusted root for the CA's HTTPS endpoint (PEM; repeatable), e.g. a private CA
+    #[arg(
+        long = "ca-root",
+        global = true,
+        env = "CERTFLEET_CA_ROOTS",
+        value_delimiter = ':',
+        value_name = "PEM"
+    )]
+    pub ca_roots: Vec<PathBuf>,
+
+    /// More output (-v: debug, -vv: trace)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Only errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate and inspect keys
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Register and manage the ACME account
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Obtain a certificate
+    Issue(IssueArgs),
+    /// Renew certificates that are due
+    Renew(RenewArgs),
+    /// Revoke a certificate
+    Revoke(RevokeArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    File,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Generate a key and print its reference
+    Generate {
+        /// es256 | es384 | rs256 | rs3072 | rs4096 | eddsa
+        #[arg(long, default_value = "es256")]
+        alg: certfleet_keys::KeyAlgorithm,
+        #[arg(long, value_enum, default_value = "file")]
+        backend: Backend,
+        /// Where to write the key (file backend); must not exist
+        #[arg(long, value_name = "PATH")]
+        out: PathBuf,
+    },
+    /// Print a key's public JWK and RFC 7638 thumbprint
+    Show {
+        #[arg(value_name = "KEYREF")]
+        key: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountCommand {
+    /// Create (or find) the account for a key at the CA
+    Register {
+        /// Account key reference (file:/path.pem or a path)
+        #[arg(long, value_name = "KEYREF")]
+        key: String,
+        /// Contact URL, e.g. mailto:ops@example.com (repeatable)
+        #[arg(long, value_name = "URL")]
+        contact: Vec<String>,
+        /// Agree to the CA's terms of service
+        #[arg(long)]
+        agree_tos: bool,
+        #[command(flatten)]
+        eab: EabArgs,
+    },
+    /// Show the account as the CA sees it
+    Show,
+    /// Look up the account of a key without creating one (onlyReturnExisting)
+    Find {
+        #[arg(long, value_name = "KEYREF")]
+        key: String,
+    },
+    /// Replace the account's contact URLs
+    Update {
+        #[arg(long, value_name = "URL", required = true)]
+        contact: Vec<String>,
+    },
+    /// Move the account to a new key; the old key stops working
+    Rollover {
+        #[arg(long, value_name = "KEYREF")]
+        new_key: String,
+    },
+    /// Deactivate the account for good (irreversible)
+    Deactivate {
+        /// Confirm: deactivation cannot be undone
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct EabArgs {
+    /// External account binding key id given by the CA
+    #[arg(long, value_name = "KID", requires = "eab_hmac_key")]
+    pub eab_kid: Option<String>,
+    /// External account binding MAC key (base64url) given by the CA
+    #[arg(
+        long,
+        value_name = "B64URL",
+        requires = "eab_kid",
+        env = "CERTFLEET_EAB_HMAC_KEY",
+        hide_env_values = true
+    )]
+    pub eab_hmac_key: Option<String>,
+    /// MAC algorithm for the binding
+    #[arg(long, value_name = "ALG", default_value = "HS256")]
+    pub eab_alg: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ChallengeArg {
+    #[value(name = "http-01")]
+    Http01,
+    #[value(name = "dns-01")]
+    Dns01,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct SolverArgs {
+    /// Address for the built-in http-01 server (default [::]:80)
+    #[arg(long, value_name = "ADDR", conflicts_with = "webroot")]
+    pub http_listen: Option<SocketAddr>,
+    /// Serve http-01 through files in this web server root instead
+    #[arg(long, value_name = "DIR")]
+    pub webroot: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct IssueArgs {
+    /// Name to include (repeatable; the first names the output directory)
+    #[arg(long = "name", value_name = "NAME", required = true)]
+    pub names: Vec<String>,
+    /// Certificate key to use (it stays where it is)
+    #[arg(long, value_name = "KEYREF", conflicts_with = "key_alg")]
+    pub key: Option<String>,
+    /// Generate a new file key of this type as privkey.pem (default es256)
+    #[arg(long, value_name = "ALG")]
+    pub key_alg: Option<certfleet_keys::KeyAlgorithm>,
+    /// How to prove control of the names
+    #[arg(long, value_enum)]
+    pub challenge: Option<ChallengeArg>,
+    #[command(flatten)]
+    pub solver: SolverArgs,
+    /// Certificate profile to ask for (CA-specific, see the directory's meta.profiles)
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// Prefer the chain whose root (or any issuer) has this common name
+    #[arg(long, value_name = "CN")]
+    pub preferred_chain: Option<String>,
+    /// Output directory (default <state-dir>/certs/<first name>)
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RenewArgs {
+    /// Renew the certificate whose first name is NAME
+    #[arg(
+        long = "name",
+        value_name = "NAME",
+        conflicts_with = "all",
+        required_unless_present = "all"
+    )]
+    pub name: Option<String>,
+    /// Renew every certificate in the inventory that is due
+    #[arg(long)]
+    pub all: bool,
+    /// Renew even if not due
+    #[arg(long)]
+    pub force: bool,
+    /// Override the challenge settings recorded at issuance
+    #[command(flatten)]
+    pub solver: SolverArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReasonArg {
+    #[value(name = "unspecified")]
+    Unspecified,
+    #[value(name = "keyCompromise")]
+    KeyCompromise,
+    #[value(name = "superseded")]
+    Superseded,
+    #[value(name = "cessationOfOperation")]
+    CessationOfOperation,
+    #[value(name = "affiliationChanged")]
+    AffiliationChanged,
+    #[value(name = "privilegeWithdrawn")]
+    PrivilegeWithdrawn,
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// Certificate to revoke (PEM; the first certificate in the file)
+    #[arg(long, value_name = "PEM")]
+    pub cert: PathBuf,
+    #[arg(long, value_enum)]
+    pub reason: Option<ReasonArg>,
+    /// Sign with the certificate's key instead of the account key
+    #[arg(long, value_name = "KEYREF")]
+    pub cert_key: Option<String>,
+}

@@ -1,0 +1,207 @@
+use anyhow::{Context as _, Result, bail};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use certfleet_acme::{AccountState, ExternalAccountBinding, MacAlgorithm, NewAccount};
+use serde_json::json;
+use time::OffsetDateTime;
+
+use crate::cli::{AccountCommand, EabArgs};
+use crate::context::Context;
+use crate::state::AccountRecord;
+
+pub async fn run(ctx: &Context, cmd: AccountCommand) -> Result<()> {
+    match cmd {
+        AccountCommand::Register {
+            key,
+            contact,
+            agree_tos,
+            eab,
+        } => register(ctx, &key, contact, agree_tos, &eab).await,
+        AccountCommand::Show => {
+            let (_, account) = ctx.account().await?;
+            let state = account.state().await?;
+            print_account(
+                ctx,
+                account.url(),
+                &account.key().key_ref().to_string(),
+                &state,
+            )
+        }
+        AccountCommand::Find { key } => find(ctx, &key).await,
+        AccountCommand::Update { contact } => {
+            validate_contacts(&contact)?;
+            let mut record = ctx.state.require_account(ctx.directory())?;
+            let (_, account) = ctx.account().await?;
+            let state = account.update_contact(&contact).await?;
+            record.contact = state.contact.clone();
+            ctx.state.save_account(&record)?;
+            print_account(ctx, account.url(), &record.key_ref.to_string(), &state)
+        }
+        AccountCommand::Rollover { new_key } => {
+            let mut record = ctx.state.require_account(ctx.directory())?;
+            let new_key = ctx.load_key_str(&new_key).await?;
+            if new_key.key_ref() == &record.key_ref {
+                bail!("--new-key {} is already the account key", record.key_ref);
+            }
+            let (_, account) = ctx.account().await?;
+            let rolled = account.rollover(new_key.clone()).await?;
+            let old = std::mem::replace(&mut record.key_ref, new_key.key_ref().clone());
+            ctx.state.save_account(&record)?;
+            tracing::info!(account = rolled.url(), old = %old, new = %record.key_ref, "account key rolled over; the old key no longer works");
+            println!("{}", record.key_ref);
+            Ok(())
+        }
+        AccountCommand::Deactivate { yes } => {
+            if !yes {
+                bail!(
+                    "deactivation is permanent: the account can never be used again. Pass --yes to confirm"
+                );
+            }
+            let mut record = ctx.state.require_account(ctx.directory())?;
+            let (_, account) = ctx.account().await?;
+            let state = account.deactivate().await?;
+            record.deactivated_at = Some(OffsetDateTime::now_utc());
+            ctx.state.save_account(&record)?;
+            tracing::info!(account = account.url(), "account deactivated");
+            print_account(ctx, account.url(), &record.key_ref.to_string(), &state)
+        }
+    }
+}
+
+async fn register(
+    ctx: &Context,
+    key: &str,
+    contact: Vec<String>,
+    agree_tos: bool,
+    eab: &EabArgs,
+) -> Result<()> {
+    validate_contacts(&contact)?;
+    let external_account_binding = eab_from_args(eab)?;
+    let key = ctx.load_key_str(key).await?;
+    if let Some(existing) = ctx.state.load_account(ctx.directory())?
+        && &existing.key_ref != key.key_ref()
+        && existing.deactivated_at.is_none()
+    {
+        bail!(
+            "{} already holds an account for {} with key {}; use `certfleet account rollover --new-key` to change its key, or another --state-dir",
+            ctx.state.root().display(),
+            ctx.directory(),
+            existing.key_ref
+        );
+    }
+    let client = ctx.client().await?;
+    let meta = &client.directory().meta;
+    if let (Some(tos), false) = (&meta.terms_of_service, agree_tos) {
+        bail!(
+            "the CA asks you to agree to its terms of service ({tos}): read them and pass --agree-tos"
+        );
+    }
+    if meta.external_account_required && external_account_binding.is_none() {
+        bail!(
+            "this CA requires an external account binding: pass --eab-kid and --eab-hmac-key with the values your CA gave you"
+        );
+    }
+    let request = NewAccount {
+        contact: contact.clone(),
+        terms_of_service_agreed: agree_tos,
+        only_return_existing: false,
+        external_account_binding,
+    };
+    let account = client.new_account(key.clone(), &request).await?;
+    let record = AccountRecord {
+        directory: ctx.directory().to_owned(),
+        url: account.url().to_owned(),
+        key_ref: key.key_ref().clone(),
+        contact,
+        created_at: OffsetDateTime::now_utc(),
+        deactivated_at: None,
+    };
+    ctx.state.save_account(&record)?;
+    tracing::info!(account = account.url(), state_dir = %ctx.state.root().display(), "account registered");
+    println!("{}", account.url());
+    Ok(())
+}
+
+async fn find(ctx: &Context, key: &str) -> Result<()> {
+    let key = ctx.load_key_str(key).await?;
+    let client = ctx.client().await?;
+    let request = NewAccount {
+        contact: Vec::new(),
+        terms_of_service_agreed: false,
+        only_return_existing: true,
+        external_account_binding: None,
+    };
+    let account = client
+        .new_account(key.clone(), &request)
+        .await
+        .with_context(|| {
+            format!(
+                "no usable account at {} for key {}",
+                ctx.directory(),
+                key.key_ref()
+            )
+        })?;
+    // A key that finds an account and no local record: adopt it (recovering a lost state dir).
+    if ctx.state.load_account(ctx.directory())?.is_none() {
+        ctx.state.save_account(&AccountRecord {
+            directory: ctx.directory().to_owned(),
+            url: account.url().to_owned(),
+            key_ref: key.key_ref().clone(),
+            contact: Vec::new(),
+            created_at: OffsetDateTime::now_utc(),
+            deactivated_at: None,
+        })?;
+        tracing::info!("no local record for this CA: saved the account found");
+    }
+    println!("{}", account.url());
+    Ok(())
+}
+
+fn eab_from_args(eab: &EabArgs) -> Result<Option<ExternalAccountBinding>> {
+    let (Some(kid), Some(key)) = (&eab.eab_kid, &eab.eab_hmac_key) else {
+        return Ok(None);
+    };
+    let algorithm: MacAlgorithm = eab.eab_alg.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "--eab-alg {:?}: expected HS256, HS384 or HS512",
+            eab.eab_alg
+        )
+    })?;
+    // Never echo the key itself: it is a credential.
+    let hmac_key = URL_SAFE_NO_PAD
+        .decode(key.trim().trim_end_matches('='))
+        .map_err(|_| anyhow::anyhow!("--eab-hmac-key is not base64url (the value is not shown)"))?;
+    if hmac_key.is_empty() {
+        bail!("--eab-hmac-key is empty");
+    }
+    Ok(Some(ExternalAccountBinding {
+        key_id: kid.clone(),
+        hmac_key,
+        algorithm,
+    }))
+}
+
+fn validate_contacts(contact: &[String]) -> Result<()> {
+    for c in contact {
+        let Some(addr) = c.strip_prefix("mailto:") else {
+            bail!("--contact {c:?}: expected a mailto: URL, e.g. mailto:ops@example.com");
+        };
+        let valid = addr.split_once('@').is_some_and(|(user, host)| {
+            !user.is_empty() && host.contains('.') && !host.ends_with('.')
+        }) && !addr.contains([',', ' ', '<', '>']);
+        if !valid {
+            bail!("--contact {c:?}: {addr:?} is not an e-mail address");
+        }
+    }
+    Ok(())
+}
+
+fn print_account(ctx: &Context, url: &str, key_ref: &str, state: &AccountState) -> Result<()> {
+    super::print_json(&json!({
+        "url": url,
+        "status": format!("{:?}", state.status).to_lowercase(),
+        "contact": state.contact,
+        "key_ref": key_ref,
+        "directory": ctx.directory(),
+    }))
+}

@@ -1,0 +1,46 @@
+use anyhow::{Context as _, Result};
+use certfleet_acme::RevocationReason;
+use certfleet_issue::CertificateInfo;
+
+use crate::cli::{ReasonArg, RevokeArgs};
+use crate::context::Context;
+
+pub async fn run(ctx: &Context, args: RevokeArgs) -> Result<()> {
+    let pem = std::fs::read_to_string(&args.cert)
+        .with_context(|| format!("reading --cert {}", args.cert.display()))?;
+    let der = certfleet_issue::first_pem_certificate(&pem)
+        .with_context(|| format!("--cert {}", args.cert.display()))?;
+    let info = CertificateInfo::from_der(&der)?;
+    let reason = args.reason.map(|r| match r {
+        ReasonArg::Unspecified => RevocationReason::Unspecified,
+        ReasonArg::KeyCompromise => RevocationReason::KeyCompromise,
+        ReasonArg::Superseded => RevocationReason::Superseded,
+        ReasonArg::CessationOfOperation => RevocationReason::CessationOfOperation,
+        ReasonArg::AffiliationChanged => RevocationReason::AffiliationChanged,
+        ReasonArg::PrivilegeWithdrawn => RevocationReason::PrivilegeWithdrawn,
+    });
+    match &args.cert_key {
+        Some(key) => {
+            let key = ctx.load_key_str(key).await?;
+            if key.public_key_der() != info.public_key_der.as_slice() {
+                anyhow::bail!(
+                    "--cert-key {} is not the key of {} (serial {})",
+                    key.key_ref(),
+                    args.cert.display(),
+                    info.serial_hex
+                );
+            }
+            let client = ctx.client().await?;
+            client
+                .revoke_with_certificate_key(key.as_ref(), &der, reason)
+                .await?;
+        }
+        None => {
+            let (_, account) = ctx.account().await?;
+            account.revoke(&der, reason).await?;
+        }
+    }
+    tracing::info!(serial = %info.serial_hex, names = %info.dns_names.join(","), "certificate revoked");
+    println!("revoked {}", info.serial_hex);
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! Settings: defaults ← TOML file (`--config`) ← `CERTFLEET_*` environment ← flags.
+//!
+//! The global flags (`--directory`, `--state-dir`, `--ca-root`) read their environment
+//! variables through clap; everything else comes from the file or `CERTFLEET_<SECTION>__<KEY>`
+//! variables through figment. Unknown keys are errors that name the key.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use certfleet_keys::KeyAlgorithm;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::Cli;
+
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// ACME directory URL.
+    pub directory: String,
+    /// State directory; `None` = the platform default.
+    pub state_dir: Option<PathBuf>,
+    /// Extra trusted roots (PEM files) for the CA's HTTPS endpoint.
+    pub ca_roots: Vec<PathBuf>,
+    pub http01: Http01Settings,
+    pub issue: IssueSettings,
+    pub network: NetworkSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http01Settings {
+    /// Listen address of the built-in server.
+    pub listen: String,
+    /// Serve challenges through this web root instead of the built-in server.
+    pub webroot: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IssueSettings {
+    /// `http-01` or `dns-01`.
+    pub challenge: String,
+    /// Key type for new certificate keys.
+    pub key_alg: KeyAlgorithm,
+    pub profile: Option<String>,
+    pub preferred_chain: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkSettings {
+    /// Per-request timeout, seconds.
+    pub timeout_secs: u64,
+    /// Attempts to reach the directory before giving up.
+    pub connect_attempts: u32,
+    /// Longest wait for an authorization or order to change state, seconds.
+    pub poll_timeout_secs: u64,
+    /// First pause between polls when the CA sends no Retry-After, milliseconds (doubles
+    /// up to `poll_max_interval_secs`).
+    pub poll_initial_millis: u64,
+    /// Longest pause between two polls when the CA sends no Retry-After, seconds.
+    pub poll_max_interval_secs: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            directory: LETS_ENCRYPT.to_owned(),
+            state_dir: None,
+            ca_roots: Vec::new(),
+            http01: Http01Settings::default(),
+            issue: IssueSettings::default(),
+            network: NetworkSettings::default(),
+        }
+    }
+}
+
+impl Default for Http01Settings {
+    fn default() -> Self {
+        Http01Settings {
+            listen: "[::]:80".to_owned(),
+            webroot: None,
+        }
+    }
+}
+
+impl Default for IssueSettings {
+    fn default() -> Self {
+        IssueSettings {
+            challenge: "http-01".to_owned(),
+            key_alg: KeyAlgorithm::EcP256,
+            profile: None,
+            preferred_chain: None,
+        }
+    }
+}
+
+impl Default for NetworkSettings {
+    fn default() -> Self {
+        NetworkSettings {
+            timeout_secs: 30,
+            connect_attempts: 3,
+            poll_timeout_secs: 300,
+            poll_initial_millis: 250,
+            poll_max_interval_secs: 10,
+        }
+    }
+}
+
+impl NetworkSettings {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs.max(1))
+    }
+}
+
+/// Keys clap owns (their env vars are read by clap, so figment must not see them too).
+const CLAP_OWNED: [&str; 4] = ["config", "directory", "state_dir", "ca_roots"];
+
+impl Settings {
+    pub fn load(cli: &Cli) -> Result<Settings> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = &cli.config {
+            check_readable(path)?;
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(
+            Env::prefixed("CERTFLEET_")
+                .split("__")
+                .filter(|k| !CLAP_OWNED.contains(&k.as_str()))
+                // Only sections we know: a stray CERTFLEET_FOO in the environment of a
+                // cron job must not break every run.
+                .filter(|k| {
+                    ["http01", "issue", "network"]
+                        .iter()
+                        .any(|s| k.as_str().starts_with(s))
+                }),
+        );
+        let mut settings: Settings = figment.extract().map_err(|e| {
+            anyhow::anyhow!(
+                "invalid configuration: {e}\n(see configs/certfleet.example.toml for every key)"
+            )
+        })?;
+        if let Some(d) = &cli.directory {
+            settings.directory.clone_from(d);
+        }
+        if let Some(s) = &cli.state_dir {
+            settings.state_dir = Some(s.clone());
+        }
+        if !cli.ca_roots.is_empty() {
+            settings.ca_roots.clone_from(&cli.ca_roots);
+        }
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let url = url::Url::parse(&self.directory).with_context(|| {
+            format!(
+                "directory {:?} is not a URL (expected https://…/directory)",
+                self.directory
+            )
+        })?;
+        if url.scheme() != "https" && url.scheme() != "http" {
+            anyhow::bail!("directory {:?}: expected an https:// URL", self.directory);
+        }
+        if !["http-01", "dns-01"].contains(&self.issue.challenge.as_str()) {
+            anyhow::bail!(
+                "issue.challenge = {:?}: expected \"http-01\" or \"dns-01\"",
+                self.issue.challenge
+            );
+        }
+        self.http01
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .with_context(|| {
+                format!(
+                    "http01.listen = {:?}: expected ADDRESS:PORT, e.g. [::]:80 or 127.0.0.1:8080",
+                    self.http01.listen
+                )
+            })?;
+        Ok(())
+    }
+
+    /// The state directory: configured, else `/var/lib/certfleet` for root, else the XDG
+    /// state directory.
+    pub fn state_dir(&self) -> Result<PathBuf> {
+        if let Some(d) = &self.state_dir {
+            return Ok(d.clone());
+        }
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            return Ok(PathBuf::from("/var/lib/certfleet"));
+        }
+        if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+            return Ok(PathBuf::from(x).join("certfleet"));
+        }
+        let home = std::env::var_os("HOME")
+            .context("cannot choose a state directory: HOME is not set; pass --state-dir")?;
+        Ok(PathBuf::from(home).join(".local/state/certfleet"))
+    }
+}
+
+fn check_readable(path: &Path) -> Result<()> {
+    std::fs::metadata(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    Ok(())
+}

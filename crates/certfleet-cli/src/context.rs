@@ -1,0 +1,113 @@
+//! The composition root: turns settings into a connected ACME client, loaded keys and a
+//! state directory. The only place that names concrete key backends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use certfleet_acme::{Account, AcmeClient, ClientConfig, PollPolicy};
+use certfleet_keys::file::FileBackend;
+use certfleet_keys::{KeyBackend, KeyError, KeyRef, SigningKey};
+
+use crate::config::Settings;
+use crate::state::StateDir;
+
+#[derive(Debug)]
+pub struct Context {
+    pub settings: Settings,
+    pub state: StateDir,
+    backends: Vec<Box<dyn KeyBackend>>,
+}
+
+impl Context {
+    pub fn new(settings: Settings) -> Result<Context> {
+        let state = StateDir::new(settings.state_dir()?);
+        Ok(Context {
+            settings,
+            state,
+            backends: vec![Box::new(FileBackend)],
+        })
+    }
+
+    pub fn directory(&self) -> &str {
+        &self.settings.directory
+    }
+
+    /// Parses a key reference given on the command line.
+    pub fn parse_key_ref(&self, value: &str) -> Result<KeyRef> {
+        Ok(value.parse::<KeyRef>()?)
+    }
+
+    /// Loads the key a reference names, through the backend of its scheme.
+    pub async fn load_key(&self, key_ref: &KeyRef) -> Result<Arc<dyn SigningKey>> {
+        let backend = self
+            .backends
+            .iter()
+            .find(|b| b.scheme() == key_ref.scheme())
+            .ok_or_else(|| KeyError::UnknownScheme {
+                scheme: key_ref.scheme().to_owned(),
+                key_ref: key_ref.to_string(),
+                available: self
+                    .backends
+                    .iter()
+                    .map(|b| b.scheme())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        Ok(backend.load(key_ref).await?)
+    }
+
+    pub async fn load_key_str(&self, value: &str) -> Result<Arc<dyn SigningKey>> {
+        let key_ref = self.parse_key_ref(value)?;
+        self.load_key(&key_ref).await
+    }
+
+    /// Connects to the CA's directory (bounded retries).
+    pub async fn client(&self) -> Result<AcmeClient> {
+        let mut extra_roots_pem = Vec::new();
+        for path in &self.settings.ca_roots {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading --ca-root {}", path.display()))?;
+            if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                anyhow::bail!(
+                    "--ca-root {}: no PEM certificate in the file (expected -----BEGIN CERTIFICATE-----)",
+                    path.display()
+                );
+            }
+            extra_roots_pem.push(pem);
+        }
+        let net = &self.settings.network;
+        let config = ClientConfig {
+            extra_roots_pem,
+            timeout: net.timeout(),
+            connect_retries: net.connect_attempts.max(1),
+            ..ClientConfig::default()
+        };
+        let client = AcmeClient::connect(self.directory(), config)
+            .await
+            .with_context(|| format!("cannot use the ACME directory {}", self.directory()))?;
+        Ok(client)
+    }
+
+    /// The registered account for the configured directory, ready to use.
+    pub async fn account(&self) -> Result<(AcmeClient, Account)> {
+        let record = self.state.require_account(self.directory())?;
+        let key = self
+            .load_key(&record.key_ref)
+            .await
+            .with_context(|| format!("loading the account key {}", record.key_ref))?;
+        let client = self.client().await?;
+        let account = client.account_from_parts(key, record.url.clone());
+        Ok((client, account))
+    }
+
+    pub fn poll_policy(&self) -> PollPolicy {
+        let net = &self.settings.network;
+        PollPolicy {
+            initial: Duration::from_millis(net.poll_initial_millis.max(10)),
+            timeout: Duration::from_secs(net.poll_timeout_secs.max(1)),
+            max_interval: Duration::from_secs(net.poll_max_interval_secs.max(1)),
+            ..PollPolicy::default()
+        }
+    }
+}

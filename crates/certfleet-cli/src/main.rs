@@ -1,0 +1,80 @@
+//! `certfleet`: ACME certificate automation. See docs/cli.md for the command contract.
+
+mod cli;
+mod commands;
+mod config;
+mod context;
+mod names;
+mod state;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command};
+use crate::config::Settings;
+use crate::context::Context;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    // reqwest is built without a default rustls provider so the whole tree uses ring.
+    if rustls::crypto::ring::default_provider()
+        .install_default()
+        .is_err()
+    {
+        tracing::debug!("a rustls crypto provider was already installed");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    let default = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) => "info,hyper=warn,reqwest=warn,rustls=warn",
+        (false, 1) => "debug,hyper=info,rustls=info,h2=info",
+        _ => "trace",
+    };
+    let filter =
+        EnvFilter::try_from_env("CERTFLEET_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(cli.verbose > 0)
+        .with_ansi(std::io::stderr().is_terminal())
+        .without_time()
+        .init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load(&cli)?;
+    let ctx = Context::new(settings)?;
+    match cli.command {
+        Command::Key(cmd) => commands::key::run(&ctx, cmd).await,
+        Command::Account(cmd) => commands::account::run(&ctx, cmd).await,
+        Command::Issue(args) => commands::issue::run(&ctx, args).await,
+        Command::Renew(args) => commands::renew::run(&ctx, args).await,
+        Command::Revoke(args) => commands::revoke::run(&ctx, args).await,
+    }
+}

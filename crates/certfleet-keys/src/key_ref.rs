@@ -1,0 +1,104 @@
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::KeyError;
+
+/// What gets persisted to find a key again: `file:/abs/path.pem`, an RFC 7512 `pkcs11:` URI,
+/// or `tpm:…`. Never key material. The scheme picks the backend.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct KeyRef(String);
+
+impl KeyRef {
+    /// A reference to a PEM file; relative paths are made absolute so the reference stays
+    /// valid when read from another working directory.
+    pub fn file(path: &Path) -> Result<KeyRef, KeyError> {
+        let abs = std::path::absolute(path).map_err(|source| KeyError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(KeyRef(format!("file:{}", abs.display())))
+    }
+
+    /// The scheme before the first `:` (`file`, `pkcs11`, `tpm`).
+    pub fn scheme(&self) -> &str {
+        self.0.split_once(':').map(|(s, _)| s).unwrap_or("")
+    }
+
+    /// Everything after `scheme:`.
+    pub fn rest(&self) -> &str {
+        self.0.split_once(':').map(|(_, r)| r).unwrap_or("")
+    }
+
+    /// The path of a `file:` reference.
+    pub fn file_path(&self) -> Option<PathBuf> {
+        (self.scheme() == "file").then(|| PathBuf::from(self.rest()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for KeyRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for KeyRef {
+    type Err = KeyError;
+
+    /// Accepts `scheme:rest` with a non-empty lowercase scheme; a bare path is read as
+    /// `file:` so `--key ./acct.pem` works.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err(KeyError::InvalidRef {
+                value: s.to_owned(),
+                expected: "file:/path/key.pem, pkcs11:… or tpm:…",
+            });
+        }
+        match s.split_once(':') {
+            Some((scheme, rest))
+                if !scheme.is_empty()
+                    && scheme
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                    && !rest.is_empty() =>
+            {
+                if scheme == "file" {
+                    KeyRef::file(Path::new(rest))
+                } else {
+                    Ok(KeyRef(s.to_owned()))
+                }
+            }
+            _ if s.starts_with('/') || s.starts_with('.') || !s.contains(':') => {
+                KeyRef::file(Path::new(s))
+            }
+            _ => Err(KeyError::InvalidRef {
+                value: s.to_owned(),
+                expected: "file:/path/key.pem, pkcs11:… or tpm:…",
+            }),
+        }
+    }
+}
+
+impl TryFrom<String> for KeyRef {
+    type Error = KeyError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<KeyRef> for String {
+    fn from(k: KeyRef) -> String {
+        k.0
+    }
+}
+
+#[cfg(test)]
+mod tests;

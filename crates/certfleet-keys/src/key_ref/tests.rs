@@ -1,0 +1,66 @@
+use super::*;
+
+#[test]
+fn file_refs_are_absolute() {
+    let abs: KeyRef = "file:/etc/certfleet/acct.pem".parse().expect("parse");
+    assert_eq!(abs.scheme(), "file");
+    assert_eq!(abs.rest(), "/etc/certfleet/acct.pem");
+    assert_eq!(
+        abs.file_path(),
+        Some(PathBuf::from("/etc/certfleet/acct.pem"))
+    );
+    assert_eq!(abs.to_string(), "file:/etc/certfleet/acct.pem");
+
+    let cwd = std::env::current_dir().expect("cwd");
+    for input in ["./acct.pem", "file:acct.pem", "acct.pem"] {
+        let r: KeyRef = input.parse().expect("parse");
+        let path = r.file_path().expect("file ref");
+        assert!(path.is_absolute(), "{input} -> {r}");
+        assert!(path.starts_with(&cwd), "{input} -> {r}");
+        assert!(path.ends_with("acct.pem"), "{input} -> {r}");
+    }
+    let bare: KeyRef = "/var/lib/key.pem".parse().expect("parse");
+    assert_eq!(bare.as_str(), "file:/var/lib/key.pem");
+}
+
+#[test]
+fn other_schemes_are_kept_verbatim() {
+    let p11: KeyRef = "pkcs11:token=acme;object=acct?pin-source=file:/run/pin"
+        .parse()
+        .expect("parse");
+    assert_eq!(p11.scheme(), "pkcs11");
+    assert_eq!(p11.file_path(), None);
+    assert_eq!(
+        p11.as_str(),
+        "pkcs11:token=acme;object=acct?pin-source=file:/run/pin"
+    );
+    let tpm: KeyRef = " tpm:0x81000001 ".parse().expect("parse");
+    assert_eq!(tpm.as_str(), "tpm:0x81000001");
+    assert_eq!(tpm.rest(), "0x81000001");
+}
+
+#[test]
+fn invalid_refs_are_rejected() {
+    for bad in ["", "   ", "PKCS11:x", "pk cs:x", "pkcs11:"] {
+        let err = bad.parse::<KeyRef>().expect_err(bad);
+        assert!(matches!(err, KeyError::InvalidRef { .. }), "{bad:?}: {err}");
+    }
+}
+
+#[test]
+fn serde_round_trip_and_validation() {
+    let r: KeyRef = "tpm:0x81000001".parse().expect("parse");
+    let json = serde_json::to_string(&r).expect("serialize");
+    assert_eq!(json, "\"tpm:0x81000001\"");
+    assert_eq!(
+        serde_json::from_str::<KeyRef>(&json).expect("deserialize"),
+        r
+    );
+    assert!(serde_json::from_str::<KeyRef>("\"\"").is_err());
+}
+
+#[test]
+fn file_constructor_matches_parsing() {
+    let r = KeyRef::file(Path::new("/tmp/k.pem")).expect("file");
+    assert_eq!(r, "file:/tmp/k.pem".parse::<KeyRef>().expect("parse"));
+}

@@ -1,0 +1,182 @@
+//! Test environment for certfleet: a real Pebble (plus `pebble-challtestsrv`) on loopback,
+//! a tiny static file server for http-01 webroot tests, helpers to find the `certfleet`
+//! binary and to inspect the certificates it writes.
+//!
+//! Everything listens on 127.0.0.1 on ports picked at run time, so any number of
+//! environments can run side by side (and beside someone else's Pebble on this machine).
+//!
+//! ```no_run
+//! # async fn f() -> anyhow::Result<()> {
+//! use certfleet_testenv::{Pebble, PebbleOptions};
+//! let pebble = Pebble::start(PebbleOptions::default()).await?;
+//! println!("directory {}", pebble.directory_url());
+//! println!("trust {}", pebble.tls_root_pem_path().display());
+//! let roots = pebble.issuing_roots().await?;
+//! assert!(!roots.is_empty());
+//! # Ok(()) }
+//! ```
+//!
+//! Processes are killed when the [`Pebble`] value is dropped.
+
+mod pebble;
+mod ports;
+mod static_server;
+mod x509;
+
+use std::env;
+use std::path::PathBuf;
+use std::process::Command;
+
+pub use pebble::{Pebble, PebbleOptions, PebbleState, ProcessRecord, Spawned};
+pub use ports::{free_tcp_port, free_tcp_udp_port};
+pub use static_server::{ServedRequest, StaticServer};
+pub use x509::{
+    CertInfo, openssl_verify, private_key_spki_der, read_cert, read_certs, spki_matches_jwk,
+};
+
+/// Installs ring as the process-wide rustls crypto provider (needed before any reqwest
+/// client is built). Calling it again is harmless.
+pub fn install_crypto_provider() {
+    // Err only means a provider is installed already, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// True when running under CI (`CI` set to anything but empty, `0` or `false`).
+pub fn in_ci() -> bool {
+    match env::var("CI") {
+        Ok(v) => !(v.is_empty() || v == "0" || v.eq_ignore_ascii_case("false")),
+        Err(_) => false,
+    }
+}
+
+/// True if `name` is an executable found on `PATH` (or an existing path when it has a `/`).
+pub fn tool_exists(name: &str) -> bool {
+    if name.contains('/') {
+        return std::path::Path::new(name).is_file();
+    }
+    let Some(path) = env::var_os("PATH") else {
+        return false;
+    };
+    env::split_paths(&path).any(|dir| {
+        let candidate = dir.join(name);
+        candidate
+            .metadata()
+            .map(|m| {
+                use std::os::unix::fs::PermissionsExt;
+                m.is_file() && m.permissions().mode() & 0o111 != 0
+            })
+            .unwrap_or(false)
+    })
+}
+
+/// Checks that a binary a test needs is installed.
+///
+/// Returns `true` if it is. If it is missing, returns `false` after printing why the test is
+/// skipped — unless `CI` is set, where a missing tool is a failure: it panics with the
+/// `apt-get install -y PACKAGE` line that fixes it.
+///
+/// ```no_run
+/// if !certfleet_testenv::require_tool("pebble", "pebble") {
+///     return;
+/// }
+/// ```
+pub fn require_tool(name: &str, debian_package: &str) -> bool {
+    if tool_exists(name) {
+        return true;
+    }
+    if in_ci() {
+        panic!(
+            "required tool `{name}` is not installed (CI is set, so this test may not skip); \
+             install it with: apt-get install -y {debian_package}"
+        );
+    }
+    eprintln!(
+        "SKIPPED: `{name}` is not installed; install it with: apt-get install -y {debian_package}"
+    );
+    false
+}
+
+/// The directory that holds the binaries of the current cargo profile
+/// (`…/target[/<triple>]/<profile>`), derived from the running executable.
+///
+/// Test executables live in `<profile>/deps/`, binaries such as xtask in `<profile>/`.
+pub fn profile_dir() -> Option<PathBuf> {
+    let exe = env::current_exe().ok()?;
+    let mut dir = exe.parent()?.to_path_buf();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir = dir.parent()?.to_path_buf();
+    }
+    Some(dir)
+}
+
+/// Path of the built `certfleet` binary.
+///
+/// Looks in `$CERTFLEET_BIN` if set, else next to the running executable's cargo profile
+/// directory (which follows `CARGO_TARGET_DIR` and `--target` layouts), else in
+/// `$CARGO_TARGET_DIR/debug`.
+///
+/// # Panics
+/// If the binary does not exist: "build it first: cargo build -p certfleet-cli".
+pub fn certfleet_bin() -> PathBuf {
+    if let Some(p) = env::var_os("CERTFLEET_BIN") {
+        let p = PathBuf::from(p);
+        assert!(
+            p.is_file(),
+            "CERTFLEET_BIN={} does not exist; build it first: cargo build -p certfleet-cli",
+            p.display()
+        );
+        return p;
+    }
+    let mut tried = Vec::new();
+    if let Some(dir) = profile_dir() {
+        tried.push(dir.join("certfleet"));
+    }
+    if let Some(t) = env::var_os("CARGO_TARGET_DIR") {
+        tried.push(PathBuf::from(t).join("debug").join("certfleet"));
+    }
+    for p in &tried {
+        if p.is_file() {
+            return p.clone();
+        }
+    }
+    panic!(
+        "certfleet binary not found (looked at {}); build it first: cargo build -p certfleet-cli",
+        tried
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+}
+
+/// A `Command` for the built `certfleet` binary with a clean, predictable environment:
+/// every inherited `CERTFLEET_*` variable is removed so the caller's flags decide, and so
+/// are proxy settings (everything the tests talk to is on loopback).
+pub fn certfleet_command() -> Command {
+    let mut cmd = Command::new(certfleet_bin());
+    for (k, _) in env::vars_os() {
+        let name = k.to_string_lossy().to_ascii_uppercase();
+        if name.starts_with("CERTFLEET_")
+            || matches!(
+                name.as_str(),
+                "HTTP_PROXY" | "HTTPS_PROXY" | "ALL_PROXY" | "NO_PROXY"
+            )
+        {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd
+}
+
+/// Last `max_lines` lines of a text file (lossy), for error messages.
+pub fn tail_file(path: &std::path::Path, max_lines: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let lines: Vec<&str> = text.lines().collect();
+            let start = lines.len().saturating_sub(max_lines);
+            lines[start..].join("\n")
+        }
+        Err(e) => format!("(cannot read {}: {e})", path.display()),
+    }
+}

@@ -1,0 +1,43 @@
+//! `cargo xtask ci`: what CI runs, in order, stopping at the first failure.
+
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+
+use crate::util::{cargo, ensure_packages, fmt_duration, run_cmd, step, target_dir};
+
+pub fn run(args: &[String]) -> Result<()> {
+    if let Some(a) = args.first() {
+        bail!("`cargo xtask ci` takes no arguments (got `{a}`)");
+    }
+    let started = Instant::now();
+    println!("target directory: {}", target_dir().display());
+    step("packages (pebble, openssl)", ensure_packages)?;
+    step("cargo fmt --all --check", || {
+        run_cmd(cargo().args(["fmt", "--all", "--check"]))
+    })?;
+    step(
+        "cargo clippy --workspace --all-targets -- -D warnings",
+        || {
+            run_cmd(cargo().args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]))
+        },
+    )?;
+    step("cargo build --workspace", || {
+        run_cmd(cargo().args(["build", "--workspace"]))
+    })?;
+    step("cargo test --workspace (CI=1)", || {
+        run_cmd(cargo().args(["test", "--workspace"]).env("CI", "1"))
+    })?;
+    println!(
+        "ci: all steps passed in {}",
+        fmt_duration(started.elapsed())
+    );
+    Ok(())
+}

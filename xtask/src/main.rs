@@ -1,0 +1,70 @@
+//! Developer tasks, run as `cargo xtask <task>`:
+//!
+//! ```text
+//! cargo xtask ci                      fmt, clippy, build, tests (CI=1: end-to-end tests never skip)
+//! cargo xtask demo [--dir D]          Pebble + certfleet: register, issue, openssl verify
+//! cargo xtask pebble up [options]     start Pebble + challtestsrv in the background
+//! cargo xtask pebble down             stop exactly those processes
+//! cargo xtask pebble status           show what runs and where
+//! ```
+
+mod ci;
+mod demo;
+mod pebble;
+mod util;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <task>
+
+tasks:
+  ci                          install missing Debian packages (as root), then cargo fmt --check,
+                              clippy -D warnings, build, test (with CI=1)
+  demo [--dir DIR]            start Pebble, register an account, issue a certificate for
+                              demo.certfleet.test + www.demo.certfleet.test, verify it with
+                              openssl (DIR defaults to <target>/demo)
+  pebble up [OPTIONS]         start Pebble + pebble-challtestsrv on free loopback ports in the
+                              background; state under <target>/xtask/pebble/
+      --nonce-reject PCT      PEBBLE_WFE_NONCEREJECT (default 0; Pebble's own default is 5)
+      --authz-reuse PCT       PEBBLE_AUTHZREUSE (default 0)
+      --alternate-roots N     PEBBLE_ALTERNATE_ROOTS
+      --chain-length N        PEBBLE_CHAIN_LENGTH
+      --always-valid          PEBBLE_VA_ALWAYS_VALID=1
+      --eab KID:B64URLKEY     require external account binding with this MAC key (repeatable)
+      --dns HOST:PORT         DNS server for Pebble (default: challtestsrv's)
+  pebble down                 stop the processes `pebble up` started
+  pebble status               print the state of `pebble up`
+
+<target> is $CARGO_TARGET_DIR, else target/ in the workspace.";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci::run(&args[1..]),
+        Some("demo") => demo::run(&args[1..]),
+        Some("pebble") => pebble::run(&args[1..]),
+        Some("help" | "-h" | "--help") => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => {
+            eprintln!("error: unknown task `{other}`\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+        None => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! Paths, commands and Debian packages shared by the tasks.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// Binaries the end-to-end tests and the demo need, with their Debian package.
+pub const REQUIRED_TOOLS: &[(&str, &str)] = &[
+    ("pebble", "pebble"),
+    ("pebble-challtestsrv", "pebble"),
+    ("openssl", "openssl"),
+];
+
+/// The workspace root (the directory above xtask/).
+pub fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// `$CARGO_TARGET_DIR` (made absolute) or `<workspace>/target`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(t) if !t.is_empty() => {
+            let t = PathBuf::from(t);
+            if t.is_absolute() {
+                t
+            } else {
+                std::env::current_dir().map(|cwd| cwd.join(&t)).unwrap_or(t)
+            }
+        }
+        _ => workspace_root().join("target"),
+    }
+}
+
+/// The cargo that runs us (`$CARGO`), else `cargo` from PATH.
+pub fn cargo() -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+/// Runs `cmd` with inherited stdio; error if it fails.
+pub fn run_cmd(cmd: &mut Command) -> Result<()> {
+    let shown = display(cmd);
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run `{shown}`"))?;
+    if !status.success() {
+        bail!("`{shown}` failed ({status})");
+    }
+    Ok(())
+}
+
+/// Runs `cmd`, returns its stdout; on failure the error carries stderr.
+pub fn output(cmd: &mut Command) -> Result<String> {
+    let shown = display(cmd);
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run `{shown}`"))?;
+    if !out.status.success() {
+        bail!(
+            "`{shown}` failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The command line as a person would type it (for messages).
+pub fn display(cmd: &Command) -> String {
+    let mut parts = vec![cmd.get_program().to_string_lossy().into_owned()];
+    parts.extend(cmd.get_args().map(quote));
+    parts.join(" ")
+}
+
+fn quote(arg: &OsStr) -> String {
+    let s = arg.to_string_lossy();
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+".contains(c))
+    {
+        s.into_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// Prints `==> name`, runs `f`, prints the duration.
+pub fn step<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    println!("==> {name}");
+    let started = Instant::now();
+    let result = f();
+    let took = fmt_duration(started.elapsed());
+    match &result {
+        Ok(_) => println!("<== {name}: ok ({took})"),
+        Err(_) => println!("<== {name}: FAILED ({took})"),
+    }
+    result.with_context(|| format!("step `{name}` failed"))
+}
+
+pub fn fmt_duration(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s >= 60.0 {
+        format!("{}m{:04.1}s", (s / 60.0).floor(), s % 60.0)
+    } else {
+        format!("{s:.1}s")
+    }
+}
+
+/// `id -u` is 0 (falling back to the owner of `/proc/self` if `id` cannot run).
+fn is_root() -> bool {
+    match Command::new("id").arg("-u").output() {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim() == "0",
+        _ => std::fs::metadata("/proc/self")
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+            .unwrap_or(false),
+    }
+}
+
+/// Makes sure the Debian packages providing [`REQUIRED_TOOLS`] are installed: as root,
+/// installs what is missing (`apt-get update` once, then a non-interactive install); as
+/// anyone else, fails with the exact `sudo apt-get install -y …` line.
+pub fn ensure_packages() -> Result<()> {
+    let mut missing: Vec<&str> = REQUIRED_TOOLS
+        .iter()
+        .filter(|(bin, _)| !certfleet_testenv::tool_exists(bin))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    missing.dedup();
+    if missing.is_empty() {
+        println!(
+            "all required tools present: {}",
+            REQUIRED_TOOLS
+                .iter()
+                .map(|(b, _)| *b)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return Ok(());
+    }
+    let list = missing.join(" ");
+    if !is_root() {
+        bail!(
+            "missing Debian packages: {list}; install them with:\n  sudo apt-get install -y {list}"
+        );
+    }
+    println!("installing missing Debian packages: {list}");
+    run_cmd(Command::new("apt-get").arg("update"))?;
+    run_cmd(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y"])
+            .args(&missing),
+    )?;
+    let still: Vec<&str> = REQUIRED_TOOLS
+        .iter()
+        .filter(|(bin, _)| !certfleet_testenv::tool_exists(bin))
+        .map(|(bin, _)| *bin)
+        .collect();
+    if !still.is_empty() {
+        bail!("still missing after apt-get install: {}", still.join(", "));
+    }
+    Ok(())
+}
+
+/// A current-thread tokio runtime for the harness's async API.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building a tokio runtime")
+}
