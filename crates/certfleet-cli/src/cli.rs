@@ -170,7 +170,14 @@ pub struct SolverArgs {
 #[derive(Debug, Args)]
 pub struct IssueArgs {
     /// Name to include (repeatable; the first names the output directory)
-    #[arg(long = "name", value_name = "NAME", required = true)]
+    // Hyphen values allowed so `--name -a.com` reaches name validation and gets a clear
+    // message instead of clap's "unexpected argument".
+    #[arg(
+        long = "name",
+        value_name = "NAME",
+        required = true,
+        allow_hyphen_values = true
+    )]
     pub names: Vec<String>,
     /// Certificate key to use (it stays where it is)
     #[arg(long, value_name = "KEYREF", conflicts_with = "key_alg")]

@@ -210,3 +210,78 @@ fn check_readable(path: &Path) -> Result<()> {
         .with_context(|| format!("cannot read config file {}", path.display()))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn load(args: &[&str], toml: Option<&str>) -> Result<Settings> {
+        let dir = tempfile::tempdir()?;
+        let mut argv = vec!["certfleet".to_owned()];
+        if let Some(t) = toml {
+            let path = dir.path().join("c.toml");
+            std::fs::write(&path, t)?;
+            argv.extend(["--config".to_owned(), path.display().to_string()]);
+        }
+        argv.extend(args.iter().map(|s| (*s).to_owned()));
+        argv.extend(["key", "show", "x.pem"].map(str::to_owned));
+        let cli = Cli::try_parse_from(argv)?;
+        Settings::load(&cli)
+    }
+
+    #[test]
+    fn defaults_without_file() {
+        let s = load(&[], None).expect("defaults");
+        assert_eq!(s.directory, LETS_ENCRYPT);
+        assert_eq!(s.http01.listen, "[::]:80");
+        assert_eq!(s.issue.key_alg, KeyAlgorithm::EcP256);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let toml = "directory = \"https://file.example/dir\"\n[issue]\nkey_alg = \"es384\"\n";
+        let from_file = load(&[], Some(toml)).expect("file");
+        assert_eq!(from_file.directory, "https://file.example/dir");
+        assert_eq!(from_file.issue.key_alg, KeyAlgorithm::EcP384);
+        let flagged = load(&["--directory", "https://flag.example/dir"], Some(toml)).expect("flag");
+        assert_eq!(flagged.directory, "https://flag.example/dir");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = load(&[], Some("[issue]\nkey_algo = \"es256\"\n")).expect_err("unknown key");
+        assert!(err.to_string().contains("key_algo"), "{err}");
+        let err = load(&[], Some("colour = 1\n")).expect_err("unknown top-level key");
+        assert!(err.to_string().contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = load(&[], Some("[issue]\nkey_alg = \"dsa\"\n")).expect_err("bad alg");
+        assert!(err.to_string().contains("dsa"), "{err}");
+        let err = load(&[], Some("[http01]\nlisten = \"port80\"\n")).expect_err("bad listen");
+        assert!(err.to_string().contains("port80"), "{err}");
+        let err = load(&["--directory", "ftp://x/dir"], None).expect_err("bad scheme");
+        assert!(err.to_string().contains("ftp://x/dir"), "{err}");
+    }
+
+    #[test]
+    fn missing_config_file_is_an_error() {
+        let cli = Cli::try_parse_from([
+            "certfleet",
+            "--config",
+            "/nonexistent/c.toml",
+            "key",
+            "show",
+            "k",
+        ])
+        .expect("parse");
+        let err = Settings::load(&cli).expect_err("missing file");
+        assert!(
+            format!("{err:#}").contains("/nonexistent/c.toml"),
+            "{err:#}"
+        );
+    }
+}

@@ -80,7 +80,8 @@ impl Context {
         let config = ClientConfig {
             extra_roots_pem,
             timeout: net.timeout(),
-            connect_retries: net.connect_attempts.max(1),
+            // `connect_retries` counts retries after the first attempt.
+            connect_retries: net.connect_attempts.max(1) - 1,
             ..ClientConfig::default()
         };
         let client = AcmeClient::connect(self.directory(), config)

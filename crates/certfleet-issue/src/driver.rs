@@ -93,8 +93,14 @@ impl Issuer {
         let mut order = self.account.new_order(&new_order).await?;
         tracing::info!(order = %order.url, names = %req.names.join(","), "order created");
 
+        let mut assumed_ready = false;
         if order.state.status == OrderStatus::Pending {
             self.authorize(&order).await?;
+            // Every authorization is valid now and CAs derive `ready` from them (RFC 8555
+            // §7.1.6), so finalize without re-reading the order first. A CA that lags
+            // answers orderNotReady and we fall back to polling.
+            order.state.status = OrderStatus::Ready;
+            assumed_ready = true;
         }
         order = self
             .wait_order(
@@ -113,7 +119,21 @@ impl Issuer {
                 .collect();
             let csr = build_csr(req.cert_key.as_ref(), &names).await?;
             tracing::info!(order = %order.url, "finalizing");
-            order = self.account.finalize(&order, &csr.der).await?;
+            order = match self.account.finalize(&order, &csr.der).await {
+                Err(e)
+                    if assumed_ready
+                        && e.problem_kind()
+                            == Some(&certfleet_acme::ProblemKind::OrderNotReady) =>
+                {
+                    tracing::debug!(order = %order.url, "order not ready yet; polling");
+                    let fresh = self.account.order(&order.url).await?;
+                    let ready = self
+                        .wait_order(fresh, &[OrderStatus::Ready], "the order to become ready")
+                        .await?;
+                    self.account.finalize(&ready, &csr.der).await?
+                }
+                other => other?,
+            };
             // `processing` right after finalize is normal (RFC 8555 §7.4): wait before the
             // first re-read instead of asking at once.
             if order.state.status == OrderStatus::Processing {

@@ -117,7 +117,19 @@ async fn renew_one(
         replaces: if ari { meta.ari_cert_id.clone() } else { None },
         preferred_chain: entry.preferred_chain.clone(),
     };
-    let issued = issue_with(ctx, account, &plan, &request).await?;
+    let issued = match issue_with(ctx, account, &plan, &request).await {
+        // A CA that refuses `replaces` (already replaced by another order, or a CertID it
+        // does not know) would still issue a plain order (RFC 9773 §5).
+        Err(e) if request.replaces.is_some() && refuses_replaces(&e) => {
+            tracing::warn!("{first}: the CA refused `replaces` ({e:#}); ordering without it");
+            let plain = CertificateRequest {
+                replaces: None,
+                ..request
+            };
+            issue_with(ctx, account, &plan, &plain).await?
+        }
+        other => other?,
+    };
     let key_output = if entry.key_in_out_dir {
         KeyOutput::Unchanged
     } else {
@@ -132,4 +144,16 @@ async fn renew_one(
     write_certificate_dir(&entry.out_dir, &issued, key_output, &new_meta)?;
     report(&issued, &entry.out_dir, client);
     Ok(true)
+}
+
+fn refuses_replaces(e: &anyhow::Error) -> bool {
+    use certfleet_acme::ProblemKind;
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<certfleet_issue::IssueError>())
+        .any(|ie| match ie {
+            certfleet_issue::IssueError::Acme(acme) => {
+                matches!(acme.problem_kind(), Some(ProblemKind::AlreadyReplaced))
+            }
+            _ => false,
+        })
 }
