@@ -9,9 +9,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use certfleet_testenv::{certfleet_command, require_tool};
 
 /// At most this many kill rounds …
-const ROUNDS: u32 = 12;
+const ROUNDS: u32 = 10;
 /// … started within this much time.
-const BUDGET: Duration = Duration::from_secs(60);
+const BUDGET: Duration = Duration::from_secs(40);
 /// Longest a single generation may take before the test gives up on it.
 const GENERATE_TIMEOUT: Duration = Duration::from_secs(120);
 

@@ -20,6 +20,7 @@
 
 mod pebble;
 mod ports;
+mod state;
 mod static_server;
 mod x509;
 
@@ -27,8 +28,9 @@ use std::env;
 use std::path::PathBuf;
 use std::process::Command;
 
-pub use pebble::{Pebble, PebbleOptions, PebbleState, ProcessRecord, Spawned};
+pub use pebble::{Pebble, PebbleOptions, Spawned};
 pub use ports::{free_tcp_port, free_tcp_udp_port};
+pub use state::{PebbleState, ProcessRecord};
 pub use static_server::{ServedRequest, StaticServer};
 pub use x509::{
     CertInfo, openssl_verify, private_key_spki_der, read_cert, read_certs, spki_matches_jwk,
