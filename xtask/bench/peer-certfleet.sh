@@ -11,6 +11,10 @@ set -euo pipefail
 export CERTFLEET_BIN
 source "$BENCH_DIR/bench-lib.sh"
 
+# Trust only the harness's root for Pebble's HTTPS, as lego does with LEGO_CA_CERTIFICATES
+# (unless LEGO_CA_SYSTEM_CERT_POOL is set): no system store to load per process.
+export CERTFLEET_CA_ROOTS_ONLY=true
+
 certfleet_global() {  # WDIR -> global flags
   printf '%s\0' --directory "$DIRECTORY_URL" --ca-root "$CA_BUNDLE" --state-dir "$1/state" -q
 }

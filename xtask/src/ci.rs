@@ -29,6 +29,16 @@ pub fn run(args: &[String]) -> Result<()> {
             ]))
         },
     )?;
+    step(
+        "cargo doc --workspace --no-deps (RUSTDOCFLAGS=-Dwarnings)",
+        || {
+            run_cmd(
+                cargo()
+                    .args(["doc", "--workspace", "--no-deps"])
+                    .env("RUSTDOCFLAGS", "-Dwarnings"),
+            )
+        },
+    )?;
     step("cargo build --workspace", || {
         run_cmd(cargo().args(["build", "--workspace"]))
     })?;

@@ -1,6 +1,7 @@
 //! Developer tasks, run as `cargo xtask <task>`:
 //!
 //! ```text
+//! cargo xtask bench [--n N --conc C]  certfleet vs lego/certbot against a local Pebble
 //! cargo xtask ci                      fmt, clippy, build, tests (CI=1: end-to-end tests never skip)
 //! cargo xtask demo [--dir D]          Pebble + certfleet: register, issue, openssl verify
 //! cargo xtask pebble up [options]     start Pebble + challtestsrv in the background
@@ -8,6 +9,7 @@
 //! cargo xtask pebble status           show what runs and where
 //! ```
 
+mod bench;
 mod ci;
 mod demo;
 mod pebble;
@@ -19,6 +21,9 @@ const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
+  bench [--n N] [--conc C] [--peers lego,certbot] [--runs R]
+                              certfleet beside lego/certbot against one local Pebble, through
+                              ../shared/bench (defaults: 50 certificates, 1 at a time, lego)
   ci                          install missing Debian packages (as root), then cargo fmt --check,
                               clippy -D warnings, build, test (with CI=1)
   demo [--dir DIR]            start Pebble, register an account, issue a certificate for
@@ -41,6 +46,7 @@ tasks:
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
+        Some("bench") => bench::run(&args[1..]),
         Some("ci") => ci::run(&args[1..]),
         Some("demo") => demo::run(&args[1..]),
         Some("pebble") => pebble::run(&args[1..]),

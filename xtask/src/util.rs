@@ -127,7 +127,12 @@ fn is_root() -> bool {
 /// installs what is missing (`apt-get update` once, then a non-interactive install); as
 /// anyone else, fails with the exact `sudo apt-get install -y …` line.
 pub fn ensure_packages() -> Result<()> {
-    let mut missing: Vec<&str> = REQUIRED_TOOLS
+    ensure_tools(REQUIRED_TOOLS)
+}
+
+/// [`ensure_packages`] for any list of `(binary, Debian package)` pairs.
+pub fn ensure_tools(tools: &[(&str, &str)]) -> Result<()> {
+    let mut missing: Vec<&str> = tools
         .iter()
         .filter(|(bin, _)| !certfleet_testenv::tool_exists(bin))
         .map(|(_, pkg)| *pkg)
@@ -136,11 +141,7 @@ pub fn ensure_packages() -> Result<()> {
     if missing.is_empty() {
         println!(
             "all required tools present: {}",
-            REQUIRED_TOOLS
-                .iter()
-                .map(|(b, _)| *b)
-                .collect::<Vec<_>>()
-                .join(", ")
+            tools.iter().map(|(b, _)| *b).collect::<Vec<_>>().join(", ")
         );
         return Ok(());
     }
@@ -158,7 +159,7 @@ pub fn ensure_packages() -> Result<()> {
             .args(["install", "-y"])
             .args(&missing),
     )?;
-    let still: Vec<&str> = REQUIRED_TOOLS
+    let still: Vec<&str> = tools
         .iter()
         .filter(|(bin, _)| !certfleet_testenv::tool_exists(bin))
         .map(|(bin, _)| *bin)

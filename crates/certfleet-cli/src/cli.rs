@@ -1,4 +1,7 @@
 //! Command-line grammar. The shape is a contract (docs/cli.md); change both together.
+// Doc comments here are the `--help` text users read, not rustdoc: `[::]:80` and
+// `<state-dir>` are meant literally.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,13 +30,8 @@ pub struct Cli {
     pub directory: Option<String>,
 
     /// Extra trusted root for the CA's HTTPS endpoint (PEM; repeatable), e.g. a private CA
-    #[arg(
-        long = "ca-root",
-        global = true,
-        env = "CERTFLEET_CA_ROOTS",
-        value_delimiter = ':',
-        value_name = "PEM"
-    )]
+    /// (env CERTFLEET_CA_ROOTS: paths separated by ':')
+    #[arg(long = "ca-root", global = true, value_name = "PEM")]
     pub ca_roots: Vec<PathBuf>,
 
     /// More output (-v: debug, -vv: trace)

@@ -26,6 +26,9 @@ pub struct Settings {
     pub state_dir: Option<PathBuf>,
     /// Extra trusted roots (PEM files) for the CA's HTTPS endpoint.
     pub ca_roots: Vec<PathBuf>,
+    /// Trust only `ca_roots` for the CA's endpoint, not the system store (narrower trust for
+    /// a private CA, and no system store to load at start-up).
+    pub ca_roots_only: bool,
     pub http01: Http01Settings,
     pub issue: IssueSettings,
     pub network: NetworkSettings,
@@ -73,6 +76,7 @@ impl Default for Settings {
             directory: LETS_ENCRYPT.to_owned(),
             state_dir: None,
             ca_roots: Vec::new(),
+            ca_roots_only: false,
             http01: Http01Settings::default(),
             issue: IssueSettings::default(),
             network: NetworkSettings::default(),
@@ -118,6 +122,9 @@ impl NetworkSettings {
     }
 }
 
+/// Top-level keys (and sections) settable through `CERTFLEET_*` variables.
+const ENV_KEYS: [&str; 4] = ["ca_roots_only", "http01", "issue", "network"];
+
 /// Keys clap owns (their env vars are read by clap, so figment must not see them too).
 const CLAP_OWNED: [&str; 4] = ["config", "directory", "state_dir", "ca_roots"];
 
@@ -131,13 +138,15 @@ impl Settings {
         figment = figment.merge(
             Env::prefixed("CERTFLEET_")
                 .split("__")
-                .filter(|k| !CLAP_OWNED.contains(&k.as_str()))
-                // Only sections we know: a stray CERTFLEET_FOO in the environment of a
-                // cron job must not break every run.
+                // Only keys we know, compared case-insensitively (env keys keep their case):
+                // clap reads its own variables, and a stray CERTFLEET_FOO in a cron job's
+                // environment must not break every run.
                 .filter(|k| {
-                    ["http01", "issue", "network"]
-                        .iter()
-                        .any(|s| k.as_str().starts_with(s))
+                    let key = k.as_str().to_ascii_lowercase();
+                    !CLAP_OWNED.contains(&key.as_str())
+                        && ENV_KEYS
+                            .iter()
+                            .any(|s| key == *s || key.starts_with(&format!("{s}.")))
                 }),
         );
         let mut settings: Settings = figment.extract().map_err(|e| {
@@ -151,8 +160,17 @@ impl Settings {
         if let Some(s) = &cli.state_dir {
             settings.state_dir = Some(s.clone());
         }
+        // Flags win over CERTFLEET_CA_ROOTS, which wins over the file. Only the variable is
+        // split on ':' (a flag is one path, whatever characters it holds).
         if !cli.ca_roots.is_empty() {
             settings.ca_roots.clone_from(&cli.ca_roots);
+        } else if let Some(v) = std::env::var_os("CERTFLEET_CA_ROOTS").filter(|v| !v.is_empty()) {
+            settings.ca_roots = std::env::split_paths(&v).collect();
+        }
+        if settings.ca_roots_only && settings.ca_roots.is_empty() {
+            anyhow::bail!(
+                "ca_roots_only = true but no ca_roots are given: nothing would be trusted"
+            );
         }
         settings.validate()?;
         Ok(settings)
@@ -212,6 +230,8 @@ fn check_readable(path: &Path) -> Result<()> {
 }
 
 #[cfg(test)]
+// figment::Jail's closures return figment's own (large) error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use clap::Parser;
 
@@ -233,55 +253,102 @@ mod tests {
 
     #[test]
     fn defaults_without_file() {
-        let s = load(&[], None).expect("defaults");
-        assert_eq!(s.directory, LETS_ENCRYPT);
-        assert_eq!(s.http01.listen, "[::]:80");
-        assert_eq!(s.issue.key_alg, KeyAlgorithm::EcP256);
+        // Inside a jail: other tests set CERTFLEET_* variables process-wide.
+        figment::Jail::expect_with(|_| {
+            let s = load(&[], None).expect("defaults");
+            assert_eq!(s.directory, LETS_ENCRYPT);
+            assert_eq!(s.http01.listen, "[::]:80");
+            assert_eq!(s.issue.key_alg, KeyAlgorithm::EcP256);
+            Ok(())
+        });
     }
 
     #[test]
     fn flags_override_the_file() {
-        let toml = "directory = \"https://file.example/dir\"\n[issue]\nkey_alg = \"es384\"\n";
-        let from_file = load(&[], Some(toml)).expect("file");
-        assert_eq!(from_file.directory, "https://file.example/dir");
-        assert_eq!(from_file.issue.key_alg, KeyAlgorithm::EcP384);
-        let flagged = load(&["--directory", "https://flag.example/dir"], Some(toml)).expect("flag");
-        assert_eq!(flagged.directory, "https://flag.example/dir");
+        // Inside a jail: other tests set CERTFLEET_* variables process-wide.
+        figment::Jail::expect_with(|_| {
+            let toml = "directory = \"https://file.example/dir\"\n[issue]\nkey_alg = \"es384\"\n";
+            let from_file = load(&[], Some(toml)).expect("file");
+            assert_eq!(from_file.directory, "https://file.example/dir");
+            assert_eq!(from_file.issue.key_alg, KeyAlgorithm::EcP384);
+            let flagged =
+                load(&["--directory", "https://flag.example/dir"], Some(toml)).expect("flag");
+            assert_eq!(flagged.directory, "https://flag.example/dir");
+            Ok(())
+        });
     }
 
     #[test]
     fn unknown_keys_are_named() {
-        let err = load(&[], Some("[issue]\nkey_algo = \"es256\"\n")).expect_err("unknown key");
-        assert!(err.to_string().contains("key_algo"), "{err}");
-        let err = load(&[], Some("colour = 1\n")).expect_err("unknown top-level key");
-        assert!(err.to_string().contains("colour"), "{err}");
+        // Inside a jail: other tests set CERTFLEET_* variables process-wide.
+        figment::Jail::expect_with(|_| {
+            let err = load(&[], Some("[issue]\nkey_algo = \"es256\"\n")).expect_err("unknown key");
+            assert!(err.to_string().contains("key_algo"), "{err}");
+            let err = load(&[], Some("colour = 1\n")).expect_err("unknown top-level key");
+            assert!(err.to_string().contains("colour"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]
     fn bad_values_are_named() {
-        let err = load(&[], Some("[issue]\nkey_alg = \"dsa\"\n")).expect_err("bad alg");
-        assert!(err.to_string().contains("dsa"), "{err}");
-        let err = load(&[], Some("[http01]\nlisten = \"port80\"\n")).expect_err("bad listen");
-        assert!(err.to_string().contains("port80"), "{err}");
-        let err = load(&["--directory", "ftp://x/dir"], None).expect_err("bad scheme");
-        assert!(err.to_string().contains("ftp://x/dir"), "{err}");
+        // Inside a jail: other tests set CERTFLEET_* variables process-wide.
+        figment::Jail::expect_with(|_| {
+            let err = load(&[], Some("[issue]\nkey_alg = \"dsa\"\n")).expect_err("bad alg");
+            assert!(err.to_string().contains("dsa"), "{err}");
+            let err = load(&[], Some("[http01]\nlisten = \"port80\"\n")).expect_err("bad listen");
+            assert!(err.to_string().contains("port80"), "{err}");
+            let err = load(&["--directory", "ftp://x/dir"], None).expect_err("bad scheme");
+            assert!(err.to_string().contains("ftp://x/dir"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_sits_between_file_and_flags() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CERTFLEET_ISSUE__KEY_ALG", "rs256");
+            jail.set_env("CERTFLEET_CA_ROOTS_ONLY", "true");
+            jail.set_env("CERTFLEET_CA_ROOTS", "/a.pem:/b.pem");
+            jail.set_env("CERTFLEET_UNRELATED", "ignored");
+            let s = load(&[], Some("[issue]\nkey_alg = \"es384\"\n")).expect("env over file");
+            assert_eq!(s.issue.key_alg, KeyAlgorithm::Rsa2048);
+            assert!(s.ca_roots_only);
+            assert_eq!(
+                s.ca_roots,
+                vec![PathBuf::from("/a.pem"), PathBuf::from("/b.pem")]
+            );
+            let s = load(&["--ca-root", "/c:d.pem"], None).expect("flag over env");
+            assert_eq!(s.ca_roots, vec![PathBuf::from("/c:d.pem")]);
+            jail.set_env("CERTFLEET_NETWORK__TIMEOUT_SECS", "soon");
+            let err = load(&[], None).expect_err("bad env value");
+            assert!(
+                format!("{err:#}").to_lowercase().contains("timeout_secs"),
+                "{err:#}"
+            );
+            Ok(())
+        });
     }
 
     #[test]
     fn missing_config_file_is_an_error() {
-        let cli = Cli::try_parse_from([
-            "certfleet",
-            "--config",
-            "/nonexistent/c.toml",
-            "key",
-            "show",
-            "k",
-        ])
-        .expect("parse");
-        let err = Settings::load(&cli).expect_err("missing file");
-        assert!(
-            format!("{err:#}").contains("/nonexistent/c.toml"),
-            "{err:#}"
-        );
+        // Inside a jail: other tests set CERTFLEET_* variables process-wide.
+        figment::Jail::expect_with(|_| {
+            let cli = Cli::try_parse_from([
+                "certfleet",
+                "--config",
+                "/nonexistent/c.toml",
+                "key",
+                "show",
+                "k",
+            ])
+            .expect("parse");
+            let err = Settings::load(&cli).expect_err("missing file");
+            assert!(
+                format!("{err:#}").contains("/nonexistent/c.toml"),
+                "{err:#}"
+            );
+            Ok(())
+        });
     }
 }

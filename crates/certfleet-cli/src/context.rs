@@ -79,6 +79,7 @@ impl Context {
         let net = &self.settings.network;
         let config = ClientConfig {
             extra_roots_pem,
+            only_extra_roots: self.settings.ca_roots_only,
             timeout: net.timeout(),
             // `connect_retries` counts retries after the first attempt.
             connect_retries: net.connect_attempts.max(1) - 1,
