@@ -1,6 +1,7 @@
-//! Test environment for certfleet: a real Pebble (plus `pebble-challtestsrv`) on loopback,
-//! a tiny static file server for http-01 webroot tests, helpers to find the `certfleet`
-//! binary and to inspect the certificates it writes.
+//! Test environment for certfleet: a real Pebble (plus `pebble-challtestsrv`) and BIND on loopback,
+//! a tiny static file server for http-01 webroot tests, a private SoftHSM2 token directory
+//! ([`SoftHsm`]) and a software TPM ([`Swtpm`]) for hardware-key tests, helpers to find the
+//! `certfleet` binary and to inspect the certificates it writes.
 //!
 //! Everything listens on 127.0.0.1 on ports picked at run time, so any number of
 //! environments can run side by side (and beside someone else's Pebble on this machine).
@@ -18,20 +19,31 @@
 //!
 //! Processes are killed when the [`Pebble`] value is dropped.
 
+mod bind;
+mod ca_proxy;
 mod pebble;
 mod ports;
+mod softhsm;
 mod state;
 mod static_server;
+mod swtpm;
 mod x509;
 
 use std::env;
 use std::path::PathBuf;
 use std::process::Command;
 
+pub use bind::{Bind, BindOptions, BindStats, BindZone, SecondaryMode};
+pub use ca_proxy::{
+    CaProxy, CaProxyOptions, JwsPeek, LimitSpec, ProxyLimits, ProxyStats, Refusal, go_duration,
+    peek_jws,
+};
 pub use pebble::{Pebble, PebbleOptions, Spawned};
 pub use ports::{free_tcp_port, free_tcp_udp_port};
+pub use softhsm::{SOFTHSM_SO_PIN, SoftHsm, require_softhsm, softhsm_module};
 pub use state::{PebbleState, ProcessRecord};
 pub use static_server::{ServedRequest, StaticServer};
+pub use swtpm::{Swtpm, require_swtpm};
 pub use x509::{
     CertInfo, openssl_verify, private_key_spki_der, read_cert, read_certs, spki_matches_jwk,
 };
@@ -168,6 +180,47 @@ pub fn certfleet_command() -> Command {
         }
     }
     cmd
+}
+
+/// Runs `cmd` and returns its stdout; a failure carries the exit status and stderr.
+pub fn run_output(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| anyhow::anyhow!("cannot run {:?}: {e}", cmd.get_program()))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "{:?} failed ({}): {}{}",
+            cmd.get_program(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Directory holding the DNS-01 plugin libraries (`libcertfleet_plugin_*.so`) of the current
+/// cargo profile: `cargo build --workspace` puts them beside the `certfleet` binary.
+pub fn plugin_dir() -> PathBuf {
+    certfleet_bin()
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Path of the built plugin `name` (`rfc2136`, `test-panics`, …).
+///
+/// # Panics
+/// If it was not built: "build it first: cargo build --workspace".
+pub fn plugin_path(name: &str) -> PathBuf {
+    let p = plugin_dir().join(format!("libcertfleet_plugin_{}.so", name.replace('-', "_")));
+    assert!(
+        p.is_file(),
+        "plugin {} not found; build it first: cargo build --workspace",
+        p.display()
+    );
+    p
 }
 
 /// Last `max_lines` lines of a text file (lossy), for error messages.

@@ -714,7 +714,7 @@ type SpawnRequest = (Command, mpsc::Sender<io::Result<Child>>);
 ///
 /// The parent-death signal fires when the *thread* that forked exits, so every process is
 /// forked from one helper thread that lives as long as the process.
-fn spawn_attached(mut cmd: Command) -> io::Result<Child> {
+pub(crate) fn spawn_attached(mut cmd: Command) -> io::Result<Child> {
     static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
     let parent = std::process::id();
     // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) run between fork and exec.

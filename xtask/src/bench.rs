@@ -88,6 +88,12 @@ fn parse(args: &[String]) -> Result<Options> {
 }
 
 pub fn run(args: &[String]) -> Result<()> {
+    if args.first().map(String::as_str) == Some("dns") {
+        return crate::bench_dns::run(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("keys") {
+        return crate::bench_keys::run(&args[1..]);
+    }
     let opts = parse(args)?;
     let shared = shared_bench_dir()?;
     step("packages for the benchmark", || ensure_tools(BENCH_TOOLS))?;

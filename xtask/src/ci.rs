@@ -12,7 +12,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let started = Instant::now();
     println!("target directory: {}", target_dir().display());
-    step("packages (pebble, openssl)", ensure_packages)?;
+    step("packages (pebble, openssl, bind9)", ensure_packages)?;
     step("cargo fmt --all --check", || {
         run_cmd(cargo().args(["fmt", "--all", "--check"]))
     })?;

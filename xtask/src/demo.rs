@@ -1,16 +1,25 @@
-//! `cargo xtask demo [--dir DIR]`: the whole flow against a local Pebble, step by step.
+//! `cargo xtask demo [--dir DIR]`: the whole flow against a local Pebble, step by step: the
+//! account key is generated on a SoftHSM token and never leaves it, a private BIND serves
+//! the demo zone, Pebble validates through it, and certfleet proves the names (one of them a
+//! wildcard) by dns-01 through the `rfc2136` plugin with a TSIG key.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
-use certfleet_testenv::{Pebble, PebbleOptions, openssl_verify};
+use certfleet_testenv::{
+    Bind, BindOptions, BindZone, Pebble, PebbleOptions, SoftHsm, openssl_verify,
+};
 
 use crate::util::{cargo, display, ensure_packages, output, run_cmd, runtime, step, target_dir};
 
-const NAMES: [&str; 2] = ["demo.certfleet.test", "www.demo.certfleet.test"];
+const ZONE: &str = "demo.certfleet.test";
+const NAMES: [&str; 2] = ["demo.certfleet.test", "*.demo.certfleet.test"];
 const CONTACT: &str = "mailto:admin@demo.certfleet.test";
+const TOKEN: &str = "certfleet-demo";
+/// A demo token's PIN; it goes into a 0600 file the key reference points at.
+const DEMO_PIN: &str = "4711-demo";
 
 pub fn run(args: &[String]) -> Result<()> {
     let dir = match args {
@@ -26,9 +35,18 @@ pub fn run(args: &[String]) -> Result<()> {
         _ => bail!("usage: cargo xtask demo [--dir DIR]"),
     };
     step("packages (pebble, openssl)", ensure_packages)?;
-    step("cargo build -p certfleet-cli", || {
-        run_cmd(cargo().args(["build", "-p", "certfleet-cli"]))
-    })?;
+    step(
+        "cargo build -p certfleet-cli -p certfleet-plugin-rfc2136",
+        || {
+            run_cmd(cargo().args([
+                "build",
+                "-p",
+                "certfleet-cli",
+                "-p",
+                "certfleet-plugin-rfc2136",
+            ]))
+        },
+    )?;
     let bin = target_dir().join("debug").join("certfleet");
     if !bin.is_file() {
         bail!("{} was not built", bin.display());
@@ -40,13 +58,13 @@ pub fn run(args: &[String]) -> Result<()> {
 /// Creates `dir` and removes what a previous demo left in it.
 fn prepare_dir(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    for sub in ["state", "cert", "pebble"] {
+    for sub in ["state", "cert", "pebble", "bind", "softhsm"] {
         let p = dir.join(sub);
         if p.exists() {
             fs::remove_dir_all(&p).with_context(|| format!("removing {}", p.display()))?;
         }
     }
-    for file in ["account.pem", "pebble-root.pem"] {
+    for file in ["pebble-root.pem", "certfleet.toml"] {
         let p = dir.join(file);
         if p.exists() {
             fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
@@ -57,20 +75,75 @@ fn prepare_dir(dir: &Path) -> Result<()> {
 
 async fn demo(bin: &Path, dir: &Path) -> Result<()> {
     println!(
-        "==> starting Pebble + pebble-challtestsrv (files in {})",
+        "==> creating a SoftHSM token {TOKEN:?} for the account key (files in {})",
+        dir.join("softhsm").display()
+    );
+    let hsm = SoftHsm::new_in(&dir.join("softhsm")).context("setting up SoftHSM")?;
+    hsm.init_token(TOKEN, DEMO_PIN)?;
+    let pin_file = hsm.pin_file("user.pin", DEMO_PIN)?;
+    println!("    module:       {}", hsm.module_path().display());
+    println!("    PIN file:     {} (mode 0600)", pin_file.display());
+    println!(
+        "==> starting BIND for {ZONE} with TSIG key acme-key (files in {})",
+        dir.join("bind").display()
+    );
+    let bind = Bind::start(BindOptions {
+        zones: vec![BindZone::new(ZONE)],
+        work_dir: Some(dir.join("bind")),
+        ..BindOptions::default()
+    })
+    .await
+    .context("starting BIND")?;
+    println!("    primary:      {}", bind.primary());
+    println!("    TSIG key:     {}", bind.key_file("acme-key")?.display());
+    println!(
+        "==> starting Pebble + pebble-challtestsrv, resolving through BIND (files in {})",
         dir.join("pebble").display()
     );
-    let pebble = Pebble::start(PebbleOptions::default().work_dir(dir.join("pebble")))
-        .await
-        .context("starting Pebble")?;
+    let pebble = Pebble::start(
+        PebbleOptions::default()
+            .work_dir(dir.join("pebble"))
+            .dns_server(bind.primary().to_string()),
+    )
+    .await
+    .context("starting Pebble")?;
     println!("    directory:    {}", pebble.directory_url());
     println!("    TLS root:     {}", pebble.tls_root_pem_path().display());
     println!("    http-01 port: {}", pebble.http01_port());
 
     let state = dir.join("state");
+    let config = dir.join("certfleet.toml");
+    let plugin_dir = bin.parent().context("the binary has no directory")?;
+    let ns = bind
+        .nameserver_addresses()
+        .into_iter()
+        .map(|(host, addr)| format!("\"{host}\" = [\"{addr}\"]"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    fs::write(
+        &config,
+        format!(
+            "[dns01]\nplugin = \"rfc2136\"\nplugin_dirs = [\"{}\"]\n\n\
+             [dns01.propagation]\ntimeout_secs = 30\ninterval_millis = 250\n\
+             discovery_resolvers = [\"{primary}\"]\nnameserver_addresses = {{ {ns} }}\n\n\
+             [plugins.rfc2136]\nserver = \"{primary}\"\nkey_file = \"{}\"\n",
+            plugin_dir.display(),
+            bind.key_file("acme-key")?.display(),
+            primary = bind.primary(),
+        ),
+    )
+    .with_context(|| format!("writing {}", config.display()))?;
+    println!("==> configuration {}:", config.display());
+    for line in fs::read_to_string(&config)?.lines() {
+        println!("    {line}");
+    }
     let certfleet = |args: &[&str]| -> Command {
         let mut cmd = Command::new(bin);
-        cmd.arg("--state-dir")
+        let (k, v) = hsm.env();
+        cmd.env(k, v)
+            .arg("--config")
+            .arg(&config)
+            .arg("--state-dir")
             .arg(&state)
             .arg("--directory")
             .arg(pebble.directory_url())
@@ -88,10 +161,16 @@ async fn demo(bin: &Path, dir: &Path) -> Result<()> {
         Ok(out)
     };
 
-    let account_key = dir.join("account.pem");
+    let pin_source = format!("file:{}", pin_file.display());
+    let mut generate = certfleet(&["key", "generate", "--backend", "pkcs11", "--alg", "es256"]);
+    generate
+        .arg("--module")
+        .arg(hsm.module_path())
+        .args(["--token", TOKEN, "--label", "acme-account"])
+        .args(["--pin-source", &pin_source]);
     let key_ref = show(
-        "generating the account key",
-        certfleet(&["key", "generate", "--alg", "es256", "--out"]).arg_path(&account_key),
+        "generating the account key on the token (it never leaves it)",
+        generate,
     )?;
     let key_ref = key_ref
         .lines()
@@ -114,16 +193,20 @@ async fn demo(bin: &Path, dir: &Path) -> Result<()> {
     )?;
 
     let out_dir = dir.join("cert");
-    let listen = format!("127.0.0.1:{}", pebble.http01_port());
     let mut issue_args = vec!["issue"];
     for n in NAMES {
         issue_args.extend(["--name", n]);
     }
-    issue_args.extend(["--challenge", "http-01", "--http-listen", &listen, "--out"]);
+    issue_args.extend(["--challenge", "dns-01", "--dns-plugin", "rfc2136", "--out"]);
     show(
-        "issuing a certificate (http-01, built-in server)",
+        "issuing a certificate (dns-01 through the rfc2136 plugin; one name is a wildcard)",
         certfleet(&issue_args).arg_path(&out_dir),
     )?;
+    let left = bind.txt(bind.primary(), &format!("_acme-challenge.{ZONE}."))?;
+    if !left.is_empty() {
+        bail!("challenge TXT records left in {ZONE}: {left:?}");
+    }
+    println!("    no _acme-challenge TXT record left in {ZONE}");
 
     println!(
         "==> fetching Pebble's issuing root ({}/roots/0)",
@@ -146,7 +229,7 @@ async fn demo(bin: &Path, dir: &Path) -> Result<()> {
     println!("    {}: OK", cert.display());
 
     println!("\ndemo complete:");
-    println!("  account key      {}", account_key.display());
+    println!("  account key      {key_ref} (on SoftHSM, not exportable)");
     println!("  state directory  {}", state.display());
     println!("  certificate      {}", cert.display());
     println!("  chain            {}", chain.display());
@@ -161,10 +244,12 @@ async fn demo(bin: &Path, dir: &Path) -> Result<()> {
     println!("  metadata         {}", out_dir.join("meta.json").display());
     println!("  Pebble's root    {}", root_pem.display());
     println!("  Pebble's logs    {}", pebble.work_dir().display());
-    println!("check it yourself (Pebble's root stays valid as a file; Pebble itself stops now):");
+    println!("check it yourself (Pebble's root stays valid as a file; Pebble and BIND stop now):");
     println!("  {verify}");
     drop(pebble);
-    println!("Pebble stopped");
+    drop(bind);
+    drop(hsm);
+    println!("Pebble and BIND stopped; the demo token was removed with them");
     Ok(())
 }
 

@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! cargo xtask bench [--n N --conc C]  certfleet vs lego/certbot against a local Pebble
+//! cargo xtask bench dns [--records N]  1,000 TXT records on BIND: certfleet's rfc2136 vs lego
+//! cargo xtask bench keys [--millis M]  signatures/s of file, SoftHSM and swtpm keys at 1/2/4 signers
 //! cargo xtask ci                      fmt, clippy, build, tests (CI=1: end-to-end tests never skip)
 //! cargo xtask demo [--dir D]          Pebble + certfleet: register, issue, openssl verify
 //! cargo xtask pebble up [options]     start Pebble + challtestsrv in the background
@@ -10,6 +12,8 @@
 //! ```
 
 mod bench;
+mod bench_dns;
+mod bench_keys;
 mod ci;
 mod demo;
 mod pebble;
@@ -24,11 +28,19 @@ tasks:
   bench [--n N] [--conc C] [--peers lego,certbot] [--runs R]
                               certfleet beside lego/certbot against one local Pebble, through
                               ../shared/bench (defaults: 50 certificates, 1 at a time, lego)
+  bench dns [--records N] [--lego-records M] [--no-lego]
+                              present and verify N (1000) TXT records in one zone on a private
+                              BIND with the rfc2136 plugin, beside lego's rfc2136 provider doing
+                              M (50) names in one order; UPDATE messages and DNS queries per record
+  bench keys [--millis M]     signatures per second of a file, a SoftHSM2 and a swtpm P-256 key
+                              at 1, 2 and 4 concurrent signers (release build, M ms per level,
+                              default 2000), the SoftHSM 4-vs-1 ratio, signatures per certificate
   ci                          install missing Debian packages (as root), then cargo fmt --check,
                               clippy -D warnings, build, test (with CI=1)
-  demo [--dir DIR]            start Pebble, register an account, issue a certificate for
-                              demo.certfleet.test + www.demo.certfleet.test, verify it with
-                              openssl (DIR defaults to <target>/demo)
+  demo [--dir DIR]            start BIND and Pebble, register an account, issue a certificate
+                              for demo.certfleet.test + *.demo.certfleet.test by dns-01
+                              through the rfc2136 plugin (TSIG), verify it with openssl
+                              (DIR defaults to <target>/demo)
   pebble up [OPTIONS]         start Pebble + pebble-challtestsrv on free loopback ports in the
                               background; state under <target>/xtask/pebble/
       --nonce-reject PCT      PEBBLE_WFE_NONCEREJECT (default 0; Pebble's own default is 5)

@@ -7,11 +7,27 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-/// Binaries the end-to-end tests and the demo need, with their Debian package.
+/// What the tests and the demo need, with the Debian package providing it: a binary on
+/// PATH, `pkg-config:NAME` (a library pkg-config knows, for building) or `lib:FILE` (a
+/// shared library the dynamic linker finds, for run time).
 pub const REQUIRED_TOOLS: &[(&str, &str)] = &[
     ("pebble", "pebble"),
     ("pebble-challtestsrv", "pebble"),
     ("openssl", "openssl"),
+    ("named", "bind9"),
+    ("tsig-keygen", "bind9"),
+    ("named-checkconf", "bind9-utils"),
+    ("dig", "bind9-dnsutils"),
+    ("nsupdate", "bind9-dnsutils"),
+    // Hardware keys: SoftHSM2 and a software TPM for the tests, the TSS headers and
+    // pkg-config to build the TPM backend, the swtpm TCTI it loads at run time.
+    ("softhsm2-util", "softhsm2"),
+    ("swtpm", "swtpm"),
+    ("swtpm_ioctl", "swtpm-tools"),
+    ("tpm2_getcap", "tpm2-tools"),
+    ("pkg-config", "pkg-config"),
+    ("pkg-config:tss2-esys", "libtss2-dev"),
+    ("lib:libtss2-tcti-swtpm.so.0", "libtss2-tcti-swtpm0"),
 ];
 
 /// The workspace root (the directory above xtask/).
@@ -134,7 +150,7 @@ pub fn ensure_packages() -> Result<()> {
 pub fn ensure_tools(tools: &[(&str, &str)]) -> Result<()> {
     let mut missing: Vec<&str> = tools
         .iter()
-        .filter(|(bin, _)| !certfleet_testenv::tool_exists(bin))
+        .filter(|(bin, _)| !present(bin))
         .map(|(_, pkg)| *pkg)
         .collect();
     missing.dedup();
@@ -161,13 +177,39 @@ pub fn ensure_tools(tools: &[(&str, &str)]) -> Result<()> {
     )?;
     let still: Vec<&str> = tools
         .iter()
-        .filter(|(bin, _)| !certfleet_testenv::tool_exists(bin))
+        .filter(|(bin, _)| !present(bin))
         .map(|(bin, _)| *bin)
         .collect();
     if !still.is_empty() {
         bail!("still missing after apt-get install: {}", still.join(", "));
     }
     Ok(())
+}
+
+/// Whether one entry of a tool list is there (see [`REQUIRED_TOOLS`] for the forms).
+fn present(check: &str) -> bool {
+    if let Some(name) = check.strip_prefix("pkg-config:") {
+        return Command::new("pkg-config")
+            .args(["--exists", name])
+            .status()
+            .is_ok_and(|s| s.success());
+    }
+    if let Some(file) = check.strip_prefix("lib:") {
+        const LIB_DIRS: &[&str] = &[
+            "/usr/lib/x86_64-linux-gnu",
+            "/usr/lib/aarch64-linux-gnu",
+            "/usr/lib64",
+            "/usr/lib",
+        ];
+        if LIB_DIRS.iter().any(|d| Path::new(d).join(file).exists()) {
+            return true;
+        }
+        return Command::new("ldconfig")
+            .arg("-p")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(file));
+    }
+    certfleet_testenv::tool_exists(check)
 }
 
 /// A current-thread tokio runtime for the harness's async API.

@@ -60,30 +60,103 @@ pub enum Command {
     Renew(RenewArgs),
     /// Revoke a certificate
     Revoke(RevokeArgs),
+    /// List and check DNS-01 provider plugins
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// List the plugins found (JSON: name, path, version, or why it cannot be loaded)
+    List,
+    /// Load a plugin, validate its [plugins.NAME] settings and test its credentials
+    Check {
+        /// Plugin name (or a path to the library)
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Backend {
+    /// A PEM file (--out)
     File,
+    /// A PKCS#11 token: an HSM, SoftHSM2 (--module, --token, --label, --pin-source)
+    Pkcs11,
+    /// A TPM 2.0 (--out key file or --tpm-handle; --tcti)
+    Tpm,
+}
+
+/// Where a hardware key lives and how to reach it (`key generate` and `key list`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct DeviceArgs {
+    /// PKCS#11 module (shared library), e.g. /usr/lib/softhsm/libsofthsm2.so
+    #[arg(long, value_name = "PATH")]
+    pub module: Option<PathBuf>,
+    /// PKCS#11 token label (tokens are found by label, never by slot number)
+    #[arg(long, value_name = "LABEL")]
+    pub token: Option<String>,
+    /// Label of the new key on the token (CKA_LABEL)
+    #[arg(long, value_name = "LABEL")]
+    pub label: Option<String>,
+    /// CKA_ID of the new key, hex (default: a fresh random-looking id)
+    #[arg(long, value_name = "HEX")]
+    pub id: Option<String>,
+    /// Where the token PIN is read from: file:/path (first line) or env:VARIABLE; recorded
+    /// in the key reference, the PIN itself never is
+    #[arg(long, value_name = "SOURCE")]
+    pub pin_source: Option<String>,
+    /// How to reach the TPM, e.g. device:/dev/tpmrm0 (default) or
+    /// swtpm:host=127.0.0.1,port=2321
+    #[arg(long, value_name = "TCTI")]
+    pub tcti: Option<String>,
+    /// Make the TPM key persistent at this handle (0x81000000-0x817fffff) instead of --out
+    #[arg(long, value_name = "HANDLE")]
+    pub tpm_handle: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
-    /// Generate a key and print its reference
+    /// Generate a key and print its reference (hardware keys are made on the device)
     Generate {
         /// es256 | es384 | rs256 | rs3072 | rs4096 | eddsa
         #[arg(long, default_value = "es256")]
         alg: certfleet_keys::KeyAlgorithm,
         #[arg(long, value_enum, default_value = "file")]
         backend: Backend,
-        /// Where to write the key (file backend); must not exist
+        /// Where to write the key (file backend) or the TPM key file (tpm); must not exist
         #[arg(long, value_name = "PATH")]
-        out: PathBuf,
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+    /// List the keys of a backend (JSON): a token's private keys, a TPM's persistent keys,
+    /// or the PEM keys in a directory
+    List {
+        #[arg(long, value_enum)]
+        backend: Backend,
+        /// Directory to look for PEM keys in (file backend)
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        device: DeviceArgs,
     },
     /// Print a key's public JWK and RFC 7638 thumbprint
     Show {
         #[arg(value_name = "KEYREF")]
         key: String,
+    },
+    /// Signatures per second of a key at several concurrency levels (benchmark)
+    #[command(hide = true)]
+    Bench {
+        #[arg(value_name = "KEYREF")]
+        key: String,
+        /// Concurrent signers, comma-separated
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+        signers: Vec<usize>,
+        /// Milliseconds to sign for at each level
+        #[arg(long, default_value = "2000")]
+        millis: u64,
     },
 }
 
@@ -91,7 +164,7 @@ pub enum KeyCommand {
 pub enum AccountCommand {
     /// Create (or find) the account for a key at the CA
     Register {
-        /// Account key reference (file:/path.pem or a path)
+        /// Account key reference (file:/path.pem or a path, pkcs11:…, tpm:…)
         #[arg(long, value_name = "KEYREF")]
         key: String,
         /// Contact URL, e.g. mailto:ops@example.com (repeatable)
@@ -163,6 +236,9 @@ pub struct SolverArgs {
     /// Serve http-01 through files in this web server root instead
     #[arg(long, value_name = "DIR")]
     pub webroot: Option<PathBuf>,
+    /// DNS provider plugin for dns-01 (settings in [plugins.NAME] of the config file)
+    #[arg(long, value_name = "NAME")]
+    pub dns_plugin: Option<String>,
 }
 
 #[derive(Debug, Args)]

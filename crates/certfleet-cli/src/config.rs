@@ -4,6 +4,7 @@
 //! variables through clap; everything else comes from the file or `CERTFLEET_<SECTION>__<KEY>`
 //! variables through figment. Unknown keys are errors that name the key.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -32,6 +33,10 @@ pub struct Settings {
     pub http01: Http01Settings,
     pub issue: IssueSettings,
     pub network: NetworkSettings,
+    pub dns01: Dns01Settings,
+    /// `[plugins.NAME]`: each plugin's own settings, handed to it as JSON (it rejects unknown
+    /// keys itself); `path` is the host's (where the library is).
+    pub plugins: PluginSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,6 +75,66 @@ pub struct NetworkSettings {
     pub poll_max_interval_secs: u64,
 }
 
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dns01Settings {
+    /// Plugin used for dns-01 when `--dns-plugin` is not given.
+    pub plugin: Option<String>,
+    /// Directories searched for `libcertfleet_plugin_<name>.so`; default: the directory of
+    /// the certfleet binary, `<that>/../lib/certfleet/plugins`, `/usr/lib/certfleet/plugins`.
+    pub plugin_dirs: Vec<PathBuf>,
+    pub propagation: PropagationSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PropagationSettings {
+    /// Wait until every authoritative server serves the records before answering.
+    pub check: bool,
+    /// Longest wait, seconds.
+    pub timeout_secs: u64,
+    /// Pause between two rounds of queries, milliseconds.
+    pub interval_millis: u64,
+    /// Timeout of one query, milliseconds.
+    pub query_timeout_millis: u64,
+    /// Resolvers (`IP:PORT`) used to follow CNAMEs and find zones and their NS sets;
+    /// default: /etc/resolv.conf.
+    pub discovery_resolvers: Vec<String>,
+    /// Recursive resolvers (`IP:PORT`) that must also serve the records.
+    pub recursive_resolvers: Vec<String>,
+    /// Port the authoritative servers are asked on.
+    pub nameserver_port: u16,
+    /// Test/lab override: addresses for NS host names (`"ns1.example.test." = ["127.0.0.1:5301"]`)
+    /// instead of their A/AAAA records.
+    pub nameserver_addresses: BTreeMap<String, Vec<String>>,
+}
+
+/// The `[plugins.*]` tables. `Debug` shows only the plugin names: the tables may hold tokens.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PluginSettings(pub BTreeMap<String, serde_json::Value>);
+
+impl std::fmt::Debug for PluginSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+impl Default for PropagationSettings {
+    fn default() -> Self {
+        PropagationSettings {
+            check: true,
+            timeout_secs: 120,
+            interval_millis: 2000,
+            query_timeout_millis: 3000,
+            discovery_resolvers: Vec::new(),
+            recursive_resolvers: Vec::new(),
+            nameserver_port: 53,
+            nameserver_addresses: BTreeMap::new(),
+        }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
@@ -80,6 +145,8 @@ impl Default for Settings {
             http01: Http01Settings::default(),
             issue: IssueSettings::default(),
             network: NetworkSettings::default(),
+            dns01: Dns01Settings::default(),
+            plugins: PluginSettings::default(),
         }
     }
 }
@@ -123,7 +190,14 @@ impl NetworkSettings {
 }
 
 /// Top-level keys (and sections) settable through `CERTFLEET_*` variables.
-const ENV_KEYS: [&str; 4] = ["ca_roots_only", "http01", "issue", "network"];
+const ENV_KEYS: [&str; 6] = [
+    "ca_roots_only",
+    "dns01",
+    "http01",
+    "issue",
+    "network",
+    "plugins",
+];
 
 /// Keys clap owns (their env vars are read by clap, so figment must not see them too).
 const CLAP_OWNED: [&str; 4] = ["config", "directory", "state_dir", "ca_roots"];
@@ -191,6 +265,31 @@ impl Settings {
                 "issue.challenge = {:?}: expected \"http-01\" or \"dns-01\"",
                 self.issue.challenge
             );
+        }
+        let p = &self.dns01.propagation;
+        for (what, list) in [
+            ("discovery_resolvers", &p.discovery_resolvers),
+            ("recursive_resolvers", &p.recursive_resolvers),
+        ] {
+            for a in list {
+                a.parse::<std::net::SocketAddr>().with_context(|| {
+                    format!("dns01.propagation.{what}: {a:?}: expected IP:PORT, e.g. 127.0.0.1:53")
+                })?;
+            }
+        }
+        for (host, addrs) in &p.nameserver_addresses {
+            for a in addrs {
+                a.parse::<std::net::SocketAddr>().with_context(|| {
+                    format!(
+                        "dns01.propagation.nameserver_addresses.{host:?}: {a:?}: expected IP:PORT"
+                    )
+                })?;
+            }
+        }
+        for (name, table) in &self.plugins.0 {
+            if !table.is_object() {
+                anyhow::bail!("plugins.{name}: expected a table of the plugin's settings");
+            }
         }
         self.http01
             .listen
@@ -348,6 +447,39 @@ mod tests {
                 format!("{err:#}").contains("/nonexistent/c.toml"),
                 "{err:#}"
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn dns01_and_plugin_sections() {
+        figment::Jail::expect_with(|jail| {
+            let toml = "[dns01]\nplugin = \"rfc2136\"\n[dns01.propagation]\ntimeout_secs = 5\n\
+                        nameserver_addresses = { \"ns2.example.test.\" = [\"127.0.0.1:5301\"] }\n\
+                        [plugins.rfc2136]\nserver = \"127.0.0.1:53\"\n\
+                        [plugins.challtestsrv]\ntoken = \"s3cret-token\"\n";
+            let s = load(&[], Some(toml)).expect("dns01 settings");
+            assert_eq!(s.dns01.plugin.as_deref(), Some("rfc2136"));
+            assert_eq!(s.dns01.propagation.timeout_secs, 5);
+            assert!(s.dns01.propagation.check, "checks by default");
+            assert_eq!(s.plugins.0["rfc2136"]["server"], "127.0.0.1:53");
+            assert!(
+                !format!("{s:?}").contains("s3cret-token"),
+                "plugin tables are not Debug-printed"
+            );
+            let err = load(&[], Some("[dns01]\nplugins = \"x\"\n")).expect_err("unknown key");
+            assert!(err.to_string().contains("plugins"), "{err}");
+            let err = load(
+                &[],
+                Some("[dns01.propagation]\ndiscovery_resolvers = [\"dns.local\"]\n"),
+            )
+            .expect_err("bad address");
+            assert!(format!("{err:#}").contains("dns.local"), "{err:#}");
+            let example = include_str!("../../../configs/certfleet.example.toml");
+            load(&[], Some(example)).expect("the example configuration is valid");
+            jail.set_env("CERTFLEET_DNS01__PLUGIN", "exec");
+            let s = load(&[], Some(toml)).expect("env over file");
+            assert_eq!(s.dns01.plugin.as_deref(), Some("exec"));
             Ok(())
         });
     }

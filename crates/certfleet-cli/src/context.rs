@@ -8,6 +8,8 @@ use anyhow::{Context as _, Result};
 use certfleet_acme::{Account, AcmeClient, ClientConfig, PollPolicy};
 use certfleet_keys::file::FileBackend;
 use certfleet_keys::{KeyBackend, KeyError, KeyRef, SigningKey};
+use certfleet_keys_pkcs11::Pkcs11Backend;
+use certfleet_keys_tpm::{DEFAULT_TCTI, TpmBackend};
 
 use crate::config::Settings;
 use crate::state::StateDir;
@@ -25,8 +27,34 @@ impl Context {
         Ok(Context {
             settings,
             state,
-            backends: vec![Box::new(FileBackend)],
+            backends: vec![
+                Box::new(FileBackend),
+                Box::new(Context::pkcs11_backend()),
+                Box::new(Context::tpm_backend()),
+            ],
         })
+    }
+
+    /// The PKCS#11 backend (`pkcs11:` references): one module context and one session pool
+    /// per token for the whole process, whichever copy of the backend opens it.
+    fn pkcs11_backend() -> Pkcs11Backend {
+        Pkcs11Backend::new()
+    }
+
+    /// The TPM backend (`tpm:` references); references without `tcti=` use the kernel's
+    /// resource manager, `device:/dev/tpmrm0`.
+    fn tpm_backend() -> TpmBackend {
+        TpmBackend::new(DEFAULT_TCTI)
+    }
+
+    /// The PKCS#11 backend, for generating and listing token keys.
+    pub fn pkcs11(&self) -> Pkcs11Backend {
+        Context::pkcs11_backend()
+    }
+
+    /// The TPM backend, for generating and listing TPM keys.
+    pub fn tpm(&self) -> TpmBackend {
+        Context::tpm_backend()
     }
 
     pub fn directory(&self) -> &str {

@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 mod config;
 mod context;
+mod dns;
 mod names;
 mod state;
 
@@ -19,6 +20,7 @@ use crate::context::Context;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    quiet_tss_logging(&cli);
     init_logging(&cli);
     // reqwest is built without a default rustls provider so the whole tree uses ring.
     if rustls::crypto::ring::default_provider()
@@ -56,10 +58,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// The TPM libraries (tpm2-tss) print their own errors to stderr; certfleet reports TPM
+/// errors itself. Quiet them unless the user set `TSS2_LOG` or asked for trace output.
+fn quiet_tss_logging(cli: &Cli) {
+    if cli.verbose < 2 && std::env::var_os("TSS2_LOG").is_none() {
+        // SAFETY: called at the start of main, before the runtime or any other thread
+        // exists, so nothing can read the environment concurrently.
+        unsafe { std::env::set_var("TSS2_LOG", "all+none") };
+    }
+}
+
 fn init_logging(cli: &Cli) {
     let default = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
-        (false, 0) => "info,hyper=warn,reqwest=warn,rustls=warn",
+        (false, 0) => "info,hyper=warn,reqwest=warn,rustls=warn,tss_esapi=off",
         (false, 1) => "debug,hyper=info,rustls=info,h2=info",
         _ => "trace",
     };
@@ -83,5 +95,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Issue(args) => commands::issue::run(&ctx, args).await,
         Command::Renew(args) => commands::renew::run(&ctx, args).await,
         Command::Revoke(args) => commands::revoke::run(&ctx, args).await,
+        Command::Plugin(cmd) => commands::plugin::run(&ctx, cmd).await,
     }
 }

@@ -43,6 +43,9 @@ pub struct InventoryEntry {
     pub http_listen: Option<String>,
     #[serde(default)]
     pub webroot: Option<PathBuf>,
+    /// The DNS provider plugin of a dns-01 certificate (`renew` reuses it).
+    #[serde(default)]
+    pub dns_plugin: Option<String>,
     #[serde(default)]
     pub profile: Option<String>,
     #[serde(default)]
@@ -216,6 +219,7 @@ mod tests {
             challenge: "http-01".into(),
             http_listen: Some("127.0.0.1:80".into()),
             webroot: None,
+            dns_plugin: None,
             profile: None,
             preferred_chain: None,
             directory: "https://ca/dir".into(),

@@ -44,4 +44,12 @@ pub enum KeyError {
     Csr { detail: String },
     #[error("{key_ref}: {detail}")]
     Backend { key_ref: String, detail: String },
+    /// A hardware backend's own typed error (PKCS#11, TPM). Its message already names the
+    /// key reference (with any PIN redacted); `key_ref` is kept for callers that match on it.
+    #[error("{source}")]
+    Device {
+        key_ref: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
 }

@@ -8,7 +8,11 @@ use crate::KeyError;
 
 /// What gets persisted to find a key again: `file:/abs/path.pem`, an RFC 7512 `pkcs11:` URI,
 /// or `tpm:…`. Never key material. The scheme picks the backend.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+///
+/// `Display` and `Debug` redact a `pin-value=` query attribute (RFC 7512 §2.4) as
+/// `pin-value=***`, so a reference can be named in logs and errors; [`KeyRef::as_str`] and
+/// serialization keep the exact text.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct KeyRef(String);
 
@@ -45,8 +49,40 @@ impl KeyRef {
 
 impl fmt::Display for KeyRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&redact_pin_value(&self.0))
     }
+}
+
+impl fmt::Debug for KeyRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("KeyRef")
+            .field(&redact_pin_value(&self.0))
+            .finish()
+    }
+}
+
+/// `reference` with the value of every `pin-value=` query attribute replaced by `***`.
+pub fn redact_pin_value(reference: &str) -> std::borrow::Cow<'_, str> {
+    let Some((head, query)) = reference.split_once('?') else {
+        return reference.into();
+    };
+    if !query
+        .split('&')
+        .any(|a| a.to_ascii_lowercase().starts_with("pin-value="))
+    {
+        return reference.into();
+    }
+    let query: Vec<&str> = query
+        .split('&')
+        .map(|a| {
+            if a.to_ascii_lowercase().starts_with("pin-value=") {
+                "pin-value=***"
+            } else {
+                a
+            }
+        })
+        .collect();
+    format!("{head}?{}", query.join("&")).into()
 }
 
 impl FromStr for KeyRef {

@@ -32,5 +32,5 @@ mod test_support;
 pub use algorithm::{JwsAlgorithm, KeyAlgorithm};
 pub use error::KeyError;
 pub use jwk::Jwk;
-pub use key_ref::KeyRef;
+pub use key_ref::{KeyRef, redact_pin_value};
 pub use signer::{KeyBackend, SigningKey, x509_signature};

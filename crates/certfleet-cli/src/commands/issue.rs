@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
 use certfleet_acme::Account;
+use certfleet_dns01::Dns01Solver as _;
 use certfleet_http01::{StandaloneServer, Webroot};
 use certfleet_issue::output::{CertificateMeta, KeyOutput, PRIVKEY_FILE, write_certificate_dir};
 use certfleet_issue::{CertificateRequest, ChallengeSolvers, IssuedCertificate, Issuer};
@@ -30,15 +31,15 @@ pub async fn run(ctx: &Context, args: IssueArgs) -> Result<()> {
         Some(ChallengeArg::Dns01) => "dns-01",
         None => ctx.settings.issue.challenge.as_str(),
     };
-    if challenge == "dns-01" {
+    if let Some(wild) = names.iter().find(|n| n.starts_with("*."))
+        && challenge != "dns-01"
+    {
         bail!(
-            "dns-01 needs a DNS provider and none is configured in this build; use --challenge http-01"
+            "--name {wild:?}: wildcard names can only be validated with dns-01: add --challenge dns-01 --dns-plugin NAME"
         );
     }
-    if let Some(wild) = names.iter().find(|n| n.starts_with("*.")) {
-        bail!("--name {wild:?}: wildcard names can only be validated with dns-01");
-    }
-    let plan = http01_plan(ctx, &args.solver, None)?;
+    let plan = solver_plan(ctx, &args.solver, challenge, None)?;
+    let prepared = prepare_solvers(ctx, &plan).await?;
     let out_dir = args
         .out
         .clone()
@@ -76,7 +77,7 @@ pub async fn run(ctx: &Context, args: IssueArgs) -> Result<()> {
         replaces: None,
         preferred_chain: preferred_chain.clone(),
     };
-    let issued = issue_with(ctx, &account, &plan, &request).await?;
+    let issued = issue_with(ctx, &account, &prepared, &request).await?;
 
     let (key_ref, key_output) = match &new_key_pem {
         Some(pem) => (
@@ -96,14 +97,18 @@ pub async fn run(ctx: &Context, args: IssueArgs) -> Result<()> {
         out_dir: std::path::absolute(&out_dir).unwrap_or(out_dir.clone()),
         key_ref,
         key_in_out_dir: new_key_pem.is_some(),
-        challenge: challenge.to_owned(),
+        challenge: plan.challenge().to_owned(),
         http_listen: match &plan {
-            Http01Plan::Standalone(a) => Some(a.to_string()),
-            Http01Plan::Webroot(_) => None,
+            SolverPlan::Http01(Http01Plan::Standalone(a)) => Some(a.to_string()),
+            _ => None,
         },
         webroot: match &plan {
-            Http01Plan::Webroot(w) => Some(w.clone()),
-            Http01Plan::Standalone(_) => None,
+            SolverPlan::Http01(Http01Plan::Webroot(w)) => Some(w.clone()),
+            _ => None,
+        },
+        dns_plugin: match &plan {
+            SolverPlan::Dns01 { plugin } => Some(plugin.clone()),
+            SolverPlan::Http01(_) => None,
         },
         profile,
         preferred_chain,
@@ -111,6 +116,58 @@ pub async fn run(ctx: &Context, args: IssueArgs) -> Result<()> {
     })?;
     report(&issued, &out_dir, &client);
     Ok(())
+}
+
+/// How an order's challenges are answered.
+#[derive(Debug, Clone)]
+pub enum SolverPlan {
+    Http01(Http01Plan),
+    /// dns-01 through the named plugin (wildcards included).
+    Dns01 {
+        plugin: String,
+    },
+}
+
+impl SolverPlan {
+    pub fn challenge(&self) -> &'static str {
+        match self {
+            SolverPlan::Http01(_) => "http-01",
+            SolverPlan::Dns01 { .. } => "dns-01",
+        }
+    }
+}
+
+/// Resolves the solver plan for `challenge`: flags, then what the inventory recorded, then
+/// config. For renewals (`recorded`), http-01 flags switch to http-01 and `--dns-plugin` to
+/// dns-01; otherwise the recorded challenge and plugin are reused.
+pub fn solver_plan(
+    ctx: &Context,
+    flags: &SolverArgs,
+    challenge: &str,
+    recorded: Option<&InventoryEntry>,
+) -> Result<SolverPlan> {
+    let challenge = match recorded {
+        Some(_) if flags.http_listen.is_some() || flags.webroot.is_some() => "http-01",
+        Some(_) if flags.dns_plugin.is_some() => "dns-01",
+        Some(entry) => entry.challenge.as_str(),
+        None => challenge,
+    };
+    if challenge != "dns-01" {
+        if let Some(p) = &flags.dns_plugin {
+            bail!("--dns-plugin {p}: only used with --challenge dns-01");
+        }
+        return Ok(SolverPlan::Http01(http01_plan(ctx, flags, recorded)?));
+    }
+    let plugin = flags
+        .dns_plugin
+        .clone()
+        .or_else(|| recorded.and_then(|e| e.dns_plugin.clone()))
+        .or_else(|| ctx.settings.dns01.plugin.clone())
+        .context(
+            "dns-01 needs a DNS provider plugin: pass --dns-plugin NAME or set [dns01] plugin \
+             (`certfleet plugin list` shows what is installed)",
+        )?;
+    Ok(SolverPlan::Dns01 { plugin })
 }
 
 /// Resolves the http-01 plan: flags, then what the inventory recorded, then config.
@@ -149,24 +206,60 @@ pub fn http01_plan(
     Ok(Http01Plan::Standalone(addr))
 }
 
-/// Sets up the solver for the plan and runs the order. The standalone server lives exactly
-/// as long as the order.
+/// Solvers ready for orders: the http-01 server already bound, or the DNS plugin loaded
+/// and configured (so a bad plugin fails before anything is ordered).
+#[derive(Debug, Clone)]
+pub struct PreparedSolvers {
+    solvers: ChallengeSolvers,
+    dns: Option<certfleet_dns01_host::PluginSolver>,
+}
+
+pub async fn prepare_solvers(ctx: &Context, plan: &SolverPlan) -> Result<PreparedSolvers> {
+    Ok(match plan {
+        SolverPlan::Http01(Http01Plan::Standalone(addr)) => PreparedSolvers {
+            solvers: ChallengeSolvers::http01(Arc::new(StandaloneServer::bind(*addr).await?)),
+            dns: None,
+        },
+        SolverPlan::Http01(Http01Plan::Webroot(dir)) => PreparedSolvers {
+            solvers: ChallengeSolvers::http01(Arc::new(Webroot::new(dir)?)),
+            dns: None,
+        },
+        SolverPlan::Dns01 { plugin } => {
+            let solver = crate::dns::load_solver(&ctx.settings, plugin).await?;
+            let mut solvers = ChallengeSolvers::dns01(Arc::new(solver.clone()));
+            solvers.dns01_propagation = crate::dns::propagation(&ctx.settings)?;
+            PreparedSolvers {
+                solvers,
+                dns: Some(solver),
+            }
+        }
+    })
+}
+
+/// Runs the order with prepared solvers; logs what the DNS plugin spent.
 pub async fn issue_with(
     ctx: &Context,
     account: &Account,
-    plan: &Http01Plan,
+    prepared: &PreparedSolvers,
     request: &CertificateRequest,
 ) -> Result<IssuedCertificate> {
-    let solvers = match plan {
-        Http01Plan::Standalone(addr) => {
-            ChallengeSolvers::http01(Arc::new(StandaloneServer::bind(*addr).await?))
+    let issuer = Issuer::new(account.clone(), prepared.solvers.clone(), ctx.poll_policy());
+    let result = issuer.issue(request).await;
+    if let Some(solver) = &prepared.dns {
+        match solver.metrics().await {
+            Ok(counters) => tracing::info!(
+                plugin = solver.name(),
+                "dns-01 provider cost: {}",
+                counters
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+            Err(e) => tracing::debug!("plugin metrics unavailable: {e}"),
         }
-        Http01Plan::Webroot(dir) => ChallengeSolvers::http01(Arc::new(Webroot::new(dir)?)),
-    };
-    let issuer = Issuer::new(account.clone(), solvers, ctx.poll_policy());
-    let issued = issuer
-        .issue(request)
-        .await
+    }
+    let issued = result
         .with_context(|| format!("issuing a certificate for {}", request.names.join(", ")))?;
     Ok(issued)
 }

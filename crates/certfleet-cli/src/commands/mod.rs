@@ -3,6 +3,7 @@
 pub mod account;
 pub mod issue;
 pub mod key;
+pub mod plugin;
 pub mod renew;
 pub mod revoke;
 

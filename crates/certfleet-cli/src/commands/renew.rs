@@ -5,7 +5,7 @@ use certfleet_issue::output::{CertificateMeta, KeyOutput, write_certificate_dir}
 use certfleet_issue::renewal::{RenewalDecision, decide};
 use time::OffsetDateTime;
 
-use super::issue::{http01_plan, issue_with, report};
+use super::issue::{issue_with, prepare_solvers, report, solver_plan};
 use crate::cli::RenewArgs;
 use crate::context::Context;
 use crate::state::InventoryEntry;
@@ -108,7 +108,8 @@ async fn renew_one(
         (RenewalDecision::Due(why), _) => tracing::info!("{first}: renewing: {why}"),
     }
     let cert_key = ctx.load_key(&entry.key_ref).await?;
-    let plan = http01_plan(ctx, &args.solver, Some(entry))?;
+    let plan = solver_plan(ctx, &args.solver, &entry.challenge, Some(entry))?;
+    let prepared = prepare_solvers(ctx, &plan).await?;
     let request = CertificateRequest {
         names: entry.names.clone(),
         cert_key: cert_key.clone(),
@@ -117,7 +118,7 @@ async fn renew_one(
         replaces: if ari { meta.ari_cert_id.clone() } else { None },
         preferred_chain: entry.preferred_chain.clone(),
     };
-    let issued = match issue_with(ctx, account, &plan, &request).await {
+    let issued = match issue_with(ctx, account, &prepared, &request).await {
         // A CA that refuses `replaces` (already replaced by another order, or a CertID it
         // does not know) would still issue a plain order (RFC 9773 §5).
         Err(e) if request.replaces.is_some() && refuses_replaces(&e) => {
@@ -126,7 +127,7 @@ async fn renew_one(
                 replaces: None,
                 ..request
             };
-            issue_with(ctx, account, &plan, &plain).await?
+            issue_with(ctx, account, &prepared, &plain).await?
         }
         other => other?,
     };

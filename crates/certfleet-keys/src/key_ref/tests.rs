@@ -64,3 +64,21 @@ fn file_constructor_matches_parsing() {
     let r = KeyRef::file(Path::new("/tmp/k.pem")).expect("file");
     assert_eq!(r, "file:/tmp/k.pem".parse::<KeyRef>().expect("parse"));
 }
+
+#[test]
+fn pin_values_are_redacted_in_display_and_debug_but_kept_for_persistence() {
+    let raw = "pkcs11:token=t;object=o?module-path=/m.so&pin-value=123456&x=1";
+    let r: KeyRef = raw.parse().expect("parse");
+    assert_eq!(
+        r.to_string(),
+        "pkcs11:token=t;object=o?module-path=/m.so&pin-value=***&x=1"
+    );
+    let debug = format!("{r:?}");
+    assert!(!debug.contains("123456"), "{debug}");
+    assert_eq!(r.as_str(), raw);
+    assert_eq!(String::from(r.clone()), raw);
+    let json = serde_json::to_string(&r).expect("serialize");
+    assert!(json.contains("123456"), "persisted as given: {json}");
+    let plain: KeyRef = "pkcs11:token=t?pin-source=file:/p".parse().expect("parse");
+    assert_eq!(plain.to_string(), plain.as_str());
+}

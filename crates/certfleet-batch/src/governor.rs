@@ -1,0 +1,373 @@
+//! The rate governor: Let's Encrypt-style token buckets kept in the [`StateStore`], so the
+//! limits hold across runs and across nodes sharing a store.
+//!
+//! **Proactive.** Before a new order, [`Governor::order_cost`] lists the tokens it needs —
+//! one new order for the account, one certificate per distinct registered domain (names
+//! deduplicated per order), one for the exact name set, and a check (no spend) of the
+//! failed-authorization bucket of every name — and [`Governor::reserve`] takes them all or
+//! tells when to come back: a job waits for its tokens instead of provoking a 429.
+//! Certificate tokens are taken at order time (the CA spends them at issuance) and given
+//! back by [`Governor::certificate_not_issued`].
+//!
+//! **Reactive.** [`Governor::on_rate_limited`] pauses exactly the scope a 429 or 503 names
+//! ([`RateLimitSignal`]); reservations touching that scope wait until the pause ends.
+//!
+//! **Exemptions.** An ARI renewal (`replaces`, inside the suggested window) is exempt from
+//! all limits when [`Limits::ari_renewals_exempt`]; a renewal of a name set issued within
+//! [`Limits::same_set_renewal_exemption`] skips the new-order and per-domain limits.
+
+mod names;
+mod rate_limited;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use time::OffsetDateTime;
+
+pub use names::{
+    NameSet, endpoint_key, failed_authz_key, name_set_key, new_orders_key, new_registrations_key,
+    registered_domain, registered_domain_key,
+};
+pub use rate_limited::{
+    PauseScope, RateLimitSignal, ReactiveDefaults, retry_after_in_detail, scope_of,
+};
+
+use crate::error::StoreError;
+use crate::gcra::{BucketKey, DenyCause, TokenRequest, to_time};
+use crate::limits::Limits;
+use crate::store::{IssuanceRecord, StateStore, TakeOutcome};
+
+/// The order about to be placed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderContext {
+    /// Account URL (the `kid`).
+    pub account: String,
+    pub names: NameSet,
+    /// ARI CertID sent as `replaces`, if this is a renewal.
+    pub replaces: Option<String>,
+    /// The renewal is inside the CA's suggested window.
+    pub in_renewal_window: bool,
+}
+
+impl OrderContext {
+    pub fn new<I, S>(account: impl Into<String>, names: I) -> OrderContext
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        OrderContext {
+            account: account.into(),
+            names: NameSet::new(names),
+            replaces: None,
+            in_renewal_window: false,
+        }
+    }
+}
+
+/// Why an order costs less than usual.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exemption {
+    /// ARI renewal inside its window: no limit applies.
+    AriRenewal,
+    /// Same name set issued recently: no new-order or per-domain token.
+    SameSetRenewal,
+}
+
+/// What a token is for, so the right ones are refunded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Charge {
+    NewOrder,
+    RegisteredDomain,
+    NameSet,
+    FailedAuthorizationCheck,
+    EndpointPause,
+}
+
+/// The tokens one order needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderCost {
+    pub charges: Vec<(Charge, TokenRequest)>,
+    pub exemption: Option<Exemption>,
+}
+
+impl OrderCost {
+    fn requests(&self) -> Vec<TokenRequest> {
+        self.charges.iter().map(|(_, r)| r.clone()).collect()
+    }
+
+    fn requests_for(&self, which: &[Charge]) -> Vec<TokenRequest> {
+        self.charges
+            .iter()
+            .filter(|(c, _)| which.contains(c))
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+}
+
+/// Taken tokens, to hand back if the order or certificate does not happen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reservation {
+    pub cost: OrderCost,
+}
+
+/// The answer of [`Governor::reserve`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reserve {
+    Granted(Reservation),
+    /// Come back at `until` (`None`: never — the order needs more tokens than a bucket
+    /// holds, such as more certificates for one domain than its capacity).
+    Wait {
+        until: Option<OffsetDateTime>,
+        key: BucketKey,
+        cause: DenyCause,
+    },
+}
+
+/// The rate governor over one store.
+#[derive(Debug)]
+pub struct Governor {
+    store: Arc<dyn StateStore>,
+    limits: Limits,
+    defaults: ReactiveDefaults,
+    /// Endpoint pauses, also persisted; kept here too so per-request checks cost nothing.
+    endpoints: Mutex<HashMap<BucketKey, OffsetDateTime>>,
+}
+
+impl Governor {
+    pub fn new(store: Arc<dyn StateStore>, limits: Limits) -> Governor {
+        Governor {
+            store,
+            limits,
+            defaults: ReactiveDefaults::default(),
+            endpoints: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn with_reactive_defaults(mut self, defaults: ReactiveDefaults) -> Governor {
+        self.defaults = defaults;
+        self
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn reactive_defaults(&self) -> &ReactiveDefaults {
+        &self.defaults
+    }
+
+    /// The tokens the order in `ctx` needs at `now` (reads the issuance history for the
+    /// same-set renewal exemption).
+    pub async fn order_cost(
+        &self,
+        ctx: &OrderContext,
+        new_order_url: &str,
+        now: OffsetDateTime,
+    ) -> Result<OrderCost, StoreError> {
+        let l = &self.limits;
+        let mut charges = vec![(
+            Charge::EndpointPause,
+            TokenRequest {
+                key: endpoint_key(new_order_url),
+                limit: None,
+                cost: 0,
+                check_only: true,
+            },
+        )];
+        if l.ari_renewals_exempt && ctx.replaces.is_some() && ctx.in_renewal_window {
+            return Ok(OrderCost {
+                charges,
+                exemption: Some(Exemption::AriRenewal),
+            });
+        }
+        let mut exemption = None;
+        if let Some(window) = l.same_set_renewal_exemption
+            && let Some(last) = self.store.last_issuance(&ctx.names.key()).await?
+            && last.issued_at + to_time(window) >= now
+        {
+            exemption = Some(Exemption::SameSetRenewal);
+        }
+        let spend = |key: BucketKey, limit| TokenRequest {
+            key,
+            limit,
+            cost: 1,
+            check_only: false,
+        };
+        if exemption.is_none() {
+            charges.push((
+                Charge::NewOrder,
+                spend(new_orders_key(&ctx.account), l.new_orders_per_account),
+            ));
+            for domain in ctx.names.registered_domains() {
+                charges.push((
+                    Charge::RegisteredDomain,
+                    spend(
+                        registered_domain_key(&domain),
+                        l.certificates_per_registered_domain,
+                    ),
+                ));
+            }
+        }
+        charges.push((
+            Charge::NameSet,
+            spend(name_set_key(&ctx.names), l.certificates_per_name_set),
+        ));
+        for name in ctx.names.names() {
+            charges.push((
+                Charge::FailedAuthorizationCheck,
+                TokenRequest {
+                    key: failed_authz_key(&ctx.account, name),
+                    limit: l.failed_authorizations_per_name,
+                    cost: 1,
+                    check_only: true,
+                },
+            ));
+        }
+        Ok(OrderCost { charges, exemption })
+    }
+
+    /// Takes the order's tokens, or says when to come back.
+    pub async fn reserve(
+        &self,
+        cost: &OrderCost,
+        now: OffsetDateTime,
+    ) -> Result<Reserve, StoreError> {
+        Ok(match self.store.take_tokens(&cost.requests(), now).await? {
+            TakeOutcome::Granted => Reserve::Granted(Reservation { cost: cost.clone() }),
+            TakeOutcome::Wait {
+                key,
+                cause,
+                retry_at,
+            } => Reserve::Wait {
+                until: retry_at,
+                key,
+                cause,
+            },
+        })
+    }
+
+    /// When [`Governor::reserve`] would grant the order (`Some(now)` if at once), without
+    /// taking anything; `None` if never.
+    pub async fn earliest(
+        &self,
+        cost: &OrderCost,
+        now: OffsetDateTime,
+    ) -> Result<Option<OffsetDateTime>, StoreError> {
+        Ok(match self.store.peek_tokens(&cost.requests(), now).await? {
+            TakeOutcome::Granted => Some(now),
+            TakeOutcome::Wait { retry_at, .. } => retry_at,
+        })
+    }
+
+    /// The order was not created (refused or failed before the CA took it): everything
+    /// goes back, as Let's Encrypt refunds the new-order token.
+    pub async fn order_not_created(
+        &self,
+        r: &Reservation,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.store.refund_tokens(&r.cost.requests(), now).await
+    }
+
+    /// The order exists but produced no certificate: the certificate tokens go back (the
+    /// CA spends them only at issuance); the new-order token stays spent.
+    pub async fn certificate_not_issued(
+        &self,
+        r: &Reservation,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let back = r
+            .cost
+            .requests_for(&[Charge::RegisteredDomain, Charge::NameSet]);
+        self.store.refund_tokens(&back, now).await
+    }
+
+    /// An authorization for `name` failed: spends a failed-authorization token (if the
+    /// bucket is already empty the CA refuses new orders for the name anyway).
+    pub async fn authorization_failed(
+        &self,
+        account: &str,
+        name: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let Some(limit) = self.limits.failed_authorizations_per_name else {
+            return Ok(());
+        };
+        let req = TokenRequest {
+            key: failed_authz_key(account, &name.to_ascii_lowercase()),
+            limit: Some(limit),
+            cost: 1,
+            check_only: false,
+        };
+        self.store.take_tokens(&[req], now).await.map(|_| ())
+    }
+
+    /// Records an issued certificate in the history.
+    pub async fn certificate_issued(
+        &self,
+        ctx: &OrderContext,
+        serial: &str,
+        not_after: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.store
+            .record_issuance(&IssuanceRecord {
+                name_set: ctx.names.key(),
+                names: ctx.names.names().to_vec(),
+                account: ctx.account.clone(),
+                serial: serial.to_owned(),
+                issued_at: now,
+                not_after,
+                replaces: ctx.replaces.clone(),
+            })
+            .await
+    }
+
+    /// The bucket a signal pauses, for the order `ctx` that received it.
+    pub fn pause_key(&self, ctx: &OrderContext, signal: &RateLimitSignal) -> BucketKey {
+        match &signal.scope {
+            PauseScope::AccountNewOrders => new_orders_key(&ctx.account),
+            PauseScope::RegisteredDomain(d) => registered_domain_key(d),
+            PauseScope::NameSet => name_set_key(&ctx.names),
+            PauseScope::Name(n) => failed_authz_key(&ctx.account, n),
+            PauseScope::NewRegistrations => new_registrations_key(),
+            PauseScope::Endpoint(url) => endpoint_key(url),
+        }
+    }
+
+    /// Pauses the scope `signal` names; returns until when (the affected job's
+    /// `deferred_until`).
+    pub async fn on_rate_limited(
+        &self,
+        ctx: &OrderContext,
+        signal: &RateLimitSignal,
+    ) -> Result<OffsetDateTime, StoreError> {
+        let key = self.pause_key(ctx, signal);
+        if matches!(signal.scope, PauseScope::Endpoint(_)) {
+            let mut map = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = map.entry(key.clone()).or_insert(signal.until);
+            *entry = (*entry).max(signal.until);
+        }
+        tracing::info!(scope = %key, until = %signal.until, status = signal.status, "rate limited by the CA: pausing the scope");
+        self.store.pause(&key, signal.until).await?;
+        Ok(signal.until)
+    }
+
+    /// If requests to `url`'s endpoint are paused at `now`, until when (in-memory check,
+    /// for every request).
+    pub fn endpoint_paused(&self, url: &str, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        let key = endpoint_key(url);
+        let mut map = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get(&key) {
+            Some(until) if *until > now => Some(*until),
+            Some(_) => {
+                map.remove(&key);
+                None
+            }
+            None => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

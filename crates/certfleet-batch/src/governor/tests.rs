@@ -1,0 +1,353 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use certfleet_acme::{AcmeError, Problem, ProblemKind, RetryAfter};
+use time::macros::datetime;
+
+use super::*;
+use crate::gcra::Limit;
+use crate::{Preset, SqliteStore};
+
+const T0: OffsetDateTime = datetime!(2026-01-01 00:00 UTC);
+const NEW_ORDER: &str = "https://ca.example/acme/new-order";
+
+fn s(n: i64) -> time::Duration {
+    time::Duration::seconds(n)
+}
+
+#[test]
+fn registered_domains_use_private_psl_entries() {
+    assert_eq!(registered_domain("www.example.com"), "example.com");
+    assert_eq!(registered_domain("a.b.example.co.uk"), "example.co.uk");
+    // github.io is a private suffix: each user site is its own registered domain.
+    assert_eq!(registered_domain("alice.github.io"), "alice.github.io");
+    assert_eq!(registered_domain("www.alice.github.io"), "alice.github.io");
+    // A name that is itself a suffix counts as itself.
+    assert_eq!(registered_domain("github.io"), "github.io");
+    assert_eq!(registered_domain("co.uk"), "co.uk");
+    assert_eq!(registered_domain("*.shop.example.com"), "example.com");
+    assert_eq!(registered_domain("WWW.Example.COM."), "example.com");
+    // Unknown TLDs (Pebble test names) fall under the implicit `*` rule.
+    assert_eq!(registered_domain("a.b.test"), "b.test");
+}
+
+#[test]
+fn name_sets_are_normalized_and_deduplicated() {
+    let a = NameSet::new(["b.example.com", "A.example.com.", "a.example.com"]);
+    assert_eq!(a.names(), ["a.example.com", "b.example.com"]);
+    assert_eq!(a.key(), "a.example.com,b.example.com");
+    assert_eq!(
+        a.registered_domains().len(),
+        1,
+        "three names, one domain, one token"
+    );
+    let long = NameSet::new((0..40).map(|i| format!("host-number-{i}.example.com")));
+    assert!(long.key().starts_with("sha256:") && long.key().len() == 71);
+}
+
+#[test]
+fn endpoint_keys_group_resources() {
+    assert_eq!(
+        endpoint_key("https://ca/acme/finalize/1/2").0,
+        "endpoint:https://ca/acme/finalize"
+    );
+    assert_eq!(
+        endpoint_key("https://localhost:1/finalize-order/xyz").0,
+        "endpoint:https://localhost:1/finalize-order"
+    );
+    assert_eq!(
+        endpoint_key("https://localhost:1/order-plz").0,
+        "endpoint:https://localhost:1/order-plz"
+    );
+}
+
+fn rate_limited(detail: &str, retry_after: Option<RetryAfter>) -> AcmeError {
+    let mut problem = Problem::new(ProblemKind::RateLimited, detail);
+    problem.status = Some(429);
+    AcmeError::Api {
+        url: NEW_ORDER.into(),
+        problem,
+        retry_after,
+    }
+}
+
+fn signal(detail: &str) -> RateLimitSignal {
+    RateLimitSignal::from_error(
+        &rate_limited(detail, Some(RetryAfter::Delay(Duration::from_secs(120)))),
+        T0,
+        &ReactiveDefaults::default(),
+    )
+    .expect("a rate-limit signal")
+}
+
+#[test]
+fn letsencrypt_detail_texts_name_their_scope() {
+    let cases = [
+        (
+            "too many new orders (300) from this account in the last 3h0m0s, retry after 2025-06-01 12:00:00 UTC: see https://letsencrypt.org/docs/rate-limits/#new-orders-per-account",
+            PauseScope::AccountNewOrders,
+        ),
+        (
+            "too many certificates (50) already issued for \"Example.com\" in the last 168h0m0s, retry after 2025-06-01 12:00:00 UTC: see https://letsencrypt.org/docs/rate-limits/#new-certificates-per-registered-domain",
+            PauseScope::RegisteredDomain("example.com".into()),
+        ),
+        (
+            "too many certificates (5) already issued for this exact set of identifiers in the last 168h0m0s, retry after 2025-06-01 12:00:00 UTC: see https://letsencrypt.org/docs/rate-limits/#new-certificates-per-exact-set-of-hostnames",
+            PauseScope::NameSet,
+        ),
+        (
+            "too many failed authorizations (5) for \"x.example.com\" in the last 1h0m0s, retry after 2025-06-01 12:00:00 UTC",
+            PauseScope::Name("x.example.com".into()),
+        ),
+        (
+            "too many new registrations (10) from this IP address in the last 3h0m0s",
+            PauseScope::NewRegistrations,
+        ),
+        (
+            "something we have never seen",
+            PauseScope::Endpoint(NEW_ORDER.into()),
+        ),
+    ];
+    for (detail, scope) in cases {
+        let sig = signal(detail);
+        assert_eq!(sig.scope, scope, "{detail}");
+        assert_eq!(
+            (sig.status, sig.until),
+            (429, T0 + s(120)),
+            "Retry-After wins"
+        );
+    }
+}
+
+#[test]
+fn retry_time_from_detail_then_defaults() {
+    let detail = "too many new orders (300) from this account in the last 3h0m0s, retry after 2026-01-01 01:30:00 UTC: see …";
+    let d = ReactiveDefaults::default();
+    let sig = RateLimitSignal::from_error(&rate_limited(detail, None), T0, &d).expect("signal");
+    assert_eq!(sig.until, datetime!(2026-01-01 01:30 UTC));
+    let sig = RateLimitSignal::from_error(&rate_limited("too many new orders (1)", None), T0, &d)
+        .expect("signal");
+    assert_eq!(sig.until, T0 + s(300));
+    let far = RetryAfter::Delay(Duration::from_secs(400 * 86_400));
+    let sig = RateLimitSignal::from_error(&rate_limited("x", Some(far)), T0, &d).expect("signal");
+    assert_eq!(sig.until, T0 + s(8 * 86_400), "absurd waits are cut");
+}
+
+#[test]
+fn a_503_pauses_the_endpoint_and_other_errors_pause_nothing() {
+    let mut p = Problem::new(
+        ProblemKind::Other("about:blank".into()),
+        "Service Unavailable",
+    );
+    p.status = Some(503);
+    let url = "https://ca.example/acme/finalize/1/2";
+    let err = AcmeError::Api {
+        url: url.into(),
+        problem: p,
+        retry_after: Some(RetryAfter::Delay(Duration::from_secs(7))),
+    };
+    let sig = RateLimitSignal::from_error(&err, T0, &ReactiveDefaults::default()).expect("signal");
+    assert_eq!(
+        (sig.scope, sig.status, sig.until),
+        (PauseScope::Endpoint(url.into()), 503, T0 + s(7))
+    );
+    let mut bad = Problem::new(ProblemKind::Malformed, "no");
+    bad.status = Some(400);
+    let err = AcmeError::Api {
+        url: url.into(),
+        problem: bad,
+        retry_after: None,
+    };
+    assert_eq!(
+        RateLimitSignal::from_error(&err, T0, &ReactiveDefaults::default()),
+        None
+    );
+}
+
+async fn governor(limits: Limits) -> (Governor, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path()).await.expect("open");
+    (Governor::new(Arc::new(store), limits), dir)
+}
+
+fn small_limits() -> Limits {
+    Limits {
+        new_orders_per_account: Some(Limit {
+            capacity: 20,
+            period: Duration::from_secs(60),
+        }),
+        certificates_per_registered_domain: Some(Limit {
+            capacity: 3,
+            period: Duration::from_secs(60),
+        }),
+        certificates_per_name_set: Some(Limit {
+            capacity: 5,
+            period: Duration::from_secs(600),
+        }),
+        failed_authorizations_per_name: Some(Limit {
+            capacity: 2,
+            period: Duration::from_secs(3600),
+        }),
+        ..Limits::preset(Preset::None)
+    }
+}
+
+#[tokio::test]
+async fn jobs_wait_for_their_domain_tokens_while_others_go() {
+    let (g, _dir) = governor(small_limits()).await;
+    for i in 0..3 {
+        let ctx = OrderContext::new(
+            "acct",
+            [
+                format!("h{i}.busy.example"),
+                format!("www.h{i}.busy.example"),
+            ],
+        );
+        let cost = g.order_cost(&ctx, NEW_ORDER, T0).await.expect("cost");
+        assert!(
+            matches!(
+                g.reserve(&cost, T0).await.expect("reserve"),
+                Reserve::Granted(_)
+            ),
+            "{i}"
+        );
+    }
+    let ctx = OrderContext::new("acct", ["h3.busy.example"]);
+    let cost = g.order_cost(&ctx, NEW_ORDER, T0).await.expect("cost");
+    assert_eq!(g.earliest(&cost, T0).await.expect("peek"), Some(T0 + s(20)));
+    match g.reserve(&cost, T0).await.expect("reserve") {
+        Reserve::Wait { until, key, cause } => {
+            assert_eq!(
+                (until, key, cause),
+                (
+                    Some(T0 + s(20)),
+                    registered_domain_key("busy.example"),
+                    DenyCause::Limit
+                )
+            );
+        }
+        other => panic!("expected a wait, got {other:?}"),
+    }
+    let other = OrderContext::new("acct", ["www.calm.example"]);
+    let cost = g.order_cost(&other, NEW_ORDER, T0).await.expect("cost");
+    assert!(matches!(
+        g.reserve(&cost, T0).await.expect("reserve"),
+        Reserve::Granted(_)
+    ));
+}
+
+#[tokio::test]
+async fn rate_limit_pauses_only_its_scope() {
+    let (g, _dir) = governor(Limits::preset(Preset::None)).await;
+    let ctx = OrderContext::new("acct", ["a.limited.example"]);
+    let sig =
+        signal("too many certificates (3) already issued for \"limited.example\" in the last 1m0s");
+    assert_eq!(
+        g.on_rate_limited(&ctx, &sig).await.expect("pause"),
+        T0 + s(120)
+    );
+    let same_domain = OrderContext::new("acct", ["b.limited.example"]);
+    let cost = g
+        .order_cost(&same_domain, NEW_ORDER, T0)
+        .await
+        .expect("cost");
+    assert!(
+        matches!(g.reserve(&cost, T0 + s(1)).await.expect("reserve"), Reserve::Wait { until: Some(t), cause: DenyCause::Paused, .. } if t == T0 + s(120))
+    );
+    let other = OrderContext::new("acct", ["b.free.example"]);
+    let cost = g.order_cost(&other, NEW_ORDER, T0).await.expect("cost");
+    assert!(matches!(
+        g.reserve(&cost, T0 + s(1)).await.expect("reserve"),
+        Reserve::Granted(_)
+    ));
+    // A 503 on finalize pauses finalize requests, checked in memory.
+    let mut p = Problem::new(ProblemKind::Other("about:blank".into()), "busy");
+    p.status = Some(503);
+    let fin = "https://ca.example/acme/finalize/1/9";
+    let err = AcmeError::Api {
+        url: fin.into(),
+        problem: p,
+        retry_after: Some(RetryAfter::Delay(Duration::from_secs(5))),
+    };
+    let sig = RateLimitSignal::from_error(&err, T0, g.reactive_defaults()).expect("signal");
+    g.on_rate_limited(&ctx, &sig).await.expect("pause");
+    assert_eq!(
+        g.endpoint_paused("https://ca.example/acme/finalize/1/10", T0 + s(1)),
+        Some(T0 + s(5))
+    );
+    assert_eq!(g.endpoint_paused(NEW_ORDER, T0 + s(1)), None);
+    assert_eq!(g.endpoint_paused(fin, T0 + s(5)), None);
+}
+
+#[tokio::test]
+async fn renewals_are_exempt_where_the_ca_says_so() {
+    let (g, _dir) = governor(Limits::preset(Preset::LetsEncrypt)).await;
+    let mut ari = OrderContext::new("acct", ["www.example.com"]);
+    ari.replaces = Some("aki.serial".into());
+    ari.in_renewal_window = true;
+    let cost = g.order_cost(&ari, NEW_ORDER, T0).await.expect("cost");
+    assert_eq!(cost.exemption, Some(Exemption::AriRenewal));
+    assert!(
+        cost.charges
+            .iter()
+            .all(|(c, _)| *c == Charge::EndpointPause)
+    );
+    ari.in_renewal_window = false;
+    let cost = g.order_cost(&ari, NEW_ORDER, T0).await.expect("cost");
+    assert_eq!(cost.exemption, None, "outside the window: no exemption");
+    g.certificate_issued(&ari, "01", T0 + s(86_400 * 90), T0)
+        .await
+        .expect("record");
+    let cost = g
+        .order_cost(&ari, NEW_ORDER, T0 + s(86_400 * 60))
+        .await
+        .expect("cost");
+    assert_eq!(cost.exemption, Some(Exemption::SameSetRenewal));
+    let kinds: Vec<Charge> = cost.charges.iter().map(|(c, _)| *c).collect();
+    assert!(!kinds.contains(&Charge::NewOrder) && !kinds.contains(&Charge::RegisteredDomain));
+    assert!(kinds.contains(&Charge::NameSet));
+    let cost = g
+        .order_cost(&ari, NEW_ORDER, T0 + s(86_400 * 121))
+        .await
+        .expect("cost");
+    assert_eq!(cost.exemption, None, "past 120 days");
+}
+
+#[tokio::test]
+async fn refunds_and_failed_authorizations() {
+    let (g, _dir) = governor(small_limits()).await;
+    let ctx = OrderContext::new("acct", ["a.one.example"]);
+    let mut reservations = Vec::new();
+    for _ in 0..3 {
+        let cost = g.order_cost(&ctx, NEW_ORDER, T0).await.expect("cost");
+        match g.reserve(&cost, T0).await.expect("reserve") {
+            Reserve::Granted(r) => reservations.push(r),
+            other => panic!("{other:?}"),
+        }
+    }
+    let cost = g.order_cost(&ctx, NEW_ORDER, T0).await.expect("cost");
+    assert!(matches!(
+        g.reserve(&cost, T0).await.expect("reserve"),
+        Reserve::Wait { .. }
+    ));
+    g.certificate_not_issued(&reservations[0], T0)
+        .await
+        .expect("refund");
+    assert!(matches!(
+        g.reserve(&cost, T0).await.expect("reserve"),
+        Reserve::Granted(_)
+    ));
+    // Two failed authorizations (the limit) block the name for 30 min (3600 s / 2).
+    g.authorization_failed("acct", "bad.two.example", T0)
+        .await
+        .expect("fail 1");
+    g.authorization_failed("acct", "bad.two.example", T0)
+        .await
+        .expect("fail 2");
+    let bad = OrderContext::new("acct", ["bad.two.example"]);
+    let cost = g.order_cost(&bad, NEW_ORDER, T0).await.expect("cost");
+    assert_eq!(
+        g.earliest(&cost, T0).await.expect("peek"),
+        Some(T0 + s(1800))
+    );
+}

@@ -1,0 +1,345 @@
+//! The durable state of batches: the [`StateStore`] trait, shared by the embedded SQLite
+//! store ([`crate::SqliteStore`]) and a later server-backed store (PostgreSQL, several
+//! orchestrator nodes on one batch).
+//!
+//! # The contract
+//! **Write before the network step.** Every job is a persisted state machine
+//! ([`JobStatus`]). The orchestrator writes the status that names a network step *before*
+//! taking it, and writes what the step returned *before* the next one:
+//! - `ordering` before sending newOrder (a crash here costs at most one extra order);
+//! - `authorizing` with the order URL and authorization URLs as soon as newOrder returns,
+//!   before any authorization is fetched — from then on a resumed job continues **the same
+//!   order** and never creates another;
+//! - `validating` before responding to challenges;
+//! - `finalizing` with the certificate key reference before sending finalize — a resumed
+//!   job first re-reads the order and finalizes only if it is still `ready`, so a name set
+//!   is finalized at most once;
+//! - `issued` after the certificate is on disk; `deferred` (with the time and the status to
+//!   resume at) whenever a rate limit, a 503 or a backoff says "later" — rate limits never
+//!   make a job `failed`.
+//!
+//! **Leases and fencing.** Work is taken with [`StateStore::claim_jobs`]: each claimed job
+//! gets a [`Lease`] (node, expiry) and a new [`FencingToken`], strictly greater than any
+//! before it for that job. Every later write ([`StateStore::update_job`],
+//! [`StateStore::renew_lease`], [`StateStore::release_job`]) carries the lease and is
+//! refused with [`StoreError::Fenced`] when the job has been claimed again since, so a node
+//! that lost its lease (paused, partitioned, killed and restarted) cannot overwrite the new
+//! owner's progress. A job whose lease has expired is claimable by anyone and continues
+//! from its stored status and order URL. Writes under an expired but not yet re-claimed
+//! lease are accepted (no other owner exists to protect).
+//!
+//! **Run lock.** [`StateStore::begin_run`] starts a run. A single-writer store (SQLite)
+//! grants it to one process at a time, refuses others with [`StoreError::Locked`] naming
+//! the holder (node, pid, host, start time), and — because no other writer can be alive —
+//! ends the leases left by dead runs so their jobs can be claimed at once. A shared store
+//! (PostgreSQL) registers the node and lets several runs work side by side; leases and
+//! fencing then do the coordination.
+//!
+//! **Rate buckets.** [`StateStore::take_tokens`] debits several buckets atomically, all or
+//! nothing, with the shared arithmetic of [`crate::gcra::decide`], so any number of nodes
+//! together stay within one account's limits.
+//!
+//! The reusable conformance suite (`certfleet_batch::conformance`, feature `conformance`)
+//! checks all of this for any backend.
+
+mod job;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+pub use job::{
+    BatchId, FencingToken, IssuedCert, Job, JobId, JobSpec, JobStatus, JobUpdate, LeaseInfo, NewJob,
+};
+
+use crate::error::StoreError;
+use crate::gcra::{BucketKey, DenyCause, TokenRequest};
+
+/// The newest schema version this build reads and writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Who runs: written into the run lock and into every lease.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunHolder {
+    /// Unique per run: `host/pid/random`.
+    pub node: String,
+    pub pid: u32,
+    pub host: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+}
+
+impl RunHolder {
+    /// This process, now.
+    pub fn this_process(now: OffsetDateTime) -> RunHolder {
+        let host = hostname();
+        let pid = std::process::id();
+        let nonce = now.unix_timestamp_nanos() as u64 ^ u64::from(pid).rotate_left(32);
+        RunHolder {
+            node: format!("{host}/{pid}/{:08x}", nonce as u32),
+            pid,
+            host,
+            started_at: now,
+        }
+    }
+}
+
+impl fmt::Display for RunHolder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let started = self
+            .started_at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|_| self.started_at.to_string());
+        write!(
+            f,
+            "pid {} on host {} (node {}), started at {started}",
+            self.pid, self.host, self.node
+        )
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// Proof of a started run; dropping it ends the run (releases the lock of a single-writer
+/// store).
+pub struct RunGuard {
+    holder: RunHolder,
+    _release: Box<dyn Send + Sync>,
+}
+
+impl RunGuard {
+    /// A guard that runs nothing on drop but keeps `release` alive until then.
+    pub fn new(holder: RunHolder, release: Box<dyn Send + Sync>) -> RunGuard {
+        RunGuard {
+            holder,
+            _release: release,
+        }
+    }
+
+    pub fn holder(&self) -> &RunHolder {
+        &self.holder
+    }
+}
+
+impl fmt::Debug for RunGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunGuard")
+            .field("holder", &self.holder)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A batch to open: the same `name` and `digest` (of the validated input) resume it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewBatch {
+    pub name: String,
+    pub digest: String,
+}
+
+/// A stored batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchRecord {
+    pub id: BatchId,
+    pub name: String,
+    pub digest: String,
+    pub created_at: OffsetDateTime,
+}
+
+/// The holder's copy of a lease; every write about the job carries it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub job: JobId,
+    pub node: String,
+    pub token: FencingToken,
+    pub expires_at: OffsetDateTime,
+}
+
+/// A job taken by [`StateStore::claim_jobs`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimedJob {
+    pub job: Job,
+    pub lease: Lease,
+}
+
+/// What [`StateStore::claim_jobs`] may take.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimRequest {
+    pub batch: BatchId,
+    pub node: String,
+    pub now: OffsetDateTime,
+    /// How long the lease lasts before others may take the job over.
+    pub lease_for: Duration,
+    pub max_jobs: usize,
+}
+
+/// Jobs per status.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatusCounts(pub BTreeMap<JobStatus, u64>);
+
+impl StatusCounts {
+    pub fn get(&self, status: JobStatus) -> u64 {
+        self.0.get(&status).copied().unwrap_or(0)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.values().sum()
+    }
+}
+
+/// One issued certificate, for the governor (same-set renewal exemption) and reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssuanceRecord {
+    /// [`crate::governor::NameSet::key`] of the certificate's names.
+    pub name_set: String,
+    pub names: Vec<String>,
+    pub account: String,
+    pub serial: String,
+    pub issued_at: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+    pub replaces: Option<String>,
+}
+
+/// The result of [`StateStore::take_tokens`] and [`StateStore::peek_tokens`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TakeOutcome {
+    /// Taken (or, for a peek, would be taken now).
+    Granted,
+    /// Not before `retry_at` (`None`: never, the cost exceeds the bucket) because of `key`.
+    Wait {
+        key: BucketKey,
+        cause: DenyCause,
+        retry_at: Option<OffsetDateTime>,
+    },
+}
+
+/// Durable state of batches, jobs, rate buckets and issuance history. Object-safe; see the
+/// [module documentation](self) for the contract every backend keeps.
+#[async_trait]
+pub trait StateStore: Send + Sync + fmt::Debug {
+    /// Where the store lives, for messages (never contains a password).
+    fn location(&self) -> String;
+
+    /// Starts a run for `holder`. Single-writer stores refuse a second concurrent run with
+    /// [`StoreError::Locked`] and end leases of earlier (dead) runs.
+    async fn begin_run(&self, holder: &RunHolder) -> Result<RunGuard, StoreError>;
+
+    /// Opens the batch with this name and digest, creating it if needed; `true` if created.
+    async fn open_batch(
+        &self,
+        batch: &NewBatch,
+        now: OffsetDateTime,
+    ) -> Result<(BatchRecord, bool), StoreError>;
+
+    /// All batches, oldest first.
+    async fn batches(&self) -> Result<Vec<BatchRecord>, StoreError>;
+
+    /// Adds jobs as `queued`; keys that exist in the batch are skipped. Returns how many
+    /// were added.
+    async fn add_jobs(
+        &self,
+        batch: BatchId,
+        jobs: &[NewJob],
+        now: OffsetDateTime,
+    ) -> Result<usize, StoreError>;
+
+    /// Claims up to `max_jobs` jobs that are `queued`, `deferred` with `deferred_until <=
+    /// now`, or active with no lease or an expired one — oldest due first. Each gets a
+    /// lease to `node` until `now + lease_for` and a new fencing token. Statuses are not
+    /// changed (a claimed deferred job is resumed by the orchestrator's next update).
+    async fn claim_jobs(&self, req: &ClaimRequest) -> Result<Vec<ClaimedJob>, StoreError>;
+
+    /// Extends a lease to `now + lease_for` (same token); [`StoreError::Fenced`] if lost.
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        now: OffsetDateTime,
+        lease_for: Duration,
+    ) -> Result<Lease, StoreError>;
+
+    /// Gives a lease up without changing the job; [`StoreError::Fenced`] if already lost.
+    async fn release_job(&self, lease: &Lease) -> Result<(), StoreError>;
+
+    /// Applies `update` if `lease` is current (fencing) and the transition is allowed;
+    /// returns the job as stored afterwards. The lease is kept unless the job became
+    /// `issued`, `failed` or `deferred`.
+    async fn update_job(
+        &self,
+        lease: &Lease,
+        update: &JobUpdate,
+        now: OffsetDateTime,
+    ) -> Result<Job, StoreError>;
+
+    /// One job.
+    async fn job(&self, id: JobId) -> Result<Option<Job>, StoreError>;
+
+    /// Jobs of a batch in id order, `limit` at a time after `after` (paging keeps memory
+    /// flat for large batches).
+    async fn list_jobs(
+        &self,
+        batch: BatchId,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError>;
+
+    /// Jobs of a batch per status.
+    async fn status_counts(&self, batch: BatchId) -> Result<StatusCounts, StoreError>;
+
+    /// The earliest instant after `now` at which a job of the batch becomes claimable
+    /// (a deferral ends or a lease expires); `None` if nothing is waiting.
+    async fn next_due(
+        &self,
+        batch: BatchId,
+        now: OffsetDateTime,
+    ) -> Result<Option<OffsetDateTime>, StoreError>;
+
+    /// Re-queues the batch's `failed` jobs (a new run retries them). Returns how many.
+    async fn requeue_failed(
+        &self,
+        batch: BatchId,
+        now: OffsetDateTime,
+    ) -> Result<usize, StoreError>;
+
+    /// Debits all `requests` atomically if every bucket allows it at `now`.
+    async fn take_tokens(
+        &self,
+        requests: &[TokenRequest],
+        now: OffsetDateTime,
+    ) -> Result<TakeOutcome, StoreError>;
+
+    /// What [`StateStore::take_tokens`] would answer, without writing.
+    async fn peek_tokens(
+        &self,
+        requests: &[TokenRequest],
+        now: OffsetDateTime,
+    ) -> Result<TakeOutcome, StoreError>;
+
+    /// Gives back tokens taken earlier (an order that was never created or never issued).
+    async fn refund_tokens(
+        &self,
+        requests: &[TokenRequest],
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+
+    /// Pauses a bucket's scope until `until` (keeps a later pause already stored).
+    async fn pause(&self, key: &BucketKey, until: OffsetDateTime) -> Result<(), StoreError>;
+
+    /// Stored state of one bucket (for status displays and tests).
+    async fn bucket(&self, key: &BucketKey) -> Result<crate::gcra::BucketState, StoreError>;
+
+    /// Records an issued certificate.
+    async fn record_issuance(&self, record: &IssuanceRecord) -> Result<(), StoreError>;
+
+    /// The latest issuance of this name set ([`IssuanceRecord::name_set`]).
+    async fn last_issuance(&self, name_set: &str) -> Result<Option<IssuanceRecord>, StoreError>;
+}

@@ -1,0 +1,415 @@
+//! [`AuthoritativeCheck`]: waits until every authoritative server of each record's zone
+//! serves the value (and, optionally, configured recursive resolvers do), instead of sleeping.
+//!
+//! For each record: follow the `_acme-challenge` CNAME chain, find the zone by SOA queries,
+//! read the zone's NS set and the servers' addresses (all through the discovery resolvers),
+//! then ask every server directly, recursion off, until each answers with the value. Polls
+//! with a fixed interval up to a deadline; the error names each lagging server and what it
+//! answered last.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use certfleet_dns01::{Dns01Error, PropagationCheck, TxtRecord};
+use futures::StreamExt;
+use hickory_client::proto::rr::{Name, RData, RecordType};
+
+use crate::query::{Answer, Querier, rcode_name};
+
+/// How the check finds servers and how long it waits.
+#[derive(Clone, Debug)]
+pub struct PropagationConfig {
+    /// Give up after this long.
+    pub timeout: Duration,
+    /// Pause between two rounds of queries.
+    pub interval: Duration,
+    /// Timeout of one query.
+    pub query_timeout: Duration,
+    /// Resolvers used to follow CNAMEs and find zones, NS sets and server addresses
+    /// (recursion desired). Empty: the `nameserver`s of /etc/resolv.conf.
+    pub discovery: Vec<SocketAddr>,
+    /// Recursive resolvers that must also return the value (recursion desired).
+    pub recursive: Vec<SocketAddr>,
+    /// Port the authoritative servers are asked on (53; tests use others).
+    pub nameserver_port: u16,
+    /// Addresses to use for named NS hosts instead of their A/AAAA records (tests and labs
+    /// where several servers share 127.0.0.1 on different ports). Keys are lowercase FQDNs
+    /// with a trailing dot.
+    pub nameserver_addresses: BTreeMap<String, Vec<SocketAddr>>,
+    /// Queries in flight at once.
+    pub concurrency: usize,
+}
+
+impl Default for PropagationConfig {
+    fn default() -> Self {
+        PropagationConfig {
+            timeout: Duration::from_secs(120),
+            interval: Duration::from_secs(2),
+            query_timeout: Duration::from_secs(3),
+            discovery: Vec::new(),
+            recursive: Vec::new(),
+            nameserver_port: 53,
+            nameserver_addresses: BTreeMap::new(),
+            concurrency: 64,
+        }
+    }
+}
+
+/// Why discovery failed (before any waiting).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DiscoveryError {
+    #[error(
+        "no resolver to find zones with: /etc/resolv.conf names none; set dns01.propagation.discovery_resolvers"
+    )]
+    NoResolver,
+    #[error("{name}: {detail}")]
+    Lookup { name: String, detail: String },
+}
+
+/// One server to ask.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Server {
+    /// NS host name, or `resolver` for a recursive resolver.
+    label: String,
+    addr: SocketAddr,
+    recursion: bool,
+}
+
+impl fmt::Display for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.label, self.addr)
+    }
+}
+
+/// One (server, name) pair to wait for, with the values it must serve.
+#[derive(Debug)]
+struct Target {
+    server: Server,
+    name: Name,
+    values: BTreeSet<String>,
+    records: Vec<TxtRecord>,
+    last: String,
+}
+
+/// The host's propagation check (see the module docs).
+#[derive(Debug)]
+pub struct AuthoritativeCheck {
+    config: PropagationConfig,
+    querier: Querier,
+    discovery: Vec<SocketAddr>,
+    rounds: AtomicU64,
+}
+
+impl AuthoritativeCheck {
+    pub fn new(config: PropagationConfig) -> Result<AuthoritativeCheck, DiscoveryError> {
+        let discovery = if config.discovery.is_empty() {
+            system_resolvers()
+        } else {
+            config.discovery.clone()
+        };
+        if discovery.is_empty() {
+            return Err(DiscoveryError::NoResolver);
+        }
+        Ok(AuthoritativeCheck {
+            querier: Querier::new(config.query_timeout),
+            config,
+            discovery,
+            rounds: AtomicU64::new(0),
+        })
+    }
+
+    /// DNS queries sent so far (discovery and checks).
+    pub fn queries(&self) -> u64 {
+        self.querier.count()
+    }
+
+    /// Rounds of checks run so far.
+    pub fn rounds(&self) -> u64 {
+        self.rounds.load(Ordering::Relaxed)
+    }
+
+    /// Asks the discovery resolvers in order until one answers.
+    async fn discover(&self, name: &Name, rtype: RecordType) -> Result<Answer, DiscoveryError> {
+        let mut last = String::new();
+        for r in &self.discovery {
+            match self.querier.query(*r, name, rtype, true).await {
+                Ok(a) => return Ok(a),
+                Err(e) => last = format!("{r}: {e}"),
+            }
+        }
+        Err(DiscoveryError::Lookup {
+            name: name.to_string(),
+            detail: format!("{rtype} lookup failed ({last})"),
+        })
+    }
+
+    async fn follow_cname(&self, name: &Name) -> Result<Name, DiscoveryError> {
+        let mut current = name.clone();
+        for _ in 0..8 {
+            let a = self.discover(&current, RecordType::CNAME).await?;
+            match a.cname_of(&current) {
+                Some(t) => current = t,
+                None => return Ok(current),
+            }
+        }
+        Err(DiscoveryError::Lookup {
+            name: name.to_string(),
+            detail: "more than 8 CNAMEs in a row".to_owned(),
+        })
+    }
+
+    async fn zone_of(&self, name: &Name) -> Result<Name, DiscoveryError> {
+        let mut candidate = name.clone();
+        let mut seen = Vec::new();
+        loop {
+            let a = self.discover(&candidate, RecordType::SOA).await?;
+            if let Some(zone) = a.soa_owner().filter(|z| z.zone_of(name)) {
+                return Ok(zone);
+            }
+            seen.push(format!("{candidate}: {}", rcode_name(a.rcode)));
+            if candidate.num_labels() <= 1 {
+                return Err(DiscoveryError::Lookup {
+                    name: name.to_string(),
+                    detail: format!("no zone found ({})", seen.join(", ")),
+                });
+            }
+            candidate = candidate.base_name();
+        }
+    }
+
+    async fn nameservers(&self, zone: &Name) -> Result<Vec<Server>, DiscoveryError> {
+        let a = self.discover(zone, RecordType::NS).await?;
+        let hosts: BTreeSet<Name> = a
+            .records
+            .iter()
+            .filter_map(|r| match r.data() {
+                RData::NS(ns) if r.name() == zone => Some(ns.0.clone()),
+                _ => None,
+            })
+            .collect();
+        if hosts.is_empty() {
+            return Err(DiscoveryError::Lookup {
+                name: zone.to_string(),
+                detail: format!("the zone has no NS records ({})", rcode_name(a.rcode)),
+            });
+        }
+        let mut servers = Vec::new();
+        for host in hosts {
+            let label = host.to_ascii().to_ascii_lowercase();
+            if let Some(addrs) = self.config.nameserver_addresses.get(&label) {
+                servers.extend(addrs.iter().map(|addr| Server {
+                    label: label.clone(),
+                    addr: *addr,
+                    recursion: false,
+                }));
+                continue;
+            }
+            let mut ips = Vec::new();
+            for rtype in [RecordType::A, RecordType::AAAA] {
+                let a = self.discover(&host, rtype).await?;
+                ips.extend(a.records.iter().filter_map(|r| match r.data() {
+                    RData::A(a) => Some(IpAddr::V4(a.0)),
+                    RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                    _ => None,
+                }));
+            }
+            if ips.is_empty() {
+                return Err(DiscoveryError::Lookup {
+                    name: label,
+                    detail: format!("nameserver of {zone} has no address"),
+                });
+            }
+            servers.extend(ips.into_iter().map(|ip| Server {
+                label: label.clone(),
+                addr: SocketAddr::new(ip, self.config.nameserver_port),
+                recursion: false,
+            }));
+        }
+        Ok(servers)
+    }
+
+    /// Works out every (server, name, values) to wait for.
+    async fn targets(&self, records: &[TxtRecord]) -> Result<Vec<Target>, DiscoveryError> {
+        let mut zones: BTreeMap<Name, Vec<Server>> = BTreeMap::new();
+        let mut targets: BTreeMap<(Server, Name), Target> = BTreeMap::new();
+        let mut add = |server: Server, name: Name, r: &TxtRecord| {
+            let t = targets
+                .entry((server.clone(), name.clone()))
+                .or_insert_with(|| Target {
+                    server,
+                    name,
+                    values: BTreeSet::new(),
+                    records: Vec::new(),
+                    last: "not asked yet".to_owned(),
+                });
+            t.values.insert(r.value.clone());
+            t.records.push(r.clone());
+        };
+        for r in records {
+            let fqdn = parse_name(&r.fqdn)?;
+            let target = self.follow_cname(&fqdn).await?;
+            if target != fqdn {
+                tracing::debug!(name = %fqdn, target = %target, "challenge name is a CNAME");
+            }
+            let cached = zones
+                .keys()
+                .filter(|z| z.zone_of(&target))
+                .max_by_key(|z| z.num_labels())
+                .filter(|z| z.num_labels() + 2 >= target.num_labels())
+                .cloned();
+            let zone = match cached {
+                Some(z) => z,
+                None => {
+                    let z = self.zone_of(&target).await?;
+                    if !zones.contains_key(&z) {
+                        let servers = self.nameservers(&z).await?;
+                        tracing::debug!(zone = %z, servers = %servers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "), "authoritative servers");
+                        zones.insert(z.clone(), servers);
+                    }
+                    z
+                }
+            };
+            for s in zones.get(&zone).into_iter().flatten() {
+                add(s.clone(), target.clone(), r);
+            }
+            for addr in &self.config.recursive {
+                let server = Server {
+                    label: "resolver".to_owned(),
+                    addr: *addr,
+                    recursion: true,
+                };
+                add(server, fqdn.clone(), r);
+            }
+        }
+        Ok(targets.into_values().collect())
+    }
+
+    /// Asks `t`'s server once; true when every expected value is served.
+    async fn probe(&self, t: &mut Target) -> bool {
+        match self
+            .querier
+            .query(t.server.addr, &t.name, RecordType::TXT, t.server.recursion)
+            .await
+        {
+            Ok(a) => {
+                let have = a.txt_values();
+                if t.values.iter().all(|v| have.contains(v)) {
+                    return true;
+                }
+                t.last = if have.is_empty() {
+                    format!("{} with no TXT", rcode_name(a.rcode))
+                } else {
+                    format!(
+                        "{} with other values only ({})",
+                        rcode_name(a.rcode),
+                        have.iter().cloned().collect::<Vec<_>>().join(", ")
+                    )
+                };
+            }
+            Err(e) => t.last = e.to_string(),
+        }
+        false
+    }
+}
+
+#[async_trait]
+impl PropagationCheck for AuthoritativeCheck {
+    async fn wait_until_visible(&self, records: &[TxtRecord]) -> Result<(), Dns01Error> {
+        let started = Instant::now();
+        let not_propagated = |detail: String| Dns01Error::NotPropagated {
+            waited_secs: started.elapsed().as_secs(),
+            detail,
+            records: records.to_vec(),
+        };
+        let mut pending = self
+            .targets(records)
+            .await
+            .map_err(|e| not_propagated(format!("cannot find the authoritative servers: {e}")))?;
+        let total = pending.len();
+        let max_rounds =
+            1 + self.config.timeout.as_millis() / self.config.interval.as_millis().max(1);
+        for round in 0..max_rounds {
+            self.rounds.fetch_add(1, Ordering::Relaxed);
+            let results: Vec<(Target, bool)> = futures::stream::iter(pending)
+                .map(|mut t| async move {
+                    let ok = self.probe(&mut t).await;
+                    (t, ok)
+                })
+                .buffer_unordered(self.config.concurrency.max(1))
+                .collect()
+                .await;
+            pending = results
+                .into_iter()
+                .filter(|(_, ok)| !ok)
+                .map(|(t, _)| t)
+                .collect();
+            if pending.is_empty() {
+                tracing::info!(
+                    checks = total,
+                    rounds = round + 1,
+                    queries = self.queries(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "dns-01 records visible on every authoritative server"
+                );
+                return Ok(());
+            }
+            if started.elapsed() + self.config.interval > self.config.timeout {
+                break;
+            }
+            tracing::debug!(lagging = pending.len(), "waiting for propagation");
+            tokio::time::sleep(self.config.interval).await;
+        }
+        pending.sort_by(|a, b| a.server.cmp(&b.server).then(a.name.cmp(&b.name)));
+        let mut by_server: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for t in &pending {
+            by_server
+                .entry(t.server.to_string())
+                .or_default()
+                .push(format!("{} answered {}", t.name, t.last));
+        }
+        let detail = by_server
+            .into_iter()
+            .map(|(server, names)| {
+                let shown: Vec<&String> = names.iter().take(3).collect();
+                let more = names.len().saturating_sub(3);
+                format!(
+                    "{server} lags: {}{}",
+                    shown.into_iter().cloned().collect::<Vec<_>>().join("; "),
+                    if more > 0 {
+                        format!(" (and {more} more names)")
+                    } else {
+                        String::new()
+                    }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" | ");
+        Err(not_propagated(detail))
+    }
+}
+
+fn parse_name(s: &str) -> Result<Name, DiscoveryError> {
+    let mut n = Name::from_str(s).map_err(|e| DiscoveryError::Lookup {
+        name: s.to_owned(),
+        detail: format!("not a DNS name: {e}"),
+    })?;
+    n.set_fqdn(true);
+    Ok(n)
+}
+
+/// The `nameserver`s of /etc/resolv.conf, port 53.
+pub fn system_resolvers() -> Vec<SocketAddr> {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|ip| ip.trim().parse::<IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, 53))
+        .collect()
+}

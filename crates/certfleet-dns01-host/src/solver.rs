@@ -1,0 +1,87 @@
+//! [`PluginSolver`]: the [`Dns01Solver`] seam filled by a loaded plugin.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use certfleet_dns01::{Dns01Error, Dns01Solver, TxtRecord};
+use certfleet_plugin_abi::{CheckReport, CheckResult, MetricsReport, method};
+use serde_json::{Value, json};
+
+use crate::{HostError, PluginInstance};
+
+/// A DNS-01 solver backed by a plugin instance. Every call runs on a blocking worker thread.
+#[derive(Clone, Debug)]
+pub struct PluginSolver {
+    instance: PluginInstance,
+    /// The name the user chose (`--dns-plugin NAME`), used in logs and errors.
+    name: String,
+}
+
+fn records_json(records: &[TxtRecord]) -> Value {
+    json!({
+        "records": records
+            .iter()
+            .map(|r| json!({"fqdn": r.fqdn, "value": r.value}))
+            .collect::<Vec<_>>()
+    })
+}
+
+impl PluginSolver {
+    pub fn new(name: impl Into<String>, instance: PluginInstance) -> PluginSolver {
+        PluginSolver {
+            instance,
+            name: name.into(),
+        }
+    }
+
+    pub fn instance(&self) -> &PluginInstance {
+        &self.instance
+    }
+
+    /// The plugin's counters (`update_messages`, `dns_queries`, …).
+    pub async fn metrics(&self) -> Result<BTreeMap<String, u64>, HostError> {
+        let v = self.instance.call(method::METRICS, json!({})).await?;
+        let report: MetricsReport =
+            serde_json::from_value(v).map_err(|e| self.bad_reply(method::METRICS, e))?;
+        Ok(report.counters)
+    }
+
+    /// The plugin's own checks (reachability, credentials).
+    pub async fn check(&self) -> Result<Vec<CheckResult>, HostError> {
+        let v = self.instance.call(method::CHECK, json!({})).await?;
+        let report: CheckReport =
+            serde_json::from_value(v).map_err(|e| self.bad_reply(method::CHECK, e))?;
+        Ok(report.checks)
+    }
+
+    fn bad_reply(&self, method: &str, e: serde_json::Error) -> HostError {
+        HostError::BadReply {
+            plugin: self.name.clone(),
+            method: method.to_owned(),
+            detail: e.to_string(),
+        }
+    }
+}
+
+#[async_trait]
+impl Dns01Solver for PluginSolver {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn present(&self, records: &[TxtRecord]) -> Result<(), Dns01Error> {
+        self.instance
+            .call(method::PRESENT, records_json(records))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.into_dns01(&self.name, records))
+    }
+
+    async fn cleanup(&self, records: &[TxtRecord]) -> Result<(), Dns01Error> {
+        self.instance
+            .call(method::CLEANUP, records_json(records))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.into_dns01(&self.name, records))
+    }
+}

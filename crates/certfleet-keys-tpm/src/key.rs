@@ -1,0 +1,236 @@
+//! A signing key inside a TPM.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use certfleet_keys::{Jwk, KeyAlgorithm, KeyError, KeyRef, SigningKey};
+use const_oid::db::rfc5912;
+use der::asn1::BitString;
+use der::{Any, Encode};
+use sha2::{Digest as _, Sha256, Sha384};
+use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
+use tss_esapi::interface_types::ecc::EccCurve;
+use tss_esapi::interface_types::key_bits::RsaKeyBits;
+use tss_esapi::structures::{Public, Signature};
+
+use crate::device::TpmDevice;
+use crate::{TpmError, TpmUri};
+
+/// The public half of a TPM key in the forms certfleet needs.
+#[derive(Debug, Clone)]
+pub(crate) struct PublicParts {
+    pub algorithm: KeyAlgorithm,
+    pub jwk: Jwk,
+    pub spki: Vec<u8>,
+}
+
+/// A key that signs inside a TPM; the private key never leaves it.
+pub struct TpmKey {
+    uri: TpmUri,
+    key_ref: KeyRef,
+    device: Arc<TpmDevice>,
+    id: u64,
+    public: PublicParts,
+}
+
+impl fmt::Debug for TpmKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TpmKey")
+            .field("uri", &self.uri)
+            .field("algorithm", &self.public.algorithm)
+            .field("thumbprint", &self.public.jwk.thumbprint())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TpmKey {
+    pub(crate) fn new(uri: TpmUri, device: Arc<TpmDevice>, id: u64, public: PublicParts) -> TpmKey {
+        TpmKey {
+            key_ref: uri.key_ref(),
+            uri,
+            device,
+            id,
+            public,
+        }
+    }
+
+    pub fn uri(&self) -> &TpmUri {
+        &self.uri
+    }
+
+    /// Transient objects loaded in the TPM right now (by anyone): what a test checks to see
+    /// that nothing is left behind.
+    pub async fn transient_objects(&self) -> Result<usize, TpmError> {
+        self.device
+            .count_transient()
+            .await
+            .map_err(|f| crate::tpm_error(&self.uri.to_string(), f))
+    }
+}
+
+impl Drop for TpmKey {
+    fn drop(&mut self) {
+        self.device.unload(self.id);
+    }
+}
+
+#[async_trait]
+impl SigningKey for TpmKey {
+    fn key_ref(&self) -> &KeyRef {
+        &self.key_ref
+    }
+
+    fn algorithm(&self) -> KeyAlgorithm {
+        self.public.algorithm
+    }
+
+    fn public_jwk(&self) -> &Jwk {
+        &self.public.jwk
+    }
+
+    fn public_key_der(&self) -> &[u8] {
+        &self.public.spki
+    }
+
+    async fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let algorithm = self.public.algorithm;
+        let digest = match algorithm {
+            KeyAlgorithm::EcP384 => Sha384::digest(message).to_vec(),
+            _ => Sha256::digest(message).to_vec(),
+        };
+        let shown = self.uri.to_string();
+        let signature = self
+            .device
+            .sign(self.id, digest)
+            .await
+            .map_err(|f| crate::tpm_error(&shown, f))?;
+        let bad = |detail: String| TpmError::Tpm {
+            uri: shown.clone(),
+            operation: "Sign",
+            detail,
+        };
+        let bytes = match (signature, algorithm) {
+            (Signature::EcDsa(s), KeyAlgorithm::EcP256 | KeyAlgorithm::EcP384) => {
+                let len = if algorithm == KeyAlgorithm::EcP256 {
+                    32
+                } else {
+                    48
+                };
+                let mut rs = left_pad(s.signature_r().value(), len).map_err(&bad)?;
+                rs.extend(left_pad(s.signature_s().value(), len).map_err(&bad)?);
+                rs
+            }
+            (Signature::RsaSsa(s), _) => s.signature().value().to_vec(),
+            (other, _) => {
+                return Err(bad(format!("unexpected {:?} signature", other.algorithm())).into());
+            }
+        };
+        Ok(bytes)
+    }
+}
+
+fn left_pad(value: &[u8], len: usize) -> Result<Vec<u8>, String> {
+    if value.len() > len {
+        return Err(format!(
+            "{}-byte signature half, expected {len}",
+            value.len()
+        ));
+    }
+    let mut out = vec![0; len - value.len()];
+    out.extend_from_slice(value);
+    Ok(out)
+}
+
+/// The algorithm, JWK and SPKI of a TPM public area; `Err(found)` for keys certfleet does
+/// not sign with.
+pub(crate) fn public_parts(public: &Public) -> Result<PublicParts, String> {
+    let encode_err = |e: der::Error| format!("cannot encode the public key: {e}");
+    match public {
+        Public::Ecc {
+            parameters,
+            unique,
+            object_attributes,
+            ..
+        } => {
+            if !object_attributes.sign_encrypt() || object_attributes.restricted() {
+                return Err("an ECC key that is not an unrestricted signing key".to_owned());
+            }
+            let (algorithm, crv, curve, len) = match parameters.ecc_curve() {
+                EccCurve::NistP256 => (KeyAlgorithm::EcP256, "P-256", rfc5912::SECP_256_R_1, 32),
+                EccCurve::NistP384 => (KeyAlgorithm::EcP384, "P-384", rfc5912::SECP_384_R_1, 48),
+                other => return Err(format!("an ECC key on curve {other:?}")),
+            };
+            let x = left_pad(unique.x().value(), len)?;
+            let y = left_pad(unique.y().value(), len)?;
+            let mut point = vec![0x04];
+            point.extend(&x);
+            point.extend(&y);
+            let params = Any::encode_from(&curve).map_err(encode_err)?;
+            let spki =
+                spki_der(rfc5912::ID_EC_PUBLIC_KEY, Some(params), &point).map_err(encode_err)?;
+            Ok(PublicParts {
+                algorithm,
+                jwk: Jwk::ec(crv, &x, &y),
+                spki,
+            })
+        }
+        Public::Rsa {
+            parameters,
+            unique,
+            object_attributes,
+            ..
+        } => {
+            if !object_attributes.sign_encrypt() || object_attributes.restricted() {
+                return Err("an RSA key that is not an unrestricted signing key".to_owned());
+            }
+            let algorithm = match parameters.key_bits() {
+                RsaKeyBits::Rsa2048 => KeyAlgorithm::Rsa2048,
+                RsaKeyBits::Rsa3072 => KeyAlgorithm::Rsa3072,
+                RsaKeyBits::Rsa4096 => KeyAlgorithm::Rsa4096,
+                other => return Err(format!("an RSA key of {other:?}")),
+            };
+            let e = match parameters.exponent().value() {
+                0 => 65537u32,
+                e => e,
+            }
+            .to_be_bytes();
+            let e = &e[e.iter().position(|b| *b != 0).unwrap_or(3)..];
+            let n = unique.value();
+            let rsa = rsa_public_key(n, e).map_err(encode_err)?;
+            let spki =
+                spki_der(rfc5912::RSA_ENCRYPTION, Some(Any::null()), &rsa).map_err(encode_err)?;
+            Ok(PublicParts {
+                algorithm,
+                jwk: Jwk::rsa(n, e),
+                spki,
+            })
+        }
+        _ => Err("not an asymmetric key".to_owned()),
+    }
+}
+
+fn rsa_public_key(n: &[u8], e: &[u8]) -> der::Result<Vec<u8>> {
+    #[derive(der::Sequence)]
+    struct RsaPublicKey<'a> {
+        modulus: der::asn1::UintRef<'a>,
+        public_exponent: der::asn1::UintRef<'a>,
+    }
+    RsaPublicKey {
+        modulus: der::asn1::UintRef::new(n)?,
+        public_exponent: der::asn1::UintRef::new(e)?,
+    }
+    .to_der()
+}
+
+fn spki_der(
+    oid: const_oid::ObjectIdentifier,
+    parameters: Option<Any>,
+    key: &[u8],
+) -> der::Result<Vec<u8>> {
+    SubjectPublicKeyInfoOwned {
+        algorithm: AlgorithmIdentifierOwned { oid, parameters },
+        subject_public_key: BitString::from_bytes(key)?,
+    }
+    .to_der()
+}

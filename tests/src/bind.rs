@@ -1,0 +1,492 @@
+//! A real BIND 9 (`named -g`) on loopback with its own configuration directory: the DNS
+//! servers of the DNS-01 tests, the demo and the DNS benchmark.
+//!
+//! One [`Bind`] runs a **primary** authoritative for the configured zones (RFC 2136 updates
+//! allowed to TSIG keys made with `tsig-keygen`), optionally a **secondary** for the same
+//! zones (kept current by NOTIFY, or lagging on purpose), and optionally a **recursive
+//! resolver** that forwards those zones to the primary (what a CA uses; needed when
+//! `_acme-challenge` is a CNAME into another zone, since an authoritative server does not
+//! follow it). Zones come from `tests/bind/zone.db.in`. Every server gets free loopback
+//! ports picked at run time and a statistics channel (UPDATE/QUERY counters), is polled until
+//! it answers, and is killed on drop (and when the test process dies).
+
+use std::fs::{self, File};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tempfile::TempDir;
+
+use crate::{ports, tail_file};
+
+const ZONE_TEMPLATE: &str = include_str!("../bind/zone.db.in");
+/// Readiness: polls this far apart, for at most this long.
+const READY_INTERVAL: Duration = Duration::from_millis(100);
+const READY_DEADLINE: Duration = Duration::from_secs(20);
+const START_ATTEMPTS: u32 = 3;
+
+/// One zone to serve.
+#[derive(Debug, Clone)]
+pub struct BindZone {
+    /// Zone name without trailing dot, e.g. `example.test`.
+    pub name: String,
+    /// Extra zone-file lines (relative owner names allowed), e.g.
+    /// `_acme-challenge.www IN CNAME _acme-challenge.www.validation.test.`.
+    pub records: Vec<String>,
+    /// `update-policy { … };` rules; default: every key may change TXT records anywhere in
+    /// the zone (`grant KEY zonesub TXT;`).
+    pub update_policy: Option<String>,
+}
+
+impl BindZone {
+    pub fn new(name: &str) -> BindZone {
+        BindZone {
+            name: name.to_owned(),
+            records: Vec::new(),
+            update_policy: None,
+        }
+    }
+
+    pub fn record(mut self, line: &str) -> BindZone {
+        self.records.push(line.to_owned());
+        self
+    }
+
+    pub fn update_policy(mut self, rules: &str) -> BindZone {
+        self.update_policy = Some(rules.to_owned());
+        self
+    }
+}
+
+/// How the secondary follows the primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecondaryMode {
+    /// NOTIFY at once after every change (the normal case).
+    Notified,
+    /// No NOTIFY and a one-hour refresh: it keeps the zone as first transferred.
+    Lagging,
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct BindOptions {
+    pub zones: Vec<BindZone>,
+    /// TSIG keys `(name, algorithm)` made with `tsig-keygen -a ALGORITHM NAME`.
+    pub keys: Vec<(String, String)>,
+    pub secondary: Option<SecondaryMode>,
+    /// Also start a recursive resolver forwarding the zones to the primary.
+    pub resolver: bool,
+    /// Keep files here instead of a temporary directory removed on drop.
+    pub work_dir: Option<PathBuf>,
+}
+
+impl Default for BindOptions {
+    /// `example.test` and `validation.test`, one hmac-sha256 key `acme-key`, primary only.
+    fn default() -> Self {
+        BindOptions {
+            zones: vec![
+                BindZone::new("example.test"),
+                BindZone::new("validation.test"),
+            ],
+            keys: vec![("acme-key".to_owned(), "hmac-sha256".to_owned())],
+            secondary: None,
+            resolver: false,
+            work_dir: None,
+        }
+    }
+}
+
+/// UPDATE and QUERY messages a server received, from its statistics channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BindStats {
+    pub updates: u64,
+    pub queries: u64,
+}
+
+#[derive(Debug)]
+struct Named {
+    role: &'static str,
+    addr: SocketAddr,
+    stats_port: u16,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Drop for Named {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // Errors mean it is gone already.
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Dir {
+    Temp(TempDir),
+    Kept(PathBuf),
+}
+
+/// Running BIND servers; killed on drop.
+#[derive(Debug)]
+pub struct Bind {
+    servers: Vec<Named>,
+    zones: Vec<String>,
+    keys: Vec<(String, PathBuf)>,
+    dir: Dir,
+}
+
+impl Bind {
+    /// Writes keys, zones and configurations, starts the servers and waits until each one
+    /// serves every zone (bounded; errors carry the log tails).
+    pub async fn start(options: BindOptions) -> Result<Bind> {
+        let dir = match &options.work_dir {
+            Some(p) => {
+                fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
+                Dir::Kept(p.clone())
+            }
+            None => Dir::Temp(
+                tempfile::Builder::new()
+                    .prefix("certfleet-bind-")
+                    .tempdir()
+                    .context("creating a directory for named")?,
+            ),
+        };
+        let root = match &dir {
+            Dir::Temp(t) => t.path().to_owned(),
+            Dir::Kept(p) => p.clone(),
+        };
+        let mut keys = Vec::new();
+        for (name, alg) in &options.keys {
+            let out = crate::run_output(Command::new("tsig-keygen").args(["-a", alg, name]))
+                .with_context(|| format!("tsig-keygen -a {alg} {name}"))?;
+            let path = root.join(format!("{name}.key"));
+            fs::write(&path, out).with_context(|| format!("writing {}", path.display()))?;
+            keys.push((name.clone(), path));
+        }
+        let mut bind = Bind {
+            servers: Vec::new(),
+            zones: options.zones.iter().map(|z| z.name.clone()).collect(),
+            keys,
+            dir,
+        };
+        let mut last = None;
+        for attempt in 1..=START_ATTEMPTS {
+            bind.servers.clear();
+            match bind.launch(&options, &root).await {
+                Ok(()) => return Ok(bind),
+                Err(e) => {
+                    let clash = format!("{e:#}").contains("address in use");
+                    last = Some(e.context(format!("start attempt {attempt}")));
+                    if !clash {
+                        break;
+                    }
+                }
+            }
+        }
+        bind.servers.clear();
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("named did not start")))
+    }
+
+    async fn launch(&mut self, o: &BindOptions, root: &Path) -> Result<()> {
+        let primary = SocketAddr::from(([127, 0, 0, 1], ports::free_tcp_udp_port()?));
+        let secondary = match o.secondary {
+            Some(_) => Some(SocketAddr::from((
+                [127, 0, 0, 1],
+                ports::free_tcp_udp_port()?,
+            ))),
+            None => None,
+        };
+        let includes: String = self
+            .keys
+            .iter()
+            .map(|(_, p)| format!("include \"{}\";\n", p.display()))
+            .collect();
+        let lagging = o.secondary == Some(SecondaryMode::Lagging);
+
+        // Primary.
+        let pdir = root.join("primary");
+        fs::create_dir_all(&pdir)?;
+        let notify = match secondary {
+            Some(s) if !lagging => format!(
+                "notify explicit; notify-delay 0; also-notify {{ {} port {}; }};",
+                s.ip(),
+                s.port()
+            ),
+            _ => "notify no;".to_owned(),
+        };
+        let mut zones = String::new();
+        for z in &o.zones {
+            let file = pdir.join(format!("{}.db", z.name));
+            let ns2 = if secondary.is_some() {
+                format!("        IN NS   ns2.{}.", z.name)
+            } else {
+                String::new()
+            };
+            let text = ZONE_TEMPLATE
+                .replace("@ZONE@", &z.name)
+                .replace("@REFRESH@", if lagging { "3600" } else { "60" })
+                .replace("@NS2@", &ns2)
+                .replace("@EXTRA@", &z.records.join("\n"));
+            fs::write(&file, text)?;
+            let policy = z.update_policy.clone().unwrap_or_else(|| {
+                self.keys
+                    .iter()
+                    .map(|(k, _)| format!("grant {k}. zonesub TXT;"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            });
+            zones.push_str(&format!(
+                "zone \"{}\" {{ type primary; file \"{}\"; update-policy {{ {policy} }}; {notify} }};\n",
+                z.name,
+                file.display()
+            ));
+        }
+        let opts = "recursion no; allow-transfer { 127.0.0.1; };";
+        self.spawn("primary", &pdir, primary, &includes, opts, &zones)?;
+
+        // Secondary.
+        if let Some(s) = secondary {
+            let sdir = root.join("secondary");
+            fs::create_dir_all(&sdir)?;
+            let zones: String = o
+                .zones
+                .iter()
+                .map(|z| {
+                    format!(
+                        "zone \"{}\" {{ type secondary; file \"{}\"; primaries {{ {} port {}; }}; }};\n",
+                        z.name,
+                        sdir.join(format!("{}.db", z.name)).display(),
+                        primary.ip(),
+                        primary.port()
+                    )
+                })
+                .collect();
+            let opts = "recursion no; notify no; min-refresh-time 60; max-refresh-time 3600;";
+            self.spawn("secondary", &sdir, s, &includes, opts, &zones)?;
+        }
+
+        // Recursive resolver.
+        if o.resolver {
+            let rdir = root.join("resolver");
+            fs::create_dir_all(&rdir)?;
+            let addr = SocketAddr::from(([127, 0, 0, 1], ports::free_tcp_udp_port()?));
+            let zones: String = o
+                .zones
+                .iter()
+                .map(|z| {
+                    format!(
+                        "zone \"{}\" {{ type forward; forward only; forwarders {{ {} port {}; }}; }};\n",
+                        z.name,
+                        primary.ip(),
+                        primary.port()
+                    )
+                })
+                .collect();
+            let opts =
+                "recursion yes; allow-recursion { 127.0.0.1; }; max-ncache-ttl 1; max-cache-ttl 1;";
+            self.spawn("resolver", &rdir, addr, "", opts, &zones)?;
+        }
+        self.wait_ready().await
+    }
+
+    fn spawn(
+        &mut self,
+        role: &'static str,
+        dir: &Path,
+        addr: SocketAddr,
+        includes: &str,
+        options: &str,
+        zones: &str,
+    ) -> Result<()> {
+        let stats_port = ports::free_tcp_port()?;
+        let conf = dir.join("named.conf");
+        let text = format!(
+            "{includes}options {{\n  directory \"{d}\";\n  pid-file none;\n  session-keyfile none;\n  \
+             managed-keys-directory \"{d}\";\n  listen-on port {port} {{ {ip}; }};\n  listen-on-v6 {{ none; }};\n  \
+             allow-query {{ any; }};\n  dnssec-validation no;\n  {options}\n}};\ncontrols {{ }};\n\
+             statistics-channels {{ inet 127.0.0.1 port {stats_port} allow {{ 127.0.0.1; }}; }};\n{zones}",
+            d = dir.display(),
+            port = addr.port(),
+            ip = addr.ip(),
+        );
+        fs::write(&conf, text).with_context(|| format!("writing {}", conf.display()))?;
+        crate::run_output(Command::new("named-checkconf").arg(&conf))
+            .with_context(|| format!("named-checkconf {}", conf.display()))?;
+        let log = dir.join("named.log");
+        let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let mut cmd = Command::new("named");
+        cmd.arg("-g")
+            .arg("-4")
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out.try_clone()?))
+            .stderr(Stdio::from(out));
+        let child = crate::pebble::spawn_attached(cmd).context("starting named")?;
+        self.servers.push(Named {
+            role,
+            addr,
+            stats_port,
+            child: Some(child),
+            log,
+        });
+        Ok(())
+    }
+
+    async fn wait_ready(&mut self) -> Result<()> {
+        let started = Instant::now();
+        let zones = self.zones.clone();
+        for i in 0..self.servers.len() {
+            let (role, addr) = (self.servers[i].role, self.servers[i].addr);
+            for zone in &zones {
+                let recursion = role == "resolver";
+                loop {
+                    if let Some(c) = self.servers[i].child.as_mut()
+                        && let Some(status) = c.try_wait()?
+                    {
+                        bail!(
+                            "named ({role}) exited during start-up ({status}):\n{}",
+                            tail_file(&self.servers[i].log, 20)
+                        );
+                    }
+                    if dig(addr, zone, "SOA", recursion).is_ok_and(|a| !a.is_empty()) {
+                        break;
+                    }
+                    if started.elapsed() > READY_DEADLINE {
+                        bail!(
+                            "named ({role}) on {addr} did not serve {zone} within {READY_DEADLINE:?}:\n{}",
+                            tail_file(&self.servers[i].log, 20)
+                        );
+                    }
+                    tokio::time::sleep(READY_INTERVAL).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn server(&self, role: &str) -> Option<&Named> {
+        self.servers.iter().find(|s| s.role == role)
+    }
+
+    /// The primary's address (`127.0.0.1:PORT`): send updates here; Pebble's `-dnsserver`.
+    pub fn primary(&self) -> SocketAddr {
+        self.servers[0].addr
+    }
+
+    pub fn secondary(&self) -> Option<SocketAddr> {
+        self.server("secondary").map(|s| s.addr)
+    }
+
+    /// The recursive resolver's address, when started.
+    pub fn resolver(&self) -> Option<SocketAddr> {
+        self.server("resolver").map(|s| s.addr)
+    }
+
+    /// For the propagation checker's test override: each zone's `ns1.` → primary and
+    /// `ns2.` → secondary.
+    pub fn nameserver_addresses(&self) -> Vec<(String, SocketAddr)> {
+        let mut out = Vec::new();
+        for z in &self.zones {
+            out.push((format!("ns1.{z}."), self.primary()));
+            if let Some(s) = self.secondary() {
+                out.push((format!("ns2.{z}."), s));
+            }
+        }
+        out
+    }
+
+    /// The BIND key file `tsig-keygen` wrote for key `name`.
+    pub fn key_file(&self, name: &str) -> Result<&Path> {
+        self.keys
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| p.as_path())
+            .with_context(|| format!("no TSIG key {name:?} was made"))
+    }
+
+    /// The base64 secret of key `name`.
+    pub fn key_secret(&self, name: &str) -> Result<String> {
+        let text = fs::read_to_string(self.key_file(name)?)?;
+        text.split('"')
+            .nth(3)
+            .map(str::to_owned)
+            .context("no secret in the key file")
+    }
+
+    /// The TXT values `server` answers for `name` (recursion off).
+    pub fn txt(&self, server: SocketAddr, name: &str) -> Result<Vec<String>> {
+        Ok(dig(server, name, "TXT", false)?
+            .into_iter()
+            .filter(|l| l.starts_with('"'))
+            .map(|l| l.trim_matches('"').to_owned())
+            .collect())
+    }
+
+    /// UPDATE and QUERY messages `server` received so far.
+    pub async fn stats(&self, server: SocketAddr) -> Result<BindStats> {
+        let named = self
+            .servers
+            .iter()
+            .find(|s| s.addr == server)
+            .with_context(|| format!("no named on {server}"))?;
+        let url = format!("http://127.0.0.1:{}/json/v1/server", named.stats_port);
+        crate::install_crypto_provider();
+        let body: serde_json::Value = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(5))
+            .build()?
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?
+            .json()
+            .await
+            .with_context(|| format!("parsing {url}"))?;
+        let op = |k: &str| body["opcodes"][k].as_u64().unwrap_or(0);
+        Ok(BindStats {
+            updates: op("UPDATE"),
+            queries: op("QUERY"),
+        })
+    }
+
+    /// Last lines of every server's log.
+    pub fn log_tails(&self, lines: usize) -> String {
+        self.servers
+            .iter()
+            .map(|s| {
+                format!(
+                    "--- named ({}) {}:\n{}",
+                    s.role,
+                    s.addr,
+                    tail_file(&s.log, lines)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub fn work_dir(&self) -> &Path {
+        match &self.dir {
+            Dir::Temp(t) => t.path(),
+            Dir::Kept(p) => p,
+        }
+    }
+}
+
+/// `dig +short` lines for `name`/`rtype` at `server`.
+fn dig(server: SocketAddr, name: &str, rtype: &str, recursion: bool) -> Result<Vec<String>> {
+    let out = crate::run_output(
+        Command::new("dig")
+            .arg(format!("@{}", server.ip()))
+            .args(["-p", &server.port().to_string()])
+            .args(["+short", "+time=1", "+tries=1"])
+            .arg(if recursion { "+rec" } else { "+norec" })
+            .args([rtype, name]),
+    )?;
+    Ok(out.lines().map(str::to_owned).collect())
+}
