@@ -84,6 +84,15 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    certfleet_within(args, COMMAND_TIMEOUT).await
+}
+
+/// Runs the certfleet binary with `args`, killing it after `limit`.
+pub async fn certfleet_within<I, S>(args: I, limit: Duration) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
     let shown: Vec<String> = args
         .iter()
@@ -94,15 +103,22 @@ where
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
     let started = Instant::now();
-    let out = tokio::time::timeout(COMMAND_TIMEOUT, cmd.output())
-        .await
-        .unwrap_or_else(|_| {
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run certfleet: {e}"));
+    let pid = child.id();
+    let out = match tokio::time::timeout(limit, child.wait_with_output()).await {
+        Ok(out) => out.unwrap_or_else(|e| panic!("cannot run certfleet: {e}")),
+        Err(_) => {
+            // Dropping the future killed the child (kill_on_drop); say what it was doing.
             panic!(
-                "certfleet {} did not finish within {COMMAND_TIMEOUT:?}",
+                "certfleet {} (pid {pid:?}) did not finish within {limit:?}",
                 shown.join(" ")
             )
-        })
-        .unwrap_or_else(|e| panic!("cannot run certfleet: {e}"));
+        }
+    };
     Run {
         args: shown,
         status: out.status,
@@ -143,16 +159,23 @@ impl Env {
 
     /// Runs certfleet with the global flags for this Pebble and state directory.
     pub async fn run(&self, args: &[&str]) -> Run {
+        self.run_at(&self.pebble.directory_url(), args, COMMAND_TIMEOUT)
+            .await
+    }
+
+    /// Runs certfleet against `directory` (Pebble's, or a proxy's in front of it) with this
+    /// state directory and Pebble's TLS root, killing it after `limit`.
+    pub async fn run_at(&self, directory: &str, args: &[&str], limit: Duration) -> Run {
         let mut full: Vec<std::ffi::OsString> = vec![
             "--state-dir".into(),
             self.state_dir().into(),
             "--directory".into(),
-            self.pebble.directory_url().into(),
+            directory.into(),
             "--ca-root".into(),
             self.pebble.tls_root_pem_path().into(),
         ];
         full.extend(args.iter().map(Into::into));
-        let run = certfleet(full).await;
+        let run = certfleet_within(full, limit).await;
         if !run.status.success() {
             eprintln!(
                 "(certfleet failed; pebble log tail:)\n{}",

@@ -7,6 +7,9 @@
 mod account;
 mod atomic;
 mod bad_input;
+mod batch;
+mod batch_limits;
+mod batch_resume;
 mod common;
 mod dns01;
 mod dns01_batch;

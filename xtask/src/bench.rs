@@ -15,7 +15,7 @@ use crate::util::{cargo, ensure_tools, run_cmd, step, target_dir, workspace_root
 const USAGE: &str = "usage: cargo xtask bench [--n N] [--conc C] [--peers lego,certbot] [--runs R]";
 
 /// What the shared scripts need on PATH.
-const BENCH_TOOLS: &[(&str, &str)] = &[
+pub(crate) const BENCH_TOOLS: &[(&str, &str)] = &[
     ("pebble", "pebble"),
     ("openssl", "openssl"),
     ("curl", "curl"),
@@ -94,6 +94,9 @@ pub fn run(args: &[String]) -> Result<()> {
     if args.first().map(String::as_str) == Some("keys") {
         return crate::bench_keys::run(&args[1..]);
     }
+    if args.first().map(String::as_str) == Some("batch") {
+        return crate::bench_batch::run(&args[1..]);
+    }
     let opts = parse(args)?;
     let shared = shared_bench_dir()?;
     step("packages for the benchmark", || ensure_tools(BENCH_TOOLS))?;
@@ -151,7 +154,7 @@ pub fn run(args: &[String]) -> Result<()> {
     step("summary (medians over runs)", || {
         run_cmd(env.script("summarize.sh").arg(&results))
     })?;
-    ratios(&results)?;
+    ratios(&results, "certfleet")?;
     println!("per-certificate protocol cost of certfleet (from its logs):");
     protocol_cost(&run_dir)?;
     println!("raw results: {}", results.display());
@@ -160,13 +163,13 @@ pub fn run(args: &[String]) -> Result<()> {
 
 /// Environment shared by every script of one benchmark: free loopback ports picked now,
 /// state under the target directory, the certfleet binary.
-struct BenchEnv {
+pub(crate) struct BenchEnv {
     shared: PathBuf,
     vars: Vec<(String, String)>,
 }
 
 impl BenchEnv {
-    fn new(shared: &Path, state: &Path, bin: &Path, results: &Path) -> Result<BenchEnv> {
+    pub(crate) fn new(shared: &Path, state: &Path, bin: &Path, results: &Path) -> Result<BenchEnv> {
         let mut vars = vec![
             ("BENCH_DIR".to_owned(), shared.display().to_string()),
             ("BENCH_STATE".to_owned(), state.display().to_string()),
@@ -193,13 +196,13 @@ impl BenchEnv {
         })
     }
 
-    fn command(&self, script: &Path) -> Command {
+    pub(crate) fn command(&self, script: &Path) -> Command {
         let mut c = Command::new("bash");
         c.arg(script).envs(self.vars.iter().map(|(k, v)| (k, v)));
         c
     }
 
-    fn script(&self, name: &str) -> Command {
+    pub(crate) fn script(&self, name: &str) -> Command {
         self.command(&self.shared.join(name))
     }
 }
@@ -210,7 +213,7 @@ fn free_port() -> Result<u16> {
 }
 
 /// `../shared/bench` beside the clone, or `$CERTFLEET_SHARED_BENCH`.
-fn shared_bench_dir() -> Result<PathBuf> {
+pub(crate) fn shared_bench_dir() -> Result<PathBuf> {
     let dir = std::env::var_os("CERTFLEET_SHARED_BENCH")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("../shared/bench"));
@@ -224,7 +227,7 @@ fn shared_bench_dir() -> Result<PathBuf> {
 }
 
 /// certfleet against each peer: how many times the peer's cost certfleet's is.
-fn ratios(results: &Path) -> Result<()> {
+pub(crate) fn ratios(results: &Path, base: &str) -> Result<()> {
     let text = std::fs::read_to_string(results)
         .with_context(|| format!("reading {}", results.display()))?;
     let mut lines = text.lines();
@@ -249,14 +252,14 @@ fn ratios(results: &Path) -> Result<()> {
         v.sort_by(f64::total_cmp);
         (!v.is_empty()).then(|| v[v.len() / 2])
     };
-    println!("ratios (peer / certfleet; > 1 means certfleet uses less):");
+    println!("ratios (peer / {base}; > 1 means {base} uses less):");
     let peers: std::collections::BTreeSet<&str> = rows
         .iter()
         .filter_map(|r| r.get(client).copied())
-        .filter(|c| *c != "certfleet")
+        .filter(|c| *c != base)
         .collect();
     for peer in peers {
-        let ratio = |c: usize| match (median(peer, c), median("certfleet", c)) {
+        let ratio = |c: usize| match (median(peer, c), median(base, c)) {
             (Some(p), Some(f)) if f > 0.0 => format!("{:.2}x", p / f),
             _ => "n/a".to_owned(),
         };

@@ -20,6 +20,8 @@ const CONTACT: &str = "mailto:admin@demo.certfleet.test";
 const TOKEN: &str = "certfleet-demo";
 /// A demo token's PIN; it goes into a 0600 file the key reference points at.
 const DEMO_PIN: &str = "4711-demo";
+/// Certificates in the demo batch (one name each, all in the demo zone).
+const BATCH_SIZE: usize = 200;
 
 pub fn run(args: &[String]) -> Result<()> {
     let dir = match args {
@@ -228,6 +230,8 @@ async fn demo(bin: &Path, dir: &Path) -> Result<()> {
     openssl_verify(&root_pem, &chain, &cert)?;
     println!("    {}: OK", cert.display());
 
+    let report = batch(dir, &certfleet)?;
+
     println!("\ndemo complete:");
     println!("  account key      {key_ref} (on SoftHSM, not exportable)");
     println!("  state directory  {}", state.display());
@@ -242,6 +246,10 @@ async fn demo(bin: &Path, dir: &Path) -> Result<()> {
         out_dir.join("privkey.pem").display()
     );
     println!("  metadata         {}", out_dir.join("meta.json").display());
+    println!(
+        "  batch report     {} ({BATCH_SIZE} certificates)",
+        report.display()
+    );
     println!("  Pebble's root    {}", root_pem.display());
     println!("  Pebble's logs    {}", pebble.work_dir().display());
     println!("check it yourself (Pebble's root stays valid as a file; Pebble and BIND stop now):");
@@ -251,6 +259,64 @@ async fn demo(bin: &Path, dir: &Path) -> Result<()> {
     drop(hsm);
     println!("Pebble and BIND stopped; the demo token was removed with them");
     Ok(())
+}
+
+/// Plans a batch of [`BATCH_SIZE`] one-name certificates under Let's Encrypt's production
+/// limits, then runs it through the same account (on the token) and plugin under the
+/// staging limits; the progress bar shows when stderr is a terminal. Returns the report's
+/// path.
+fn batch(dir: &Path, certfleet: &dyn Fn(&[&str]) -> Command) -> Result<PathBuf> {
+    let file = dir.join("batch.txt");
+    let names: Vec<String> = (0..BATCH_SIZE).map(|i| format!("b{i:03}.{ZONE}")).collect();
+    fs::write(&file, names.join("\n") + "\n")
+        .with_context(|| format!("writing {}", file.display()))?;
+    let report = dir.join("batch-report.json");
+    let file_s = file.to_string_lossy().into_owned();
+    let report_s = report.to_string_lossy().into_owned();
+    // Under Let's Encrypt's production limits (50 certificates per registered domain per
+    // week) this batch would take weeks; the plan says so, and the run uses the staging
+    // limits, which the governor still enforces.
+    let mut plan = certfleet(&["batch", "plan", &file_s, "--rate-limits", "letsencrypt"]);
+    println!(
+        "==> planning the batch under Let's Encrypt's production limits\n    $ {}",
+        display(&plan)
+    );
+    for line in output(&mut plan)?.lines() {
+        println!("    {line}");
+    }
+    let mut cmd = certfleet(&[
+        "batch",
+        "run",
+        &file_s,
+        "--dns-plugin",
+        "rfc2136",
+        "--rate-limits",
+        "letsencrypt-staging",
+        "--report",
+        &report_s,
+    ]);
+    println!(
+        "==> a batch of {BATCH_SIZE} certificates (one process, 32 orders in flight, dns-01 records \
+         of concurrent orders sent to BIND in one UPDATE per round)\n    $ {}",
+        display(&cmd)
+    );
+    run_cmd(&mut cmd)?;
+    let text =
+        fs::read_to_string(&report).with_context(|| format!("reading {}", report.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).context("the batch report is not JSON")?;
+    let certs = v["certificates"]
+        .as_array()
+        .context("report without certificates")?;
+    let issued = certs.iter().filter(|c| c["state"] == "issued").count();
+    println!(
+        "    report: {issued} of {} certificates issued",
+        certs.len()
+    );
+    if issued != BATCH_SIZE {
+        bail!("the demo batch issued {issued} of {BATCH_SIZE} certificates");
+    }
+    Ok(report)
 }
 
 trait ArgPath {

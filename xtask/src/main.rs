@@ -3,6 +3,7 @@
 //! ```text
 //! cargo xtask bench [--n N --conc C]  certfleet vs lego/certbot against a local Pebble
 //! cargo xtask bench dns [--records N]  1,000 TXT records on BIND: certfleet's rfc2136 vs lego
+//! cargo xtask bench batch [--n N]     1,000 certificates in one certfleet process vs lego/certbot
 //! cargo xtask bench keys [--millis M]  signatures/s of file, SoftHSM and swtpm keys at 1/2/4 signers
 //! cargo xtask ci                      fmt, clippy, build, tests (CI=1: end-to-end tests never skip)
 //! cargo xtask demo [--dir D]          Pebble + certfleet: register, issue, openssl verify
@@ -12,6 +13,7 @@
 //! ```
 
 mod bench;
+mod bench_batch;
 mod bench_dns;
 mod bench_keys;
 mod ci;
@@ -32,6 +34,11 @@ tasks:
                               present and verify N (1000) TXT records in one zone on a private
                               BIND with the rfc2136 plugin, beside lego's rfc2136 provider doing
                               M (50) names in one order; UPDATE messages and DNS queries per record
+  bench batch [--n N] [--conc C] [--peers lego,certbot] [--peer-n M] [--peer-conc P] [--seq S]
+                              N (1000) certificates from ONE `certfleet batch run` process with C
+                              (32) orders in flight beside the peers (M certificates, P parallel
+                              processes) on a fresh always-valid Pebble each, plus a sequential
+                              run of S (20) certificates per client for the median latency
   bench keys [--millis M]     signatures per second of a file, a SoftHSM2 and a swtpm P-256 key
                               at 1, 2 and 4 concurrent signers (release build, M ms per level,
                               default 2000), the SoftHSM 4-vs-1 ratio, signatures per certificate
@@ -39,7 +46,8 @@ tasks:
                               clippy -D warnings, build, test (with CI=1)
   demo [--dir DIR]            start BIND and Pebble, register an account, issue a certificate
                               for demo.certfleet.test + *.demo.certfleet.test by dns-01
-                              through the rfc2136 plugin (TSIG), verify it with openssl
+                              through the rfc2136 plugin (TSIG), verify it with openssl, then
+                              a batch of 200 certificates (progress bar, JSON report)
                               (DIR defaults to <target>/demo)
   pebble up [OPTIONS]         start Pebble + pebble-challtestsrv on free loopback ports in the
                               background; state under <target>/xtask/pebble/

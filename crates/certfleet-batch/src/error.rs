@@ -144,3 +144,56 @@ pub enum LimitsError {
     #[error("invalid rate limit {name}: {detail}")]
     Invalid { name: String, detail: String },
 }
+
+/// Why a batch run (or one step of a job) stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An ACME, CSR, solver or certificate error of one job's step.
+    #[error(transparent)]
+    Issue(#[from] certfleet_issue::IssueError),
+    #[error(transparent)]
+    Key(#[from] certfleet_keys::KeyError),
+    /// A coalesced DNS-01 present, propagation check or cleanup failed for every order in
+    /// the round.
+    #[error("dns-01: {0}")]
+    Dns01(std::sync::Arc<certfleet_dns01::Dns01Error>),
+    /// The job needs a solver the run was not given.
+    #[error("job {job}: no {challenge} solver is configured for this run")]
+    NoSolver { job: JobId, challenge: String },
+    /// The stored job cannot be carried out as written.
+    #[error("job {job}: {detail}")]
+    InvalidJob { job: JobId, detail: String },
+    /// The zone batcher is gone (the run is shutting down).
+    #[error("the dns-01 batcher has stopped")]
+    BatcherClosed,
+    /// Polling gave up.
+    #[error("gave up waiting for {what} at {url}: {source}")]
+    PollExhausted {
+        what: &'static str,
+        url: String,
+        #[source]
+        source: certfleet_acme::PollExhausted,
+    },
+    /// A job task panicked or was cancelled.
+    #[error("job task ended abnormally: {0}")]
+    Task(String),
+}
+
+impl From<certfleet_acme::AcmeError> for RunError {
+    fn from(e: certfleet_acme::AcmeError) -> Self {
+        RunError::Issue(certfleet_issue::IssueError::from(e))
+    }
+}
+
+impl RunError {
+    /// The ACME error inside, if any.
+    pub fn acme(&self) -> Option<&certfleet_acme::AcmeError> {
+        match self {
+            RunError::Issue(certfleet_issue::IssueError::Acme(e)) => Some(e),
+            _ => None,
+        }
+    }
+}

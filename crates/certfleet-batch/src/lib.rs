@@ -10,8 +10,13 @@
 //! - [`governor`]: Let's Encrypt-style token buckets (GCRA, [`gcra`]) persisted in the
 //!   store, proactive reservations and reactive pauses from `rateLimited` 429s and 503s.
 //! - [`plan`]: how many orders a batch needs and the earliest finish under the limits.
+//! - [`Orchestrator`]: the run: claims jobs under leases, drives each order on its own
+//!   task with bounded concurrency (overall, per DNS zone), coalesces dns-01 records of
+//!   concurrent orders ([`zone_batcher`]), consults the governor before every new order
+//!   and feeds it every 429/503.
 //!
-//! Nothing here sleeps or reads the clock: every time-dependent call takes `now`.
+//! The groundwork modules neither sleep nor read the clock (every time-dependent call takes
+//! `now`); only the orchestrator and its job drivers do.
 //!
 //! ```
 //! use certfleet_batch::{batch_file::{BatchFile, ParseOptions}, plan, Limits, Preset};
@@ -28,13 +33,20 @@ pub mod conformance;
 mod error;
 pub mod gcra;
 pub mod governor;
+mod job_driver;
 mod limits;
+pub mod orchestrator;
 pub mod plan;
 mod sqlite;
 pub mod store;
+pub mod zone_batcher;
 
-pub use error::{BatchFileError, Diagnostic, LimitsError, StoreError};
+pub use error::{BatchFileError, Diagnostic, LimitsError, RunError, StoreError};
+pub use job_driver::MIN_POLL_INTERVAL;
 pub use limits::{Limits, Preset, format_duration, parse_duration};
+pub use orchestrator::{
+    DEFAULT_CONCURRENCY, Orchestrator, OrchestratorConfig, RunSolvers, RunSummary,
+};
 pub use sqlite::{DB_FILE, LOCK_FILE, SqliteStore};
 pub use store::{
     BatchId, BatchRecord, ClaimRequest, ClaimedJob, FencingToken, IssuanceRecord, IssuedCert, Job,

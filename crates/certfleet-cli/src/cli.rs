@@ -63,6 +63,53 @@ pub enum Command {
     /// List and check DNS-01 provider plugins
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Issue many certificates from a batch file: durable, resumable, rate-limit aware
+    #[command(subcommand)]
+    Batch(BatchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BatchCommand {
+    /// Run (or resume) a batch: issue every certificate of FILE
+    Run(BatchRunArgs),
+    /// Print how many orders and certificates FILE needs and the earliest finish under the
+    /// rate limits
+    Plan {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Rate-limit preset (default: [batch] rate_limits, else letsencrypt)
+        #[arg(long, value_name = "PRESET")]
+        rate_limits: Option<String>,
+    },
+    /// Show the batches in the state store and their jobs per state (works while a run is
+    /// going)
+    Status {
+        /// List every job of the newest batch (JSON)
+        #[arg(long)]
+        jobs: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct BatchRunArgs {
+    /// Batch file: TOML with [defaults] and [[cert]] entries, or a plain list (one
+    /// certificate per line, names separated by spaces or commas)
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Start with the valid entries even if some are invalid (they are reported)
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// Write a JSON report (one entry per certificate) to FILE
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Orders in flight at once (default: [batch] concurrency, 32)
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// Rate-limit preset: letsencrypt | letsencrypt-staging | none
+    #[arg(long, value_name = "PRESET")]
+    pub rate_limits: Option<String>,
+    #[command(flatten)]
+    pub solver: SolverArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -34,6 +34,7 @@ pub struct Settings {
     pub issue: IssueSettings,
     pub network: NetworkSettings,
     pub dns01: Dns01Settings,
+    pub batch: BatchSettings,
     /// `[plugins.NAME]`: each plugin's own settings, handed to it as JSON (it rejects unknown
     /// keys itself); `path` is the host's (where the library is).
     pub plugins: PluginSettings,
@@ -109,6 +110,43 @@ pub struct PropagationSettings {
     pub nameserver_addresses: BTreeMap<String, Vec<String>>,
 }
 
+/// `[batch]`: how `certfleet batch run` paces itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchSettings {
+    /// Rate-limit preset: `letsencrypt`, `letsencrypt-staging` or `none`.
+    pub rate_limits: String,
+    /// Custom limits replacing the preset's (same keys as the preset's limits).
+    pub limits: certfleet_batch::Limits,
+    /// Orders in flight at once.
+    pub concurrency: usize,
+    /// Orders authorizing at once per DNS zone (registered domain).
+    pub per_zone: usize,
+    /// dns-01 rounds (present + propagation check) in flight at once per plugin.
+    pub plugin_concurrency: usize,
+    /// How long dns-01 records of concurrent orders are gathered into one round, ms.
+    pub gather_millis: u64,
+    /// Attempts before a job is reported failed.
+    pub max_attempts: u32,
+    /// First retry delay after a failure, seconds (doubles per attempt).
+    pub retry_backoff_secs: u64,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        BatchSettings {
+            rate_limits: "letsencrypt".to_owned(),
+            limits: certfleet_batch::Limits::default(),
+            concurrency: certfleet_batch::DEFAULT_CONCURRENCY,
+            per_zone: certfleet_batch::DEFAULT_CONCURRENCY,
+            plugin_concurrency: 4,
+            gather_millis: 150,
+            max_attempts: 3,
+            retry_backoff_secs: 5,
+        }
+    }
+}
+
 /// The `[plugins.*]` tables. `Debug` shows only the plugin names: the tables may hold tokens.
 #[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -146,6 +184,7 @@ impl Default for Settings {
             issue: IssueSettings::default(),
             network: NetworkSettings::default(),
             dns01: Dns01Settings::default(),
+            batch: BatchSettings::default(),
             plugins: PluginSettings::default(),
         }
     }
@@ -190,7 +229,8 @@ impl NetworkSettings {
 }
 
 /// Top-level keys (and sections) settable through `CERTFLEET_*` variables.
-const ENV_KEYS: [&str; 6] = [
+const ENV_KEYS: [&str; 7] = [
+    "batch",
     "ca_roots_only",
     "dns01",
     "http01",
@@ -286,6 +326,15 @@ impl Settings {
                 })?;
             }
         }
+        let limits: certfleet_batch::Preset = self
+            .batch
+            .rate_limits
+            .parse()
+            .context("batch.rate_limits")?;
+        certfleet_batch::Limits::preset(limits)
+            .with_overrides(&self.batch.limits)
+            .validate()
+            .context("batch.limits")?;
         for (name, table) in &self.plugins.0 {
             if !table.is_object() {
                 anyhow::bail!("plugins.{name}: expected a table of the plugin's settings");
@@ -480,6 +529,28 @@ mod tests {
             jail.set_env("CERTFLEET_DNS01__PLUGIN", "exec");
             let s = load(&[], Some(toml)).expect("env over file");
             assert_eq!(s.dns01.plugin.as_deref(), Some("exec"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn batch_settings_from_file_and_env() {
+        figment::Jail::expect_with(|jail| {
+            let s = load(&[], None).expect("defaults");
+            assert_eq!(s.batch.rate_limits, "letsencrypt");
+            assert_eq!(s.batch.concurrency, certfleet_batch::DEFAULT_CONCURRENCY);
+            let toml = "[batch]\nrate_limits = \"none\"\nconcurrency = 8\n\
+                        [batch.limits]\nnew_orders_per_account = { capacity = 20, period = \"60s\" }\n";
+            let s = load(&[], Some(toml)).expect("batch settings");
+            assert_eq!(s.batch.concurrency, 8);
+            let limit = s.batch.limits.new_orders_per_account.expect("custom limit");
+            assert_eq!((limit.capacity, limit.period.as_secs()), (20, 60));
+            let err = load(&[], Some("[batch]\nconcurency = 8\n")).expect_err("unknown key");
+            assert!(err.to_string().contains("concurency"), "{err}");
+            let err = load(&[], Some("[batch]\nrate_limits = \"lenient\"\n")).expect_err("preset");
+            assert!(format!("{err:#}").contains("lenient"), "{err:#}");
+            jail.set_env("CERTFLEET_BATCH__CONCURRENCY", "4");
+            assert_eq!(load(&[], Some(toml)).expect("env").batch.concurrency, 4);
             Ok(())
         });
     }

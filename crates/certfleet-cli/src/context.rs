@@ -18,7 +18,7 @@ use crate::state::StateDir;
 pub struct Context {
     pub settings: Settings,
     pub state: StateDir,
-    backends: Vec<Box<dyn KeyBackend>>,
+    backends: Vec<Arc<dyn KeyBackend>>,
 }
 
 impl Context {
@@ -28,9 +28,9 @@ impl Context {
             settings,
             state,
             backends: vec![
-                Box::new(FileBackend),
-                Box::new(Context::pkcs11_backend()),
-                Box::new(Context::tpm_backend()),
+                Arc::new(FileBackend),
+                Arc::new(Context::pkcs11_backend()),
+                Arc::new(Context::tpm_backend()),
             ],
         })
     }
@@ -59,6 +59,11 @@ impl Context {
 
     pub fn directory(&self) -> &str {
         &self.settings.directory
+    }
+
+    /// Every key backend, for code that loads keys by reference itself (the batch run).
+    pub fn key_backends(&self) -> Vec<Arc<dyn KeyBackend>> {
+        self.backends.clone()
     }
 
     /// Parses a key reference given on the command line.

@@ -96,5 +96,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Renew(args) => commands::renew::run(&ctx, args).await,
         Command::Revoke(args) => commands::revoke::run(&ctx, args).await,
         Command::Plugin(cmd) => commands::plugin::run(&ctx, cmd).await,
+        Command::Batch(cmd) => commands::batch::run(&ctx, cmd).await,
     }
 }

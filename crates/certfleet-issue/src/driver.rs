@@ -450,7 +450,7 @@ impl Issuer {
 
 /// The CA must certify exactly our key and our names; anything else is a CA bug we refuse to
 /// install.
-fn check_matches(req: &CertificateRequest, info: &CertificateInfo) -> Result<(), IssueError> {
+pub fn check_matches(req: &CertificateRequest, info: &CertificateInfo) -> Result<(), IssueError> {
     if info.public_key_der != req.cert_key.public_key_der() {
         return Err(IssueError::CertificateMismatch {
             detail: "the certificate's public key is not the key the CSR was signed with"

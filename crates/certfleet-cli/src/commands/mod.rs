@@ -1,6 +1,7 @@
 //! One module per top-level command.
 
 pub mod account;
+pub mod batch;
 pub mod issue;
 pub mod key;
 pub mod plugin;

@@ -1,0 +1,545 @@
+//! One job from its stored status to `issued`, `deferred` or `failed`.
+//!
+//! Every status is written **before** the network step that depends on it (see
+//! [`crate::store`]): `ordering` before newOrder, `authorizing` with the order URL as soon as
+//! newOrder returns, `validating` before responding to challenges, `finalizing` with the
+//! certificate key before finalize. A resumed job re-reads its order and authorizations by
+//! URL and continues the same order; a job resumed at `finalizing` finalizes only if the
+//! order is still `ready`, so a name set is finalized at most once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use certfleet_acme::{
+    AuthorizationStatus, ChallengeStatus, ChallengeType, Identifier, NewOrder, Order, OrderStatus,
+    ProblemKind, RetryAfter,
+};
+use certfleet_dns01::TxtRecord;
+use certfleet_http01::Http01Response;
+use certfleet_issue::IssueError;
+use time::OffsetDateTime;
+
+use crate::error::RunError;
+use crate::governor::{
+    OrderContext, RateLimitSignal, Reservation, Reserve, new_orders_key, registered_domain,
+};
+use crate::orchestrator::Shared;
+use crate::store::{ClaimedJob, Job, JobStatus, JobUpdate, Lease};
+
+mod finalize;
+
+/// No resource is polled more often than this, whatever the policy or `Retry-After` say.
+pub const MIN_POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Steps one job may take in one claim (a bound on the state loop).
+const MAX_STEPS: usize = 12;
+
+/// One challenge being answered.
+#[derive(Debug)]
+struct Pending {
+    name: String,
+    authz_url: String,
+    challenge_url: String,
+    kind: ChallengeType,
+    /// The challenge still needs our response (not already `processing`).
+    respond: bool,
+}
+
+pub(crate) struct JobDriver {
+    sh: Arc<Shared>,
+    lease: Lease,
+    job: Job,
+    ctx: OrderContext,
+    reservation: Option<Reservation>,
+    /// The order as last returned by the CA in this claim, and whether its authorizations
+    /// were all made valid since (so `ready` can be assumed without a re-read).
+    order: Option<(Order, bool)>,
+}
+
+impl JobDriver {
+    pub(crate) fn new(sh: Arc<Shared>, claimed: ClaimedJob) -> JobDriver {
+        let mut ctx = OrderContext::new(sh.account.url(), &claimed.job.spec.names);
+        ctx.replaces = claimed.job.spec.replaces.clone();
+        ctx.in_renewal_window = ctx.replaces.is_some();
+        JobDriver {
+            sh,
+            lease: claimed.lease,
+            job: claimed.job,
+            ctx,
+            reservation: None,
+            order: None,
+        }
+    }
+
+    /// Runs the job until it is issued, deferred or failed; returns it as stored.
+    pub(crate) async fn run(mut self) -> Result<Job, RunError> {
+        let mut status = self.job.status;
+        if status == JobStatus::Deferred {
+            // A claimed deferred job resumes at its stored status, written first so every
+            // later transition starts from there.
+            status = self.job.resume_status.unwrap_or(JobStatus::Ordering);
+            if status == JobStatus::Queued {
+                status = JobStatus::Ordering;
+            }
+            self.write(JobUpdate::to(status)).await?;
+        }
+        for _ in 0..MAX_STEPS {
+            let step = match status {
+                JobStatus::Queued | JobStatus::Ordering => self.order().await,
+                JobStatus::Authorizing | JobStatus::Validating => self.authorize(status).await,
+                JobStatus::Finalizing => self.finalize().await,
+                JobStatus::Issued | JobStatus::Failed | JobStatus::Deferred => break,
+            };
+            status = match step {
+                Ok(next) => next,
+                Err(RunError::Store(e)) => return Err(RunError::Store(e)),
+                Err(e) => self.on_error(status, e).await?,
+            };
+        }
+        if status.is_active() {
+            // The bound was hit (an order that keeps bouncing between states): try later.
+            let until = now() + self.sh.config.retry_backoff;
+            self.write(JobUpdate::deferred(
+                until,
+                status,
+                "too many steps in one attempt",
+            ))
+            .await?;
+        }
+        Ok(self.job)
+    }
+
+    async fn write(&mut self, update: JobUpdate) -> Result<(), RunError> {
+        self.job = self
+            .sh
+            .store
+            .update_job(&self.lease, &update, now())
+            .await?;
+        Ok(())
+    }
+
+    /// Reserves tokens, writes `ordering`, creates the order, writes `authorizing`.
+    async fn order(&mut self) -> Result<JobStatus, RunError> {
+        if self.job.order_url.is_some() {
+            return Ok(JobStatus::Authorizing);
+        }
+        let sh = self.sh.clone();
+        let new_order_url = sh.account.client().directory().new_order.clone();
+        let t = now();
+        let cost = sh.governor.order_cost(&self.ctx, &new_order_url, t).await?;
+        match sh.governor.reserve(&cost, t).await? {
+            Reserve::Granted(r) => self.reservation = Some(r),
+            Reserve::Wait { until, key, cause } => {
+                let Some(until) = until else {
+                    self.write(JobUpdate::failed(format!(
+                        "the order can never fit the rate limit {key} ({cause:?})"
+                    )))
+                    .await?;
+                    return Ok(JobStatus::Failed);
+                };
+                // The CA spends certificate tokens at issuance, a moment after we spend ours
+                // at order time: wake a little later than our bucket says so the CA's
+                // bucket has the token too.
+                let until = if key == new_orders_key(sh.account.url()) {
+                    until
+                } else {
+                    until + crate::gcra::to_time(sh.config.issuance_margin)
+                };
+                tracing::debug!(job = %self.job.id, bucket = %key, until = %until, "waiting for rate-limit tokens");
+                self.write(JobUpdate::deferred(
+                    until,
+                    JobStatus::Ordering,
+                    format!("waiting for rate limit {key}"),
+                ))
+                .await?;
+                return Ok(JobStatus::Deferred);
+            }
+        }
+        let gate = sh.order_gate.lock().await;
+        self.write(JobUpdate::to(JobStatus::Ordering)).await?;
+        let spec = &self.job.spec;
+        let req = NewOrder {
+            identifiers: spec.names.iter().map(Identifier::dns).collect(),
+            not_before: None,
+            not_after: None,
+            profile: spec.profile.clone(),
+            replaces: self.ctx.replaces.clone(),
+        };
+        let order = match sh.account.new_order(&req).await {
+            Ok(o) => o,
+            Err(e) if self.ctx.replaces.is_some() && rejected_replaces(&e) => {
+                // RFC 9773 §5: a CA may refuse `replaces`; order again without it.
+                tracing::info!(job = %self.job.id, "the CA refused `replaces`; ordering without it");
+                self.ctx.replaces = None;
+                self.ctx.in_renewal_window = false;
+                let plain = NewOrder {
+                    replaces: None,
+                    ..req
+                };
+                sh.account.new_order(&plain).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        tracing::debug!(job = %self.job.id, order = %order.url, "order created");
+        self.write(JobUpdate::order_created(
+            order.url.clone(),
+            order.state.authorizations.clone(),
+        ))
+        .await?;
+        drop(gate);
+        self.order = Some((order, false));
+        Ok(JobStatus::Authorizing)
+    }
+
+    /// The order's current state: the one just returned, else re-read by URL.
+    async fn current_order(&mut self) -> Result<Option<(Order, bool)>, RunError> {
+        if let Some(o) = self.order.take() {
+            return Ok(Some(o));
+        }
+        let Some(url) = self.job.order_url.clone() else {
+            return Ok(None);
+        };
+        Ok(Some((self.sh.account.order(&url).await?, false)))
+    }
+
+    /// Forgets an order that went invalid (counting an attempt) and orders again.
+    async fn reorder(&mut self, why: String) -> Result<JobStatus, RunError> {
+        if let Some(r) = self.reservation.take() {
+            self.sh.governor.certificate_not_issued(&r, now()).await?;
+        }
+        if self.job.attempts + 1 >= self.sh.config.max_attempts {
+            self.write(JobUpdate::failed(why).attempt()).await?;
+            return Ok(JobStatus::Failed);
+        }
+        self.write(
+            JobUpdate::to(JobStatus::Ordering)
+                .clear_order()
+                .attempt()
+                .error(why),
+        )
+        .await?;
+        Ok(JobStatus::Ordering)
+    }
+
+    /// Presents, responds to and polls every pending authorization of the order.
+    async fn authorize(&mut self, status: JobStatus) -> Result<JobStatus, RunError> {
+        let Some((order, _)) = self.current_order().await? else {
+            return Ok(JobStatus::Ordering);
+        };
+        match order.state.status {
+            OrderStatus::Invalid => {
+                return self
+                    .reorder(format!("order {} became invalid", order.url))
+                    .await;
+            }
+            OrderStatus::Pending => {}
+            _ => {
+                self.order = Some((order, false));
+                return Ok(JobStatus::Finalizing);
+            }
+        }
+        let sh = self.sh.clone();
+        let zone = registered_domain(&self.job.spec.names[0]);
+        let _zone_permit = sh.zone_permit(&zone).await;
+        let (pending, dns, http) = self.collect(&order).await?;
+        if !pending.is_empty() {
+            let outcome = self.validate(status, &pending, &dns, &http).await;
+            // Cleanup on every path; a leftover record is untidy, not fatal.
+            if let Some(b) = &sh.dns01
+                && let Err(e) = b.cleanup(dns).await
+            {
+                tracing::warn!(job = %self.job.id, "dns-01 cleanup failed: {e}");
+            }
+            if let (Some(s), false) = (&sh.http01, http.is_empty())
+                && let Err(e) = s.cleanup(&http).await
+            {
+                tracing::warn!(job = %self.job.id, "http-01 cleanup failed: {e}");
+            }
+            if let Err(RunError::Issue(IssueError::ValidationFailed { name, .. })) = &outcome {
+                sh.governor
+                    .authorization_failed(sh.account.url(), name, now())
+                    .await?;
+            }
+            outcome?;
+        }
+        self.order = Some((order, true));
+        Ok(JobStatus::Finalizing)
+    }
+
+    /// Reads every authorization; lists the challenges to answer and what to present.
+    async fn collect(
+        &self,
+        order: &Order,
+    ) -> Result<(Vec<Pending>, Vec<TxtRecord>, Vec<Http01Response>), RunError> {
+        let sh = &self.sh;
+        let wanted = match self.job.spec.challenge.as_deref() {
+            Some("http-01") => ChallengeType::Http01,
+            _ => ChallengeType::Dns01,
+        };
+        let (mut pending, mut dns, mut http) = (Vec::new(), Vec::new(), Vec::new());
+        for authz_url in &order.state.authorizations {
+            let authz = sh.account.authorization(authz_url).await?;
+            let state = &authz.state;
+            let name = if state.wildcard {
+                format!("*.{}", state.identifier.value)
+            } else {
+                state.identifier.value.clone()
+            };
+            match state.status {
+                AuthorizationStatus::Valid => continue,
+                AuthorizationStatus::Pending => {}
+                other => {
+                    return Err(IssueError::AuthorizationUnusable {
+                        name,
+                        status: other.as_str().to_owned(),
+                    }
+                    .into());
+                }
+            }
+            let kind = if state.wildcard {
+                ChallengeType::Dns01
+            } else {
+                wanted.clone()
+            };
+            let challenge =
+                state
+                    .challenge(&kind)
+                    .ok_or_else(|| IssueError::ChallengeNotOffered {
+                        name: name.clone(),
+                        wanted: if kind == ChallengeType::Dns01 {
+                            "dns-01"
+                        } else {
+                            "http-01"
+                        },
+                        offered: state
+                            .challenges
+                            .iter()
+                            .map(|c| c.kind.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    })?;
+            let token = challenge.token.clone().ok_or_else(|| {
+                IssueError::from(certfleet_acme::AcmeError::InvalidResponse {
+                    url: challenge.url.clone(),
+                    detail: "challenge has no token".to_owned(),
+                })
+            })?;
+            match kind {
+                ChallengeType::Dns01 => dns.push(TxtRecord::for_domain(
+                    &state.identifier.value,
+                    sh.account.dns01_txt_value(&token),
+                )),
+                _ => http.push(Http01Response {
+                    key_authorization: sh.account.key_authorization(&token),
+                    token,
+                }),
+            }
+            pending.push(Pending {
+                name,
+                authz_url: authz_url.clone(),
+                challenge_url: challenge.url.clone(),
+                respond: challenge.status == ChallengeStatus::Pending,
+                kind,
+            });
+        }
+        Ok((pending, dns, http))
+    }
+
+    async fn validate(
+        &mut self,
+        status: JobStatus,
+        pending: &[Pending],
+        dns: &[TxtRecord],
+        http: &[Http01Response],
+    ) -> Result<(), RunError> {
+        let sh = self.sh.clone();
+        if !dns.is_empty() {
+            let batcher = sh.dns01.as_ref().ok_or_else(|| RunError::NoSolver {
+                job: self.job.id,
+                challenge: "dns-01".to_owned(),
+            })?;
+            batcher.present(dns.to_vec()).await?;
+        }
+        if !http.is_empty() {
+            let solver = sh.http01.as_ref().ok_or_else(|| RunError::NoSolver {
+                job: self.job.id,
+                challenge: "http-01".to_owned(),
+            })?;
+            solver.present(http).await.map_err(IssueError::from)?;
+        }
+        if status != JobStatus::Validating {
+            self.write(JobUpdate::to(JobStatus::Validating)).await?;
+        }
+        for p in pending.iter().filter(|p| p.respond) {
+            sh.account.respond_to_challenge(&p.challenge_url).await?;
+        }
+        for (i, p) in pending.iter().enumerate() {
+            self.wait_authorization(p, i > 0).await?;
+        }
+        Ok(())
+    }
+
+    async fn wait_authorization(&self, p: &Pending, read_at_once: bool) -> Result<(), RunError> {
+        let started = now();
+        let mut attempt = u32::from(!read_at_once);
+        let mut retry_after = None;
+        loop {
+            self.pause(
+                attempt,
+                retry_after.as_ref(),
+                started,
+                "authorization",
+                &p.authz_url,
+            )
+            .await?;
+            attempt += 1;
+            let authz = self.sh.account.authorization(&p.authz_url).await?;
+            match authz.state.status {
+                AuthorizationStatus::Valid => return Ok(()),
+                AuthorizationStatus::Pending => retry_after = authz.retry_after,
+                other => {
+                    let problem = authz
+                        .state
+                        .challenge(&p.kind)
+                        .and_then(|c| c.error.clone())
+                        .unwrap_or_else(|| {
+                            certfleet_acme::Problem::new(
+                                ProblemKind::Other("about:blank".to_owned()),
+                                format!(
+                                    "authorization is {} and the CA gave no reason",
+                                    other.as_str()
+                                ),
+                            )
+                        });
+                    return Err(IssueError::ValidationFailed {
+                        name: p.name.clone(),
+                        kind: if p.kind == ChallengeType::Dns01 {
+                            "dns-01"
+                        } else {
+                            "http-01"
+                        },
+                        problem: Box::new(problem),
+                    }
+                    .into());
+                }
+            }
+        }
+    }
+
+    /// Sleeps before poll number `attempt` (none before the first): the policy's backoff or
+    /// the CA's `Retry-After`, never less than [`MIN_POLL_INTERVAL`].
+    async fn pause(
+        &self,
+        attempt: u32,
+        retry_after: Option<&RetryAfter>,
+        started: OffsetDateTime,
+        what: &'static str,
+        url: &str,
+    ) -> Result<(), RunError> {
+        if attempt == 0 {
+            return Ok(());
+        }
+        let delay = self
+            .sh
+            .config
+            .poll
+            .next_delay(attempt, retry_after, now(), started)
+            .map_err(|source| RunError::PollExhausted {
+                what,
+                url: url.to_owned(),
+                source,
+            })?;
+        tokio::time::sleep(delay.max(MIN_POLL_INTERVAL)).await;
+        Ok(())
+    }
+
+    /// A step failed: rate limits and 503s defer (never fail) and pause their scope; other
+    /// errors are retried with backoff up to [`crate::OrchestratorConfig::max_attempts`].
+    async fn on_error(&mut self, status: JobStatus, e: RunError) -> Result<JobStatus, RunError> {
+        let sh = self.sh.clone();
+        let t = now();
+        let before_order = self.job.order_url.is_none();
+        let resume = if before_order {
+            JobStatus::Ordering
+        } else {
+            status.max(JobStatus::Authorizing)
+        };
+        if let Some(signal) = e
+            .acme()
+            .and_then(|a| RateLimitSignal::from_error(a, t, sh.governor.reactive_defaults()))
+        {
+            let until = sh.governor.on_rate_limited(&self.ctx, &signal).await?;
+            if let Some(r) = self.reservation.take() {
+                if before_order {
+                    sh.governor.order_not_created(&r, t).await?;
+                } else {
+                    sh.governor.certificate_not_issued(&r, t).await?;
+                }
+            }
+            tracing::info!(job = %self.job.id, until = %until, "deferred by the CA: {e}");
+            self.write(JobUpdate::deferred(until, resume, e.to_string()))
+                .await?;
+            return Ok(JobStatus::Deferred);
+        }
+        if let Some(r) = self.reservation.take() {
+            if before_order {
+                sh.governor.order_not_created(&r, t).await?;
+            } else {
+                sh.governor.certificate_not_issued(&r, t).await?;
+            }
+        }
+        let attempts = self.job.attempts + 1;
+        if attempts >= sh.config.max_attempts {
+            tracing::warn!(job = %self.job.id, attempts, "giving up: {e}");
+            self.write(JobUpdate::failed(e.to_string()).attempt())
+                .await?;
+            return Ok(JobStatus::Failed);
+        }
+        let backoff = sh
+            .config
+            .retry_backoff
+            .saturating_mul(1 << (attempts - 1).min(10));
+        let until = t + backoff;
+        let keeps_order = is_transient(&e);
+        tracing::info!(job = %self.job.id, attempts, until = %until, "retrying later: {e}");
+        let mut update = JobUpdate::deferred(
+            until,
+            if keeps_order {
+                resume
+            } else {
+                JobStatus::Ordering
+            },
+            e.to_string(),
+        )
+        .attempt();
+        if !keeps_order {
+            update = update.clear_order();
+        }
+        self.write(update).await?;
+        Ok(JobStatus::Deferred)
+    }
+}
+
+/// Worth retrying with the same order: transport trouble, server errors, DNS trouble and
+/// polls that ran out of time.
+fn is_transient(e: &RunError) -> bool {
+    match e {
+        RunError::Dns01(_) | RunError::PollExhausted { .. } | RunError::BatcherClosed => true,
+        RunError::Issue(IssueError::Dns01(_) | IssueError::Http01(_)) => true,
+        _ => e.acme().is_some_and(|a| a.is_transient()),
+    }
+}
+
+/// The CA refused the order because of its `replaces` field.
+fn rejected_replaces(e: &certfleet_acme::AcmeError) -> bool {
+    e.problem().is_some_and(|p| {
+        matches!(
+            p.kind,
+            ProblemKind::Malformed | ProblemKind::AlreadyReplaced
+        ) || p.detail.as_deref().is_some_and(|d| d.contains("replaces"))
+    })
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}

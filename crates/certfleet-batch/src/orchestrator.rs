@@ -1,0 +1,308 @@
+//! The batch run: claims due jobs from the [`StateStore`] under leases, drives each on its
+//! own task (`job_driver`) with bounded concurrency (overall and per DNS zone),
+//! renews the leases of jobs in flight, and waits for deferred jobs to come due.
+//!
+//! The orchestrator names no concrete store, key backend or solver: the caller hands them
+//! in, so a server-backed store or another node changes nothing here.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use certfleet_acme::{Account, PollPolicy};
+use certfleet_dns01::{Dns01Solver, PropagationCheck};
+use certfleet_http01::Http01Solver;
+use certfleet_keys::{KeyBackend, KeyError, KeyRef, SigningKey};
+use time::OffsetDateTime;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::error::RunError;
+use crate::governor::Governor;
+use crate::job_driver::JobDriver;
+use crate::store::{BatchId, ClaimRequest, JobId, JobStatus, Lease, StateStore, StatusCounts};
+use crate::zone_batcher::{BatcherConfig, ZoneBatcher};
+
+/// Default orders in flight: Pebble 2.4 deadlocks near 64 concurrent orders.
+pub const DEFAULT_CONCURRENCY: usize = 32;
+
+/// How a run behaves.
+#[derive(Clone, Debug)]
+pub struct OrchestratorConfig {
+    /// Jobs (orders) in flight at once.
+    pub concurrency: usize,
+    /// Jobs authorizing at once per DNS zone (registered domain).
+    pub per_zone: usize,
+    /// Lease length; leases are renewed every third of it while a job runs.
+    pub lease_for: Duration,
+    /// Attempts (orders that failed, steps that failed) before a job is `failed`.
+    pub max_attempts: u32,
+    /// First retry delay after a failure, doubled per attempt.
+    pub retry_backoff: Duration,
+    /// Extra wait for certificate tokens (per registered domain, per name set): the CA
+    /// spends them at issuance, up to this long after the governor spent its copy at order
+    /// time.
+    pub issuance_margin: Duration,
+    /// Polling of authorizations and orders (never more often than every 50 ms).
+    pub poll: PollPolicy,
+    /// Gathering of dns-01 records.
+    pub batcher: BatcherConfig,
+    /// Where certificate directories go when a job names none (`<root>/<first name>`).
+    pub output_root: PathBuf,
+    /// Stop the run (leaving jobs deferred) when nothing is due before `now + max_wait`;
+    /// `None`: wait as long as the limits say.
+    pub max_wait: Option<Duration>,
+}
+
+impl OrchestratorConfig {
+    pub fn new(output_root: PathBuf) -> OrchestratorConfig {
+        OrchestratorConfig {
+            concurrency: DEFAULT_CONCURRENCY,
+            per_zone: DEFAULT_CONCURRENCY,
+            lease_for: Duration::from_secs(120),
+            max_attempts: 3,
+            retry_backoff: Duration::from_secs(5),
+            issuance_margin: Duration::from_secs(2),
+            poll: PollPolicy {
+                initial: Duration::from_millis(250),
+                max_interval: Duration::from_secs(5),
+                ..PollPolicy::default()
+            },
+            batcher: BatcherConfig::default(),
+            output_root,
+            max_wait: None,
+        }
+    }
+}
+
+/// The solvers a run may use; a job asks for one by its challenge.
+#[derive(Clone, Debug, Default)]
+pub struct RunSolvers {
+    pub http01: Option<Arc<dyn Http01Solver>>,
+    pub dns01: Option<Arc<dyn Dns01Solver>>,
+    pub propagation: Option<Arc<dyn PropagationCheck>>,
+}
+
+/// What a run did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Jobs per status at the end.
+    pub counts: StatusCounts,
+    pub elapsed: Duration,
+    /// The run stopped with jobs still deferred (see [`OrchestratorConfig::max_wait`]).
+    pub stopped_early: bool,
+}
+
+impl RunSummary {
+    /// Every job issued.
+    pub fn all_issued(&self) -> bool {
+        self.counts.get(JobStatus::Issued) == self.counts.total()
+    }
+}
+
+/// State shared by the run loop and every job driver.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn StateStore>,
+    pub(crate) governor: Arc<Governor>,
+    pub(crate) account: Account,
+    pub(crate) http01: Option<Arc<dyn Http01Solver>>,
+    pub(crate) dns01: Option<ZoneBatcher>,
+    pub(crate) key_backends: Vec<Arc<dyn KeyBackend>>,
+    pub(crate) config: OrchestratorConfig,
+    zones: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Held from sending newOrder until its URL is stored: at any moment at most one order
+    /// exists that the store does not know, so a crash costs at most one extra order.
+    pub(crate) order_gate: tokio::sync::Mutex<()>,
+}
+
+impl Shared {
+    /// A permit of the zone's bound on jobs authorizing at once.
+    pub(crate) async fn zone_permit(&self, zone: &str) -> Option<OwnedSemaphorePermit> {
+        let sem = {
+            let mut zones = self.zones.lock().unwrap_or_else(|p| p.into_inner());
+            zones
+                .entry(zone.to_owned())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.config.per_zone.max(1))))
+                .clone()
+        };
+        sem.acquire_owned().await.ok()
+    }
+
+    /// Loads a certificate key by reference through the backend of its scheme.
+    pub(crate) async fn load_key(&self, reference: &str) -> Result<Arc<dyn SigningKey>, KeyError> {
+        let key_ref: KeyRef = reference.parse()?;
+        let backend = self
+            .key_backends
+            .iter()
+            .find(|b| b.scheme() == key_ref.scheme())
+            .ok_or_else(|| KeyError::UnknownScheme {
+                scheme: key_ref.scheme().to_owned(),
+                key_ref: key_ref.to_string(),
+                available: self
+                    .key_backends
+                    .iter()
+                    .map(|b| b.scheme())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        backend.load(&key_ref).await
+    }
+}
+
+/// Runs batches for one account.
+#[derive(Debug)]
+pub struct Orchestrator {
+    shared: Arc<Shared>,
+    node: String,
+}
+
+impl Orchestrator {
+    /// `node` is the run's [`crate::RunHolder::node`] (from [`StateStore::begin_run`]).
+    /// Must be called on a Tokio runtime (it starts the dns-01 batcher task).
+    pub fn new(
+        store: Arc<dyn StateStore>,
+        governor: Arc<Governor>,
+        account: Account,
+        solvers: RunSolvers,
+        key_backends: Vec<Arc<dyn KeyBackend>>,
+        config: OrchestratorConfig,
+        node: impl Into<String>,
+    ) -> Orchestrator {
+        let dns01 = solvers
+            .dns01
+            .map(|s| ZoneBatcher::start(s, solvers.propagation, config.batcher));
+        Orchestrator {
+            shared: Arc::new(Shared {
+                store,
+                governor,
+                account,
+                http01: solvers.http01,
+                dns01,
+                key_backends,
+                config,
+                zones: Mutex::new(HashMap::new()),
+                order_gate: tokio::sync::Mutex::new(()),
+            }),
+            node: node.into(),
+        }
+    }
+
+    /// Runs `batch` until every job is issued or failed (or, with
+    /// [`OrchestratorConfig::max_wait`], until nothing is due soon).
+    pub async fn run(&self, batch: BatchId) -> Result<RunSummary, RunError> {
+        let started = std::time::Instant::now();
+        let sh = &self.shared;
+        let store = sh.store.clone();
+        let lease_for = sh.config.lease_for;
+        let mut tasks: JoinSet<(JobId, Result<crate::Job, RunError>)> = JoinSet::new();
+        let mut leases: HashMap<JobId, Lease> = HashMap::new();
+        let mut renew = tokio::time::interval((lease_for / 3).max(Duration::from_millis(100)));
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stopped_early = false;
+        loop {
+            let free = sh.config.concurrency.max(1).saturating_sub(tasks.len());
+            let mut claimed_any = false;
+            if free > 0 {
+                let claimed = store
+                    .claim_jobs(&ClaimRequest {
+                        batch,
+                        node: self.node.clone(),
+                        now: now(),
+                        lease_for,
+                        max_jobs: free,
+                    })
+                    .await?;
+                claimed_any = !claimed.is_empty();
+                for c in claimed {
+                    let id = c.job.id;
+                    leases.insert(id, c.lease.clone());
+                    let driver = JobDriver::new(sh.clone(), c);
+                    tasks.spawn(async move { (id, driver.run().await) });
+                }
+            }
+            let wait = if tasks.is_empty() {
+                if claimed_any {
+                    continue;
+                }
+                let t = now();
+                match store.next_due(batch, t).await? {
+                    None => break,
+                    Some(due) => {
+                        let wait = Duration::try_from(due - t).unwrap_or(Duration::ZERO);
+                        if sh.config.max_wait.is_some_and(|m| wait > m) {
+                            stopped_early = true;
+                            break;
+                        }
+                        wait
+                    }
+                }
+            } else if free > 0 && !claimed_any {
+                // Room for more but nothing due now: look again when something may be.
+                let t = now();
+                store
+                    .next_due(batch, t)
+                    .await?
+                    .map_or(Duration::from_secs(1), |due| {
+                        Duration::try_from(due - t).unwrap_or(Duration::ZERO)
+                    })
+            } else {
+                Duration::from_secs(1)
+            };
+            let wait = wait.clamp(Duration::from_millis(20), Duration::from_secs(1));
+            tokio::select! {
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    match done {
+                        Ok((id, result)) => {
+                            let lease = leases.remove(&id);
+                            if let Err(e) = result {
+                                tracing::warn!(job = %id, "job stopped: {e}");
+                                // Let it be claimed again at once rather than when the
+                                // lease runs out (refused if another run took it over).
+                                if let Some(lease) = lease
+                                    && let Err(e) = store.release_job(&lease).await
+                                {
+                                    tracing::debug!(job = %id, "lease not released: {e}");
+                                }
+                            }
+                        }
+                        Err(e) => tracing::error!("job task ended abnormally: {e}"),
+                    }
+                }
+                _ = renew.tick() => {
+                    renew_leases(store.as_ref(), &mut leases, lease_for).await;
+                }
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        Ok(RunSummary {
+            counts: store.status_counts(batch).await?,
+            elapsed: started.elapsed(),
+            stopped_early,
+        })
+    }
+}
+
+/// Extends the leases of jobs in flight; a lost lease is logged (the job's next write is
+/// fenced and its driver stops).
+async fn renew_leases(
+    store: &dyn StateStore,
+    leases: &mut HashMap<JobId, Lease>,
+    lease_for: Duration,
+) {
+    let t = now();
+    for lease in leases.values_mut() {
+        if lease.expires_at - t > crate::gcra::to_time(lease_for / 2) {
+            continue;
+        }
+        match store.renew_lease(lease, t, lease_for).await {
+            Ok(fresh) => *lease = fresh,
+            Err(e) => tracing::debug!(job = %lease.job, "lease not renewed: {e}"),
+        }
+    }
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}

@@ -1,0 +1,97 @@
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use certfleet_dns01::Dns01Error;
+
+use super::*;
+
+/// Records every call it gets.
+#[derive(Debug, Default)]
+struct Recorder {
+    presents: Mutex<Vec<usize>>,
+    cleanups: Mutex<Vec<usize>>,
+    fail: bool,
+}
+
+#[async_trait]
+impl Dns01Solver for Recorder {
+    fn name(&self) -> &str {
+        "recorder"
+    }
+
+    async fn present(&self, records: &[TxtRecord]) -> Result<(), Dns01Error> {
+        self.presents.lock().expect("lock").push(records.len());
+        if self.fail {
+            return Err(Dns01Error::Provider {
+                provider: "recorder".to_owned(),
+                detail: "refused".to_owned(),
+                records: records.to_vec(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn cleanup(&self, records: &[TxtRecord]) -> Result<(), Dns01Error> {
+        self.cleanups.lock().expect("lock").push(records.len());
+        Ok(())
+    }
+}
+
+fn record(i: usize) -> TxtRecord {
+    TxtRecord::for_domain(&format!("h{i}.example.com"), format!("value{i}"))
+}
+
+#[tokio::test]
+async fn concurrent_presents_become_one_solver_call() {
+    let solver = Arc::new(Recorder::default());
+    let batcher = ZoneBatcher::start(solver.clone(), None, BatcherConfig::default());
+    let calls = (0..20).map(|i| {
+        let b = batcher.clone();
+        async move { b.present(vec![record(i)]).await }
+    });
+    for r in futures::future::join_all(calls).await {
+        r.expect("presented");
+    }
+    assert_eq!(*solver.presents.lock().expect("lock"), vec![20]);
+    batcher
+        .cleanup((0..20).map(record).collect())
+        .await
+        .expect("cleaned");
+    assert_eq!(*solver.cleanups.lock().expect("lock"), vec![20]);
+}
+
+#[tokio::test]
+async fn a_full_round_goes_out_before_the_window_ends() {
+    let solver = Arc::new(Recorder::default());
+    let config = BatcherConfig {
+        window: Duration::from_secs(30),
+        max_records: 5,
+        max_rounds_in_flight: 2,
+    };
+    let batcher = ZoneBatcher::start(solver.clone(), None, config);
+    let started = std::time::Instant::now();
+    batcher
+        .present((0..5).map(record).collect())
+        .await
+        .expect("presented");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "did not wait for the window"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_round_fails_every_order_in_it() {
+    let solver = Arc::new(Recorder {
+        fail: true,
+        ..Recorder::default()
+    });
+    let batcher = ZoneBatcher::start(solver.clone(), None, BatcherConfig::default());
+    let (a, b) = tokio::join!(
+        batcher.present(vec![record(1)]),
+        batcher.present(vec![record(2)])
+    );
+    assert!(matches!(a, Err(RunError::Dns01(_))), "{a:?}");
+    assert!(matches!(b, Err(RunError::Dns01(_))), "{b:?}");
+    assert_eq!(solver.presents.lock().expect("lock").len(), 1);
+}

@@ -1,0 +1,404 @@
+//! `certfleet batch run|plan|status`: the composition root of a batch run (store, rate
+//! governor, solvers, key backends) around `certfleet_batch::Orchestrator`.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use certfleet_batch::batch_file::{BatchFile, CertDefaults, Challenge, KeySource, ParseOptions};
+use certfleet_batch::governor::Governor;
+use certfleet_batch::zone_batcher::BatcherConfig;
+use certfleet_batch::{
+    BatchId, Job, JobStatus, Limits, NewBatch, Orchestrator, OrchestratorConfig, Preset, RunHolder,
+    RunSolvers, SqliteStore, StateStore, StatusCounts, plan,
+};
+use certfleet_dns01::Dns01Solver as _;
+use certfleet_issue::output::PRIVKEY_FILE;
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::cli::{BatchCommand, BatchRunArgs};
+use crate::commands::issue::{Http01Plan, http01_plan};
+use crate::context::Context;
+use crate::state::InventoryEntry;
+
+pub async fn run(ctx: &Context, cmd: BatchCommand) -> Result<()> {
+    match cmd {
+        BatchCommand::Run(args) => run_batch(ctx, args).await,
+        BatchCommand::Plan { file, rate_limits } => {
+            let batch = load(ctx, &file, false, None, false)?;
+            let limits = limits(ctx, rate_limits.as_deref())?;
+            print!(
+                "{}",
+                plan::plan(&batch.certs, &limits, OffsetDateTime::now_utc())
+            );
+            Ok(())
+        }
+        BatchCommand::Status { jobs } => status(ctx, jobs).await,
+    }
+}
+
+/// The governor's limits: the preset (flag, else config) with the config's overrides.
+fn limits(ctx: &Context, flag: Option<&str>) -> Result<Limits> {
+    let name = flag.unwrap_or(&ctx.settings.batch.rate_limits);
+    let preset: Preset = name.parse().context("--rate-limits")?;
+    let limits = Limits::preset(preset).with_overrides(&ctx.settings.batch.limits);
+    limits.validate().context("batch.limits")?;
+    Ok(limits)
+}
+
+/// Reads and validates the whole batch file; every problem is reported with its line.
+fn load(
+    ctx: &Context,
+    file: &Path,
+    skip_invalid: bool,
+    dns_plugin: Option<&str>,
+    http_flags: bool,
+) -> Result<BatchFile> {
+    let flagged = dns_plugin.is_some();
+    let dns_plugin = dns_plugin
+        .map(str::to_owned)
+        .or_else(|| ctx.settings.dns01.plugin.clone());
+    // A batch defaults to dns-01 when a DNS plugin is known (flag or [dns01] plugin),
+    // unless http-01 is asked for by flag; otherwise [issue] challenge decides.
+    let challenge = if http_flags && !flagged {
+        Challenge::Http01
+    } else if dns_plugin.is_some() || ctx.settings.issue.challenge == "dns-01" {
+        Challenge::Dns01
+    } else {
+        Challenge::Http01
+    };
+    let options = ParseOptions {
+        skip_invalid,
+        defaults: CertDefaults {
+            key: Some(KeySource::Generate(ctx.settings.issue.key_alg)),
+            challenge: Some(challenge),
+            dns_plugin,
+            profile: ctx.settings.issue.profile.clone(),
+            output_dir: None,
+        },
+        ..ParseOptions::default()
+    };
+    let batch = BatchFile::load(file, &options)?;
+    for w in &batch.warnings {
+        tracing::warn!("{}: {w}", file.display());
+    }
+    for s in &batch.skipped {
+        tracing::warn!("{}: skipped: {s}", file.display());
+    }
+    Ok(batch)
+}
+
+async fn run_batch(ctx: &Context, args: BatchRunArgs) -> Result<()> {
+    let batch = load(
+        ctx,
+        &args.file,
+        args.skip_invalid,
+        args.solver.dns_plugin.as_deref(),
+        args.solver.http_listen.is_some() || args.solver.webroot.is_some(),
+    )?;
+    let limits = limits(ctx, args.rate_limits.as_deref())?;
+    let store: Arc<dyn StateStore> = Arc::new(SqliteStore::open(ctx.state.root()).await?);
+    let holder = RunHolder::this_process(OffsetDateTime::now_utc());
+    let guard = store.begin_run(&holder).await?;
+    let name = std::path::absolute(&args.file)
+        .unwrap_or_else(|_| args.file.clone())
+        .display()
+        .to_string();
+    let (record, created) = store
+        .open_batch(
+            &NewBatch {
+                name,
+                digest: batch.digest.clone(),
+            },
+            OffsetDateTime::now_utc(),
+        )
+        .await?;
+    let added = store
+        .add_jobs(record.id, &batch.jobs(), OffsetDateTime::now_utc())
+        .await?;
+    let retried = store
+        .requeue_failed(record.id, OffsetDateTime::now_utc())
+        .await?;
+    tracing::info!(
+        batch = record.id.0,
+        certificates = batch.certs.len(),
+        added,
+        retried,
+        resumed = !created,
+        "batch opened"
+    );
+
+    let (_client, account) = ctx.account().await?;
+    let solvers = solvers(ctx, &args, &batch).await?;
+    let governor = Arc::new(Governor::new(store.clone(), limits));
+    let s = &ctx.settings.batch;
+    let mut config = OrchestratorConfig::new(ctx.state.root().join("certs"));
+    config.concurrency = args.concurrency.unwrap_or(s.concurrency).max(1);
+    config.per_zone = s.per_zone.max(1);
+    config.max_attempts = s.max_attempts.max(1);
+    config.retry_backoff = Duration::from_secs(s.retry_backoff_secs);
+    config.poll = ctx.poll_policy();
+    config.batcher = BatcherConfig {
+        window: Duration::from_millis(s.gather_millis),
+        max_rounds_in_flight: s.plugin_concurrency.max(1),
+        ..BatcherConfig::default()
+    };
+    let orchestrator = Orchestrator::new(
+        store.clone(),
+        governor,
+        account,
+        solvers,
+        ctx.key_backends(),
+        config,
+        guard.holder().node.clone(),
+    );
+    let progress = tokio::spawn(show_progress(store.clone(), record.id));
+    let summary = orchestrator.run(record.id).await;
+    progress.abort();
+    let summary = summary?;
+    let jobs = all_jobs(store.as_ref(), record.id).await?;
+    if let Some(path) = &args.report {
+        write_report(path, &jobs)?;
+    }
+    save_inventory(ctx, &args, &jobs)?;
+    drop(guard);
+    let counts = &summary.counts;
+    tracing::info!(
+        elapsed_secs = summary.elapsed.as_secs_f64(),
+        "batch finished: {}",
+        format_counts(counts)
+    );
+    for j in jobs.iter().filter(|j| j.status != JobStatus::Issued) {
+        eprintln!(
+            "{}: {}{}",
+            j.spec.names.join(","),
+            j.status,
+            j.last_error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        );
+    }
+    if !summary.all_issued() {
+        bail!(
+            "{} of {} certificates were not issued",
+            counts.total() - counts.get(JobStatus::Issued),
+            counts.total()
+        );
+    }
+    Ok(())
+}
+
+/// The solvers the batch's certificates ask for (one DNS plugin per run).
+async fn solvers(ctx: &Context, args: &BatchRunArgs, batch: &BatchFile) -> Result<RunSolvers> {
+    let mut out = RunSolvers::default();
+    let mut plugins: Vec<&str> = batch
+        .certs
+        .iter()
+        .filter(|c| c.challenge != Some(Challenge::Http01))
+        .filter_map(|c| c.dns_plugin.as_deref())
+        .collect();
+    plugins.sort_unstable();
+    plugins.dedup();
+    match plugins.as_slice() {
+        [] => {}
+        [plugin] => {
+            let solver = crate::dns::load_solver(&ctx.settings, plugin).await?;
+            tracing::info!(plugin = solver.name(), "dns-01 through the plugin");
+            out.dns01 = Some(Arc::new(solver));
+            out.propagation = crate::dns::propagation(&ctx.settings)?;
+        }
+        many => bail!(
+            "the batch uses several DNS plugins ({}); run one batch per plugin",
+            many.join(", ")
+        ),
+    }
+    if batch
+        .certs
+        .iter()
+        .any(|c| c.challenge == Some(Challenge::Http01))
+    {
+        out.http01 = Some(match http01_plan(ctx, &args.solver, None)? {
+            Http01Plan::Standalone(addr) => {
+                Arc::new(certfleet_http01::StandaloneServer::bind(addr).await?)
+            }
+            Http01Plan::Webroot(dir) => Arc::new(certfleet_http01::Webroot::new(&dir)?),
+        });
+    }
+    Ok(out)
+}
+
+/// Records every issued certificate in the renewal inventory, so `renew --all` covers
+/// batch certificates too.
+fn save_inventory(ctx: &Context, args: &BatchRunArgs, jobs: &[Job]) -> Result<()> {
+    for j in jobs {
+        let (Some(issued), Some(key)) = (&j.issued, &j.cert_key) else {
+            continue;
+        };
+        let out_dir = std::path::PathBuf::from(&issued.cert_dir);
+        let key_ref: certfleet_keys::KeyRef = key.parse()?;
+        let challenge = j
+            .spec
+            .challenge
+            .clone()
+            .unwrap_or_else(|| "dns-01".to_owned());
+        let http01 = challenge == "http-01";
+        ctx.state.save_inventory(&InventoryEntry {
+            names: j.spec.names.clone(),
+            key_in_out_dir: key_ref.file_path() == Some(out_dir.join(PRIVKEY_FILE)),
+            out_dir,
+            key_ref,
+            http_listen: args
+                .solver
+                .http_listen
+                .filter(|_| http01)
+                .map(|a| a.to_string()),
+            webroot: args.solver.webroot.clone().filter(|_| http01),
+            dns_plugin: j.spec.dns_plugin.clone().filter(|_| !http01),
+            challenge,
+            profile: j.spec.profile.clone(),
+            preferred_chain: ctx.settings.issue.preferred_chain.clone(),
+            directory: ctx.directory().to_owned(),
+        })?;
+    }
+    Ok(())
+}
+
+async fn all_jobs(store: &dyn StateStore, batch: BatchId) -> Result<Vec<Job>> {
+    let mut jobs = Vec::new();
+    // Bounded: every page advances past the last id seen.
+    loop {
+        let page = store
+            .list_jobs(batch, jobs.last().map(|j: &Job| j.id), 500)
+            .await?;
+        if page.is_empty() {
+            return Ok(jobs);
+        }
+        jobs.extend(page);
+    }
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
+}
+
+fn write_report(path: &Path, jobs: &[Job]) -> Result<()> {
+    let certs: Vec<_> = jobs
+        .iter()
+        .map(|j| {
+            let dir = j.issued.as_ref().map(|i| Path::new(&i.cert_dir).to_owned());
+            json!({
+                "names": j.spec.names,
+                "line": j.spec.source_line,
+                "state": j.status.as_str(),
+                "cert_dir": dir.as_ref().map(|d| d.display().to_string()),
+                "fullchain": dir.as_ref().map(|d| d.join("fullchain.pem").display().to_string()),
+                "serial": j.issued.as_ref().map(|i| i.serial.clone()),
+                "not_after": j.issued.as_ref().map(|i| rfc3339(i.not_after)),
+                "order_url": j.order_url,
+                "attempts": j.attempts,
+                "error": if j.status == JobStatus::Issued { None } else { j.last_error.clone() },
+                "deferred_until": j.deferred_until.map(rfc3339),
+            })
+        })
+        .collect();
+    let body = serde_json::to_vec_pretty(&json!({ "certificates": certs }))?;
+    certfleet_keys::fs::write_atomic(path, &body, 0o644)
+        .with_context(|| format!("writing the report {}", path.display()))?;
+    Ok(())
+}
+
+fn format_counts(counts: &StatusCounts) -> String {
+    JobStatus::ALL
+        .iter()
+        .filter(|s| counts.get(**s) > 0)
+        .map(|s| format!("{s} {}", counts.get(*s)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A progress bar with counts per state and an ETA on a terminal; a log line every few
+/// seconds otherwise. Runs until aborted.
+async fn show_progress(store: Arc<dyn StateStore>, batch: BatchId) {
+    let terminal = std::io::stderr().is_terminal();
+    let bar = terminal.then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        let style = indicatif::ProgressStyle::with_template(
+            "{bar:40.cyan/blue} {pos}/{len} done  eta {eta}  {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        bar.set_style(style);
+        bar
+    });
+    let every = if terminal {
+        Duration::from_millis(250)
+    } else {
+        Duration::from_secs(5)
+    };
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let Ok(counts) = store.status_counts(batch).await else {
+            continue;
+        };
+        let done = counts.get(JobStatus::Issued) + counts.get(JobStatus::Failed);
+        match &bar {
+            Some(bar) => {
+                bar.set_length(counts.total());
+                bar.set_position(done);
+                bar.set_message(format_counts(&counts));
+            }
+            None => tracing::info!(
+                "progress: {done}/{} ({})",
+                counts.total(),
+                format_counts(&counts)
+            ),
+        }
+    }
+}
+
+/// Batches and their counts per state, read while a run may be going.
+async fn status(ctx: &Context, list_jobs: bool) -> Result<()> {
+    let store = SqliteStore::open(ctx.state.root()).await?;
+    let mut out = Vec::new();
+    let batches = store.batches().await?;
+    for b in &batches {
+        let counts = store.status_counts(b.id).await?;
+        let per_state: serde_json::Map<String, serde_json::Value> = counts
+            .0
+            .iter()
+            .map(|(s, n)| (s.as_str().to_owned(), json!(n)))
+            .collect();
+        let next = store.next_due(b.id, OffsetDateTime::now_utc()).await?;
+        out.push(json!({
+            "batch": b.id.0,
+            "file": b.name,
+            "created_at": rfc3339(b.created_at),
+            "total": counts.total(),
+            "states": per_state,
+            "next_due": next.map(rfc3339),
+        }));
+    }
+    let mut value = json!({ "batches": out });
+    if list_jobs && let Some(b) = batches.last() {
+        let jobs = all_jobs(&store, b.id).await?;
+        value["jobs"] = jobs
+            .iter()
+            .map(|j| {
+                json!({
+                    "names": j.spec.names,
+                    "state": j.status.as_str(),
+                    "order_url": j.order_url,
+                    "attempts": j.attempts,
+                    "error": j.last_error,
+                    "deferred_until": j.deferred_until.map(rfc3339),
+                })
+            })
+            .collect();
+    }
+    super::print_json(&value)
+}

@@ -1,0 +1,199 @@
+//! `certfleet batch` behind the CA proxy (issue 5): the governor configured like the CA's
+//! limits provokes no 429 and finishes close to the minimum (acceptance 2); without the
+//! governor the CA's 429s pause only their scope and everything is issued (acceptance 3);
+//! injected 503s with `Retry-After` do not stop the batch (acceptance 6).
+
+use std::time::Duration;
+
+use certfleet_batch::batch_file::{BatchFile, ParseOptions};
+use certfleet_batch::plan;
+use certfleet_testenv::{CaProxy, CaProxyOptions, LimitSpec, PebbleOptions, ProxyLimits};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::batch::{batch_run, report, write_config, write_list};
+use crate::common::Env;
+
+fn proxy_limits() -> ProxyLimits {
+    ProxyLimits {
+        new_orders_per_account: Some(LimitSpec::new(20, Duration::from_secs(60))),
+        certificates_per_registered_domain: Some(LimitSpec::new(3, Duration::from_secs(60))),
+        ..ProxyLimits::default()
+    }
+}
+
+/// The governor's limits alike, as a config section.
+const GOVERNOR_LIMITS: &str = "[batch]\nrate_limits = \"none\"\nretry_backoff_secs = 1\n\
+     [batch.limits]\nnew_orders_per_account = { capacity = 20, period = \"60s\" }\n\
+     certificates_per_registered_domain = { capacity = 3, period = \"60s\" }\n";
+
+async fn start(options: CaProxyOptions) -> Option<(Env, CaProxy)> {
+    let env = Env::start(PebbleOptions::default().nonce_reject(0)).await?;
+    let proxy = CaProxy::start(&env.pebble, options).await.expect("proxy");
+    Some((env, proxy))
+}
+
+async fn register(env: &Env, proxy: &CaProxy) {
+    let key = env.generate_key("account.pem", "es256").await;
+    env.run_at(
+        &proxy.directory_url(),
+        &["account", "register", "--key", &key, "--agree-tos"],
+        crate::common::COMMAND_TIMEOUT,
+    )
+    .await
+    .assert_ok();
+}
+
+#[track_caller]
+fn assert_all_issued(env: &Env, n: usize) {
+    let certs = report(&env.path("report.json"));
+    assert_eq!(certs.len(), n, "report lists every certificate");
+    let bad: Vec<_> = certs.iter().filter(|c| c["state"] != "issued").collect();
+    assert!(bad.is_empty(), "not issued: {bad:?}");
+}
+
+#[tokio::test]
+async fn governed_batch_provokes_no_429_and_finishes_near_the_minimum() {
+    let options = CaProxyOptions {
+        limits: proxy_limits(),
+        ..CaProxyOptions::default()
+    };
+    let Some((env, proxy)) = start(options).await else {
+        return;
+    };
+    register(&env, &proxy).await;
+    let config = write_config(&env, GOVERNOR_LIMITS);
+    // 30 certificates over 6 registered domains, 5 each: both limits bind.
+    let names: Vec<String> = (0..30).map(|i| format!("h{i}.d{}.test", i % 6)).collect();
+    let file = write_list(&env, "governed.txt", &names);
+    let batch = BatchFile::parse_list(&(names.join("\n") + "\n"), "list", &ParseOptions::default())
+        .expect("valid");
+    let limits = certfleet_batch::Limits {
+        new_orders_per_account: Some(
+            certfleet_batch::gcra::Limit::new("orders", 20, Duration::from_secs(60))
+                .expect("limit"),
+        ),
+        certificates_per_registered_domain: Some(
+            certfleet_batch::gcra::Limit::new("domain", 3, Duration::from_secs(60)).expect("limit"),
+        ),
+        ..certfleet_batch::Limits::default()
+    };
+    let minimum = plan::plan(&batch.certs, &limits, OffsetDateTime::now_utc()).duration();
+    let run = batch_run(&env, &proxy.directory_url(), &config, &file, &[]).await;
+    run.assert_ok();
+    let stats = proxy.stats();
+    assert_eq!(
+        stats.rate_limited_total(),
+        0,
+        "no 429 at the proxy: {stats:?}"
+    );
+    assert_all_issued(&env, names.len());
+    eprintln!("minimum {minimum:?}, run {:?}", run.elapsed);
+    assert!(
+        run.elapsed.as_secs_f64() <= 1.25 * minimum.as_secs_f64() + 3.0,
+        "run took {:?}, the limits allow {minimum:?}",
+        run.elapsed
+    );
+}
+
+#[tokio::test]
+async fn ungoverned_batch_pauses_only_the_limited_domain_and_issues_everything() {
+    let options = CaProxyOptions {
+        limits: proxy_limits(),
+        ..CaProxyOptions::default()
+    };
+    let Some((env, proxy)) = start(options).await else {
+        return;
+    };
+    register(&env, &proxy).await;
+    let config = write_config(
+        &env,
+        "[batch]\nrate_limits = \"none\"\nretry_backoff_secs = 1\n",
+    );
+    // hot.test needs 5 certificates (3 per minute allowed); 4 other domains need 3 each.
+    let mut names: Vec<String> = (0..5).map(|i| format!("h{i}.hot.test")).collect();
+    names.extend((0..12).map(|i| format!("h{i}.cool{}.test", i % 4)));
+    let file = write_list(&env, "ungoverned.txt", &names);
+    let started = OffsetDateTime::now_utc();
+    // Few orders at once, so hot.test's later orders meet certificates already issued (the
+    // CA checks at new-order time and spends at issuance).
+    let run = batch_run(
+        &env,
+        &proxy.directory_url(),
+        &config,
+        &file,
+        &["--concurrency", "4"],
+    )
+    .await;
+    run.assert_ok();
+    let stats = proxy.stats();
+    assert!(stats.rate_limited_total() > 0, "the CA limited: {stats:?}");
+    assert!(
+        stats
+            .rate_limited
+            .keys()
+            .all(|k| k == "certificates-per-registered-domain"),
+        "only the per-domain limit was hit: {stats:?}"
+    );
+    assert_all_issued(&env, names.len());
+    // The cool domains were not held up by hot.test's pause, and hot.test's last
+    // certificates waited for its Retry-After (a third of a minute per token).
+    let certs = report(&env.path("report.json"));
+    let issued_at = |name: &str| -> OffsetDateTime {
+        let c = certs
+            .iter()
+            .find(|c| c["names"][0] == name)
+            .expect("in report");
+        let dir = c["cert_dir"].as_str().expect("cert_dir");
+        let meta: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(std::path::Path::new(dir).join("meta.json")).expect("meta"),
+        )
+        .expect("meta json");
+        OffsetDateTime::parse(meta["issued_at"].as_str().expect("issued_at"), &Rfc3339)
+            .expect("time")
+    };
+    let last_cool = names[5..].iter().map(|n| issued_at(n)).max().expect("cool");
+    let last_hot = names[..5].iter().map(|n| issued_at(n)).max().expect("hot");
+    assert!(
+        last_cool < last_hot,
+        "other domains kept issuing during the pause"
+    );
+    assert!(
+        last_hot - started >= time::Duration::seconds(15),
+        "Retry-After honoured: hot.test finished after {}",
+        last_hot - started
+    );
+    assert!(!run.stderr.contains(" failed"), "nothing failed:\n{run}");
+}
+
+#[tokio::test]
+async fn injected_503s_with_retry_after_do_not_stop_the_batch() {
+    let options = CaProxyOptions {
+        unavailable_rate: 0.1,
+        unavailable_retry_after: Duration::from_secs(1),
+        ..CaProxyOptions::default()
+    };
+    let Some((env, proxy)) = start(options).await else {
+        return;
+    };
+    // Register without injected failures, then turn them on for the batch.
+    proxy.set_unavailable_rate(0.0);
+    register(&env, &proxy).await;
+    proxy.set_unavailable_rate(0.1);
+    let config = write_config(
+        &env,
+        "[batch]\nrate_limits = \"none\"\nretry_backoff_secs = 1\n",
+    );
+    let names: Vec<String> = (0..100)
+        .map(|i| format!("h{i}.flaky{}.test", i % 5))
+        .collect();
+    let file = write_list(&env, "flaky.txt", &names);
+    let run = batch_run(&env, &proxy.directory_url(), &config, &file, &[]).await;
+    run.assert_ok();
+    let stats = proxy.stats();
+    assert!(
+        stats.injected_unavailable > 0,
+        "503s were injected: {stats:?}"
+    );
+    assert_all_issued(&env, names.len());
+}

@@ -1,0 +1,188 @@
+//! Crash safety of `certfleet batch run` (issue 5, acceptance 4): killed with SIGKILL at
+//! five random moments and resumed each time, every name set is finalized exactly once and
+//! each kill costs at most one extra new order.
+
+use std::time::{Duration, Instant};
+
+use certfleet_testenv::{CaProxy, CaProxyOptions, PebbleOptions, certfleet_command};
+
+use crate::batch::{BATCH_TIMEOUT, batch_run, report, write_config, write_list};
+use crate::common::{COMMAND_TIMEOUT, Env};
+
+/// A small deterministic generator (xorshift), seeded from the clock and printed, so a
+/// failing run can be repeated with `CERTFLEET_E2E_KILL_SEED`.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+#[tokio::test]
+async fn sigkilled_batch_resumes_without_ordering_or_finalizing_twice() {
+    let Some(env) = Env::start(PebbleOptions::default().nonce_reject(0)).await else {
+        return;
+    };
+    let proxy = CaProxy::start(&env.pebble, CaProxyOptions::default())
+        .await
+        .expect("proxy");
+    let key = env.generate_key("account.pem", "es256").await;
+    env.run_at(
+        &proxy.directory_url(),
+        &["account", "register", "--key", &key, "--agree-tos"],
+        COMMAND_TIMEOUT,
+    )
+    .await
+    .assert_ok();
+    let config = write_config(
+        &env,
+        "[batch]\nrate_limits = \"none\"\nretry_backoff_secs = 1\n",
+    );
+    let n = 120;
+    let names: Vec<String> = (0..n)
+        .map(|i| format!("k{i}.crash{}.test", i % 3))
+        .collect();
+    let file = write_list(&env, "crash.txt", &names);
+    let seed = std::env::var("CERTFLEET_E2E_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+                | 1
+        });
+    eprintln!("kill seed {seed}");
+    let mut rng = Rng(seed);
+    let state = env.state_dir();
+    let kills = 5;
+    for kill in 0..kills {
+        let mut cmd = tokio::process::Command::from(certfleet_command());
+        cmd.arg("--state-dir")
+            .arg(&state)
+            .args(["--directory", &proxy.directory_url(), "--ca-root"])
+            .arg(env.pebble.tls_root_pem_path())
+            .args(["--config", &config, "-q", "batch", "run", &file])
+            .args(["--concurrency", "8"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("certfleet starts");
+        // Kill once the run is busy: after some orders reached the proxy, plus a random
+        // moment up to 1.5 s later.
+        let orders_before = proxy.stats().new_orders;
+        let busy_by = Instant::now() + Duration::from_secs(30);
+        while proxy.stats().new_orders == orders_before && Instant::now() < busy_by {
+            if child.try_wait().expect("wait").is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.below(1500))).await;
+        if child.try_wait().expect("wait").is_none() {
+            child.start_kill().expect("SIGKILL");
+        }
+        let status = tokio::time::timeout(COMMAND_TIMEOUT, child.wait())
+            .await
+            .expect("killed run ends")
+            .expect("status");
+        eprintln!(
+            "kill {kill}: {status}, proxy {:?} orders",
+            proxy.stats().new_orders
+        );
+    }
+    let run = batch_run(&env, &proxy.directory_url(), &config, &file, &[]).await;
+    run.assert_ok();
+    assert!(run.elapsed < BATCH_TIMEOUT);
+    let certs = report(&env.path("report.json"));
+    assert_eq!(certs.len(), n);
+    assert!(certs.iter().all(|c| c["state"] == "issued"), "all issued");
+    let stats = proxy.stats();
+    assert_eq!(
+        stats.finalizations.len(),
+        n,
+        "every name set finalized: {stats:?}"
+    );
+    let twice: Vec<_> = stats
+        .finalizations
+        .iter()
+        .filter(|(_, c)| **c != 1)
+        .collect();
+    assert!(twice.is_empty(), "finalized more than once: {twice:?}");
+    assert!(
+        stats.new_orders <= n as u64 + kills,
+        "at most one extra order per kill: {} orders for {n} certificates",
+        stats.new_orders
+    );
+}
+
+/// Acceptance 5: with the CA's renewal windows in the past for 10 of 50 batch
+/// certificates, `renew --all` renews exactly those 10, each order carrying `replaces`.
+#[tokio::test]
+async fn renew_all_follows_ari_windows_for_batch_certificates() {
+    let Some(env) = Env::start(PebbleOptions::default().nonce_reject(0)).await else {
+        return;
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let options = CaProxyOptions {
+        default_renewal_window: Some((
+            now + time::Duration::days(30),
+            now + time::Duration::days(31),
+        )),
+        ..CaProxyOptions::default()
+    };
+    let proxy = CaProxy::start(&env.pebble, options).await.expect("proxy");
+    let key = env.generate_key("account.pem", "es256").await;
+    env.run_at(
+        &proxy.directory_url(),
+        &["account", "register", "--key", &key, "--agree-tos"],
+        COMMAND_TIMEOUT,
+    )
+    .await
+    .assert_ok();
+    let config = write_config(&env, "[batch]\nrate_limits = \"none\"\n");
+    let names: Vec<String> = (0..50).map(|i| format!("r{i}.ari.test")).collect();
+    let file = write_list(&env, "ari.txt", &names);
+    batch_run(&env, &proxy.directory_url(), &config, &file, &[])
+        .await
+        .assert_ok();
+    let certs = report(&env.path("report.json"));
+    let mut due = std::collections::BTreeSet::new();
+    for c in certs.iter().take(10) {
+        let dir = std::path::Path::new(c["cert_dir"].as_str().expect("cert_dir"));
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("meta.json")).expect("meta"))
+                .expect("meta json");
+        let id = meta["ari_cert_id"]
+            .as_str()
+            .expect("ari_cert_id")
+            .to_owned();
+        proxy.set_renewal_window(
+            &id,
+            now - time::Duration::hours(2),
+            now - time::Duration::hours(1),
+        );
+        due.insert(id);
+    }
+    let run = env
+        .run_at(
+            &proxy.directory_url(),
+            &["--config", &config, "renew", "--all"],
+            COMMAND_TIMEOUT,
+        )
+        .await;
+    run.assert_ok();
+    assert!(run.stdout.contains("renewed 10, not due 40"), "{run}");
+    let stats = proxy.stats();
+    let replaced: std::collections::BTreeSet<String> = stats.replaces.iter().cloned().collect();
+    assert_eq!(
+        replaced, due,
+        "each renewal names the certificate it replaces"
+    );
+    assert_eq!(stats.replaces.len(), 10, "one order each: {stats:?}");
+}

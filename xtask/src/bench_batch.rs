@@ -1,0 +1,158 @@
+//! `cargo xtask bench batch`: certfleet issuing a whole batch in one process (`certfleet
+//! batch run`, its own concurrency) beside lego and certbot (one process per certificate,
+//! parallel workers) through the shared harness, each on a fresh always-valid Pebble, in the
+//! same run. A sequential run of a few certificates per client gives the latency of one
+//! certificate on its own.
+
+use anyhow::{Context, Result, bail};
+
+use crate::bench::{BENCH_TOOLS, BenchEnv, ratios, shared_bench_dir};
+use crate::util::{cargo, ensure_tools, run_cmd, step, target_dir, workspace_root};
+
+const USAGE: &str = "usage: cargo xtask bench batch [--n N] [--conc C] [--peers lego,certbot] \
+                     [--peer-n M] [--peer-conc P] [--seq S]";
+
+#[derive(Debug)]
+struct Options {
+    n: u32,
+    conc: u32,
+    peers: Vec<String>,
+    peer_n: Option<u32>,
+    peer_conc: u32,
+    seq: u32,
+}
+
+fn parse(args: &[String]) -> Result<Options> {
+    let mut o = Options {
+        n: 1000,
+        conc: 32,
+        peers: vec!["lego".into(), "certbot".into()],
+        peer_n: None,
+        peer_conc: 32,
+        seq: 20,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut number = |name: &str| -> Result<u32> {
+            it.next()
+                .with_context(|| format!("{name} needs a value\n{USAGE}"))?
+                .parse()
+                .with_context(|| format!("{name}: expected a number"))
+        };
+        match a.as_str() {
+            "--n" => o.n = number("--n")?,
+            "--conc" => o.conc = number("--conc")?,
+            "--peer-n" => o.peer_n = Some(number("--peer-n")?),
+            "--peer-conc" => o.peer_conc = number("--peer-conc")?,
+            "--seq" => o.seq = number("--seq")?,
+            "--peers" => {
+                o.peers = it
+                    .next()
+                    .with_context(|| format!("--peers needs a value\n{USAGE}"))?
+                    .split(',')
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }
+            other => bail!("unknown option `{other}`\n{USAGE}"),
+        }
+    }
+    if o.n == 0 || o.conc == 0 || o.peer_conc == 0 {
+        bail!("--n, --conc and --peer-conc must be at least 1");
+    }
+    // Pebble 2.4 deadlocks with ~64 orders in flight (shared/docs/spec-notes.md §6).
+    if o.conc > 32 || o.peer_conc > 32 {
+        bail!("keep at most 32 orders in flight against Pebble 2.4");
+    }
+    for p in &o.peers {
+        if !["lego", "certbot"].contains(&p.as_str()) {
+            bail!("--peers: unknown peer `{p}` (expected lego and/or certbot)");
+        }
+    }
+    Ok(o)
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let o = parse(args)?;
+    let shared = shared_bench_dir()?;
+    step("packages for the benchmark", || ensure_tools(BENCH_TOOLS))?;
+    step("cargo build --release -p certfleet-cli", || {
+        run_cmd(cargo().args(["build", "--release", "-p", "certfleet-cli"]))
+    })?;
+    let bin = target_dir().join("release/certfleet");
+    let state = target_dir().join("xtask/bench-batch");
+    let run_dir = state.join("run");
+    if run_dir.exists() {
+        std::fs::remove_dir_all(&run_dir)
+            .with_context(|| format!("removing {}", run_dir.display()))?;
+    }
+    std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+    let results = state.join("results.tsv");
+    let sequential = state.join("sequential.tsv");
+    for f in [&results, &sequential] {
+        if f.exists() {
+            std::fs::remove_file(f).with_context(|| format!("removing {}", f.display()))?;
+        }
+    }
+    let batch_script = workspace_root().join("xtask/bench/peer-certfleet-batch.sh");
+    let mut clients = vec![("certfleet-batch", batch_script, o.n, o.conc)];
+    for p in &o.peers {
+        clients.push((
+            p.as_str(),
+            shared.join(format!("peer-{p}.sh")),
+            o.peer_n.unwrap_or(o.n),
+            o.peer_conc,
+        ));
+    }
+    // Throughput: every client on its own fresh Pebble (its new-order slows as it grows).
+    let env = BenchEnv::new(&shared, &state, &bin, &results)?;
+    for (name, script, n, conc) in &clients {
+        timed_on_fresh_pebble(&env, name, script, *n, *conc)?;
+    }
+    // Latency of one certificate on its own: S certificates one at a time.
+    if o.seq > 0 {
+        let env = BenchEnv::new(&shared, &state, &bin, &sequential)?;
+        for (name, script, _, _) in &clients {
+            timed_on_fresh_pebble(&env, name, script, o.seq, 1)?;
+        }
+    }
+    step("summary: throughput", || {
+        run_cmd(env.script("summarize.sh").arg(&results))
+    })?;
+    ratios(&results, "certfleet-batch")?;
+    if o.seq > 0 {
+        step("summary: sequential", || {
+            run_cmd(env.script("summarize.sh").arg(&sequential))
+        })?;
+        // One process for the whole batch has no per-certificate process time: its
+        // sequential latency is wall time / certificates.
+        println!(
+            "certfleet-batch sequential latency = wall_s / N of the sequential run above \
+             (the harness times whole processes)"
+        );
+    }
+    println!(
+        "raw results: {} and {}",
+        results.display(),
+        sequential.display()
+    );
+    Ok(())
+}
+
+fn timed_on_fresh_pebble(
+    env: &BenchEnv,
+    name: &str,
+    script: &std::path::Path,
+    n: u32,
+    conc: u32,
+) -> Result<()> {
+    step(&format!("pebble up (always valid) for {name}"), || {
+        run_cmd(env.script("pebble-up.sh").arg("--always-valid"))
+    })?;
+    let outcome = step(&format!("{name} N={n} CONC={conc}"), || {
+        run_cmd(env.command(script).arg(n.to_string()).arg(conc.to_string()))
+    });
+    let down = run_cmd(&mut env.script("pebble-down.sh"));
+    outcome?;
+    down
+}
