@@ -280,11 +280,7 @@ impl JobDriver {
         for authz_url in &order.state.authorizations {
             let authz = sh.account.authorization(authz_url).await?;
             let state = &authz.state;
-            let name = if state.wildcard {
-                format!("*.{}", state.identifier.value)
-            } else {
-                state.identifier.value.clone()
-            };
+            let name = state.order_identifier().value;
             match state.status {
                 AuthorizationStatus::Valid => continue,
                 AuthorizationStatus::Pending => {}

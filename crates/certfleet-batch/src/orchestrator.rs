@@ -133,21 +133,7 @@ impl Shared {
     /// Loads a certificate key by reference through the backend of its scheme.
     pub(crate) async fn load_key(&self, reference: &str) -> Result<Arc<dyn SigningKey>, KeyError> {
         let key_ref: KeyRef = reference.parse()?;
-        let backend = self
-            .key_backends
-            .iter()
-            .find(|b| b.scheme() == key_ref.scheme())
-            .ok_or_else(|| KeyError::UnknownScheme {
-                scheme: key_ref.scheme().to_owned(),
-                key_ref: key_ref.to_string(),
-                available: self
-                    .key_backends
-                    .iter()
-                    .map(|b| b.scheme())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })?;
-        backend.load(&key_ref).await
+        certfleet_keys::load_key(&self.key_backends, &key_ref).await
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use certfleet_acme::{Account, AcmeClient, ClientConfig, PollPolicy};
 use certfleet_keys::file::FileBackend;
-use certfleet_keys::{KeyBackend, KeyError, KeyRef, SigningKey};
+use certfleet_keys::{KeyBackend, KeyRef, SigningKey};
 use certfleet_keys_pkcs11::Pkcs11Backend;
 use certfleet_keys_tpm::{DEFAULT_TCTI, TpmBackend};
 
@@ -73,21 +73,7 @@ impl Context {
 
     /// Loads the key a reference names, through the backend of its scheme.
     pub async fn load_key(&self, key_ref: &KeyRef) -> Result<Arc<dyn SigningKey>> {
-        let backend = self
-            .backends
-            .iter()
-            .find(|b| b.scheme() == key_ref.scheme())
-            .ok_or_else(|| KeyError::UnknownScheme {
-                scheme: key_ref.scheme().to_owned(),
-                key_ref: key_ref.to_string(),
-                available: self
-                    .backends
-                    .iter()
-                    .map(|b| b.scheme())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })?;
-        Ok(backend.load(key_ref).await?)
+        Ok(certfleet_keys::load_key(&self.backends, key_ref).await?)
     }
 
     pub async fn load_key_str(&self, value: &str) -> Result<Arc<dyn SigningKey>> {

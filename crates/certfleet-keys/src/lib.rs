@@ -33,4 +33,4 @@ pub use algorithm::{JwsAlgorithm, KeyAlgorithm};
 pub use error::KeyError;
 pub use jwk::Jwk;
 pub use key_ref::{KeyRef, redact_pin_value};
-pub use signer::{KeyBackend, SigningKey, x509_signature};
+pub use signer::{KeyBackend, SigningKey, load_key, x509_signature};

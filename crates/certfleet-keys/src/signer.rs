@@ -45,6 +45,28 @@ pub trait KeyBackend: Send + Sync + fmt::Debug {
     async fn load(&self, key_ref: &KeyRef) -> Result<Arc<dyn SigningKey>, KeyError>;
 }
 
+/// Loads `key_ref` through the backend of its scheme among `backends` (the one dispatch
+/// every composition root uses), or says which schemes are available.
+pub async fn load_key<B: AsRef<dyn KeyBackend> + Sync>(
+    backends: &[B],
+    key_ref: &KeyRef,
+) -> Result<Arc<dyn SigningKey>, KeyError> {
+    let backend = backends
+        .iter()
+        .map(AsRef::as_ref)
+        .find(|b| b.scheme() == key_ref.scheme())
+        .ok_or_else(|| KeyError::UnknownScheme {
+            scheme: key_ref.scheme().to_owned(),
+            key_ref: key_ref.to_string(),
+            available: backends
+                .iter()
+                .map(|b| b.as_ref().scheme())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+    backend.load(key_ref).await
+}
+
 /// Converts a JWS signature into the encoding X.509 and PKCS#10 use: ECDSA `r || s` becomes
 /// a DER `Ecdsa-Sig-Value`; RSA and Ed25519 signatures are the same bytes in both.
 pub fn x509_signature(alg: JwsAlgorithm, jws_signature: &[u8]) -> Result<Vec<u8>, KeyError> {
