@@ -16,7 +16,7 @@ use certfleet_acme::{
 };
 use certfleet_dns01::TxtRecord;
 use certfleet_http01::Http01Response;
-use certfleet_issue::IssueError;
+use certfleet_issue::{ChallengeKind, IssueError};
 use time::OffsetDateTime;
 
 use crate::error::RunError;
@@ -297,29 +297,15 @@ impl JobDriver {
             } else {
                 wanted.clone()
             };
-            let challenge =
-                state
-                    .challenge(&kind)
-                    .ok_or_else(|| IssueError::ChallengeNotOffered {
-                        name: name.clone(),
-                        wanted: if kind == ChallengeType::Dns01 {
-                            "dns-01"
-                        } else {
-                            "http-01"
-                        },
-                        offered: state
-                            .challenges
-                            .iter()
-                            .map(|c| c.kind.to_string())
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    })?;
-            let token = challenge.token.clone().ok_or_else(|| {
-                IssueError::from(certfleet_acme::AcmeError::InvalidResponse {
-                    url: challenge.url.clone(),
-                    detail: "challenge has no token".to_owned(),
-                })
-            })?;
+            let (challenge, token) = certfleet_issue::pick_challenge(
+                state,
+                &name,
+                if kind == ChallengeType::Dns01 {
+                    ChallengeKind::Dns01
+                } else {
+                    ChallengeKind::Http01
+                },
+            )?;
             match kind {
                 ChallengeType::Dns01 => dns.push(TxtRecord::for_domain(
                     &state.identifier.value,

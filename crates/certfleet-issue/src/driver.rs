@@ -3,8 +3,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use certfleet_acme::{
-    Account, AuthorizationStatus, CertId, CertificateChain, ChallengeType, Identifier, NewOrder,
-    Order, OrderStatus, PollPolicy, RetryAfter, choose_chain,
+    Account, AuthorizationState, AuthorizationStatus, CertId, CertificateChain, Challenge,
+    ChallengeType, Identifier, NewOrder, Order, OrderStatus, PollPolicy, RetryAfter, choose_chain,
 };
 use certfleet_dns01::TxtRecord;
 use certfleet_http01::Http01Response;
@@ -190,30 +190,7 @@ impl Issuer {
                 }
             }
             let kind = self.solvers.kind_for(&name)?;
-            let wanted = match kind {
-                ChallengeKind::Http01 => ChallengeType::Http01,
-                ChallengeKind::Dns01 => ChallengeType::Dns01,
-            };
-            let challenge = state
-                .challenges
-                .iter()
-                .find(|c| c.kind == wanted)
-                .ok_or_else(|| IssueError::ChallengeNotOffered {
-                    name: name.clone(),
-                    wanted: kind.as_str(),
-                    offered: state
-                        .challenges
-                        .iter()
-                        .map(|c| c.kind.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                })?;
-            let token = challenge.token.clone().ok_or_else(|| {
-                IssueError::from(certfleet_acme::AcmeError::InvalidResponse {
-                    url: challenge.url.clone(),
-                    detail: "challenge has no token".to_owned(),
-                })
-            })?;
+            let (challenge, token) = pick_challenge(state, &name, kind)?;
             match kind {
                 ChallengeKind::Http01 => presented.http01.push(Http01Response {
                     key_authorization: self.account.key_authorization(&token),
@@ -442,6 +419,40 @@ impl Issuer {
         }
         Ok(chosen)
     }
+}
+
+/// The challenge of `kind` that an authorization for `name` offers, with its token, or an
+/// error naming what the CA offered instead.
+pub fn pick_challenge<'a>(
+    state: &'a AuthorizationState,
+    name: &str,
+    kind: ChallengeKind,
+) -> Result<(&'a Challenge, String), IssueError> {
+    let wanted = match kind {
+        ChallengeKind::Http01 => ChallengeType::Http01,
+        ChallengeKind::Dns01 => ChallengeType::Dns01,
+    };
+    let challenge = state
+        .challenges
+        .iter()
+        .find(|c| c.kind == wanted)
+        .ok_or_else(|| IssueError::ChallengeNotOffered {
+            name: name.to_owned(),
+            wanted: kind.as_str(),
+            offered: state
+                .challenges
+                .iter()
+                .map(|c| c.kind.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+    let token = challenge.token.clone().ok_or_else(|| {
+        IssueError::from(certfleet_acme::AcmeError::InvalidResponse {
+            url: challenge.url.clone(),
+            detail: "challenge has no token".to_owned(),
+        })
+    })?;
+    Ok((challenge, token))
 }
 
 /// The CA must certify exactly our key and our names; anything else is a CA bug we refuse to

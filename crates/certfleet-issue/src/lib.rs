@@ -20,6 +20,6 @@ pub mod renewal;
 mod solvers;
 
 pub use certinfo::{CertificateInfo, first_pem_certificate};
-pub use driver::{CertificateRequest, IssuedCertificate, Issuer, check_matches};
+pub use driver::{CertificateRequest, IssuedCertificate, Issuer, check_matches, pick_challenge};
 pub use error::IssueError;
 pub use solvers::{ChallengeKind, ChallengeSolvers};
