@@ -21,8 +21,12 @@
 
 mod bind;
 mod ca_proxy;
+pub mod cloudflare_fake;
+pub mod moto;
+pub mod pdns;
 mod pebble;
 mod ports;
+pub mod postgres;
 mod softhsm;
 mod state;
 mod static_server;

@@ -94,6 +94,9 @@ pub fn run(args: &[String]) -> Result<()> {
     if args.first().map(String::as_str) == Some("keys") {
         return crate::bench_keys::run(&args[1..]);
     }
+    if args.first().map(String::as_str) == Some("store") {
+        return crate::bench_store::run(&args[1..]);
+    }
     if args.first().map(String::as_str) == Some("batch") {
         return crate::bench_batch::run(&args[1..]);
     }
@@ -194,6 +197,13 @@ impl BenchEnv {
             shared: shared.to_owned(),
             vars,
         })
+    }
+
+    /// Client working directories, Pebble's logs and pids go under `dir` (`RUN_DIR`).
+    pub(crate) fn with_run_dir(mut self, dir: &Path) -> BenchEnv {
+        self.vars
+            .push(("RUN_DIR".to_owned(), dir.display().to_string()));
+        self
     }
 
     pub(crate) fn command(&self, script: &Path) -> Command {

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 
-use crate::util::{cargo, ensure_packages, fmt_duration, run_cmd, step, target_dir};
+use crate::util::{cargo, ensure_moto, ensure_packages, fmt_duration, run_cmd, step, target_dir};
 
 pub fn run(args: &[String]) -> Result<()> {
     if let Some(a) = args.first() {
@@ -13,6 +13,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let started = Instant::now();
     println!("target directory: {}", target_dir().display());
     step("packages (pebble, openssl, bind9)", ensure_packages)?;
+    step("moto (AWS API emulator) in a venv", ensure_moto)?;
     step("cargo fmt --all --check", || {
         run_cmd(cargo().args(["fmt", "--all", "--check"]))
     })?;

@@ -16,6 +16,7 @@ mod bench;
 mod bench_batch;
 mod bench_dns;
 mod bench_keys;
+mod bench_store;
 mod ci;
 mod demo;
 mod pebble;
@@ -39,6 +40,9 @@ tasks:
                               (32) orders in flight beside the peers (M certificates, P parallel
                               processes) on a fresh always-valid Pebble each, plus a sequential
                               run of S (20) certificates per client for the median latency
+  bench store [--jobs N] [--claim C] [--e2e N]
+                              PostgreSQL store: claims/s, p99 claim latency, round-trips per
+                              certificate, 1 vs 3 nodes (store level and end to end)
   bench keys [--millis M]     signatures per second of a file, a SoftHSM2 and a swtpm P-256 key
                               at 1, 2 and 4 concurrent signers (release build, M ms per level,
                               default 2000), the SoftHSM 4-vs-1 ratio, signatures per certificate

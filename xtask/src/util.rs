@@ -28,6 +28,17 @@ pub const REQUIRED_TOOLS: &[(&str, &str)] = &[
     ("pkg-config", "pkg-config"),
     ("pkg-config:tss2-esys", "libtss2-dev"),
     ("lib:libtss2-tcti-swtpm.so.0", "libtss2-tcti-swtpm0"),
+    // DNS-01 API plugins: a real PowerDNS (in /usr/sbin, not on every PATH) with the SQLite
+    // backend whose schema the harness loads, and python3 for moto's venv (ensure_moto).
+    ("/usr/sbin/pdns_server", "pdns-server"),
+    (
+        "/usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql",
+        "pdns-backend-sqlite3",
+    ),
+    ("python3", "python3"),
+    // Scale-out: a private PostgreSQL cluster per test (Debian keeps initdb and pg_ctl in
+    // /usr/lib/postgresql/<version>/bin, off PATH).
+    ("postgres:initdb", "postgresql"),
 ];
 
 /// The workspace root (the directory above xtask/).
@@ -194,6 +205,9 @@ fn present(check: &str) -> bool {
             .status()
             .is_ok_and(|s| s.success());
     }
+    if check == "postgres:initdb" {
+        return certfleet_testenv::postgres::postgres_bin_dir().is_some();
+    }
     if let Some(file) = check.strip_prefix("lib:") {
         const LIB_DIRS: &[&str] = &[
             "/usr/lib/x86_64-linux-gnu",
@@ -218,4 +232,58 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("building a tokio runtime")
+}
+
+/// Where moto (the AWS API emulator the Route 53 tests run against) is installed; the test
+/// harness (`certfleet_testenv::moto`) looks here first.
+pub fn moto_venv() -> Result<PathBuf> {
+    let home = std::env::var_os("HOME").context("HOME is not set")?;
+    Ok(PathBuf::from(home).join(".cache/certfleet-moto-venv"))
+}
+
+/// Installs `moto[server]` from PyPI into [`moto_venv`] unless `moto_server` is there
+/// already. A Debian python3 needs `python3-venv` for `python3 -m venv`; it is installed
+/// (as root) when the first attempt fails.
+pub fn ensure_moto() -> Result<()> {
+    let venv = moto_venv()?;
+    let server = venv.join("bin/moto_server");
+    if server.is_file() {
+        println!("moto present: {}", server.display());
+        return Ok(());
+    }
+    let make_venv = || {
+        run_cmd(
+            Command::new("python3")
+                .arg("-m")
+                .arg("venv")
+                .arg("--clear")
+                .arg(&venv),
+        )
+    };
+    if make_venv().is_err() {
+        if !is_root() {
+            bail!(
+                "cannot create {}; install python3-venv: sudo apt-get install -y python3-venv",
+                venv.display()
+            );
+        }
+        run_cmd(Command::new("apt-get").arg("update"))?;
+        run_cmd(
+            Command::new("apt-get")
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .args(["install", "-y", "python3-venv"]),
+        )?;
+        make_venv()?;
+    }
+    // moto 5: its /moto-api/reset-auth and signature checks are what the tests rely on.
+    run_cmd(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "moto[server]>=5.0,<6",
+    ]))?;
+    if !server.is_file() {
+        bail!("pip installed moto but {} is missing", server.display());
+    }
+    Ok(())
 }

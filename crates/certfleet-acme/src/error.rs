@@ -24,13 +24,10 @@ pub enum AcmeError {
         source: Box<AcmeError>,
     },
 
-    /// Transport failure: connect, TLS, timeout, body read.
-    #[error("request to {url} failed: {source}")]
-    Http {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    /// Transport failure: connect, TLS, timeout, body read. The message names the cause
+    /// (reqwest's own text only repeats the URL), so it is not chained again as a source.
+    #[error("request to {url} failed: {}", transport_cause(cause))]
+    Http { url: String, cause: reqwest::Error },
 
     /// The server answered with a problem document (or a bare error status, kept as an
     /// `about:blank` problem). `retry_after` is the response's `Retry-After`, if any (rate
@@ -163,5 +160,23 @@ impl AcmeError {
             }
             _ => false,
         }
+    }
+}
+
+/// What went wrong under a reqwest error: "timed out", or its innermost causes.
+fn transport_cause(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "timed out".to_owned();
+    }
+    let mut causes = Vec::new();
+    let mut next = std::error::Error::source(e);
+    while let Some(cause) = next {
+        causes.push(cause.to_string());
+        next = cause.source();
+    }
+    if causes.is_empty() {
+        e.to_string()
+    } else {
+        causes.join(": ")
     }
 }

@@ -158,9 +158,9 @@ impl Transport {
     ) -> Result<Response, AcmeError> {
         Counters::bump(&self.counters.http_requests);
         debug!(%method, url, "acme request");
-        let http_err = |source| AcmeError::Http {
+        let http_err = |cause| AcmeError::Http {
             url: url.to_owned(),
-            source,
+            cause,
         };
         let resp = req.send().await.map_err(http_err)?;
         let status = resp.status();

@@ -58,6 +58,7 @@ where
     buckets_debit_atomically(&new_store().await).await;
     pauses_and_refunds(&new_store().await).await;
     issuance_history(&new_store().await).await;
+    renewal_requeues_issued_only(&new_store().await).await;
 }
 
 async fn batch_with(store: &dyn StateStore, n: usize) -> BatchId {
@@ -625,4 +626,74 @@ pub async fn issuance_history(store: &dyn StateStore) {
     );
     assert_eq!(last.replaces.as_deref(), Some("aki.serial"));
     assert_eq!(last.names, ["a.example", "b.example"]);
+}
+
+/// `requeue_issued` moves exactly the listed issued jobs back to `queued` and keeps the
+/// certificate they replace; other statuses and other batches are untouched.
+pub async fn renewal_requeues_issued_only(store: &dyn StateStore) {
+    let batch = batch_with(store, 3).await;
+    let mut claimed = claim(store, batch, "node-a", T0, 3).await;
+    assert_eq!(claimed.len(), 3);
+    let cert = IssuedCert {
+        serial: "0c0d".into(),
+        not_after: T0 + secs(86_400 * 90),
+        cert_dir: "/certs/n0.example.com".into(),
+    };
+    let issued = claimed.remove(0);
+    let finalizing = JobUpdate::finalizing("file:/keys/n0.pem");
+    for update in [
+        JobUpdate::to(JobStatus::Ordering),
+        JobUpdate::order_created("https://ca/order/9", vec!["https://ca/authz/9".into()]),
+        finalizing,
+        JobUpdate::issued(cert.clone()),
+    ] {
+        store
+            .update_job(&issued.lease, &update, T0)
+            .await
+            .expect("issue job 0");
+    }
+    let failed = claimed.remove(0);
+    store
+        .update_job(&failed.lease, &JobUpdate::failed("bad"), T0)
+        .await
+        .expect("fail job 1");
+    let (other, _) = store
+        .open_batch(
+            &NewBatch {
+                name: "other".into(),
+                digest: "d2".into(),
+            },
+            T0,
+        )
+        .await
+        .expect("other batch");
+    let ids = [issued.job.id, failed.job.id, claimed[0].job.id];
+    assert_eq!(
+        store
+            .requeue_issued(other.id, &ids, T0)
+            .await
+            .expect("wrong batch"),
+        0,
+        "jobs of another batch are not moved"
+    );
+    let moved = store
+        .requeue_issued(batch, &ids, T0 + secs(10))
+        .await
+        .expect("requeue_issued");
+    assert_eq!(moved, 1, "only the issued job moves");
+    let j = store
+        .job(issued.job.id)
+        .await
+        .expect("job")
+        .expect("exists");
+    assert_eq!(j.status, JobStatus::Queued);
+    assert_eq!(j.issued, Some(cert), "the replaced certificate is kept");
+    assert_eq!(j.order_url, None, "a renewal gets a new order");
+    assert_eq!(j.attempts, 0);
+    let f = store
+        .job(failed.job.id)
+        .await
+        .expect("job")
+        .expect("exists");
+    assert_eq!(f.status, JobStatus::Failed);
 }

@@ -123,6 +123,9 @@ pub enum Reserve {
     },
 }
 
+/// How far a grant stays from a bucket's boundary (see [`Governor::reserve`]).
+pub const GRANT_SLACK: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The rate governor over one store.
 #[derive(Debug)]
 pub struct Governor {
@@ -131,6 +134,7 @@ pub struct Governor {
     defaults: ReactiveDefaults,
     /// Endpoint pauses, also persisted; kept here too so per-request checks cost nothing.
     endpoints: Mutex<HashMap<BucketKey, OffsetDateTime>>,
+    grant_slack: std::time::Duration,
 }
 
 impl Governor {
@@ -140,7 +144,15 @@ impl Governor {
             limits,
             defaults: ReactiveDefaults::default(),
             endpoints: Mutex::new(HashMap::new()),
+            grant_slack: GRANT_SLACK,
         }
+    }
+
+    /// Replaces [`GRANT_SLACK`] (zero: grants right at a bucket's boundary, as the bucket
+    /// arithmetic alone says).
+    pub fn with_grant_slack(mut self, slack: std::time::Duration) -> Governor {
+        self.grant_slack = slack;
+        self
     }
 
     pub fn with_reactive_defaults(mut self, defaults: ReactiveDefaults) -> Governor {
@@ -226,13 +238,32 @@ impl Governor {
         Ok(OrderCost { charges, exemption })
     }
 
-    /// Takes the order's tokens, or says when to come back.
+    /// Takes the order's tokens, or says when to come back. A grant keeps
+    /// [`GRANT_SLACK`] from every limited bucket's boundary: the CA counts the request a
+    /// moment after we take our token (signing, sending), and that moment varies from one
+    /// request to the next, so a grant right at the boundary could arrive a hair early.
     pub async fn reserve(
         &self,
         cost: &OrderCost,
         now: OffsetDateTime,
     ) -> Result<Reserve, StoreError> {
-        Ok(match self.store.take_tokens(&cost.requests(), now).await? {
+        let requests = cost.requests();
+        if !self.grant_slack.is_zero() && requests.iter().any(|r| r.limit.is_some()) {
+            let slack = crate::gcra::to_time(self.grant_slack);
+            if let TakeOutcome::Wait {
+                key,
+                cause,
+                retry_at,
+            } = self.store.peek_tokens(&requests, now - slack).await?
+            {
+                return Ok(Reserve::Wait {
+                    until: retry_at.map(|at| at.max(now - slack) + slack),
+                    key,
+                    cause,
+                });
+            }
+        }
+        Ok(match self.store.take_tokens(&requests, now).await? {
             TakeOutcome::Granted => Reserve::Granted(Reservation { cost: cost.clone() }),
             TakeOutcome::Wait {
                 key,

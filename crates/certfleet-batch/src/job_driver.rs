@@ -11,11 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use certfleet_acme::{
-    AuthorizationStatus, ChallengeStatus, ChallengeType, Identifier, NewOrder, Order, OrderStatus,
-    ProblemKind, RetryAfter,
+    AuthorizationStatus, ChallengeStatus, Identifier, NewOrder, Order, OrderStatus, ProblemKind,
+    RetryAfter,
 };
 use certfleet_dns01::TxtRecord;
 use certfleet_http01::Http01Response;
+use certfleet_issue::output::CertificateMeta;
+use certfleet_issue::validation::{AnsweredChallenge, explain_invalid_order};
 use certfleet_issue::{ChallengeKind, IssueError};
 use time::OffsetDateTime;
 
@@ -37,10 +39,7 @@ const MAX_STEPS: usize = 12;
 /// One challenge being answered.
 #[derive(Debug)]
 struct Pending {
-    name: String,
-    authz_url: String,
-    challenge_url: String,
-    kind: ChallengeType,
+    challenge: AnsweredChallenge,
     /// The challenge still needs our response (not already `processing`).
     respond: bool,
 }
@@ -124,12 +123,19 @@ impl JobDriver {
             return Ok(JobStatus::Authorizing);
         }
         let sh = self.sh.clone();
+        self.replaces_issued_certificate();
         let new_order_url = sh.account.client().directory().new_order.clone();
         let t = now();
         let cost = sh.governor.order_cost(&self.ctx, &new_order_url, t).await?;
+        // Held from the reservation until the order URL is stored: at any moment at most
+        // one order exists that the store does not know (a crash costs at most one extra
+        // order), and tokens are taken in the order the CA will see the requests.
+        let gate = sh.order_gate.lock().await;
+        let t = now();
         match sh.governor.reserve(&cost, t).await? {
             Reserve::Granted(r) => self.reservation = Some(r),
             Reserve::Wait { until, key, cause } => {
+                drop(gate);
                 let Some(until) = until else {
                     self.write(JobUpdate::failed(format!(
                         "the order can never fit the rate limit {key} ({cause:?})"
@@ -155,7 +161,6 @@ impl JobDriver {
                 return Ok(JobStatus::Deferred);
             }
         }
-        let gate = sh.order_gate.lock().await;
         self.write(JobUpdate::to(JobStatus::Ordering)).await?;
         let spec = &self.job.spec;
         let req = NewOrder {
@@ -189,6 +194,27 @@ impl JobDriver {
         drop(gate);
         self.order = Some((order, false));
         Ok(JobStatus::Authorizing)
+    }
+
+    /// A renewal (a job issued before and queued again) names the certificate it replaces
+    /// when the CA offers ARI (RFC 9773 §5), read from that certificate's meta.json.
+    fn replaces_issued_certificate(&mut self) {
+        if self.ctx.replaces.is_some()
+            || self.sh.account.client().directory().renewal_info.is_none()
+        {
+            return;
+        }
+        let Some(issued) = &self.job.issued else {
+            return;
+        };
+        match CertificateMeta::read(std::path::Path::new(&issued.cert_dir)) {
+            Ok(meta) if meta.ari_cert_id.is_some() => {
+                self.ctx.replaces = meta.ari_cert_id;
+                self.ctx.in_renewal_window = true;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(job = %self.job.id, "no `replaces`: {e}"),
+        }
     }
 
     /// The order's current state: the one just returned, else re-read by URL.
@@ -242,7 +268,10 @@ impl JobDriver {
         let zone = registered_domain(&self.job.spec.names[0]);
         let _zone_permit = sh.zone_permit(&zone).await;
         let (pending, dns, http) = self.collect(&order).await?;
-        if !pending.is_empty() {
+        if pending.is_empty() {
+            // Every authorization is valid and the CA derives `ready` from them.
+            self.order = Some((order, true));
+        } else {
             let outcome = self.validate(status, &pending, &dns, &http).await;
             // Cleanup on every path; a leftover record is untidy, not fatal.
             if let Some(b) = &sh.dns01
@@ -260,9 +289,8 @@ impl JobDriver {
                     .authorization_failed(sh.account.url(), name, now())
                     .await?;
             }
-            outcome?;
+            self.order = Some((outcome?, false));
         }
-        self.order = Some((order, true));
         Ok(JobStatus::Finalizing)
     }
 
@@ -273,8 +301,8 @@ impl JobDriver {
     ) -> Result<(Vec<Pending>, Vec<TxtRecord>, Vec<Http01Response>), RunError> {
         let sh = &self.sh;
         let wanted = match self.job.spec.challenge.as_deref() {
-            Some("http-01") => ChallengeType::Http01,
-            _ => ChallengeType::Dns01,
+            Some("http-01") => ChallengeKind::Http01,
+            _ => ChallengeKind::Dns01,
         };
         let (mut pending, mut dns, mut http) = (Vec::new(), Vec::new(), Vec::new());
         for authz_url in &order.state.authorizations {
@@ -293,35 +321,29 @@ impl JobDriver {
                 }
             }
             let kind = if state.wildcard {
-                ChallengeType::Dns01
+                ChallengeKind::Dns01
             } else {
-                wanted.clone()
+                wanted
             };
-            let (challenge, token) = certfleet_issue::pick_challenge(
-                state,
-                &name,
-                if kind == ChallengeType::Dns01 {
-                    ChallengeKind::Dns01
-                } else {
-                    ChallengeKind::Http01
-                },
-            )?;
+            let (challenge, token) = certfleet_issue::pick_challenge(state, &name, kind)?;
             match kind {
-                ChallengeType::Dns01 => dns.push(TxtRecord::for_domain(
+                ChallengeKind::Dns01 => dns.push(TxtRecord::for_domain(
                     &state.identifier.value,
                     sh.account.dns01_txt_value(&token),
                 )),
-                _ => http.push(Http01Response {
+                ChallengeKind::Http01 => http.push(Http01Response {
                     key_authorization: sh.account.key_authorization(&token),
                     token,
                 }),
             }
             pending.push(Pending {
-                name,
-                authz_url: authz_url.clone(),
-                challenge_url: challenge.url.clone(),
+                challenge: AnsweredChallenge {
+                    name,
+                    authz_url: authz_url.clone(),
+                    challenge_url: challenge.url.clone(),
+                    kind,
+                },
                 respond: challenge.status == ChallengeStatus::Pending,
-                kind,
             });
         }
         Ok((pending, dns, http))
@@ -333,7 +355,7 @@ impl JobDriver {
         pending: &[Pending],
         dns: &[TxtRecord],
         http: &[Http01Response],
-    ) -> Result<(), RunError> {
+    ) -> Result<Order, RunError> {
         let sh = self.sh.clone();
         if !dns.is_empty() {
             let batcher = sh.dns01.as_ref().ok_or_else(|| RunError::NoSolver {
@@ -353,57 +375,57 @@ impl JobDriver {
             self.write(JobUpdate::to(JobStatus::Validating)).await?;
         }
         for p in pending.iter().filter(|p| p.respond) {
-            sh.account.respond_to_challenge(&p.challenge_url).await?;
+            sh.account
+                .respond_to_challenge(&p.challenge.challenge_url)
+                .await?;
         }
-        for (i, p) in pending.iter().enumerate() {
-            self.wait_authorization(p, i > 0).await?;
-        }
-        Ok(())
+        let order_url =
+            self.job.order_url.clone().ok_or_else(|| {
+                RunError::Task("validating a job without an order URL".to_owned())
+            })?;
+        let order = self.wait_authorized(&order_url, pending).await?;
+        Ok(order)
     }
 
-    async fn wait_authorization(&self, p: &Pending, read_at_once: bool) -> Result<(), RunError> {
+    /// Polls the **order** (not each authorization) until the CA has decided every
+    /// authorization: one poll per order whatever its number of names, and it keeps clear
+    /// of Pebble 2.4's lock inversion, which authorization polls during other orders'
+    /// new-order scans can trigger. An `invalid` order is explained by reading its
+    /// authorizations once.
+    async fn wait_authorized(
+        &self,
+        order_url: &str,
+        pending: &[Pending],
+    ) -> Result<Order, RunError> {
         let started = now();
-        let mut attempt = u32::from(!read_at_once);
+        let mut attempt = 1;
         let mut retry_after = None;
         loop {
             self.pause(
                 attempt,
                 retry_after.as_ref(),
                 started,
-                "authorization",
-                &p.authz_url,
+                "the order",
+                order_url,
             )
             .await?;
             attempt += 1;
-            let authz = self.sh.account.authorization(&p.authz_url).await?;
-            match authz.state.status {
-                AuthorizationStatus::Valid => return Ok(()),
-                AuthorizationStatus::Pending => retry_after = authz.retry_after,
-                other => {
-                    let problem = authz
-                        .state
-                        .challenge(&p.kind)
-                        .and_then(|c| c.error.clone())
-                        .unwrap_or_else(|| {
-                            certfleet_acme::Problem::new(
-                                ProblemKind::Other("about:blank".to_owned()),
-                                format!(
-                                    "authorization is {} and the CA gave no reason",
-                                    other.as_str()
-                                ),
-                            )
-                        });
-                    return Err(IssueError::ValidationFailed {
-                        name: p.name.clone(),
-                        kind: if p.kind == ChallengeType::Dns01 {
-                            "dns-01"
-                        } else {
-                            "http-01"
-                        },
-                        problem: Box::new(problem),
-                    }
+            let order = self.sh.account.order(order_url).await?;
+            match order.state.status {
+                OrderStatus::Pending => retry_after = order.retry_after,
+                OrderStatus::Invalid => {
+                    let answered: Vec<AnsweredChallenge> =
+                        pending.iter().map(|p| p.challenge.clone()).collect();
+                    return Err(explain_invalid_order(
+                        &self.sh.account,
+                        order_url,
+                        order.state.error.as_ref(),
+                        &answered,
+                    )
+                    .await
                     .into());
                 }
+                _ => return Ok(order),
             }
         }
     }

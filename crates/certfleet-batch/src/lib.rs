@@ -45,7 +45,7 @@ pub use error::{BatchFileError, Diagnostic, LimitsError, RunError, StoreError};
 pub use job_driver::MIN_POLL_INTERVAL;
 pub use limits::{Limits, Preset, format_duration, parse_duration};
 pub use orchestrator::{
-    DEFAULT_CONCURRENCY, Orchestrator, OrchestratorConfig, RunSolvers, RunSummary,
+    DEFAULT_CONCURRENCY, IssuedHook, Orchestrator, OrchestratorConfig, RunSolvers, RunSummary,
 };
 pub use sqlite::{DB_FILE, LOCK_FILE, SqliteStore};
 pub use store::{

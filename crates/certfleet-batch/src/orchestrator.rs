@@ -76,6 +76,13 @@ impl OrchestratorConfig {
     }
 }
 
+/// Told about every certificate the run issues, right after its `issued` status is stored
+/// (e.g. to add it to a renewal inventory). Called on a blocking thread, concurrently for
+/// different jobs; an error is logged and does not undo the issuance.
+pub trait IssuedHook: Send + Sync + std::fmt::Debug {
+    fn issued(&self, job: &crate::Job) -> Result<(), String>;
+}
+
 /// The solvers a run may use; a job asks for one by its challenge.
 #[derive(Clone, Debug, Default)]
 pub struct RunSolvers {
@@ -111,9 +118,11 @@ pub(crate) struct Shared {
     pub(crate) dns01: Option<ZoneBatcher>,
     pub(crate) key_backends: Vec<Arc<dyn KeyBackend>>,
     pub(crate) config: OrchestratorConfig,
+    pub(crate) issued_hook: Option<Arc<dyn IssuedHook>>,
     zones: Mutex<HashMap<String, Arc<Semaphore>>>,
-    /// Held from sending newOrder until its URL is stored: at any moment at most one order
-    /// exists that the store does not know, so a crash costs at most one extra order.
+    /// Held from taking the new-order tokens until the order URL is stored: at any moment
+    /// at most one order exists that the store does not know, so a crash costs at most one
+    /// extra order, and tokens are taken in the order the CA sees the requests.
     pub(crate) order_gate: tokio::sync::Mutex<()>,
 }
 
@@ -168,11 +177,20 @@ impl Orchestrator {
                 dns01,
                 key_backends,
                 config,
+                issued_hook: None,
                 zones: Mutex::new(HashMap::new()),
                 order_gate: tokio::sync::Mutex::new(()),
             }),
             node: node.into(),
         }
+    }
+
+    /// Calls `hook` for every certificate issued from now on.
+    pub fn with_issued_hook(mut self, hook: Arc<dyn IssuedHook>) -> Orchestrator {
+        Arc::get_mut(&mut self.shared)
+            .expect("no job runs before the orchestrator is started")
+            .issued_hook = Some(hook);
+        self
     }
 
     /// Runs `batch` until every job is issued or failed (or, with
@@ -244,12 +262,8 @@ impl Orchestrator {
                             let lease = leases.remove(&id);
                             if let Err(e) = result {
                                 tracing::warn!(job = %id, "job stopped: {e}");
-                                // Let it be claimed again at once rather than when the
-                                // lease runs out (refused if another run took it over).
-                                if let Some(lease) = lease
-                                    && let Err(e) = store.release_job(&lease).await
-                                {
-                                    tracing::debug!(job = %id, "lease not released: {e}");
+                                if let Some(lease) = lease {
+                                    settle_stopped_job(store.as_ref(), &lease, &e).await;
                                 }
                             }
                         }
@@ -267,6 +281,34 @@ impl Orchestrator {
             elapsed: started.elapsed(),
             stopped_early,
         })
+    }
+}
+
+/// A job whose driver stopped with an error. A refused write that no retry can fix (a
+/// transition outside the state machine) fails the job, so it is reported instead of being
+/// claimed again forever; otherwise the lease is given up so the job can be claimed again
+/// at once rather than when the lease runs out (refused if another run took it over).
+async fn settle_stopped_job(store: &dyn StateStore, lease: &Lease, e: &RunError) {
+    let permanent = matches!(
+        e,
+        RunError::Store(
+            crate::StoreError::InvalidTransition { .. } | crate::StoreError::InvalidUpdate { .. }
+        )
+    );
+    let outcome = if permanent {
+        store
+            .update_job(
+                lease,
+                &crate::JobUpdate::failed(format!("internal error: {e}")),
+                now(),
+            )
+            .await
+            .map(drop)
+    } else {
+        store.release_job(lease).await
+    };
+    if let Err(e) = outcome {
+        tracing::debug!(job = %lease.job, "stopped job not settled: {e}");
     }
 }
 

@@ -247,6 +247,17 @@ impl StateStore for SqliteStore {
             .await
     }
 
+    async fn requeue_issued(
+        &self,
+        batch: BatchId,
+        ids: &[JobId],
+        now: OffsetDateTime,
+    ) -> Result<usize, StoreError> {
+        let ids = ids.to_vec();
+        self.call(move |conn, loc| jobs::requeue_issued(conn, loc, batch, &ids, now))
+            .await
+    }
+
     async fn take_tokens(
         &self,
         requests: &[TokenRequest],

@@ -310,6 +310,16 @@ pub trait StateStore: Send + Sync + fmt::Debug {
         now: OffsetDateTime,
     ) -> Result<usize, StoreError>;
 
+    /// Moves these jobs of the batch from `issued` back to `queued` so they are renewed,
+    /// keeping [`Job::issued`] (the certificate the renewal replaces). Jobs in any other
+    /// status, or of another batch, are left alone. Returns how many moved.
+    async fn requeue_issued(
+        &self,
+        batch: BatchId,
+        jobs: &[JobId],
+        now: OffsetDateTime,
+    ) -> Result<usize, StoreError>;
+
     /// Debits all `requests` atomically if every bucket allows it at `now`.
     async fn take_tokens(
         &self,

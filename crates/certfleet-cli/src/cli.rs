@@ -87,6 +87,10 @@ pub enum BatchCommand {
         /// List every job of the newest batch (JSON)
         #[arg(long)]
         jobs: bool,
+        /// State store: postgres://… (default: [batch] store, else the SQLite file in the
+        /// state directory)
+        #[arg(long, env = "CERTFLEET_BATCH_STORE", value_name = "URL")]
+        store: Option<String>,
     },
 }
 
@@ -108,6 +112,10 @@ pub struct BatchRunArgs {
     /// Rate-limit preset: letsencrypt | letsencrypt-staging | none
     #[arg(long, value_name = "PRESET")]
     pub rate_limits: Option<String>,
+    /// State store shared by several nodes: postgres://user@host:port/db?sslmode=disable
+    /// (default: [batch] store, else the SQLite file in the state directory)
+    #[arg(long, env = "CERTFLEET_BATCH_STORE", value_name = "URL")]
+    pub store: Option<String>,
     #[command(flatten)]
     pub solver: SolverArgs,
 }

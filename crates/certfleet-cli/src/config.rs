@@ -70,7 +70,7 @@ pub struct NetworkSettings {
     /// Longest wait for an authorization or order to change state, seconds.
     pub poll_timeout_secs: u64,
     /// First pause between polls when the CA sends no Retry-After, milliseconds (doubles
-    /// up to `poll_max_interval_secs`).
+    /// up to `poll_max_interval_secs`). Never below 50: no resource is polled more often.
     pub poll_initial_millis: u64,
     /// Longest pause between two polls when the CA sends no Retry-After, seconds.
     pub poll_max_interval_secs: u64,
@@ -130,6 +130,26 @@ pub struct BatchSettings {
     pub max_attempts: u32,
     /// First retry delay after a failure, seconds (doubles per attempt).
     pub retry_backoff_secs: u64,
+    /// The state store: unset = the SQLite file in the state directory;
+    /// `postgres://user@host:port/db?sslmode=disable` = a PostgreSQL database shared by
+    /// several nodes (`--store`, `CERTFLEET_BATCH_STORE` win).
+    pub store: Option<StoreUrl>,
+    /// File holding the PostgreSQL password when the URL has none (else `PGPASSWORD`).
+    pub store_password_file: Option<PathBuf>,
+    /// How long a node's lease on a job lasts before another node may take the job over,
+    /// seconds (renewed every third of it while the job runs).
+    pub lease_secs: u64,
+}
+
+/// A store URL; `Debug` hides any password in it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct StoreUrl(pub String);
+
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&certfleet_store_postgres::redact_url(&self.0))
+    }
 }
 
 impl Default for BatchSettings {
@@ -143,6 +163,9 @@ impl Default for BatchSettings {
             gather_millis: 150,
             max_attempts: 3,
             retry_backoff_secs: 5,
+            store: None,
+            store_password_file: None,
+            lease_secs: 120,
         }
     }
 }
@@ -216,7 +239,7 @@ impl Default for NetworkSettings {
             timeout_secs: 30,
             connect_attempts: 3,
             poll_timeout_secs: 300,
-            poll_initial_millis: 250,
+            poll_initial_millis: 50,
             poll_max_interval_secs: 10,
         }
     }
@@ -551,6 +574,32 @@ mod tests {
             assert!(format!("{err:#}").contains("lenient"), "{err:#}");
             jail.set_env("CERTFLEET_BATCH__CONCURRENCY", "4");
             assert_eq!(load(&[], Some(toml)).expect("env").batch.concurrency, 4);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn batch_store_from_file_and_env_with_the_password_hidden() {
+        figment::Jail::expect_with(|jail| {
+            assert_eq!(load(&[], None).expect("defaults").batch.store, None);
+            let toml = "[batch]\nstore = \"postgres://fleet:pw-in-file@db:5432/certs\"\n\
+                        lease_secs = 30\n";
+            let s = load(&[], Some(toml)).expect("store");
+            let store = s.batch.store.clone().expect("store set");
+            assert_eq!(store.0, "postgres://fleet:pw-in-file@db:5432/certs");
+            assert_eq!(s.batch.lease_secs, 30);
+            let shown = format!("{s:?}");
+            assert!(!shown.contains("pw-in-file"), "{shown}");
+            assert!(
+                shown.contains("postgres://fleet:***@db:5432/certs"),
+                "{shown}"
+            );
+            jail.set_env("CERTFLEET_BATCH__STORE", "postgres://other@db2/x");
+            let s = load(&[], Some(toml)).expect("env");
+            assert_eq!(
+                s.batch.store.expect("env store").0,
+                "postgres://other@db2/x"
+            );
             Ok(())
         });
     }

@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use certfleet_acme::{Account, AcmeClient, ClientConfig, PollPolicy};
+use certfleet_batch::{SqliteStore, StateStore};
 use certfleet_keys::file::FileBackend;
 use certfleet_keys::{KeyBackend, KeyRef, SigningKey};
 use certfleet_keys_pkcs11::Pkcs11Backend;
 use certfleet_keys_tpm::{DEFAULT_TCTI, TpmBackend};
+use certfleet_store_postgres::{PgOptions, PgStore, is_postgres_url, redact_url};
 
 use crate::config::Settings;
 use crate::state::StateDir;
@@ -122,10 +124,41 @@ impl Context {
         Ok((client, account))
     }
 
+    /// The batch state store URL: the flag (or `CERTFLEET_BATCH_STORE`), else `[batch]
+    /// store`; `None` = the SQLite file in the state directory.
+    pub fn store_url(&self, flag: Option<&str>) -> Option<String> {
+        flag.map(str::to_owned)
+            .or_else(|| self.settings.batch.store.as_ref().map(|s| s.0.clone()))
+            .filter(|s| !s.trim().is_empty())
+    }
+
+    /// Opens the PostgreSQL store at `url` (bounded connection retries).
+    pub async fn open_postgres(&self, url: &str) -> Result<PgStore> {
+        let options = PgOptions {
+            password_file: self.settings.batch.store_password_file.clone(),
+            ..PgOptions::default()
+        };
+        Ok(PgStore::open(url, &options).await?)
+    }
+
+    /// Opens the batch state store: PostgreSQL for a `postgres://` URL, else SQLite in the
+    /// state directory (the default). The only place that picks a store backend.
+    pub async fn open_store(&self, flag: Option<&str>) -> Result<Arc<dyn StateStore>> {
+        match self.store_url(flag) {
+            Some(url) if is_postgres_url(&url) => Ok(Arc::new(self.open_postgres(&url).await?)),
+            Some(url) => anyhow::bail!(
+                "--store {}: not a PostgreSQL URL (expected postgres://user@host:port/db; leave \
+                 it unset for the SQLite store in the state directory)",
+                redact_url(&url)
+            ),
+            None => Ok(Arc::new(SqliteStore::open(self.state.root()).await?)),
+        }
+    }
+
     pub fn poll_policy(&self) -> PollPolicy {
         let net = &self.settings.network;
         PollPolicy {
-            initial: Duration::from_millis(net.poll_initial_millis.max(10)),
+            initial: Duration::from_millis(net.poll_initial_millis.max(50)),
             timeout: Duration::from_secs(net.poll_timeout_secs.max(1)),
             max_interval: Duration::from_secs(net.poll_max_interval_secs.max(1)),
             ..PollPolicy::default()

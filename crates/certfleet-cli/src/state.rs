@@ -31,7 +31,7 @@ pub struct AccountRecord {
 }
 
 /// `inventory/<first name>.json`: what `renew` needs to issue the same certificate again.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InventoryEntry {
     pub names: Vec<String>,
     pub out_dir: PathBuf,

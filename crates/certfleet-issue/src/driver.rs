@@ -12,6 +12,7 @@ use certfleet_keys::SigningKey;
 use certfleet_keys::csr::build_csr;
 use time::OffsetDateTime;
 
+use crate::validation::{AnsweredChallenge, explain_invalid_order};
 use crate::{CertificateInfo, ChallengeKind, ChallengeSolvers, IssueError};
 
 /// What to issue: the names (already validated and normalised), the certificate key and
@@ -47,15 +48,7 @@ pub struct Issuer {
     poll: PollPolicy,
 }
 
-/// One challenge we are answering, with what the solver was given.
-#[derive(Debug)]
-struct PendingChallenge {
-    name: String,
-    authz_url: String,
-    challenge_url: String,
-    kind: ChallengeKind,
-}
-
+/// What the solvers were given for one order.
 #[derive(Debug, Default)]
 struct Presented {
     http01: Vec<Http01Response>,
@@ -95,12 +88,16 @@ impl Issuer {
 
         let mut assumed_ready = false;
         if order.state.status == OrderStatus::Pending {
-            self.authorize(&order).await?;
-            // Every authorization is valid now and CAs derive `ready` from them (RFC 8555
-            // §7.1.6), so finalize without re-reading the order first. A CA that lags
-            // answers orderNotReady and we fall back to polling.
-            order.state.status = OrderStatus::Ready;
-            assumed_ready = true;
+            match self.authorize(&order).await? {
+                Some(decided) => order = decided,
+                None => {
+                    // Every authorization was valid already and CAs derive `ready` from
+                    // them (RFC 8555 §7.1.6), so finalize without re-reading the order. A
+                    // CA that lags answers orderNotReady and we fall back to polling.
+                    order.state.status = OrderStatus::Ready;
+                    assumed_ready = true;
+                }
+            }
         }
         order = self
             .wait_order(
@@ -172,7 +169,9 @@ impl Issuer {
 
     /// Answers one challenge per pending authorization and waits for all of them. Records
     /// handed to solvers are cleaned up whatever the outcome.
-    async fn authorize(&self, order: &Order) -> Result<(), IssueError> {
+    /// Returns the order as last read once the CA decided every authorization (`None`
+    /// when all were valid already).
+    async fn authorize(&self, order: &Order) -> Result<Option<Order>, IssueError> {
         let mut pending = Vec::new();
         let mut presented = Presented::default();
         for authz_url in &order.state.authorizations {
@@ -201,7 +200,7 @@ impl Issuer {
                     self.account.dns01_txt_value(&token),
                 )),
             }
-            pending.push(PendingChallenge {
+            pending.push(AnsweredChallenge {
                 name,
                 authz_url: authz_url.clone(),
                 challenge_url: challenge.url.clone(),
@@ -209,23 +208,26 @@ impl Issuer {
             });
         }
         if pending.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
-        let outcome = self.present_and_validate(&pending, &presented).await;
+        let outcome = self
+            .present_and_validate(&order.url, &pending, &presented)
+            .await;
         let cleanup = self.cleanup(&presented).await;
-        outcome?;
+        let decided = outcome?;
         if let Err(e) = cleanup {
             // The certificate can still be issued; leftover records are only untidy.
             tracing::warn!("challenge cleanup failed: {e}");
         }
-        Ok(())
+        Ok(Some(decided))
     }
 
     async fn present_and_validate(
         &self,
-        pending: &[PendingChallenge],
+        order_url: &str,
+        pending: &[AnsweredChallenge],
         presented: &Presented,
-    ) -> Result<(), IssueError> {
+    ) -> Result<Order, IssueError> {
         if let (Some(solver), false) = (&self.solvers.http01, presented.http01.is_empty()) {
             tracing::info!(count = presented.http01.len(), via = %solver.describe(), "presenting http-01 responses");
             solver.present(&presented.http01).await?;
@@ -247,12 +249,7 @@ impl Issuer {
         for p in pending {
             self.account.respond_to_challenge(&p.challenge_url).await?;
         }
-        // The CA needs a moment for the first validation; by the time that one is valid the
-        // others have had the same moment, so they are read at once.
-        for (i, p) in pending.iter().enumerate() {
-            self.wait_authorization(p, i > 0).await?;
-        }
-        Ok(())
+        self.wait_authorized(order_url, pending).await
     }
 
     async fn cleanup(&self, presented: &Presented) -> Result<(), IssueError> {
@@ -270,56 +267,41 @@ impl Issuer {
         first_error.map_or(Ok(()), Err)
     }
 
-    async fn wait_authorization(
+    /// Polls the order until the CA has decided every authorization (see
+    /// [`crate::validation`]); the first poll waits as the policy says.
+    async fn wait_authorized(
         &self,
-        p: &PendingChallenge,
-        read_at_once: bool,
-    ) -> Result<(), IssueError> {
+        order_url: &str,
+        answered: &[AnsweredChallenge],
+    ) -> Result<Order, IssueError> {
         let started = OffsetDateTime::now_utc();
-        let mut attempt = u32::from(!read_at_once);
+        let mut attempt = 1;
         let mut retry_after: Option<RetryAfter> = None;
         loop {
             self.pause(
                 attempt,
                 retry_after.as_ref(),
                 started,
-                "authorization",
-                &p.authz_url,
+                "the authorizations",
+                order_url,
             )
             .await?;
             attempt += 1;
-            let authz = self.account.authorization(&p.authz_url).await?;
-            match authz.state.status {
-                AuthorizationStatus::Valid => {
-                    tracing::info!(name = %p.name, "authorization valid");
-                    return Ok(());
+            let order = self.account.order(order_url).await?;
+            match order.state.status {
+                OrderStatus::Pending => retry_after = order.retry_after,
+                OrderStatus::Invalid => {
+                    return Err(explain_invalid_order(
+                        &self.account,
+                        order_url,
+                        order.state.error.as_ref(),
+                        answered,
+                    )
+                    .await);
                 }
-                AuthorizationStatus::Pending => retry_after = authz.retry_after,
                 _ => {
-                    let wanted = match p.kind {
-                        ChallengeKind::Http01 => ChallengeType::Http01,
-                        ChallengeKind::Dns01 => ChallengeType::Dns01,
-                    };
-                    let problem = authz
-                        .state
-                        .challenges
-                        .iter()
-                        .filter(|c| c.kind == wanted)
-                        .find_map(|c| c.error.clone())
-                        .unwrap_or_else(|| {
-                            certfleet_acme::Problem::new(
-                                certfleet_acme::ProblemKind::Other("about:blank".to_owned()),
-                                format!(
-                                    "authorization is {:?} and the CA gave no reason",
-                                    authz.state.status
-                                ),
-                            )
-                        });
-                    return Err(IssueError::ValidationFailed {
-                        name: p.name.clone(),
-                        kind: p.kind.as_str(),
-                        problem: Box::new(problem),
-                    });
+                    tracing::info!(order = %order_url, "authorizations valid");
+                    return Ok(order);
                 }
             }
         }

@@ -18,6 +18,7 @@ mod error;
 pub mod output;
 pub mod renewal;
 mod solvers;
+pub mod validation;
 
 pub use certinfo::{CertificateInfo, first_pem_certificate};
 pub use driver::{CertificateRequest, IssuedCertificate, Issuer, check_matches, pick_challenge};

@@ -167,7 +167,65 @@ fn a_503_pauses_the_endpoint_and_other_errors_pause_nothing() {
 async fn governor(limits: Limits) -> (Governor, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = SqliteStore::open(dir.path()).await.expect("open");
-    (Governor::new(Arc::new(store), limits), dir)
+    (
+        Governor::new(Arc::new(store), limits).with_grant_slack(Duration::ZERO),
+        dir,
+    )
+}
+
+/// A grant keeps its slack from the boundary: the token the bucket frees at `t` goes at
+/// `t + slack`, never a moment earlier, while the rate stays the bucket's.
+#[tokio::test]
+async fn grants_keep_their_slack_from_the_boundary() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path()).await.expect("open");
+    let limits = Limits {
+        new_orders_per_account: Some(Limit {
+            capacity: 2,
+            period: Duration::from_secs(60),
+        }),
+        ..Limits::preset(Preset::None)
+    };
+    let slack = Duration::from_millis(500);
+    let g = Governor::new(Arc::new(store), limits).with_grant_slack(slack);
+    let cost_at = |t| {
+        let ctx = OrderContext::new("acct", ["a.example.org"]);
+        let g = &g;
+        async move { g.order_cost(&ctx, NEW_ORDER, t).await.expect("cost") }
+    };
+    let first = g.reserve(&cost_at(T0).await, T0).await.expect("reserve");
+    assert!(matches!(first, Reserve::Granted(_)), "{first:?}");
+    // The second token of the burst is 0.5 s of slack away from the first.
+    let until = match g.reserve(&cost_at(T0).await, T0).await.expect("reserve") {
+        Reserve::Wait { until, .. } => until.expect("some time"),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(until, T0 + time::Duration::milliseconds(500));
+    let second = g
+        .reserve(&cost_at(until).await, until)
+        .await
+        .expect("reserve");
+    assert!(matches!(second, Reserve::Granted(_)), "{second:?}");
+    // The bucket frees its next token 30 s after the first grant; the grant comes 0.5 s
+    // after that, not before.
+    let boundary = T0 + s(30);
+    let early = boundary + time::Duration::milliseconds(499);
+    match g
+        .reserve(&cost_at(early).await, early)
+        .await
+        .expect("reserve")
+    {
+        Reserve::Wait { until, .. } => {
+            assert_eq!(until, Some(boundary + time::Duration::milliseconds(500)));
+        }
+        other => panic!("granted inside the slack: {other:?}"),
+    }
+    let on_time = boundary + time::Duration::milliseconds(500);
+    let third = g
+        .reserve(&cost_at(on_time).await, on_time)
+        .await
+        .expect("reserve");
+    assert!(matches!(third, Reserve::Granted(_)), "{third:?}");
 }
 
 fn small_limits() -> Limits {

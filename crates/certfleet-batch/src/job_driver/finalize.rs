@@ -21,7 +21,13 @@ impl JobDriver {
         if let Some(r) = self.job.cert_key.clone() {
             let generated =
                 r.parse::<KeyRef>()?.file_path() == Some(self.out_dir().join(PRIVKEY_FILE));
-            return Ok((self.sh.load_key(&r).await?, generated));
+            let key = self.sh.load_key(&r).await?;
+            // A renewal keeps the key of the certificate it replaces; its status still
+            // has to say `finalizing` before finalize.
+            if self.job.status != JobStatus::Finalizing {
+                self.write(JobUpdate::finalizing(r)).await?;
+            }
+            return Ok((key, generated));
         }
         let (key, generated): (Arc<dyn SigningKey>, bool) = match self.job.spec.key.clone() {
             Some(r) => (self.sh.load_key(&r).await?, false),
@@ -156,6 +162,16 @@ impl JobDriver {
         }))
         .await?;
         tracing::info!(job = %self.job.id, names = %self.job.spec.names.join(","), serial = %issued.info.serial_hex, "certificate issued");
+        if let Some(hook) = sh.issued_hook.clone() {
+            let job = self.job.clone();
+            let outcome = tokio::task::spawn_blocking(move || hook.issued(&job))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r);
+            if let Err(e) = outcome {
+                tracing::warn!(job = %self.job.id, "after issuance: {e}");
+            }
+        }
         Ok(JobStatus::Issued)
     }
 

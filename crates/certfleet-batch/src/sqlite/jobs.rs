@@ -441,6 +441,35 @@ pub(super) fn requeue_failed(
     .map_err(db_err(loc))
 }
 
+/// Moves the listed `issued` jobs back to `queued`, keeping their issued certificate.
+pub(super) fn requeue_issued(
+    conn: &mut Connection,
+    loc: &str,
+    batch: BatchId,
+    ids: &[JobId],
+    now: OffsetDateTime,
+) -> Result<usize, StoreError> {
+    let tx = conn.transaction().map_err(db_err(loc))?;
+    let mut moved = 0;
+    {
+        let mut stmt = tx
+            .prepare_cached(
+                "UPDATE jobs SET status = 'queued', order_url = NULL, authz_urls = '[]', \
+                 deferred_until = NULL, resume_status = NULL, last_error = NULL, \
+                 attempts = 0, updated_at = ?3 \
+                 WHERE batch_id = ?1 AND id = ?2 AND status = 'issued'",
+            )
+            .map_err(db_err(loc))?;
+        for id in ids {
+            moved += stmt
+                .execute(params![batch.0, id.0, ts(now)])
+                .map_err(db_err(loc))?;
+        }
+    }
+    tx.commit().map_err(db_err(loc))?;
+    Ok(moved)
+}
+
 /// Ends every lease not held by `node` (only a single-writer store may do this).
 pub(super) fn end_foreign_leases(
     conn: &mut Connection,

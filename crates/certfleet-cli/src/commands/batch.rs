@@ -12,10 +12,10 @@ use certfleet_batch::governor::Governor;
 use certfleet_batch::zone_batcher::BatcherConfig;
 use certfleet_batch::{
     BatchId, Job, JobStatus, Limits, NewBatch, Orchestrator, OrchestratorConfig, Preset, RunHolder,
-    RunSolvers, SqliteStore, StateStore, StatusCounts, plan,
+    RunSolvers, StateStore, StatusCounts, plan,
 };
 use certfleet_dns01::Dns01Solver as _;
-use certfleet_issue::output::PRIVKEY_FILE;
+use certfleet_store_postgres::is_postgres_url;
 use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -23,7 +23,12 @@ use time::format_description::well_known::Rfc3339;
 use crate::cli::{BatchCommand, BatchRunArgs};
 use crate::commands::issue::{Http01Plan, http01_plan};
 use crate::context::Context;
-use crate::state::InventoryEntry;
+
+mod inventory;
+mod renewal;
+
+use inventory::InventoryWriter;
+use renewal::RenewalCheck;
 
 pub async fn run(ctx: &Context, cmd: BatchCommand) -> Result<()> {
     match cmd {
@@ -37,7 +42,7 @@ pub async fn run(ctx: &Context, cmd: BatchCommand) -> Result<()> {
             );
             Ok(())
         }
-        BatchCommand::Status { jobs } => status(ctx, jobs).await,
+        BatchCommand::Status { jobs, store } => status(ctx, jobs, store.as_deref()).await,
     }
 }
 
@@ -101,7 +106,7 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs) -> Result<()> {
         args.solver.http_listen.is_some() || args.solver.webroot.is_some(),
     )?;
     let limits = limits(ctx, args.rate_limits.as_deref())?;
-    let store: Arc<dyn StateStore> = Arc::new(SqliteStore::open(ctx.state.root()).await?);
+    let store = ctx.open_store(args.store.as_deref()).await?;
     let holder = RunHolder::this_process(OffsetDateTime::now_utc());
     let guard = store.begin_run(&holder).await?;
     let name = std::path::absolute(&args.file)
@@ -123,16 +128,27 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs) -> Result<()> {
     let retried = store
         .requeue_failed(record.id, OffsetDateTime::now_utc())
         .await?;
+    let (client, account) = ctx.account().await?;
+    let run_started = OffsetDateTime::now_utc();
+    let renewal = if created {
+        RenewalCheck::default()
+    } else {
+        let jobs = all_jobs(store.as_ref(), record.id).await?;
+        renewal::requeue_due(&client, store.as_ref(), record.id, &jobs).await?
+    };
     tracing::info!(
         batch = record.id.0,
         certificates = batch.certs.len(),
         added,
         retried,
+        renewing = renewal.requeued,
+        up_to_date = renewal.up_to_date,
         resumed = !created,
+        store = %store.location(),
+        node = %guard.holder().node,
         "batch opened"
     );
 
-    let (_client, account) = ctx.account().await?;
     let solvers = solvers(ctx, &args, &batch).await?;
     let governor = Arc::new(Governor::new(store.clone(), limits));
     let s = &ctx.settings.batch;
@@ -141,6 +157,7 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs) -> Result<()> {
     config.per_zone = s.per_zone.max(1);
     config.max_attempts = s.max_attempts.max(1);
     config.retry_backoff = Duration::from_secs(s.retry_backoff_secs);
+    config.lease_for = Duration::from_secs(s.lease_secs.max(1));
     config.poll = ctx.poll_policy();
     config.batcher = BatcherConfig {
         window: Duration::from_millis(s.gather_millis),
@@ -156,19 +173,25 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs) -> Result<()> {
         config,
         guard.holder().node.clone(),
     );
+    let inventory = Arc::new(inventory_writer(ctx, &args));
+    let orchestrator = orchestrator.with_issued_hook(inventory.clone());
     let progress = tokio::spawn(show_progress(store.clone(), record.id));
     let summary = orchestrator.run(record.id).await;
     progress.abort();
     let summary = summary?;
     let jobs = all_jobs(store.as_ref(), record.id).await?;
     if let Some(path) = &args.report {
-        write_report(path, &jobs)?;
+        write_report(path, &jobs, run_started)?;
     }
-    save_inventory(ctx, &args, &jobs)?;
+    // Entries the hook could not write (or jobs issued by an earlier, killed run).
+    for j in jobs.iter().filter(|j| j.status == JobStatus::Issued) {
+        inventory.save(j)?;
+    }
     drop(guard);
     let counts = &summary.counts;
     tracing::info!(
         elapsed_secs = summary.elapsed.as_secs_f64(),
+        up_to_date = renewal.up_to_date,
         "batch finished: {}",
         format_counts(counts)
     );
@@ -234,38 +257,14 @@ async fn solvers(ctx: &Context, args: &BatchRunArgs, batch: &BatchFile) -> Resul
 
 /// Records every issued certificate in the renewal inventory, so `renew --all` covers
 /// batch certificates too.
-fn save_inventory(ctx: &Context, args: &BatchRunArgs, jobs: &[Job]) -> Result<()> {
-    for j in jobs {
-        let (Some(issued), Some(key)) = (&j.issued, &j.cert_key) else {
-            continue;
-        };
-        let out_dir = std::path::PathBuf::from(&issued.cert_dir);
-        let key_ref: certfleet_keys::KeyRef = key.parse()?;
-        let challenge = j
-            .spec
-            .challenge
-            .clone()
-            .unwrap_or_else(|| "dns-01".to_owned());
-        let http01 = challenge == "http-01";
-        ctx.state.save_inventory(&InventoryEntry {
-            names: j.spec.names.clone(),
-            key_in_out_dir: key_ref.file_path() == Some(out_dir.join(PRIVKEY_FILE)),
-            out_dir,
-            key_ref,
-            http_listen: args
-                .solver
-                .http_listen
-                .filter(|_| http01)
-                .map(|a| a.to_string()),
-            webroot: args.solver.webroot.clone().filter(|_| http01),
-            dns_plugin: j.spec.dns_plugin.clone().filter(|_| !http01),
-            challenge,
-            profile: j.spec.profile.clone(),
-            preferred_chain: ctx.settings.issue.preferred_chain.clone(),
-            directory: ctx.directory().to_owned(),
-        })?;
+fn inventory_writer(ctx: &Context, args: &BatchRunArgs) -> InventoryWriter {
+    InventoryWriter {
+        state: ctx.state.clone(),
+        http_listen: args.solver.http_listen.map(|a| a.to_string()),
+        webroot: args.solver.webroot.clone(),
+        preferred_chain: ctx.settings.issue.preferred_chain.clone(),
+        directory: ctx.directory().to_owned(),
     }
-    Ok(())
 }
 
 async fn all_jobs(store: &dyn StateStore, batch: BatchId) -> Result<Vec<Job>> {
@@ -286,7 +285,8 @@ fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
 }
 
-fn write_report(path: &Path, jobs: &[Job]) -> Result<()> {
+/// The JSON report; `up_to_date` marks certificates issued before this run and not due.
+fn write_report(path: &Path, jobs: &[Job], run_started: OffsetDateTime) -> Result<()> {
     let certs: Vec<_> = jobs
         .iter()
         .map(|j| {
@@ -295,6 +295,7 @@ fn write_report(path: &Path, jobs: &[Job]) -> Result<()> {
                 "names": j.spec.names,
                 "line": j.spec.source_line,
                 "state": j.status.as_str(),
+                "up_to_date": j.status == JobStatus::Issued && j.updated_at < run_started,
                 "cert_dir": dir.as_ref().map(|d| d.display().to_string()),
                 "fullchain": dir.as_ref().map(|d| d.join("fullchain.pem").display().to_string()),
                 "serial": j.issued.as_ref().map(|i| i.serial.clone()),
@@ -362,8 +363,9 @@ async fn show_progress(store: Arc<dyn StateStore>, batch: BatchId) {
 }
 
 /// Batches and their counts per state, read while a run may be going.
-async fn status(ctx: &Context, list_jobs: bool) -> Result<()> {
-    let store = SqliteStore::open(ctx.state.root()).await?;
+async fn status(ctx: &Context, list_jobs: bool, store_flag: Option<&str>) -> Result<()> {
+    let store = ctx.open_store(store_flag).await?;
+    let store = store.as_ref();
     let mut out = Vec::new();
     let batches = store.batches().await?;
     for b in &batches {
@@ -374,6 +376,7 @@ async fn status(ctx: &Context, list_jobs: bool) -> Result<()> {
             .map(|(s, n)| (s.as_str().to_owned(), json!(n)))
             .collect();
         let next = store.next_due(b.id, OffsetDateTime::now_utc()).await?;
+        let held = held_per_node(&all_jobs(store, b.id).await?);
         out.push(json!({
             "batch": b.id.0,
             "file": b.name,
@@ -381,11 +384,16 @@ async fn status(ctx: &Context, list_jobs: bool) -> Result<()> {
             "total": counts.total(),
             "states": per_state,
             "next_due": next.map(rfc3339),
+            "held_by_node": held,
         }));
     }
-    let mut value = json!({ "batches": out });
+    let mut value = json!({ "store": store.location(), "batches": out });
+    if let Some(url) = ctx.store_url(store_flag).filter(|u| is_postgres_url(u)) {
+        value["nodes"] = node_list(ctx, &url).await?;
+    }
     if list_jobs && let Some(b) = batches.last() {
-        let jobs = all_jobs(&store, b.id).await?;
+        let jobs = all_jobs(store, b.id).await?;
+        let now = OffsetDateTime::now_utc();
         value["jobs"] = jobs
             .iter()
             .map(|j| {
@@ -396,9 +404,43 @@ async fn status(ctx: &Context, list_jobs: bool) -> Result<()> {
                     "attempts": j.attempts,
                     "error": j.last_error,
                     "deferred_until": j.deferred_until.map(rfc3339),
+                    "node": j.lease.as_ref().filter(|l| l.expires_at > now).map(|l| &l.node),
+                    "lease_expires": j.lease.as_ref().map(|l| rfc3339(l.expires_at)),
                 })
             })
             .collect();
     }
     super::print_json(&value)
+}
+
+/// Jobs per node holding a live lease on them (several nodes share a PostgreSQL store).
+fn held_per_node(jobs: &[Job]) -> serde_json::Map<String, serde_json::Value> {
+    let now = OffsetDateTime::now_utc();
+    let mut held = std::collections::BTreeMap::<&str, u64>::new();
+    for l in jobs.iter().filter_map(|j| j.lease.as_ref()) {
+        if l.expires_at > now {
+            *held.entry(l.node.as_str()).or_default() += 1;
+        }
+    }
+    held.into_iter()
+        .map(|(n, c)| (n.to_owned(), json!(c)))
+        .collect()
+}
+
+/// The nodes registered in a PostgreSQL store, with their heartbeats.
+async fn node_list(ctx: &Context, url: &str) -> Result<serde_json::Value> {
+    let nodes = ctx.open_postgres(url).await?.nodes().await?;
+    Ok(nodes
+        .iter()
+        .map(|n| {
+            json!({
+                "node": n.node,
+                "host": n.host,
+                "pid": n.pid,
+                "started_at": rfc3339(n.started_at),
+                "heartbeat_at": rfc3339(n.heartbeat_at),
+                "ended_at": n.ended_at.map(rfc3339),
+            })
+        })
+        .collect())
 }

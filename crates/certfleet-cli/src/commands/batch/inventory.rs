@@ -1,0 +1,71 @@
+//! Batch certificates in the renewal inventory, so `certfleet renew --all` covers them:
+//! each entry is written as its certificate is issued (on the orchestrator's blocking
+//! threads, overlapping the network work of other jobs) and any missing one at the end.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use certfleet_batch::{IssuedHook, Job};
+use certfleet_issue::output::PRIVKEY_FILE;
+
+use crate::state::{InventoryEntry, StateDir};
+
+/// Everything an inventory entry needs besides the job.
+#[derive(Debug, Clone)]
+pub struct InventoryWriter {
+    pub state: StateDir,
+    pub http_listen: Option<String>,
+    pub webroot: Option<PathBuf>,
+    pub preferred_chain: Option<String>,
+    pub directory: String,
+}
+
+impl InventoryWriter {
+    /// The entry of an issued job (`None` for a job without a certificate yet).
+    fn entry(&self, job: &Job) -> Result<Option<InventoryEntry>> {
+        let (Some(issued), Some(key)) = (&job.issued, &job.cert_key) else {
+            return Ok(None);
+        };
+        let out_dir = PathBuf::from(&issued.cert_dir);
+        let key_ref: certfleet_keys::KeyRef = key.parse()?;
+        let challenge = job
+            .spec
+            .challenge
+            .clone()
+            .unwrap_or_else(|| "dns-01".to_owned());
+        let http01 = challenge == "http-01";
+        Ok(Some(InventoryEntry {
+            names: job.spec.names.clone(),
+            key_in_out_dir: key_ref.file_path() == Some(out_dir.join(PRIVKEY_FILE)),
+            out_dir,
+            key_ref,
+            http_listen: self.http_listen.clone().filter(|_| http01),
+            webroot: self.webroot.clone().filter(|_| http01),
+            dns_plugin: job.spec.dns_plugin.clone().filter(|_| !http01),
+            challenge,
+            profile: job.spec.profile.clone(),
+            preferred_chain: self.preferred_chain.clone(),
+            directory: self.directory.clone(),
+        }))
+    }
+
+    /// Writes the entry of `job` unless the stored one already says the same.
+    pub fn save(&self, job: &Job) -> Result<()> {
+        let Some(entry) = self.entry(job)? else {
+            return Ok(());
+        };
+        if let Some(stored) = self.state.load_inventory(&entry.names[0])?
+            && stored == entry
+        {
+            return Ok(());
+        }
+        self.state.save_inventory(&entry)
+    }
+}
+
+impl IssuedHook for InventoryWriter {
+    fn issued(&self, job: &Job) -> Result<(), String> {
+        self.save(job)
+            .map_err(|e| format!("adding to the renewal inventory: {e:#}"))
+    }
+}

@@ -1,0 +1,74 @@
+//! After the challenges are answered: what to poll, and how a failure is explained.
+//!
+//! Both order drivers (this crate's [`crate::Issuer`] and the batch job driver) poll the
+//! **order** rather than each authorization (RFC 8555 §7.1.6: the order turns `ready` once
+//! every authorization is valid and `invalid` once one fails). That is one poll per order
+//! whatever its number of names, and it keeps clear of Pebble 2.4's lock inversion, which
+//! authorization polls during other orders' new-order scans can trigger. Only an `invalid`
+//! order has its authorizations read, once, to say which name failed and why.
+
+use certfleet_acme::{Account, AuthorizationStatus, ChallengeType, Problem, ProblemKind};
+
+use crate::{ChallengeKind, IssueError};
+
+/// A challenge this client answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnsweredChallenge {
+    /// The name as ordered (`*.example.com` for a wildcard).
+    pub name: String,
+    pub authz_url: String,
+    pub challenge_url: String,
+    pub kind: ChallengeKind,
+}
+
+/// Why an order went invalid: the first failed authorization with its challenge's error, or
+/// the order's own problem when no authorization failed.
+pub async fn explain_invalid_order(
+    account: &Account,
+    order_url: &str,
+    order_problem: Option<&Problem>,
+    answered: &[AnsweredChallenge],
+) -> IssueError {
+    for a in answered {
+        let authz = match account.authorization(&a.authz_url).await {
+            Ok(authz) => authz,
+            Err(e) => return e.into(),
+        };
+        let status = authz.state.status;
+        if matches!(
+            status,
+            AuthorizationStatus::Valid | AuthorizationStatus::Pending
+        ) {
+            continue;
+        }
+        let wanted = match a.kind {
+            ChallengeKind::Http01 => ChallengeType::Http01,
+            ChallengeKind::Dns01 => ChallengeType::Dns01,
+        };
+        let problem = authz
+            .state
+            .challenges
+            .iter()
+            .filter(|c| c.kind == wanted)
+            .find_map(|c| c.error.clone())
+            .or_else(|| order_problem.cloned())
+            .unwrap_or_else(|| {
+                Problem::new(
+                    ProblemKind::Other("about:blank".to_owned()),
+                    format!(
+                        "authorization is {} and the CA gave no reason",
+                        status.as_str()
+                    ),
+                )
+            });
+        return IssueError::ValidationFailed {
+            name: a.name.clone(),
+            kind: a.kind.as_str(),
+            problem: Box::new(problem),
+        };
+    }
+    IssueError::OrderInvalid {
+        url: order_url.to_owned(),
+        problem: order_problem.cloned().map(Box::new),
+    }
+}

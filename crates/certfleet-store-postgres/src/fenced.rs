@@ -1,0 +1,177 @@
+//! Fenced writes: every write about a job is one `UPDATE … WHERE fence = <token> AND
+//! lease_node = <node>` (the transition check of `update_job` too), so an accepted write is
+//! one round-trip; a write that matches nothing is diagnosed (no such job, a stale lease —
+//! refused and recorded in `fenced_writes` — or an invalid transition).
+
+use std::time::Duration;
+
+use certfleet_batch::{FencingToken, Job, JobStatus, JobUpdate, Lease, StoreError};
+use time::OffsetDateTime;
+
+use crate::error::corrupt;
+use crate::jobs::{COLS, decode, to_json, to_time};
+use crate::{Db, ts};
+
+/// Why a fenced write matched no row: no such job, a stale lease (recorded), or (`Ok`)
+/// the job's current status for the transition check.
+async fn diagnose(db: &Db, lease: &Lease, operation: &str) -> Result<JobStatus, StoreError> {
+    let rows = db
+        .rows(
+            "SELECT status, fence, lease_node FROM jobs WHERE id = $1",
+            &[&lease.job.0],
+        )
+        .await?;
+    let row = rows.first().ok_or(StoreError::NoSuchJob(lease.job))?;
+    let e = |e| db.err(e);
+    let status: String = row.try_get(0).map_err(e)?;
+    let fence: i64 = row.try_get(1).map_err(e)?;
+    let node: Option<String> = row.try_get(2).map_err(e)?;
+    if fence != lease.token.0 || node.as_deref() != Some(lease.node.as_str()) {
+        db.stats
+            .fenced
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Evidence for operators and tests; the refusal stands even if this fails.
+        let _ = db
+            .exec(
+                "INSERT INTO fenced_writes (job_id, node, presented, current_fence, holder, \
+                 operation, at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &lease.job.0,
+                    &lease.node,
+                    &lease.token.0,
+                    &fence,
+                    &node,
+                    &operation,
+                    &ts(OffsetDateTime::now_utc()),
+                ],
+            )
+            .await;
+        tracing::warn!(job = %lease.job, node = %lease.node, operation, "fenced: write refused, the lease is stale");
+        return Err(StoreError::Fenced {
+            job: lease.job,
+            presented: lease.token,
+            current: FencingToken(fence),
+            holder: node.unwrap_or_else(|| "nobody".to_owned()),
+        });
+    }
+    status.parse().map_err(|e| corrupt(&db.location, e))
+}
+
+pub(crate) async fn renew_lease(
+    db: &Db,
+    lease: &Lease,
+    now: OffsetDateTime,
+    lease_for: Duration,
+) -> Result<Lease, StoreError> {
+    let expires_at = now + to_time(lease_for);
+    let n = db
+        .exec(
+            "UPDATE jobs SET lease_expires = $1 WHERE id = $2 AND fence = $3 AND lease_node = $4",
+            &[&ts(expires_at), &lease.job.0, &lease.token.0, &lease.node],
+        )
+        .await?;
+    if n == 0 {
+        diagnose(db, lease, "renew_lease").await?;
+    }
+    Ok(Lease {
+        expires_at,
+        ..lease.clone()
+    })
+}
+
+pub(crate) async fn release(db: &Db, lease: &Lease) -> Result<(), StoreError> {
+    let n = db
+        .exec(
+            "UPDATE jobs SET lease_node = NULL, lease_expires = NULL \
+             WHERE id = $1 AND fence = $2 AND lease_node = $3",
+            &[&lease.job.0, &lease.token.0, &lease.node],
+        )
+        .await?;
+    if n == 0 {
+        diagnose(db, lease, "release_job").await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn update(
+    db: &Db,
+    lease: &Lease,
+    u: &JobUpdate,
+    now: OffsetDateTime,
+) -> Result<Job, StoreError> {
+    u.check().map_err(|detail| StoreError::InvalidUpdate {
+        job: lease.job,
+        detail,
+    })?;
+    let loc = db.location.as_str();
+    let authz = u
+        .authorization_urls
+        .as_ref()
+        .map(|a| to_json(a, loc))
+        .transpose()?;
+    let issued = u.issued.as_ref().map(|i| to_json(i, loc)).transpose()?;
+    let keeps_lease = !(u.status.is_terminal() || u.status == JobStatus::Deferred);
+    // The statuses this one may be reached from: the transition is checked in the WHERE
+    // clause, so a valid write is one round-trip.
+    let from: Vec<&str> = JobStatus::ALL
+        .iter()
+        .filter(|s| s.can_become(u.status))
+        .map(|s| s.as_str())
+        .collect();
+    let sql = format!(
+        "UPDATE jobs SET status = $1::text, \
+         order_url = COALESCE($2::text, CASE WHEN $13::bool THEN NULL ELSE order_url END), \
+         authz_urls = COALESCE($3::text, CASE WHEN $13::bool THEN '[]' ELSE authz_urls END), \
+         cert_key = COALESCE($4::text, cert_key), \
+         deferred_until = $5::bigint, resume_status = $6::text, \
+         last_error = CASE WHEN $1::text = 'issued' THEN NULL \
+                      ELSE COALESCE($7::text, last_error) END, \
+         attempts = attempts + $8::bigint, issued = COALESCE($9::text, issued), \
+         lease_node = CASE WHEN $10::bool THEN lease_node ELSE NULL END, \
+         lease_expires = CASE WHEN $10::bool THEN lease_expires ELSE NULL END, \
+         last_node = $14::text, updated_at = $11::bigint \
+         WHERE id = $12 AND fence = $15 AND lease_node = $14::text AND status = ANY($16::text[]) \
+         RETURNING {COLS}"
+    );
+    let rows = db
+        .rows(
+            &sql,
+            &[
+                &u.status.as_str(),
+                &u.order_url,
+                &authz,
+                &u.cert_key,
+                &u.deferred_until.map(ts),
+                &u.resume_status.map(JobStatus::as_str),
+                &u.last_error,
+                &i64::from(u.count_attempt),
+                &issued,
+                &keeps_lease,
+                &ts(now),
+                &lease.job.0,
+                &u.clear_order,
+                &lease.node,
+                &lease.token.0,
+                &from,
+            ],
+        )
+        .await?;
+    if let Some(row) = rows.first() {
+        return decode(row, db);
+    }
+    let current = diagnose(db, lease, "update_job").await?;
+    if !current.can_become(u.status) {
+        return Err(StoreError::InvalidTransition {
+            job: lease.job,
+            from: current,
+            to: u.status,
+        });
+    }
+    // The row changed between the two statements (a racing claim): it is no longer ours.
+    Err(StoreError::Fenced {
+        job: lease.job,
+        presented: lease.token,
+        current: lease.token,
+        holder: "(changed concurrently)".to_owned(),
+    })
+}

@@ -1,0 +1,254 @@
+//! The store URL (`postgres://user[:password]@host[:port]/database?sslmode=…`): parsed into
+//! a driver configuration, and shown everywhere with the password replaced by `***`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::PgError;
+
+/// How to reach the database besides the URL.
+#[derive(Clone, Debug, Default)]
+pub struct PgOptions {
+    /// A file whose first line is the password (used when the URL has none and
+    /// `PGPASSWORD` is unset).
+    pub password_file: Option<PathBuf>,
+    /// Connections kept open (default 8).
+    pub pool_size: Option<usize>,
+    /// Connection attempts at open before giving up (default 5, backoff doubling from
+    /// 200 ms).
+    pub connect_attempts: Option<u32>,
+}
+
+/// A parsed store URL.
+#[derive(Clone)]
+pub(crate) struct StoreUrl {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<String>,
+    pub database: String,
+    pub sslmode: String,
+    pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// Whether `url` names a PostgreSQL store.
+pub fn is_postgres_url(url: &str) -> bool {
+    let lower = url.trim_start().to_ascii_lowercase();
+    lower.starts_with("postgres://") || lower.starts_with("postgresql://")
+}
+
+/// `url` with any password in its user-info replaced by `***` — safe for logs and errors
+/// even when the URL does not parse.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &authority[..at];
+    let user = userinfo.split(':').next().unwrap_or("");
+    let masked = if userinfo.contains(':') {
+        format!("{user}:***")
+    } else {
+        user.to_owned()
+    };
+    format!(
+        "{}{masked}{}",
+        &url[..scheme_end + 3],
+        &url[scheme_end + 3 + at..]
+    )
+}
+
+impl StoreUrl {
+    pub fn parse(raw: &str, options: &PgOptions) -> Result<StoreUrl, PgError> {
+        let invalid = |detail: String| PgError::Url {
+            url: redact_url(raw),
+            detail,
+        };
+        let url = url::Url::parse(raw.trim()).map_err(|e| invalid(e.to_string()))?;
+        if !matches!(url.scheme(), "postgres" | "postgresql") {
+            return Err(invalid(format!(
+                "scheme {:?} (expected postgres://)",
+                url.scheme()
+            )));
+        }
+        let decode = |s: &str| {
+            url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        };
+        let host = match url.host_str() {
+            Some(h) if !h.is_empty() => h.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            _ => return Err(invalid("no host (expected postgres://user@host/db)".into())),
+        };
+        let user = match url.username() {
+            "" => std::env::var("PGUSER").unwrap_or_else(|_| "postgres".to_owned()),
+            u => decode(u),
+        };
+        let database = match url.path().trim_start_matches('/') {
+            "" => user.clone(),
+            d => decode(d),
+        };
+        let mut sslmode = "prefer".to_owned();
+        let mut connect_timeout = Duration::from_secs(5);
+        for (k, v) in url.query_pairs() {
+            match k.as_ref() {
+                "sslmode" => sslmode = v.into_owned(),
+                "connect_timeout" => {
+                    let secs: u64 = v.parse().map_err(|_| {
+                        invalid(format!("connect_timeout={v:?} is not a number of seconds"))
+                    })?;
+                    connect_timeout = Duration::from_secs(secs.max(1));
+                }
+                "application_name" => {}
+                other => {
+                    return Err(invalid(format!(
+                        "unknown parameter {other:?} (known: sslmode, connect_timeout, \
+                         application_name)"
+                    )));
+                }
+            }
+        }
+        match sslmode.as_str() {
+            "disable" | "prefer" | "allow" => {}
+            "require" | "verify-ca" | "verify-full" => {
+                return Err(PgError::TlsUnsupported {
+                    url: redact_url(raw),
+                    sslmode,
+                });
+            }
+            other => return Err(invalid(format!("sslmode={other:?} is not a known mode"))),
+        }
+        let password = match url.password() {
+            Some(p) => Some(decode(p)),
+            None => match std::env::var("PGPASSWORD") {
+                Ok(p) if !p.is_empty() => Some(p),
+                _ => match &options.password_file {
+                    Some(path) => Some(read_password_file(path)?),
+                    None => None,
+                },
+            },
+        };
+        Ok(StoreUrl {
+            host,
+            port: url.port().unwrap_or(5432),
+            user,
+            password,
+            database,
+            sslmode,
+            connect_timeout,
+        })
+    }
+
+    /// `postgres://user[:***]@host:port/db?sslmode=…`: what `location()` shows.
+    pub fn redacted(&self) -> String {
+        let pw = if self.password.is_some() { ":***" } else { "" };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        format!(
+            "postgres://{}{pw}@{host}:{}/{}?sslmode={}",
+            self.user, self.port, self.database, self.sslmode
+        )
+    }
+
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    pub fn driver_config(&self) -> tokio_postgres::Config {
+        let mut c = tokio_postgres::Config::new();
+        c.host(&self.host)
+            .port(self.port)
+            .user(&self.user)
+            .dbname(&self.database)
+            .application_name("certfleet")
+            .connect_timeout(self.connect_timeout)
+            // No TLS is offered (see `sslmode`): `prefer`/`allow` fall back to plain.
+            .ssl_mode(tokio_postgres::config::SslMode::Disable);
+        if let Some(p) = &self.password {
+            c.password(p.as_bytes());
+        }
+        c
+    }
+}
+
+fn read_password_file(path: &std::path::Path) -> Result<String, PgError> {
+    let text = std::fs::read_to_string(path).map_err(|source| PgError::PasswordFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(text.lines().next().unwrap_or("").to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_show() {
+        let raw = "postgres://fleet:s3cr%40t@db.example:6543/certs?sslmode=disable";
+        assert_eq!(
+            redact_url(raw),
+            "postgres://fleet:***@db.example:6543/certs?sslmode=disable"
+        );
+        let u = StoreUrl::parse(raw, &PgOptions::default()).expect("parse");
+        assert_eq!(u.password.as_deref(), Some("s3cr@t"));
+        assert_eq!(
+            u.redacted(),
+            "postgres://fleet:***@db.example:6543/certs?sslmode=disable"
+        );
+        assert!(!format!("{u:?}").contains("s3cr"));
+        // Unparsable URLs are redacted too.
+        let bad = "postgres://fleet:hunter2@:x/db";
+        let err = StoreUrl::parse(bad, &PgOptions::default()).expect_err("bad port");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(err.to_string().contains("fleet:***@"), "{err}");
+        assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
+    }
+
+    #[test]
+    fn tls_modes_and_unknown_parameters_are_refused_clearly() {
+        let err = StoreUrl::parse("postgres://u@h/db?sslmode=require", &PgOptions::default())
+            .expect_err("require");
+        assert!(err.to_string().contains("sslmode=require"), "{err}");
+        let err = StoreUrl::parse("postgres://u@h/db?sslmod=disable", &PgOptions::default())
+            .expect_err("typo");
+        assert!(err.to_string().contains("\"sslmod\""), "{err}");
+        let err = StoreUrl::parse("mysql://u@h/db", &PgOptions::default()).expect_err("scheme");
+        assert!(err.to_string().contains("mysql"), "{err}");
+    }
+
+    #[test]
+    fn password_file_is_read_when_the_url_has_none() {
+        let dir = std::env::temp_dir().join(format!("certfleet-pgpw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("pw");
+        std::fs::write(&file, "from-file\n").expect("write");
+        let options = PgOptions {
+            password_file: Some(file),
+            ..PgOptions::default()
+        };
+        // PGPASSWORD (if the environment has it) wins over the file, so only check the
+        // file when it is unset.
+        let u = StoreUrl::parse("postgres://u@h/db", &options).expect("parse");
+        if std::env::var_os("PGPASSWORD").is_none() {
+            assert_eq!(u.password.as_deref(), Some("from-file"));
+        }
+        assert_eq!(u.redacted(), "postgres://u:***@h:5432/db?sslmode=prefer");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

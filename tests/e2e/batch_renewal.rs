@@ -1,0 +1,125 @@
+//! Renewal of batch certificates (issue 5, acceptance 5 and "a batch's certificates"): with
+//! the CA's ARI windows in the past for 10 of 50 certificates, exactly those 10 are renewed,
+//! each new order carrying `replaces` — by `renew --all` and by running the batch again.
+
+use std::collections::BTreeSet;
+
+use certfleet_testenv::{CaProxy, CaProxyOptions, PebbleOptions};
+use serde_json::Value;
+use time::{Duration, OffsetDateTime};
+
+use crate::batch::{batch_run, report, write_config, write_list};
+use crate::common::{COMMAND_TIMEOUT, Env};
+
+/// A batch of 50 issued behind the CA double (windows 30 days ahead), then the windows of
+/// the first 10 moved into the past. Returns the proxy, config, batch file and the CertIDs
+/// now due.
+async fn issued_batch_with_ten_due(env: &Env) -> (CaProxy, String, String, BTreeSet<String>) {
+    let now = OffsetDateTime::now_utc();
+    let options = CaProxyOptions {
+        default_renewal_window: Some((now + Duration::days(30), now + Duration::days(31))),
+        ..CaProxyOptions::default()
+    };
+    let proxy = CaProxy::start(&env.pebble, options).await.expect("proxy");
+    let key = env.generate_key("account.pem", "es256").await;
+    env.run_at(
+        &proxy.directory_url(),
+        &["account", "register", "--key", &key, "--agree-tos"],
+        COMMAND_TIMEOUT,
+    )
+    .await
+    .assert_ok();
+    let config = write_config(env, "[batch]\nrate_limits = \"none\"\n");
+    let names: Vec<String> = (0..50).map(|i| format!("r{i}.ari.test")).collect();
+    let file = write_list(env, "ari.txt", &names);
+    batch_run(env, &proxy.directory_url(), &config, &file, &[])
+        .await
+        .assert_ok();
+    let mut due = BTreeSet::new();
+    for c in report(&env.path("report.json")).iter().take(10) {
+        let id = meta(c)["ari_cert_id"]
+            .as_str()
+            .expect("ari_cert_id")
+            .to_owned();
+        proxy.set_renewal_window(&id, now - Duration::hours(2), now - Duration::hours(1));
+        due.insert(id);
+    }
+    (proxy, config, file, due)
+}
+
+fn meta(cert: &Value) -> Value {
+    let dir = std::path::Path::new(cert["cert_dir"].as_str().expect("cert_dir"));
+    serde_json::from_slice(&std::fs::read(dir.join("meta.json")).expect("meta")).expect("json")
+}
+
+/// Acceptance 5: `renew --all` renews exactly the 10 due, each order with `replaces`.
+#[tokio::test]
+async fn renew_all_follows_ari_windows_for_batch_certificates() {
+    let Some(env) = Env::start(PebbleOptions::default().nonce_reject(0)).await else {
+        return;
+    };
+    let (proxy, config, _file, due) = issued_batch_with_ten_due(&env).await;
+    let run = env
+        .run_at(
+            &proxy.directory_url(),
+            &["--config", &config, "renew", "--all"],
+            COMMAND_TIMEOUT,
+        )
+        .await;
+    run.assert_ok();
+    assert!(run.stdout.contains("renewed 10, not due 40"), "{run}");
+    let stats = proxy.stats();
+    let replaced: BTreeSet<String> = stats.replaces.iter().cloned().collect();
+    assert_eq!(
+        replaced, due,
+        "each renewal names the certificate it replaces"
+    );
+    assert_eq!(stats.replaces.len(), 10, "one order each: {stats:?}");
+}
+
+/// Running the same batch again renews exactly the 10 due (with `replaces`), reports the
+/// other 40 as up to date with their old serials, and exits 0; a third run orders nothing.
+#[tokio::test]
+async fn running_a_batch_again_renews_exactly_its_due_certificates() {
+    let Some(env) = Env::start(PebbleOptions::default().nonce_reject(0)).await else {
+        return;
+    };
+    let (proxy, config, file, due) = issued_batch_with_ten_due(&env).await;
+    let before: Vec<Value> = report(&env.path("report.json"));
+    let old_ids: Vec<String> = before
+        .iter()
+        .map(|c| meta(c)["ari_cert_id"].as_str().expect("id").to_owned())
+        .collect();
+    let orders_before = proxy.stats().new_orders;
+    let run = batch_run(&env, &proxy.directory_url(), &config, &file, &[]).await;
+    run.assert_ok();
+    let after = report(&env.path("report.json"));
+    assert_eq!(after.len(), 50);
+    let stats = proxy.stats();
+    assert_eq!(stats.new_orders - orders_before, 10, "{stats:?}");
+    let replaced: BTreeSet<String> = stats.replaces.iter().cloned().collect();
+    assert_eq!(
+        replaced, due,
+        "each renewal names the certificate it replaces"
+    );
+    for ((old, new), old_id) in before.iter().zip(&after).zip(&old_ids) {
+        assert_eq!(old["names"], new["names"], "same order of jobs");
+        assert_eq!(new["state"], "issued", "{new}");
+        let was_due = due.contains(old_id);
+        assert_eq!(new["up_to_date"], !was_due, "{new}");
+        assert_eq!(
+            old["serial"] != new["serial"],
+            was_due,
+            "only the due certificates are new: {old} -> {new}"
+        );
+    }
+    let again = batch_run(&env, &proxy.directory_url(), &config, &file, &[]).await;
+    again.assert_ok();
+    assert_eq!(
+        proxy.stats().new_orders - orders_before,
+        10,
+        "nothing is due on the third run"
+    );
+    let last = report(&env.path("report.json"));
+    assert!(last.iter().all(|c| c["up_to_date"] == true), "{last:?}");
+}

@@ -1,0 +1,171 @@
+//! Scaffolding of the scale-out tests (issue 7): Pebble behind the CA proxy, one account,
+//! a private PostgreSQL cluster, and `certfleet batch run --store postgres://…` nodes, each
+//! with a state directory of its own (a copy holding the shared account, as separate hosts
+//! would have) and its log in a file.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use certfleet_testenv::postgres::{Postgres, require_postgres};
+use certfleet_testenv::{CaProxy, CaProxyOptions, PebbleOptions, certfleet_command};
+
+use crate::batch::write_config;
+use crate::common::{COMMAND_TIMEOUT, Env, Run};
+
+/// The shared database's name.
+pub const DB: &str = "fleet";
+
+pub struct Fleet {
+    pub env: Env,
+    pub proxy: CaProxy,
+    pub pg: Postgres,
+    pub url: String,
+    pub config: String,
+}
+
+impl Fleet {
+    /// `None` (skipped with a message) when Pebble or PostgreSQL is missing outside CI.
+    pub async fn start(options: CaProxyOptions, extra_config: &str) -> Option<Fleet> {
+        if !require_postgres() {
+            return None;
+        }
+        let env = Env::start(PebbleOptions::default().nonce_reject(0).always_valid(true)).await?;
+        let proxy = CaProxy::start(&env.pebble, options).await.expect("proxy");
+        let key = env.generate_key("account.pem", "es256").await;
+        env.run_at(
+            &proxy.directory_url(),
+            &["account", "register", "--key", &key, "--agree-tos"],
+            COMMAND_TIMEOUT,
+        )
+        .await
+        .assert_ok();
+        let pg = tokio::task::spawn_blocking(Postgres::start)
+            .await
+            .expect("join")
+            .expect("PostgreSQL starts");
+        pg.create_database(DB).expect("create database");
+        let url = pg.url(DB);
+        let config = write_config(&env, extra_config);
+        Some(Fleet {
+            env,
+            proxy,
+            pg,
+            url,
+            config,
+        })
+    }
+
+    /// Node `i`'s state directory: a copy of the registered one (same account).
+    pub fn node_dir(&self, i: usize) -> PathBuf {
+        let dir = self.env.path(&format!("node{i}"));
+        if !dir.exists() {
+            let ok = std::process::Command::new("cp")
+                .arg("-a")
+                .arg(self.env.state_dir())
+                .arg(&dir)
+                .status()
+                .expect("cp")
+                .success();
+            assert!(ok, "copying the state directory");
+        }
+        dir
+    }
+
+    pub fn log_path(&self, i: usize) -> PathBuf {
+        self.env.path(&format!("node{i}.log"))
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.log_path(i)).unwrap_or_default()
+    }
+
+    /// Starts node `i` on `file` (killed if dropped).
+    pub fn spawn_node(&self, i: usize, file: &str, extra: &[&str]) -> tokio::process::Child {
+        let log = std::fs::File::create(self.log_path(i)).expect("log file");
+        let mut cmd = tokio::process::Command::from(certfleet_command());
+        cmd.arg("--state-dir")
+            .arg(self.node_dir(i))
+            .args(["--directory", &self.proxy.directory_url(), "--ca-root"])
+            .arg(self.env.pebble.tls_root_pem_path())
+            .args(["--config", &self.config, "batch", "run", file])
+            .args(["--store", &self.url])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log.try_clone().expect("log"))
+            .kill_on_drop(true);
+        cmd.spawn().expect("certfleet starts")
+    }
+
+    /// A certfleet command with node 0's state directory (e.g. `batch status`).
+    pub async fn run(&self, args: &[&str]) -> Run {
+        let mut full: Vec<String> = vec![
+            "--state-dir".into(),
+            self.node_dir(0).display().to_string(),
+            "--directory".into(),
+            self.proxy.directory_url(),
+            "--config".into(),
+            self.config.clone(),
+        ];
+        full.extend(args.iter().map(|s| (*s).to_owned()));
+        crate::common::certfleet_within(full, COMMAND_TIMEOUT).await
+    }
+
+    /// One value from the shared database.
+    pub fn sql(&self, query: &str) -> String {
+        self.pg.psql(DB, query).expect("psql")
+    }
+
+    /// [`Fleet::sql`], `None` on an error (e.g. before the first node created the schema).
+    pub fn try_sql(&self, query: &str) -> Option<String> {
+        self.pg.psql(DB, query).ok()
+    }
+
+    /// Certificates in node `i`'s output directory.
+    pub fn certs_of(&self, i: usize) -> usize {
+        std::fs::read_dir(self.node_dir(i).join("certs")).map_or(0, |d| d.count())
+    }
+
+    /// Asserts every name set was finalized exactly once at the CA.
+    #[track_caller]
+    pub fn assert_finalized_once(&self, n: usize) {
+        let stats = self.proxy.stats();
+        assert_eq!(stats.finalizations.len(), n, "every name set finalized");
+        let twice: Vec<_> = stats
+            .finalizations
+            .iter()
+            .filter(|(_, c)| **c != 1)
+            .collect();
+        assert!(twice.is_empty(), "finalized more than once: {twice:?}");
+    }
+}
+
+/// Waits for a node to exit; returns its exit code.
+pub async fn wait_exit(child: &mut tokio::process::Child, limit: Duration) -> Option<i32> {
+    tokio::time::timeout(limit, child.wait())
+        .await
+        .expect("node finishes in time")
+        .expect("status")
+        .code()
+}
+
+/// Polls `cond` every 50 ms until it holds or `limit` passes; returns whether it held.
+pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cond()
+}
+
+/// Sends `signal` to a child process.
+pub fn signal(child: &tokio::process::Child, signal: libc::c_int) {
+    let pid = child.id().expect("running") as libc::pid_t;
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+    let rc = unsafe { libc::kill(pid, signal) };
+    assert_eq!(rc, 0, "kill({pid}, {signal})");
+}

@@ -1,0 +1,254 @@
+//! A private PostgreSQL cluster for tests, xtask and benchmarks.
+//!
+//! [`Postgres::start`] runs `initdb` into a temporary directory (password authentication,
+//! scram-sha-256, for one superuser), starts the server with `pg_ctl` on 127.0.0.1 at a port
+//! picked at run time (Unix sockets only inside the temporary directory), waits for it with
+//! `pg_ctl -w` (a readiness check, not a sleep) and stops it with `pg_ctl stop -m immediate`
+//! when dropped. PostgreSQL refuses to run as root: as root, every server command runs as
+//! the `postgres` user (`runuser`), which then owns the temporary directory.
+//!
+//! Debian's binaries (`/usr/lib/postgresql/<version>/bin`) are preferred over whatever
+//! `initdb` is on `PATH`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use anyhow::{Context, Result, bail};
+use tempfile::TempDir;
+
+/// The superuser made by `initdb`.
+pub const PG_USER: &str = "certfleet";
+/// Its password (a test cluster on loopback only; never reused elsewhere).
+pub const PG_PASSWORD: &str = "pg-test-secret-7f3a";
+const START_TRIES: usize = 3;
+
+/// Where `initdb`, `pg_ctl` and `psql` are: Debian's newest version first, then `PATH`.
+pub fn postgres_bin_dir() -> Option<PathBuf> {
+    let mut debian: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|bin| bin.join("initdb").is_file() && bin.join("pg_ctl").is_file())
+        .collect();
+    debian.sort_by_key(|p| {
+        p.parent()
+            .and_then(|v| v.file_name())
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    if let Some(newest) = debian.pop() {
+        return Some(newest);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).find(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file())
+}
+
+/// Whether PostgreSQL's server binaries are installed; like [`crate::require_tool`], a
+/// missing install skips locally (with a message) and fails under CI.
+pub fn require_postgres() -> bool {
+    if postgres_bin_dir().is_some() {
+        return true;
+    }
+    if crate::in_ci() {
+        panic!(
+            "PostgreSQL (initdb, pg_ctl) is not installed (CI is set, so this test may not \
+             skip); install it with: apt-get install -y postgresql"
+        );
+    }
+    eprintln!(
+        "SKIPPED: PostgreSQL (initdb, pg_ctl) is not installed; install it with: apt-get \
+         install -y postgresql"
+    );
+    false
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and touches no memory.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A running private cluster; stopped and removed when dropped.
+#[derive(Debug)]
+pub struct Postgres {
+    dir: TempDir,
+    bin: PathBuf,
+    port: u16,
+}
+
+impl Postgres {
+    /// Creates and starts a cluster (blocking; a few seconds).
+    pub fn start() -> Result<Postgres> {
+        let bin = postgres_bin_dir()
+            .context("PostgreSQL is not installed (apt-get install -y postgresql)")?;
+        let dir = tempfile::Builder::new()
+            .prefix("certfleet-pg-")
+            .tempdir()
+            .context("creating the PostgreSQL directory")?;
+        let pwfile = dir.path().join("pwfile");
+        std::fs::write(&pwfile, PG_PASSWORD).context("writing the password file")?;
+        if is_root() {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .context("running chown")?;
+            if !status.success() {
+                bail!(
+                    "chown of {} to the postgres user failed",
+                    dir.path().display()
+                );
+            }
+        }
+        let mut pg = Postgres { dir, bin, port: 0 };
+        let data = pg.data_dir();
+        let mut initdb = pg.server_command("initdb");
+        initdb
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "--auth=scram-sha-256",
+                "--username",
+                PG_USER,
+                "--encoding=UTF8",
+            ])
+            .arg("--no-locale")
+            .arg(format!("--pwfile={}", pwfile.display()));
+        check(initdb.output(), "initdb")?;
+        let _ = std::fs::remove_file(&pwfile);
+        // Bounded: a port taken between picking and binding gets a new one.
+        let mut last = None;
+        for _ in 0..START_TRIES {
+            pg.port = crate::free_tcp_port()?;
+            match pg.pg_ctl_start() {
+                Ok(()) => return Ok(pg),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("PostgreSQL did not start")))
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// A server command (`initdb`, `pg_ctl`) run as the `postgres` user when we are root.
+    fn server_command(&self, tool: &str) -> Command {
+        let exe = self.bin.join(tool);
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(exe);
+            c
+        } else {
+            Command::new(exe)
+        };
+        cmd.stdin(Stdio::null()).current_dir(self.dir.path());
+        cmd
+    }
+
+    fn pg_ctl_start(&self) -> Result<()> {
+        let options = format!(
+            "-p {} -h 127.0.0.1 -k {} -c fsync=off -c synchronous_commit=off \
+             -c full_page_writes=off -c max_connections=300 -c shared_buffers=64MB",
+            self.port,
+            self.dir.path().display()
+        );
+        let mut cmd = self.server_command("pg_ctl");
+        cmd.arg("-D")
+            .arg(self.data_dir())
+            .arg("-l")
+            .arg(self.log_path())
+            .args(["-o", &options, "-w", "-t", "60", "start"]);
+        check(cmd.output(), "pg_ctl start").with_context(|| {
+            format!(
+                "PostgreSQL on port {} did not start; log:\n{}",
+                self.port,
+                std::fs::read_to_string(self.log_path()).unwrap_or_default()
+            )
+        })?;
+        Ok(())
+    }
+
+    /// The server's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `postgres://certfleet:…@127.0.0.1:PORT/DB?sslmode=disable`.
+    pub fn url(&self, database: &str) -> String {
+        format!(
+            "postgres://{PG_USER}:{PG_PASSWORD}@127.0.0.1:{}/{database}?sslmode=disable",
+            self.port
+        )
+    }
+
+    /// The same URL without the password (it then comes from `PGPASSWORD` or a file).
+    pub fn url_without_password(&self, database: &str) -> String {
+        format!(
+            "postgres://{PG_USER}@127.0.0.1:{}/{database}?sslmode=disable",
+            self.port
+        )
+    }
+
+    /// Runs SQL with `psql` as the superuser on `database`; returns its output.
+    pub fn psql(&self, database: &str, sql: &str) -> Result<String> {
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                PG_USER,
+            ])
+            .args(["-d", database, "-c", sql])
+            .env("PGPASSWORD", PG_PASSWORD)
+            .stdin(Stdio::null())
+            .output();
+        check(out, "psql").map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    }
+
+    /// Creates an empty database.
+    pub fn create_database(&self, name: &str) -> Result<()> {
+        self.psql("postgres", &format!("CREATE DATABASE \"{name}\""))
+            .map(drop)
+    }
+
+    /// The data directory's parent (kept for the cluster's life).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if self.port == 0 {
+            return;
+        }
+        let mut cmd = self.server_command("pg_ctl");
+        cmd.arg("-D")
+            .arg(self.data_dir())
+            .args(["-m", "immediate", "-w", "-t", "30", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let _ = cmd.status();
+    }
+}
+
+fn check(out: std::io::Result<Output>, what: &str) -> Result<Output> {
+    let out = out.with_context(|| format!("cannot run {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out)
+}
