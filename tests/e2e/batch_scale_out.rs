@@ -173,17 +173,16 @@ async fn killed_and_paused_nodes_cannot_finalize_twice_and_late_writes_are_fence
     );
 }
 
-/// The governor spends a new-order token when it reserves, the CA when the order arrives
-/// a moment later; the CA double allows one order more than the governor (the same
-/// 60 s window), which absorbs that latency — even a single node provokes a few 429s at
-/// exactly equal limits (reported to the governor's owner). Nodes that did not share the
-/// bucket would send 32 orders at once: 11 would be refused, and the run would not take
-/// the 36 s the shared limit imposes.
+/// The CA double and the governor have exactly the same limit: a node takes its token
+/// and sends the order under one gate, and every grant keeps the governor's slack from the
+/// bucket's boundary, so orders of different nodes arriving in another order than their
+/// tokens were taken still fit. Nodes that did not share the bucket would send 32 orders at
+/// once: 12 would be refused, and the run would not take the 36 s the shared limit imposes.
 #[tokio::test]
 async fn three_nodes_share_the_governor_buckets_and_provoke_no_429() {
     let options = CaProxyOptions {
         limits: ProxyLimits {
-            new_orders_per_account: Some(LimitSpec::new(21, Duration::from_secs(60))),
+            new_orders_per_account: Some(LimitSpec::new(20, Duration::from_secs(60))),
             ..ProxyLimits::default()
         },
         ..CaProxyOptions::default()

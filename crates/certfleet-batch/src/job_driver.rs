@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use certfleet_acme::{
-    AuthorizationStatus, ChallengeStatus, Identifier, NewOrder, Order, OrderStatus, ProblemKind,
-    RetryAfter,
+    Authorization, AuthorizationStatus, ChallengeStatus, Identifier, NewOrder, Order, OrderStatus,
+    ProblemKind, RetryAfter,
 };
 use certfleet_dns01::TxtRecord;
 use certfleet_http01::Http01Response;
@@ -53,6 +53,8 @@ pub(crate) struct JobDriver {
     /// The order as last returned by the CA in this claim, and whether its authorizations
     /// were all made valid since (so `ready` can be assumed without a re-read).
     order: Option<(Order, bool)>,
+    /// The order's authorizations as read under the order gate, for `collect`.
+    prefetched: Vec<Authorization>,
 }
 
 impl JobDriver {
@@ -67,6 +69,7 @@ impl JobDriver {
             ctx,
             reservation: None,
             order: None,
+            prefetched: Vec::new(),
         }
     }
 
@@ -191,6 +194,14 @@ impl JobDriver {
             order.state.authorizations.clone(),
         ))
         .await?;
+        // Read the new authorizations before the next newOrder goes out: Pebble 2.4
+        // deadlocks when an authorization read (which holds that authorization's lock
+        // while it looks up the account) overlaps a newOrder scanning every authorization
+        // while a store write waits. Our own fresh authorizations are the ones read right
+        // after newOrder, so the gate keeps them apart; validation polls the order.
+        for url in &order.state.authorizations {
+            self.prefetched.push(sh.account.authorization(url).await?);
+        }
         drop(gate);
         self.order = Some((order, false));
         Ok(JobStatus::Authorizing)
@@ -296,9 +307,10 @@ impl JobDriver {
 
     /// Reads every authorization; lists the challenges to answer and what to present.
     async fn collect(
-        &self,
+        &mut self,
         order: &Order,
     ) -> Result<(Vec<Pending>, Vec<TxtRecord>, Vec<Http01Response>), RunError> {
+        let mut prefetched = std::mem::take(&mut self.prefetched);
         let sh = &self.sh;
         let wanted = match self.job.spec.challenge.as_deref() {
             Some("http-01") => ChallengeKind::Http01,
@@ -306,7 +318,10 @@ impl JobDriver {
         };
         let (mut pending, mut dns, mut http) = (Vec::new(), Vec::new(), Vec::new());
         for authz_url in &order.state.authorizations {
-            let authz = sh.account.authorization(authz_url).await?;
+            let authz = match prefetched.iter().position(|a| &a.url == authz_url) {
+                Some(i) => prefetched.swap_remove(i),
+                None => sh.account.authorization(authz_url).await?,
+            };
             let state = &authz.state;
             let name = state.order_identifier().value;
             match state.status {

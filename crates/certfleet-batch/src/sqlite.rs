@@ -83,6 +83,8 @@ impl SqliteStore {
             .map_err(db_err(&location))?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(db_err(&location))?;
+        // Every statement of the hot path stays prepared (parsing was a tenth of the CPU).
+        conn.set_prepared_statement_cache_capacity(64);
         schema::migrate(&mut conn, &location)?;
 
         let (tx, rx) = mpsc::channel::<Work>();

@@ -140,6 +140,22 @@ pub struct Counters {
     pub retries: AtomicU64,
 }
 
+impl Counters {
+    /// The plugin's `metrics`: `http_requests`, `http_retries` and the provider's own
+    /// counters (`change_requests`, …).
+    pub fn metrics(&self, own: &[(&str, &AtomicU64)]) -> std::collections::BTreeMap<String, u64> {
+        let load = |c: &AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        [
+            ("http_requests", &self.requests),
+            ("http_retries", &self.retries),
+        ]
+        .iter()
+        .chain(own)
+        .map(|(name, c)| ((*name).to_owned(), load(c)))
+        .collect()
+    }
+}
+
 /// A blocking client for one API base URL.
 pub struct ApiClient {
     agent: ureq::Agent,

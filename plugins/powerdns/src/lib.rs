@@ -16,7 +16,6 @@ mod api;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 
 use certfleet_plugin_abi::{CheckResult, Logger, Plugin, PluginError, TxtRecord, export_plugin};
 use certfleet_plugin_http::settings::{
@@ -125,18 +124,10 @@ impl Plugin for PowerDns {
     }
 
     fn metrics(&self) -> BTreeMap<String, u64> {
-        let c = &self.api.client.counters;
-        BTreeMap::from([
-            (
-                "http_requests".to_owned(),
-                c.requests.load(Ordering::Relaxed),
-            ),
-            ("http_retries".to_owned(), c.retries.load(Ordering::Relaxed)),
-            (
-                "change_requests".to_owned(),
-                self.api.patches.load(Ordering::Relaxed),
-            ),
-        ])
+        self.api
+            .client
+            .counters
+            .metrics(&[("change_requests", &self.api.patches)])
     }
 }
 

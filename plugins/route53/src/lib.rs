@@ -24,7 +24,6 @@ mod xml;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use certfleet_plugin_abi::{CheckResult, Logger, Plugin, PluginError, TxtRecord, export_plugin};
@@ -202,21 +201,9 @@ impl Plugin for Route53 {
     }
 
     fn metrics(&self) -> BTreeMap<String, u64> {
-        let c = &self.api.client.counters;
-        BTreeMap::from([
-            (
-                "http_requests".to_owned(),
-                c.requests.load(Ordering::Relaxed),
-            ),
-            ("http_retries".to_owned(), c.retries.load(Ordering::Relaxed)),
-            (
-                "change_requests".to_owned(),
-                self.api.changes.load(Ordering::Relaxed),
-            ),
-            (
-                "change_polls".to_owned(),
-                self.api.polls.load(Ordering::Relaxed),
-            ),
+        self.api.client.counters.metrics(&[
+            ("change_requests", &self.api.changes),
+            ("change_polls", &self.api.polls),
         ])
     }
 }

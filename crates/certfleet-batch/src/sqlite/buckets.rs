@@ -18,11 +18,9 @@ pub(super) fn state(
     key: &BucketKey,
 ) -> Result<BucketState, StoreError> {
     let row: Option<(Option<i64>, Option<i64>)> = conn
-        .query_row(
-            "SELECT tat, paused_until FROM buckets WHERE key = ?1",
-            [&key.0],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .prepare_cached("SELECT tat, paused_until FROM buckets WHERE key = ?1")
+        .map_err(db_err(loc))?
+        .query_row([&key.0], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
         .map_err(db_err(loc))?;
     Ok(
@@ -53,11 +51,12 @@ fn set_tat(
     key: &BucketKey,
     tat: Option<OffsetDateTime>,
 ) -> Result<(), StoreError> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO buckets (key, tat) VALUES (?1, ?2) \
          ON CONFLICT (key) DO UPDATE SET tat = excluded.tat",
-        params![key.0, tat.map(ts)],
     )
+    .map_err(db_err(loc))?
+    .execute(params![key.0, tat.map(ts)])
     .map_err(db_err(loc))?;
     Ok(())
 }
@@ -120,12 +119,13 @@ pub(super) fn pause(
     key: &BucketKey,
     until: OffsetDateTime,
 ) -> Result<(), StoreError> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO buckets (key, paused_until) VALUES (?1, ?2) \
          ON CONFLICT (key) DO UPDATE SET paused_until = \
            MAX(COALESCE(paused_until, excluded.paused_until), excluded.paused_until)",
-        params![key.0, ts(until)],
     )
+    .map_err(db_err(loc))?
+    .execute(params![key.0, ts(until)])
     .map_err(db_err(loc))?;
     Ok(())
 }
@@ -139,19 +139,20 @@ pub(super) fn record_issuance(
         location: loc.to_owned(),
         detail: format!("cannot encode names: {e}"),
     })?;
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO issuances (name_set, names, account, serial, issued_at, not_after, replaces) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![
-            rec.name_set,
-            names,
-            rec.account,
-            rec.serial,
-            ts(rec.issued_at),
-            ts(rec.not_after),
-            rec.replaces
-        ],
     )
+    .map_err(db_err(loc))?
+    .execute(params![
+        rec.name_set,
+        names,
+        rec.account,
+        rec.serial,
+        ts(rec.issued_at),
+        ts(rec.not_after),
+        rec.replaces
+    ])
     .map_err(db_err(loc))?;
     Ok(())
 }
@@ -163,21 +164,21 @@ pub(super) fn last_issuance(
 ) -> Result<Option<IssuanceRecord>, StoreError> {
     type Row = (String, String, String, i64, i64, Option<String>);
     let row: Option<Row> = conn
-        .query_row(
+        .prepare_cached(
             "SELECT names, account, serial, issued_at, not_after, replaces FROM issuances \
              WHERE name_set = ?1 ORDER BY issued_at DESC, id DESC LIMIT 1",
-            [name_set],
-            |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            },
         )
+        .map_err(db_err(loc))?
+        .query_row([name_set], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })
         .optional()
         .map_err(db_err(loc))?;
     let Some((names, account, serial, issued_at, not_after, replaces)) = row else {

@@ -18,7 +18,6 @@ use certfleet_dns01::Dns01Solver as _;
 use certfleet_store_postgres::is_postgres_url;
 use serde_json::json;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::cli::{BatchCommand, BatchRunArgs};
 use crate::commands::issue::{Http01Plan, http01_plan};
@@ -26,9 +25,11 @@ use crate::context::Context;
 
 mod inventory;
 mod renewal;
+mod report;
 
 use inventory::InventoryWriter;
 use renewal::RenewalCheck;
+use report::{JobPages, NotIssued, Report, rfc3339};
 
 pub async fn run(ctx: &Context, cmd: BatchCommand) -> Result<()> {
     match cmd {
@@ -130,12 +131,13 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs) -> Result<()> {
         .await?;
     let (client, account) = ctx.account().await?;
     let run_started = OffsetDateTime::now_utc();
-    let renewal = if created {
-        RenewalCheck::default()
-    } else {
-        let jobs = all_jobs(store.as_ref(), record.id).await?;
-        renewal::requeue_due(&client, store.as_ref(), record.id, &jobs).await?
-    };
+    let mut renewal = RenewalCheck::default();
+    if !created {
+        let mut pages = JobPages::new(store.as_ref(), record.id);
+        while let Some(page) = pages.next_page().await? {
+            renewal += renewal::requeue_due(&client, store.as_ref(), record.id, &page).await?;
+        }
+    }
     tracing::info!(
         batch = record.id.0,
         certificates = batch.certs.len(),
@@ -179,13 +181,25 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs) -> Result<()> {
     let summary = orchestrator.run(record.id).await;
     progress.abort();
     let summary = summary?;
-    let jobs = all_jobs(store.as_ref(), record.id).await?;
-    if let Some(path) = &args.report {
-        write_report(path, &jobs, run_started)?;
+    let mut report = args.report.as_ref().map(|_| Report::new(run_started));
+    let mut not_issued = NotIssued::default();
+    let mut pages = JobPages::new(store.as_ref(), record.id);
+    while let Some(page) = pages.next_page().await? {
+        for j in &page {
+            if let Some(r) = report.as_mut() {
+                r.push(j)?;
+            }
+            if j.status == JobStatus::Issued {
+                // Entries the hook could not write (or jobs issued by a killed run).
+                inventory.save(j)?;
+            } else {
+                not_issued.note(j);
+            }
+        }
     }
-    // Entries the hook could not write (or jobs issued by an earlier, killed run).
-    for j in jobs.iter().filter(|j| j.status == JobStatus::Issued) {
-        inventory.save(j)?;
+    not_issued.finish();
+    if let (Some(r), Some(path)) = (report, &args.report) {
+        r.write(path)?;
     }
     drop(guard);
     let counts = &summary.counts;
@@ -195,17 +209,6 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs) -> Result<()> {
         "batch finished: {}",
         format_counts(counts)
     );
-    for j in jobs.iter().filter(|j| j.status != JobStatus::Issued) {
-        eprintln!(
-            "{}: {}{}",
-            j.spec.names.join(","),
-            j.status,
-            j.last_error
-                .as_deref()
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default()
-        );
-    }
     if !summary.all_issued() {
         bail!(
             "{} of {} certificates were not issued",
@@ -279,38 +282,6 @@ async fn all_jobs(store: &dyn StateStore, batch: BatchId) -> Result<Vec<Job>> {
         }
         jobs.extend(page);
     }
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
-}
-
-/// The JSON report; `up_to_date` marks certificates issued before this run and not due.
-fn write_report(path: &Path, jobs: &[Job], run_started: OffsetDateTime) -> Result<()> {
-    let certs: Vec<_> = jobs
-        .iter()
-        .map(|j| {
-            let dir = j.issued.as_ref().map(|i| Path::new(&i.cert_dir).to_owned());
-            json!({
-                "names": j.spec.names,
-                "line": j.spec.source_line,
-                "state": j.status.as_str(),
-                "up_to_date": j.status == JobStatus::Issued && j.updated_at < run_started,
-                "cert_dir": dir.as_ref().map(|d| d.display().to_string()),
-                "fullchain": dir.as_ref().map(|d| d.join("fullchain.pem").display().to_string()),
-                "serial": j.issued.as_ref().map(|i| i.serial.clone()),
-                "not_after": j.issued.as_ref().map(|i| rfc3339(i.not_after)),
-                "order_url": j.order_url,
-                "attempts": j.attempts,
-                "error": if j.status == JobStatus::Issued { None } else { j.last_error.clone() },
-                "deferred_until": j.deferred_until.map(rfc3339),
-            })
-        })
-        .collect();
-    let body = serde_json::to_vec_pretty(&json!({ "certificates": certs }))?;
-    certfleet_keys::fs::write_atomic(path, &body, 0o644)
-        .with_context(|| format!("writing the report {}", path.display()))?;
-    Ok(())
 }
 
 fn format_counts(counts: &StatusCounts) -> String {

@@ -19,8 +19,10 @@ pub(crate) const RSA_MAX_BITS: usize = 4096;
 
 /// A private key decoded from PEM, not yet turned into a signer.
 pub(crate) enum Parsed {
-    P256(p256::SecretKey),
-    P384(p384::SecretKey),
+    /// An EC key with the public point the file carries, if any (SEC1 uncompressed):
+    /// deriving it again is a scalar multiplication, and ring checks that it matches.
+    P256(p256::SecretKey, Option<Vec<u8>>),
+    P384(p384::SecretKey, Option<Vec<u8>>),
     Ed25519(ed25519_dalek::SigningKey),
     /// The PKCS#1 `RSAPrivateKey` DER (what ring takes), the modulus size, and the public
     /// modulus and exponent (big-endian).
@@ -190,12 +192,32 @@ fn parse_pkcs8(path: &Path, der: &[u8]) -> Result<Parsed, KeyError> {
                     path: path.to_owned(),
                     detail: format!("EC key without a named curve: {e}"),
                 })?;
+            // Decoded by hand rather than with `SecretKey::from_pkcs8_der`, which checks the
+            // carried public point with a (slow, generic) scalar multiplication; ring checks
+            // it when the signer is built.
+            if !matches!(curve, rfc5912::SECP_256_R_1 | rfc5912::SECP_384_R_1) {
+                return Err(unsupported_curve(path, curve));
+            }
+            let ec = sec1::EcPrivateKey::from_der(info.private_key).map_err(|e| bad(&e))?;
+            if let Some(inner) = ec.parameters.and_then(|p| p.named_curve())
+                && inner != curve
+            {
+                return Err(KeyError::Parse {
+                    path: path.to_owned(),
+                    detail: format!(
+                        "EC key names curve {} inside but {} outside",
+                        algorithm_name(inner),
+                        algorithm_name(curve)
+                    ),
+                });
+            }
+            let point = ec.public_key.map(<[u8]>::to_vec);
             match curve {
-                rfc5912::SECP_256_R_1 => p256::SecretKey::from_pkcs8_der(der)
-                    .map(Parsed::P256)
+                rfc5912::SECP_256_R_1 => p256::SecretKey::from_slice(ec.private_key)
+                    .map(|k| Parsed::P256(k, point))
                     .map_err(|e| bad(&e)),
-                rfc5912::SECP_384_R_1 => p384::SecretKey::from_pkcs8_der(der)
-                    .map(Parsed::P384)
+                rfc5912::SECP_384_R_1 => p384::SecretKey::from_slice(ec.private_key)
+                    .map(|k| Parsed::P384(k, point))
                     .map_err(|e| bad(&e)),
                 other => Err(unsupported_curve(path, other)),
             }
@@ -235,19 +257,14 @@ fn parse_sec1(path: &Path, der: &[u8]) -> Result<Parsed, KeyError> {
         path: path.to_owned(),
         detail: format!("malformed SEC1 EC private key: {e}"),
     };
+    let point = key.public_key.map(<[u8]>::to_vec);
     match curve {
-        rfc5912::SECP_256_R_1 => {
-            let scalar = key.private_key;
-            p256::SecretKey::from_slice(scalar)
-                .map(Parsed::P256)
-                .map_err(|e| bad(&e))
-        }
-        rfc5912::SECP_384_R_1 => {
-            let scalar = key.private_key;
-            p384::SecretKey::from_slice(scalar)
-                .map(Parsed::P384)
-                .map_err(|e| bad(&e))
-        }
+        rfc5912::SECP_256_R_1 => p256::SecretKey::from_slice(key.private_key)
+            .map(|k| Parsed::P256(k, point))
+            .map_err(|e| bad(&e)),
+        rfc5912::SECP_384_R_1 => p384::SecretKey::from_slice(key.private_key)
+            .map(|k| Parsed::P384(k, point))
+            .map_err(|e| bad(&e)),
         other => Err(unsupported_curve(path, other)),
     }
 }

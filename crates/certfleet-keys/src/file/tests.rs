@@ -136,6 +136,41 @@ fn sec1_without_curve_parameters_uses_scalar_length() {
     assert_loads_as(&pem, &p256_key);
 }
 
+/// The public point a file carries is used as is (no scalar multiplication on load) but
+/// only after ring checked it belongs to the private key: a file pairing one key's scalar
+/// with another key's point is refused.
+#[test]
+fn ec_public_point_in_the_file_must_match_the_private_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = FileKey::generate(KeyAlgorithm::EcP256, &dir.path().join("a.pem")).expect("a");
+    let b = FileKey::generate(KeyAlgorithm::EcP256, &dir.path().join("b.pem")).expect("b");
+    let sec1_of = |pem: &str| {
+        let secret = p256::SecretKey::from_pkcs8_pem(pem).expect("pem");
+        let point = secret.public_key().to_encoded_point(false);
+        (secret.to_bytes(), point)
+    };
+    let a_pem = std::fs::read_to_string(dir.path().join("a.pem")).expect("read a");
+    let b_pem = std::fs::read_to_string(dir.path().join("b.pem")).expect("read b");
+    let (a_scalar, a_point) = sec1_of(&a_pem);
+    let (_, b_point) = sec1_of(&b_pem);
+    let encode = |point: &[u8]| {
+        let key = sec1::EcPrivateKey {
+            private_key: &a_scalar,
+            parameters: Some(sec1::EcParameters::NamedCurve(
+                const_oid::db::rfc5912::SECP_256_R_1,
+            )),
+            public_key: Some(point),
+        };
+        let der = der::Encode::to_der(&key).expect("der");
+        der::pem::encode_string("EC PRIVATE KEY", LineEnding::LF, &der).expect("pem")
+    };
+    assert_loads_as(&encode(a_point.as_bytes()), &a);
+    let (_guard, path) = write_temp("mixed.pem", encode(b_point.as_bytes()).as_bytes());
+    let err = FileKey::load(&path).expect_err("a foreign public point is refused");
+    assert!(err.to_string().contains("EC key rejected"), "{err}");
+    assert_ne!(a.public_jwk(), b.public_jwk());
+}
+
 #[test]
 fn rsa_keys_round_trip_through_pkcs8_and_pkcs1() {
     for alg in [

@@ -25,7 +25,14 @@ pub struct RenewalCheck {
     pub up_to_date: usize,
 }
 
-/// Requeues the batch's issued certificates that are due.
+impl std::ops::AddAssign for RenewalCheck {
+    fn add_assign(&mut self, other: RenewalCheck) {
+        self.requeued += other.requeued;
+        self.up_to_date += other.up_to_date;
+    }
+}
+
+/// Requeues the issued certificates among `jobs` that are due.
 pub async fn requeue_due(
     client: &AcmeClient,
     store: &dyn StateStore,
