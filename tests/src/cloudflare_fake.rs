@@ -9,17 +9,16 @@
 //! free loopback port, and stops on drop.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+
+use crate::loopback_http::LoopbackHttp;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
 /// What the next requests get instead of a real answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,8 +64,7 @@ impl State {
 pub struct CloudflareFake {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
-    shutdown: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    _server: LoopbackHttp,
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -88,49 +86,15 @@ impl CloudflareFake {
             state.zones.push((id, (*z).to_owned()));
         }
         let state = Arc::new(Mutex::new(state));
-        let std_listener = std::net::TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
-            .context("binding the Cloudflare fake")?;
-        std_listener.set_nonblocking(true)?;
-        let addr = std_listener.local_addr()?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("building the Cloudflare fake's runtime")?;
-        let (shutdown, mut stop) = oneshot::channel::<()>();
         let shared = state.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("cloudflare-fake-{}", addr.port()))
-            .spawn(move || {
-                rt.block_on(async move {
-                    let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else {
-                        return;
-                    };
-                    loop {
-                        tokio::select! {
-                            _ = &mut stop => break,
-                            accepted = listener.accept() => {
-                                let Ok((tcp, _)) = accepted else { continue };
-                                let shared = shared.clone();
-                                tokio::spawn(async move {
-                                    let service = hyper::service::service_fn(move |req| {
-                                        let shared = shared.clone();
-                                        async move { Ok::<_, std::convert::Infallible>(handle(&shared, req).await) }
-                                    });
-                                    let _ = hyper::server::conn::http1::Builder::new()
-                                        .serve_connection(TokioIo::new(tcp), service)
-                                        .await;
-                                });
-                            }
-                        }
-                    }
-                });
-            })
-            .context("starting the Cloudflare fake thread")?;
+        let server = LoopbackHttp::start("cloudflare-fake", move |req| {
+            let shared = shared.clone();
+            Box::pin(async move { handle(&shared, req).await })
+        })?;
         Ok(CloudflareFake {
-            addr,
+            addr: server.addr(),
             state,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
+            _server: server,
         })
     }
 
@@ -200,17 +164,6 @@ impl CloudflareFake {
     /// `METHOD path` of every request so far.
     pub fn requests(&self) -> Vec<String> {
         lock(&self.state).log.clone()
-    }
-}
-
-impl Drop for CloudflareFake {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

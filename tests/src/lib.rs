@@ -22,6 +22,7 @@
 mod bind;
 mod ca_proxy;
 pub mod cloudflare_fake;
+pub mod loopback_http;
 pub mod moto;
 pub mod pdns;
 mod pebble;

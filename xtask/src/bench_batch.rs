@@ -134,6 +134,11 @@ pub fn run(args: &[String]) -> Result<()> {
         results.display(),
         sequential.display()
     );
+    // The clients' certificates on tmpfs take memory until removed.
+    if run_dir.starts_with("/dev/shm") {
+        std::fs::remove_dir_all(&run_dir)
+            .with_context(|| format!("removing {}", run_dir.display()))?;
+    }
     Ok(())
 }
 

@@ -1,6 +1,8 @@
 //! Settings every HTTP plugin takes, checked the same way: `timeout_secs`, `max_attempts`,
 //! `max_retry_secs`, and a credential sent in one header.
 
+use std::fmt::Display;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use certfleet_plugin_abi::PluginError;
@@ -19,28 +21,31 @@ pub fn default_max_retry_secs() -> u64 {
     60
 }
 
+/// A numeric setting inside `range`, else a configuration error naming it and the range.
+pub fn in_range<T>(name: &str, value: T, range: RangeInclusive<T>) -> Result<T, PluginError>
+where
+    T: PartialOrd + Display + Copy,
+{
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(PluginError::config(format!(
+            "{name} = {value}: must be between {} and {}",
+            range.start(),
+            range.end()
+        )))
+    }
+}
+
 /// `timeout_secs` (per attempt), between 1 and 600.
 pub fn timeout(timeout_secs: u64) -> Result<Duration, PluginError> {
-    if !(1..=600).contains(&timeout_secs) {
-        return Err(PluginError::config(format!(
-            "timeout_secs = {timeout_secs}: must be between 1 and 600"
-        )));
-    }
-    Ok(Duration::from_secs(timeout_secs))
+    in_range("timeout_secs", timeout_secs, 1..=600).map(Duration::from_secs)
 }
 
 /// The retry policy of `max_attempts` (1–20) and `max_retry_secs` (total time, 1–3600).
 pub fn retry_policy(max_attempts: u32, max_retry_secs: u64) -> Result<RetryPolicy, PluginError> {
-    if !(1..=20).contains(&max_attempts) {
-        return Err(PluginError::config(format!(
-            "max_attempts = {max_attempts}: must be between 1 and 20"
-        )));
-    }
-    if !(1..=3600).contains(&max_retry_secs) {
-        return Err(PluginError::config(format!(
-            "max_retry_secs = {max_retry_secs}: must be between 1 and 3600"
-        )));
-    }
+    in_range("max_attempts", max_attempts, 1..=20)?;
+    in_range("max_retry_secs", max_retry_secs, 1..=3600)?;
     Ok(RetryPolicy {
         max_attempts,
         max_elapsed: Duration::from_secs(max_retry_secs),

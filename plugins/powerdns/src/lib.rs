@@ -19,7 +19,8 @@ use std::path::PathBuf;
 
 use certfleet_plugin_abi::{CheckResult, Logger, Plugin, PluginError, TxtRecord, export_plugin};
 use certfleet_plugin_http::settings::{
-    default_max_attempts, default_max_retry_secs, default_timeout_secs, retry_policy, timeout,
+    default_max_attempts, default_max_retry_secs, default_timeout_secs, in_range, retry_policy,
+    timeout,
 };
 use certfleet_plugin_http::{ApiClient, HeaderAuth, secret_setting};
 use serde::Deserialize;
@@ -86,12 +87,7 @@ impl Plugin for PowerDns {
                 c.server_id
             )));
         }
-        if !(1..=86_400).contains(&c.ttl) {
-            return Err(PluginError::config(format!(
-                "ttl = {}: must be between 1 and 86400",
-                c.ttl
-            )));
-        }
+        in_range("ttl", c.ttl, 1..=86_400)?;
         let client = ApiClient::new(
             "url",
             &c.url,

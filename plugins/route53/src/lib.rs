@@ -29,7 +29,8 @@ use std::time::Duration;
 use certfleet_plugin_abi::{CheckResult, Logger, Plugin, PluginError, TxtRecord, export_plugin};
 use certfleet_plugin_http::ApiClient;
 use certfleet_plugin_http::settings::{
-    default_max_attempts, default_max_retry_secs, default_timeout_secs, retry_policy, timeout,
+    default_max_attempts, default_max_retry_secs, default_timeout_secs, in_range, retry_policy,
+    timeout,
 };
 use serde::Deserialize;
 
@@ -142,24 +143,9 @@ impl Plugin for Route53 {
                 "hosted_zone_id = {id:?}: expected an id such as Z1D633PJN98FT9 (without /hostedzone/)"
             )));
         }
-        if !(1..=172_800).contains(&c.ttl) {
-            return Err(PluginError::config(format!(
-                "ttl = {}: must be between 1 and 172800",
-                c.ttl
-            )));
-        }
-        if !(10..=60_000).contains(&c.poll_interval_millis) {
-            return Err(PluginError::config(format!(
-                "poll_interval_millis = {}: must be between 10 and 60000",
-                c.poll_interval_millis
-            )));
-        }
-        if !(1..=3600).contains(&c.insync_timeout_secs) {
-            return Err(PluginError::config(format!(
-                "insync_timeout_secs = {}: must be between 1 and 3600",
-                c.insync_timeout_secs
-            )));
-        }
+        in_range("ttl", c.ttl, 1..=172_800)?;
+        in_range("poll_interval_millis", c.poll_interval_millis, 10..=60_000)?;
+        in_range("insync_timeout_secs", c.insync_timeout_secs, 1..=3600)?;
         let client = ApiClient::new(
             "endpoint",
             &c.endpoint,

@@ -7,17 +7,17 @@
 //! signed with an access key id moto does not know; off for the rest. Requests are
 //! serialised so the switch cannot race.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 
 use anyhow::{Context, Result};
+
+use crate::loopback_http::LoopbackHttp;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
-use tokio::sync::{Mutex, oneshot};
+use tokio::sync::Mutex;
 
 #[derive(Debug)]
 pub struct Shared {
@@ -60,8 +60,7 @@ impl Shared {
 pub struct AuthProxy {
     pub addr: SocketAddr,
     pub shared: Arc<Shared>,
-    shutdown: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    _server: LoopbackHttp,
 }
 
 impl AuthProxy {
@@ -74,61 +73,16 @@ impl AuthProxy {
             enforce: AtomicBool::new(false),
             log: std::sync::Mutex::new(Vec::new()),
         });
-        let std_listener = std::net::TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
-            .context("binding the moto auth proxy")?;
-        std_listener.set_nonblocking(true)?;
-        let addr = std_listener.local_addr()?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("building the proxy's runtime")?;
-        let (shutdown, mut stop) = oneshot::channel::<()>();
         let s = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("moto-proxy-{}", addr.port()))
-            .spawn(move || {
-                rt.block_on(async move {
-                    let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else {
-                        return;
-                    };
-                    loop {
-                        tokio::select! {
-                            _ = &mut stop => break,
-                            accepted = listener.accept() => {
-                                let Ok((tcp, _)) = accepted else { continue };
-                                let s = s.clone();
-                                tokio::spawn(async move {
-                                    let service = hyper::service::service_fn(move |req| {
-                                        let s = s.clone();
-                                        async move { Ok::<_, std::convert::Infallible>(forward(&s, req).await) }
-                                    });
-                                    let _ = hyper::server::conn::http1::Builder::new()
-                                        .serve_connection(TokioIo::new(tcp), service)
-                                        .await;
-                                });
-                            }
-                        }
-                    }
-                });
-            })
-            .context("starting the moto proxy thread")?;
+        let server = LoopbackHttp::start("moto-proxy", move |req| {
+            let s = s.clone();
+            Box::pin(async move { forward(&s, req).await })
+        })?;
         Ok(AuthProxy {
-            addr,
+            addr: server.addr(),
             shared,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
+            _server: server,
         })
-    }
-}
-
-impl Drop for AuthProxy {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
