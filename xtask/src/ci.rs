@@ -12,7 +12,10 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let started = Instant::now();
     println!("target directory: {}", target_dir().display());
-    step("packages (pebble, openssl, bind9)", ensure_packages)?;
+    step(
+        "Debian packages (Pebble, BIND, PowerDNS, PostgreSQL, SoftHSM, swtpm, …)",
+        ensure_packages,
+    )?;
     step("moto (AWS API emulator) in a venv", ensure_moto)?;
     step("cargo fmt --all --check", || {
         run_cmd(cargo().args(["fmt", "--all", "--check"]))
