@@ -11,7 +11,9 @@ use certfleet_testenv::cloudflare_fake::{CloudflareFake, Fault};
 use serde_json::json;
 
 use crate::common::{Env, check_issued};
-use crate::dns_api_support::{call, dns01_without_check, instance, metrics, plugin_error, spread};
+use crate::dns_api_support::{
+    call, dns01_without_check, instance, issue_through, metrics, plugin_error, spread,
+};
 use crate::dns_env::assert_not_in_output;
 
 const TOKEN: &str = "cf-test-token-6b1d0e9f2a";
@@ -193,38 +195,14 @@ async fn cloudflare_issues_through_the_cli_and_plugin_check_reports_bad_tokens()
     let fake = CloudflareFake::start(TOKEN, &ZONES).expect("fake");
     let token_file = env.path("cf.token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token file");
-    let config = env.path("certfleet.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "{}[plugins.cloudflare]\nbase_url = \"{}\"\napi_token_file = \"{}\"\n",
-            dns01_without_check(),
-            fake.base_url(),
-            token_file.display()
-        ),
-    )
-    .expect("config");
-    let c = config.to_string_lossy().into_owned();
-    let out = env.path("out").to_string_lossy().into_owned();
+    let config = format!(
+        "{}[plugins.cloudflare]\nbase_url = \"{}\"\napi_token_file = \"{}\"\n",
+        dns01_without_check(),
+        fake.base_url(),
+        token_file.display()
+    );
     let names = ["www.cf-two.test", "*.www.cf-two.test"];
-    let run = env
-        .run(&[
-            "--config",
-            &c,
-            "-vv",
-            "issue",
-            "--name",
-            names[0],
-            "--name",
-            names[1],
-            "--challenge",
-            "dns-01",
-            "--dns-plugin",
-            "cloudflare",
-            "--out",
-            &out,
-        ])
-        .await;
+    let (c, run) = issue_through(&env, &config, &names, "cloudflare").await;
     run.assert_ok();
     assert_not_in_output(&run, TOKEN, "Cloudflare API token");
     assert!(

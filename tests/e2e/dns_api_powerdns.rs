@@ -8,7 +8,7 @@ use certfleet_testenv::pdns::{PDNS_API_KEY, Pdns, require_pdns};
 use serde_json::json;
 
 use crate::common::{Env, check_issued};
-use crate::dns_api_support::{call, instance, metrics, plugin_error, spread};
+use crate::dns_api_support::{call, instance, issue_through, metrics, plugin_error, spread};
 use crate::dns_env::assert_not_in_output;
 use certfleet_testenv::plugin_dir;
 
@@ -37,42 +37,18 @@ async fn powerdns_issues_name_and_wildcard_validated_against_pdns_and_cleans_up(
         .into_iter()
         .map(|(h, a)| format!("\"{h}\" = [\"{a}\"]"))
         .collect();
-    let config = env.path("certfleet.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[dns01]\nplugin_dirs = [\"{}\"]\n[dns01.propagation]\ncheck = true\ntimeout_secs = 30\n\
-             interval_millis = 200\nquery_timeout_millis = 1000\ndiscovery_resolvers = [\"{}\"]\n\
-             nameserver_addresses = {{ {} }}\n[plugins.powerdns]\nurl = \"{}\"\napi_key_file = \"{}\"\n",
-            plugin_dir().display(),
-            pdns.dns_addr(),
-            ns.join(", "),
-            pdns.api_url(),
-            key_file.display()
-        ),
-    )
-    .expect("config");
-    let config_s = config.to_string_lossy().into_owned();
-    let out_s = env.path("out").to_string_lossy().into_owned();
+    let config = format!(
+        "[dns01]\nplugin_dirs = [\"{}\"]\n[dns01.propagation]\ncheck = true\ntimeout_secs = 30\n\
+         interval_millis = 200\nquery_timeout_millis = 1000\ndiscovery_resolvers = [\"{}\"]\n\
+         nameserver_addresses = {{ {} }}\n[plugins.powerdns]\nurl = \"{}\"\napi_key_file = \"{}\"\n",
+        plugin_dir().display(),
+        pdns.dns_addr(),
+        ns.join(", "),
+        pdns.api_url(),
+        key_file.display()
+    );
     let names = ["pdns.test", "*.pdns.test"];
-    let run = env
-        .run(&[
-            "--config",
-            &config_s,
-            "-vv",
-            "issue",
-            "--name",
-            names[0],
-            "--name",
-            names[1],
-            "--challenge",
-            "dns-01",
-            "--dns-plugin",
-            "powerdns",
-            "--out",
-            &out_s,
-        ])
-        .await;
+    let (_config, run) = issue_through(&env, &config, &names, "powerdns").await;
     if !run.status.success() {
         eprintln!("(pdns log:)\n{}", pdns.log_tail(30));
     }

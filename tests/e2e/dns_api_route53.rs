@@ -13,7 +13,9 @@ use certfleet_testenv::moto::{Moto, require_moto};
 use serde_json::{Value, json};
 
 use crate::common::{Env, check_issued};
-use crate::dns_api_support::{call, dns01_without_check, instance, metrics, plugin_error, spread};
+use crate::dns_api_support::{
+    call, dns01_without_check, instance, issue_through, metrics, plugin_error, spread,
+};
 use crate::dns_env::assert_not_in_output;
 
 const ZONES: [&str; 3] = ["r53-one.test", "r53-two.test", "r53-three.test"];
@@ -210,39 +212,15 @@ async fn route53_issues_through_the_cli_and_plugin_check_reports_bad_keys() {
         .expect("credentials file")
     };
     write_creds(moto.access_key_id(), moto.secret_access_key());
-    let config = env.path("certfleet.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "{}[plugins.route53]\nendpoint = \"{}\"\ncredentials_file = \"{}\"\nprofile = \"certfleet\"\n\
-             poll_interval_millis = 50\n",
-            dns01_without_check(),
-            moto.endpoint(),
-            creds.display()
-        ),
-    )
-    .expect("config");
-    let c = config.to_string_lossy().into_owned();
-    let out = env.path("out").to_string_lossy().into_owned();
+    let config = format!(
+        "{}[plugins.route53]\nendpoint = \"{}\"\ncredentials_file = \"{}\"\nprofile = \"certfleet\"\n\
+         poll_interval_millis = 50\n",
+        dns01_without_check(),
+        moto.endpoint(),
+        creds.display()
+    );
     let names = ["r53-three.test", "*.r53-three.test"];
-    let run = env
-        .run(&[
-            "--config",
-            &c,
-            "-vv",
-            "issue",
-            "--name",
-            names[0],
-            "--name",
-            names[1],
-            "--challenge",
-            "dns-01",
-            "--dns-plugin",
-            "route53",
-            "--out",
-            &out,
-        ])
-        .await;
+    let (c, run) = issue_through(&env, &config, &names, "route53").await;
     run.assert_ok();
     assert_not_in_output(&run, moto.secret_access_key(), "AWS secret access key");
     assert!(

@@ -3,6 +3,8 @@
 //! `[dns01]` section for runs of the `certfleet` binary.
 
 use certfleet_dns01_host::{HostError, PluginInstance, PluginLibrary};
+
+use crate::common::{Env, Run};
 use certfleet_plugin_abi::TxtRecord;
 use certfleet_testenv::{plugin_dir, plugin_path};
 use serde_json::{Value, json};
@@ -57,4 +59,28 @@ pub fn dns01_without_check() -> String {
         "[dns01]\nplugin_dirs = [\"{}\"]\n[dns01.propagation]\ncheck = false\n",
         plugin_dir().display()
     )
+}
+
+/// Writes `config` to `certfleet.toml` in the environment and issues one certificate for
+/// `names` by dns-01 through `plugin` (`-vv`, so the test can look for leaked secrets),
+/// into `<env>/out`. Returns the config path for later commands and the run.
+pub async fn issue_through(env: &Env, config: &str, names: &[&str], plugin: &str) -> (String, Run) {
+    let path = env.path("certfleet.toml");
+    std::fs::write(&path, config).expect("config");
+    let config = path.to_string_lossy().into_owned();
+    let out = env.path("out").to_string_lossy().into_owned();
+    let mut args = vec!["--config", &config, "-vv", "issue"];
+    for name in names {
+        args.extend(["--name", name]);
+    }
+    args.extend([
+        "--challenge",
+        "dns-01",
+        "--dns-plugin",
+        plugin,
+        "--out",
+        &out,
+    ]);
+    let run = env.run(&args).await;
+    (config, run)
 }

@@ -328,14 +328,22 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
             return Ok(r);
         }
     }
-    let result = if path.starts_with(RENEWAL_INFO_PATH) && parts.method == Method::GET {
-        Ok(renewal_info(&shared, &path))
-    } else if parts.method == Method::POST && path == shared.new_order_path {
-        new_order(&shared, &parts, body, now).await
-    } else {
-        forward(&shared, &parts, body)
-            .await
-            .map(|(resp, json)| after_forward(&shared, &path, resp, json, now))
+    // In a task of its own: a client killed mid-request (the crash tests) drops this
+    // handler, but Pebble still completes what was forwarded, and the counts must say so.
+    let task = tokio::spawn(async move {
+        if path.starts_with(RENEWAL_INFO_PATH) && parts.method == Method::GET {
+            Ok(renewal_info(&shared, &path))
+        } else if parts.method == Method::POST && path == shared.new_order_path {
+            new_order(&shared, &parts, body, now).await
+        } else {
+            forward(&shared, &parts, body)
+                .await
+                .map(|(resp, json)| after_forward(&shared, &path, resp, json, now))
+        }
+    });
+    let result = match task.await {
+        Ok(result) => result,
+        Err(e) => Err(anyhow::anyhow!("proxy task failed: {e}")),
     };
     Ok(result.unwrap_or_else(|e| plain(StatusCode::BAD_GATEWAY, &format!("CA proxy: {e:#}"))))
 }
