@@ -136,9 +136,7 @@ impl Moto {
                     return Ok(moto);
                 }
                 Err(e) => {
-                    let clash = format!("{e:#}")
-                        .to_ascii_lowercase()
-                        .contains("address already in use");
+                    let clash = ports::is_port_clash(&e);
                     last = Some(e.context(format!("start attempt {attempt}")));
                     if !clash {
                         break;

@@ -257,7 +257,7 @@ impl Pebble {
                 }
                 Err(e) => {
                     pebble.stop_processes();
-                    let port_clash = format!("{e:#}").contains("address already in use");
+                    let port_clash = ports::is_port_clash(&e);
                     last_err = Some(e);
                     if !port_clash {
                         break;

@@ -57,3 +57,11 @@ pub fn free_tcp_udp_port() -> io::Result<u16> {
         "no loopback port free for both TCP and UDP found in {MAX_TRIES} tries"
     )))
 }
+
+/// Whether a server failed to start because a port picked for it was taken meanwhile (by
+/// another process): then the caller retries with fresh ports.
+pub fn is_port_clash(e: &anyhow::Error) -> bool {
+    format!("{e:#}")
+        .to_ascii_lowercase()
+        .contains("address already in use")
+}
