@@ -8,7 +8,9 @@ use certfleet_acme::{
     AcmeClient, AcmeError, ClientConfig, NewAccount, NewOrder, PollPolicy, ProblemKind, RetryAfter,
 };
 use certfleet_batch::governor::{PauseScope, RateLimitSignal, ReactiveDefaults};
-use certfleet_issue::{CertificateRequest, ChallengeSolvers, IssuedCertificate, Issuer};
+use certfleet_issue::{
+    CertificateRequest, ChallengeSolvers, ExistingKey, IssuedCertificate, Issuer,
+};
 use certfleet_keys::file::FileKey;
 use certfleet_keys::{KeyAlgorithm, SigningKey};
 use certfleet_testenv::{
@@ -82,13 +84,15 @@ impl Env {
         let path = self.dir.path().join(format!("{}.pem", names[0]));
         let key = FileKey::generate(KeyAlgorithm::EcP256, &path).expect("cert key");
         issuer
-            .issue(&CertificateRequest {
-                names: names.iter().map(|n| (*n).to_owned()).collect(),
-                cert_key: Arc::new(key),
-                profile: None,
-                replaces: None,
-                preferred_chain: None,
-            })
+            .issue(
+                &CertificateRequest {
+                    names: names.iter().map(|n| (*n).to_owned()).collect(),
+                    profile: None,
+                    replaces: None,
+                    preferred_chain: None,
+                },
+                &mut ExistingKey(Arc::new(key)),
+            )
             .await
     }
 }

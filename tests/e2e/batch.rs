@@ -168,7 +168,8 @@ async fn a_locked_store_names_the_run_holding_it() {
     let store = certfleet_batch::SqliteStore::open(&env.state_dir())
         .await
         .expect("store");
-    let holder = certfleet_batch::RunHolder::this_process(time::OffsetDateTime::now_utc());
+    let holder =
+        certfleet_batch::RunHolder::this_process(time::OffsetDateTime::now_utc(), "e2e-host");
     let guard = certfleet_batch::StateStore::begin_run(&store, &holder)
         .await
         .expect("lock");

@@ -510,7 +510,7 @@ fn hsm_child_concurrent_issuance() {
         .expect("runtime");
     let result = rt.block_on(async move {
         use certfleet_acme::{AcmeClient, ClientConfig, PollPolicy};
-        use certfleet_issue::{CertificateRequest, ChallengeSolvers, Issuer};
+        use certfleet_issue::{CertificateRequest, ChallengeSolvers, ExistingKey, Issuer};
         use certfleet_keys::SigningKey;
         let uri = certfleet_keys_pkcs11::Pkcs11Uri::parse(p["account_key"].as_str().expect("key"))
             .expect("uri");
@@ -554,12 +554,13 @@ fn hsm_child_concurrent_issuance() {
                     .expect("cert key");
                     let request = CertificateRequest {
                         names: vec![format!("c{i}.pool.certfleet.test")],
-                        cert_key: Arc::new(cert_key),
                         profile: None,
                         replaces: None,
                         preferred_chain: None,
                     };
-                    issuer.issue(&request).await
+                    issuer
+                        .issue(&request, &mut ExistingKey(Arc::new(cert_key)))
+                        .await
                 })
             })
             .collect();

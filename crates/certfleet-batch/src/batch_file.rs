@@ -3,10 +3,12 @@
 //!
 //! ```toml
 //! [defaults]
-//! key_algorithm = "es256"        # or key = "pkcs11:token=fleet;object=web" (a key reference)
+//! key = "es256"                  # a new key of this algorithm, or a key reference
+//!                                # ("pkcs11:token=fleet;object=web", "file:/keys/k.pem")
 //! challenge = "dns-01"           # or "http-01"
 //! dns_plugin = "rfc2136"
 //! profile = "tlsserver"
+//! preferred_chain = "ISRG Root X1"
 //! output_dir = "/etc/certfleet/certs"   # each certificate goes to <output_dir>/<first name>
 //!
 //! [[cert]]
@@ -26,12 +28,9 @@
 mod toml_form;
 
 use std::collections::HashMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use certfleet_acme::normalize_dns_name;
-use certfleet_keys::{KeyAlgorithm, KeyRef};
 use sha2::{Digest, Sha256};
 
 use crate::error::{BatchFileError, Diagnostic};
@@ -66,50 +65,11 @@ impl Format {
     }
 }
 
-/// How the certificate key is obtained.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum KeySource {
-    /// An existing key (`file:`, `pkcs11:`, `tpm:`).
-    Reference(KeyRef),
-    /// A new key of this algorithm.
-    Generate(KeyAlgorithm),
-}
+/// How the certificate key is obtained: an existing key, or a new one of an algorithm.
+pub use certfleet_issue::KeyChoice as KeySource;
 
 /// How names are proven.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Challenge {
-    Http01,
-    Dns01,
-}
-
-impl Challenge {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Challenge::Http01 => "http-01",
-            Challenge::Dns01 => "dns-01",
-        }
-    }
-}
-
-impl fmt::Display for Challenge {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Challenge {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Challenge, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "http-01" => Ok(Challenge::Http01),
-            "dns-01" => Ok(Challenge::Dns01),
-            _ => Err(format!(
-                "unknown challenge {s:?} (expected http-01 or dns-01)"
-            )),
-        }
-    }
-}
+pub use certfleet_issue::ChallengeKind as Challenge;
 
 /// Settings every certificate inherits unless it sets its own.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -118,6 +78,7 @@ pub struct CertDefaults {
     pub challenge: Option<Challenge>,
     pub dns_plugin: Option<String>,
     pub profile: Option<String>,
+    pub preferred_chain: Option<String>,
     /// Parent of the certificate directories (`<output_dir>/<first name>`).
     pub output_dir: Option<PathBuf>,
 }
@@ -154,6 +115,7 @@ pub struct CertRequest {
     pub challenge: Option<Challenge>,
     pub dns_plugin: Option<String>,
     pub profile: Option<String>,
+    pub preferred_chain: Option<String>,
     pub output_dir: Option<PathBuf>,
 }
 
@@ -167,7 +129,7 @@ impl CertRequest {
     /// certificates for the same names with different keys are different jobs).
     pub fn job_key(&self) -> String {
         let key = match &self.key {
-            Some(KeySource::Reference(r)) => r.to_string(),
+            Some(KeySource::Existing(r)) => r.to_string(),
             Some(KeySource::Generate(a)) => a.as_str().to_owned(),
             None => String::new(),
         };
@@ -181,8 +143,8 @@ impl CertRequest {
     /// The job to store.
     pub fn to_job(&self) -> NewJob {
         let (key, key_algorithm) = match &self.key {
-            Some(KeySource::Reference(r)) => (Some(r.to_string()), None),
-            Some(KeySource::Generate(a)) => (None, Some(a.as_str().to_owned())),
+            Some(KeySource::Existing(r)) => (Some(r.clone()), None),
+            Some(KeySource::Generate(a)) => (None, Some(*a)),
             None => (None, None),
         };
         NewJob {
@@ -191,12 +153,13 @@ impl CertRequest {
                 names: self.names.clone(),
                 key,
                 key_algorithm,
-                challenge: self.challenge.map(|c| c.as_str().to_owned()),
+                challenge: self.challenge,
                 dns_plugin: self.dns_plugin.clone(),
                 profile: self.profile.clone(),
-                output_dir: self.output_dir.as_ref().map(|p| p.display().to_string()),
+                output_dir: self.output_dir.clone(),
                 replaces: None,
                 source_line: Some(self.line),
+                preferred_chain: self.preferred_chain.clone(),
             },
         }
     }
@@ -290,6 +253,7 @@ pub(crate) struct CertFields {
     pub challenge: Option<Challenge>,
     pub dns_plugin: Option<String>,
     pub profile: Option<String>,
+    pub preferred_chain: Option<String>,
     pub output_dir: Option<PathBuf>,
     pub line_of_dns_plugin: Option<usize>,
 }
@@ -339,6 +303,7 @@ impl<'o> Validator<'o> {
         d.challenge = fields.challenge.or(d.challenge);
         d.dns_plugin = fields.dns_plugin.or(d.dns_plugin.take());
         d.profile = fields.profile.or(d.profile.take());
+        d.preferred_chain = fields.preferred_chain.or(d.preferred_chain.take());
         d.output_dir = fields.output_dir.or(d.output_dir.take());
     }
 
@@ -388,6 +353,10 @@ impl<'o> Validator<'o> {
             challenge: fields.challenge.or(d.challenge),
             dns_plugin: fields.dns_plugin.clone().or_else(|| d.dns_plugin.clone()),
             profile: fields.profile.clone().or_else(|| d.profile.clone()),
+            preferred_chain: fields
+                .preferred_chain
+                .clone()
+                .or_else(|| d.preferred_chain.clone()),
             output_dir: fields.output_dir.clone().or_else(|| d.output_dir.clone()),
             names: normalized,
         };

@@ -169,14 +169,6 @@ pub enum RunError {
     /// The zone batcher is gone (the run is shutting down).
     #[error("the dns-01 batcher has stopped")]
     BatcherClosed,
-    /// Polling gave up.
-    #[error("gave up waiting for {what} at {url}: {source}")]
-    PollExhausted {
-        what: &'static str,
-        url: String,
-        #[source]
-        source: certfleet_acme::PollExhausted,
-    },
     /// A job task panicked or was cancelled.
     #[error("job task ended abnormally: {0}")]
     Task(String),

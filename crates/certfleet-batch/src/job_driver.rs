@@ -8,11 +8,12 @@
 //! order is still `ready`, so a name set is finalized at most once.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use certfleet_acme::{Authorization, Identifier, NewOrder, Order, ProblemKind, RetryAfter};
-use certfleet_issue::IssueError;
+use certfleet_acme::{Authorization, Order};
 use certfleet_issue::output::CertificateMeta;
+use certfleet_issue::poll::Poller;
+use certfleet_issue::steps::new_order_request;
+use certfleet_issue::{ChallengeKind, IssueError, OrderSteps};
 use time::OffsetDateTime;
 
 use crate::error::RunError;
@@ -23,9 +24,6 @@ use crate::store::{ClaimedJob, Job, JobStatus, JobUpdate, Lease};
 mod authorize;
 mod finalize;
 
-/// No resource is polled more often than this, whatever the policy or `Retry-After` say.
-pub const MIN_POLL_INTERVAL: Duration = Duration::from_millis(50);
-
 /// Steps one job may take in one claim (a bound on the state loop).
 const MAX_STEPS: usize = 12;
 
@@ -35,6 +33,8 @@ pub(crate) struct JobDriver {
     job: Job,
     ctx: OrderContext,
     reservation: Option<Reservation>,
+    /// The shared order steps, with this job's challenge type.
+    steps: OrderSteps,
     /// The order as last returned by the CA in this claim, and whether its authorizations
     /// were all made valid since (so `ready` can be assumed without a re-read).
     order: Option<(Order, bool)>,
@@ -47,7 +47,15 @@ impl JobDriver {
         let mut ctx = OrderContext::new(sh.account.url(), &claimed.job.spec.names);
         ctx.replaces = claimed.job.spec.replaces.clone();
         ctx.in_renewal_window = ctx.replaces.is_some();
+        let mut solvers = sh.solvers.clone();
+        solvers.preferred = claimed.job.spec.challenge.unwrap_or(ChallengeKind::Dns01);
+        let steps = OrderSteps::new(
+            sh.account.clone(),
+            solvers,
+            Poller::new(sh.config.poll.clone()),
+        );
         JobDriver {
+            steps,
             sh,
             lease: claimed.lease,
             job: claimed.job,
@@ -151,28 +159,12 @@ impl JobDriver {
         }
         self.write(JobUpdate::to(JobStatus::Ordering)).await?;
         let spec = &self.job.spec;
-        let req = NewOrder {
-            identifiers: spec.names.iter().map(Identifier::dns).collect(),
-            not_before: None,
-            not_after: None,
-            profile: spec.profile.clone(),
-            replaces: self.ctx.replaces.clone(),
-        };
-        let order = match sh.account.new_order(&req).await {
-            Ok(o) => o,
-            Err(e) if self.ctx.replaces.is_some() && rejected_replaces(&e) => {
-                // RFC 9773 §5: a CA may refuse `replaces`; order again without it.
-                tracing::info!(job = %self.job.id, "the CA refused `replaces`; ordering without it");
-                self.ctx.replaces = None;
-                self.ctx.in_renewal_window = false;
-                let plain = NewOrder {
-                    replaces: None,
-                    ..req
-                };
-                sh.account.new_order(&plain).await?
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let req = new_order_request(&spec.names, spec.profile.clone(), self.ctx.replaces.clone());
+        let (order, replaced) = self.steps.new_order(&req).await?;
+        if !replaced && self.ctx.replaces.is_some() {
+            self.ctx.replaces = None;
+            self.ctx.in_renewal_window = false;
+        }
         tracing::debug!(job = %self.job.id, order = %order.url, "order created");
         self.write(JobUpdate::order_created(
             order.url.clone(),
@@ -184,9 +176,7 @@ impl JobDriver {
         // while it looks up the account) overlaps a newOrder scanning every authorization
         // while a store write waits. Our own fresh authorizations are the ones read right
         // after newOrder, so the gate keeps them apart; validation polls the order.
-        for url in &order.state.authorizations {
-            self.prefetched.push(sh.account.authorization(url).await?);
-        }
+        self.prefetched = self.steps.read_authorizations(&order).await?;
         drop(gate);
         self.order = Some((order, false));
         Ok(JobStatus::Authorizing)
@@ -241,33 +231,6 @@ impl JobDriver {
         )
         .await?;
         Ok(JobStatus::Ordering)
-    }
-
-    /// Sleeps before poll number `attempt` (none before the first): the policy's backoff or
-    /// the CA's `Retry-After`, never less than [`MIN_POLL_INTERVAL`].
-    async fn pause(
-        &self,
-        attempt: u32,
-        retry_after: Option<&RetryAfter>,
-        started: OffsetDateTime,
-        what: &'static str,
-        url: &str,
-    ) -> Result<(), RunError> {
-        if attempt == 0 {
-            return Ok(());
-        }
-        let delay = self
-            .sh
-            .config
-            .poll
-            .next_delay(attempt, retry_after, now(), started)
-            .map_err(|source| RunError::PollExhausted {
-                what,
-                url: url.to_owned(),
-                source,
-            })?;
-        tokio::time::sleep(delay.max(MIN_POLL_INTERVAL)).await;
-        Ok(())
     }
 
     /// A step failed: rate limits and 503s defer (never fail) and pause their scope; other
@@ -341,20 +304,12 @@ impl JobDriver {
 /// polls that ran out of time.
 fn is_transient(e: &RunError) -> bool {
     match e {
-        RunError::Dns01(_) | RunError::PollExhausted { .. } | RunError::BatcherClosed => true,
-        RunError::Issue(IssueError::Dns01(_) | IssueError::Http01(_)) => true,
+        RunError::Dns01(_) | RunError::BatcherClosed => true,
+        RunError::Issue(
+            IssueError::Dns01(_) | IssueError::Http01(_) | IssueError::PollTimeout { .. },
+        ) => true,
         _ => e.acme().is_some_and(|a| a.is_transient()),
     }
-}
-
-/// The CA refused the order because of its `replaces` field.
-fn rejected_replaces(e: &certfleet_acme::AcmeError) -> bool {
-    e.problem().is_some_and(|p| {
-        matches!(
-            p.kind,
-            ProblemKind::Malformed | ProblemKind::AlreadyReplaced
-        ) || p.detail.as_deref().is_some_and(|d| d.contains("replaces"))
-    })
 }
 
 fn now() -> OffsetDateTime {

@@ -41,11 +41,12 @@ mod sqlite;
 pub mod store;
 pub mod zone_batcher;
 
+pub use certfleet_issue::MIN_POLL_INTERVAL;
 pub use error::{BatchFileError, Diagnostic, LimitsError, RunError, StoreError};
-pub use job_driver::MIN_POLL_INTERVAL;
 pub use limits::{Limits, Preset, format_duration, parse_duration};
 pub use orchestrator::{
-    DEFAULT_CONCURRENCY, IssuedHook, Orchestrator, OrchestratorConfig, RunSolvers, RunSummary,
+    DEFAULT_CONCURRENCY, IssuedHook, Orchestrator, OrchestratorConfig, RunKeys, RunSolvers,
+    RunSummary,
 };
 pub use sqlite::{DB_FILE, LOCK_FILE, SqliteStore};
 pub use store::{

@@ -13,6 +13,7 @@ use std::time::Duration;
 use certfleet_acme::{Account, PollPolicy};
 use certfleet_dns01::{Dns01Solver, PropagationCheck};
 use certfleet_http01::Http01Solver;
+use certfleet_issue::{ChallengeKind, ChallengeSolvers, KeyMaker};
 use certfleet_keys::{KeyBackend, KeyError, KeyRef, SigningKey};
 use time::OffsetDateTime;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -44,7 +45,7 @@ pub struct OrchestratorConfig {
     /// spends them at issuance, up to this long after the governor spent its copy at order
     /// time.
     pub issuance_margin: Duration,
-    /// Polling of authorizations and orders (never more often than every 50 ms).
+    /// Polling of orders (never more often than [`certfleet_issue::MIN_POLL_INTERVAL`]).
     pub poll: PollPolicy,
     /// Gathering of dns-01 records.
     pub batcher: BatcherConfig,
@@ -91,6 +92,13 @@ pub struct RunSolvers {
     pub propagation: Option<Arc<dyn PropagationCheck>>,
 }
 
+/// How a run loads certificate keys (by reference) and makes new ones.
+#[derive(Clone, Debug)]
+pub struct RunKeys {
+    pub backends: Vec<Arc<dyn KeyBackend>>,
+    pub maker: Arc<dyn KeyMaker>,
+}
+
 /// What a run did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunSummary {
@@ -114,9 +122,10 @@ pub(crate) struct Shared {
     pub(crate) store: Arc<dyn StateStore>,
     pub(crate) governor: Arc<Governor>,
     pub(crate) account: Account,
-    pub(crate) http01: Option<Arc<dyn Http01Solver>>,
-    pub(crate) dns01: Option<ZoneBatcher>,
+    /// http-01 solver and the dns-01 zone batcher (which checks propagation itself).
+    pub(crate) solvers: ChallengeSolvers,
     pub(crate) key_backends: Vec<Arc<dyn KeyBackend>>,
+    pub(crate) key_maker: Arc<dyn KeyMaker>,
     pub(crate) config: OrchestratorConfig,
     pub(crate) issued_hook: Option<Arc<dyn IssuedHook>>,
     zones: Mutex<HashMap<String, Arc<Semaphore>>>,
@@ -161,21 +170,27 @@ impl Orchestrator {
         governor: Arc<Governor>,
         account: Account,
         solvers: RunSolvers,
-        key_backends: Vec<Arc<dyn KeyBackend>>,
+        keys: RunKeys,
         config: OrchestratorConfig,
         node: impl Into<String>,
     ) -> Orchestrator {
-        let dns01 = solvers
-            .dns01
-            .map(|s| ZoneBatcher::start(s, solvers.propagation, config.batcher));
+        let dns01 = solvers.dns01.map(|s| {
+            Arc::new(ZoneBatcher::start(s, solvers.propagation, config.batcher))
+                as Arc<dyn Dns01Solver>
+        });
         Orchestrator {
             shared: Arc::new(Shared {
                 store,
                 governor,
                 account,
-                http01: solvers.http01,
-                dns01,
-                key_backends,
+                solvers: ChallengeSolvers {
+                    preferred: ChallengeKind::Dns01,
+                    http01: solvers.http01,
+                    dns01,
+                    dns01_propagation: None,
+                },
+                key_backends: keys.backends,
+                key_maker: keys.maker,
                 config,
                 issued_hook: None,
                 zones: Mutex::new(HashMap::new()),

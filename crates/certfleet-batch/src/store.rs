@@ -74,9 +74,10 @@ pub struct RunHolder {
 }
 
 impl RunHolder {
-    /// This process, now.
-    pub fn this_process(now: OffsetDateTime) -> RunHolder {
-        let host = hostname();
+    /// This process on `host`, now (the caller finds the host name: libraries do not read
+    /// the environment).
+    pub fn this_process(now: OffsetDateTime, host: &str) -> RunHolder {
+        let host = host.to_owned();
         let pid = std::process::id();
         let nonce = now.unix_timestamp_nanos() as u64 ^ u64::from(pid).rotate_left(32);
         RunHolder {
@@ -100,15 +101,6 @@ impl fmt::Display for RunHolder {
             self.pid, self.host, self.node
         )
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 /// Proof of a started run; dropping it ends the run (releases the lock of a single-writer

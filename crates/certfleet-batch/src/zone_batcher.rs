@@ -99,6 +99,47 @@ impl ZoneBatcher {
     }
 }
 
+/// The batcher is the dns-01 solver of every job of a run: a `present` returns once the
+/// round's records are visible (the batcher checks propagation itself).
+#[async_trait::async_trait]
+impl Dns01Solver for ZoneBatcher {
+    fn name(&self) -> &str {
+        &self.solver_name
+    }
+
+    async fn present(&self, records: &[TxtRecord]) -> Result<(), Dns01Error> {
+        ZoneBatcher::present(self, records.to_vec())
+            .await
+            .map_err(|e| self.solver_error(e, records))
+    }
+
+    async fn cleanup(&self, records: &[TxtRecord]) -> Result<(), Dns01Error> {
+        ZoneBatcher::cleanup(self, records.to_vec())
+            .await
+            .map_err(|e| self.solver_error(e, records))
+    }
+}
+
+impl ZoneBatcher {
+    /// A round's error for one order: the solver's own error where it can be had.
+    fn solver_error(&self, e: RunError, records: &[TxtRecord]) -> Dns01Error {
+        match e {
+            RunError::Dns01(shared) => {
+                Arc::try_unwrap(shared).unwrap_or_else(|shared| Dns01Error::Provider {
+                    provider: self.solver_name.clone(),
+                    detail: shared.to_string(),
+                    records: records.to_vec(),
+                })
+            }
+            other => Dns01Error::Provider {
+                provider: self.solver_name.clone(),
+                detail: other.to_string(),
+                records: records.to_vec(),
+            },
+        }
+    }
+}
+
 /// The gathering loop: one pending round per operation.
 async fn gather(
     mut rx: mpsc::Receiver<Request>,

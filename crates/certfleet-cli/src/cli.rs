@@ -118,6 +118,55 @@ pub struct BatchRunArgs {
     pub store: Option<String>,
     #[command(flatten)]
     pub solver: SolverArgs,
+    /// Defaults for every certificate of the batch (its [defaults] and [[cert]] entries
+    /// override them): the per-certificate options of `issue`
+    #[command(flatten)]
+    pub cert: CertOptions,
+}
+
+/// The per-certificate options shared by `issue` and `batch run` (same names, same
+/// meaning; in a batch file they are fields of [defaults] and [[cert]]).
+#[derive(Debug, Args, Clone, Default)]
+pub struct CertOptions {
+    /// Certificate key: a key reference (it stays where it is), or an algorithm name
+    /// (es256, es384, rs256, rs3072, rs4096, eddsa) for a new file key as privkey.pem
+    #[arg(long, value_name = "KEYREF|ALG", conflicts_with = "key_alg")]
+    pub key: Option<certfleet_issue::KeyChoice>,
+    /// Generate a new file key of this type as privkey.pem (default es256)
+    #[arg(long, value_name = "ALG")]
+    pub key_alg: Option<certfleet_keys::KeyAlgorithm>,
+    /// How to prove control of the names
+    #[arg(long, value_enum)]
+    pub challenge: Option<ChallengeArg>,
+    /// Certificate profile to ask for (CA-specific, see the directory's meta.profiles)
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// Prefer the chain whose root (or any issuer) has this common name
+    #[arg(long, value_name = "CN")]
+    pub preferred_chain: Option<String>,
+    /// Output directory (`issue`: the certificate's directory, default
+    /// <state-dir>/certs/<first name>; `batch run`: the parent of every certificate's
+    /// directory, <DIR>/<first name>)
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+impl CertOptions {
+    /// `--key` or `--key-alg`, whichever was given.
+    pub fn key_choice(&self) -> Option<certfleet_issue::KeyChoice> {
+        self.key
+            .clone()
+            .or(self.key_alg.map(certfleet_issue::KeyChoice::Generate))
+    }
+}
+
+impl From<ChallengeArg> for certfleet_issue::ChallengeKind {
+    fn from(c: ChallengeArg) -> Self {
+        match c {
+            ChallengeArg::Http01 => certfleet_issue::ChallengeKind::Http01,
+            ChallengeArg::Dns01 => certfleet_issue::ChallengeKind::Dns01,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -308,26 +357,10 @@ pub struct IssueArgs {
         allow_hyphen_values = true
     )]
     pub names: Vec<String>,
-    /// Certificate key to use (it stays where it is)
-    #[arg(long, value_name = "KEYREF", conflicts_with = "key_alg")]
-    pub key: Option<String>,
-    /// Generate a new file key of this type as privkey.pem (default es256)
-    #[arg(long, value_name = "ALG")]
-    pub key_alg: Option<certfleet_keys::KeyAlgorithm>,
-    /// How to prove control of the names
-    #[arg(long, value_enum)]
-    pub challenge: Option<ChallengeArg>,
+    #[command(flatten)]
+    pub cert: CertOptions,
     #[command(flatten)]
     pub solver: SolverArgs,
-    /// Certificate profile to ask for (CA-specific, see the directory's meta.profiles)
-    #[arg(long, value_name = "NAME")]
-    pub profile: Option<String>,
-    /// Prefer the chain whose root (or any issuer) has this common name
-    #[arg(long, value_name = "CN")]
-    pub preferred_chain: Option<String>,
-    /// Output directory (default <state-dir>/certs/<first name>)
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

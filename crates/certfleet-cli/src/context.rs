@@ -68,6 +68,12 @@ impl Context {
         self.backends.clone()
     }
 
+    /// How new certificate keys are made: file keys (PEM, 0600), generated off the async
+    /// workers.
+    pub fn key_maker(&self) -> Arc<dyn certfleet_issue::KeyMaker> {
+        Arc::new(FileKeyMaker)
+    }
+
     /// Parses a key reference given on the command line.
     pub fn parse_key_ref(&self, value: &str) -> Result<KeyRef> {
         Ok(value.parse::<KeyRef>()?)
@@ -164,4 +170,38 @@ impl Context {
             ..PollPolicy::default()
         }
     }
+}
+
+/// New certificate keys as PEM files.
+#[derive(Debug)]
+struct FileKeyMaker;
+
+#[async_trait::async_trait]
+impl certfleet_issue::KeyMaker for FileKeyMaker {
+    async fn generate(
+        &self,
+        alg: certfleet_keys::KeyAlgorithm,
+        path: &std::path::Path,
+    ) -> Result<Arc<dyn SigningKey>, certfleet_keys::KeyError> {
+        let path = path.to_owned();
+        let key = tokio::task::spawn_blocking(move || {
+            certfleet_keys::file::FileKey::generate(alg, &path)
+        })
+        .await
+        .map_err(|e| certfleet_keys::KeyError::Io {
+            path: std::path::PathBuf::new(),
+            source: std::io::Error::other(format!("key generation task failed: {e}")),
+        })??;
+        Ok(Arc::new(key))
+    }
+}
+
+/// This host's name, for run holders and leases: the kernel's, else `$HOSTNAME`.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_owned())
 }

@@ -1,14 +1,12 @@
 //! The certificate directory: `cert.pem`, `chain.pem`, `fullchain.pem`, `privkey.pem` (file
 //! keys) or `key.ref`, and `meta.json`.
 //!
-//! Every file is written atomically (temp file + rename), so a crash leaves either the old
-//! or the new file, never a truncated one. `meta.json` is written last: when it names a
-//! serial, the PEM files beside it are that certificate.
+//! The directory is written whole by [`crate::bundle`]: readers see the old bundle or the
+//! new one, never a mix.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use certfleet_keys::KeyRef;
-use certfleet_keys::fs::write_atomic;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -75,59 +73,4 @@ impl CertificateMeta {
             source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
         })
     }
-}
-
-/// Where the certificate key ends up in the directory.
-#[derive(Debug)]
-pub enum KeyOutput<'a> {
-    /// A file key: its PEM is (or already was) `privkey.pem`, mode 0600.
-    PrivateKeyPem(&'a [u8]),
-    /// The key lives elsewhere (a file the user named, a token, a TPM): write `key.ref`.
-    Reference(&'a KeyRef),
-    /// `privkey.pem` is already in place (a renewal reusing the key): leave it alone.
-    Unchanged,
-}
-
-/// Writes the certificate directory, creating it (0755) if needed.
-pub fn write_certificate_dir(
-    dir: &Path,
-    issued: &IssuedCertificate,
-    key: KeyOutput<'_>,
-    meta: &CertificateMeta,
-) -> Result<(), IssueError> {
-    std::fs::create_dir_all(dir).map_err(|source| IssueError::Io {
-        path: dir.to_owned(),
-        source,
-    })?;
-    let write = |name: &str, bytes: &[u8], mode: u32| -> Result<PathBuf, IssueError> {
-        let path = dir.join(name);
-        write_atomic(&path, bytes, mode).map_err(|source| IssueError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        Ok(path)
-    };
-    // Key first: a crash after it leaves the old certificate with a key it does not match
-    // only when the key changed, and `meta.json` (last) still describes the old state.
-    match key {
-        KeyOutput::PrivateKeyPem(pem) => {
-            write(PRIVKEY_FILE, pem, 0o600)?;
-        }
-        KeyOutput::Reference(key_ref) => {
-            write(KEY_REF_FILE, format!("{key_ref}\n").as_bytes(), 0o644)?;
-        }
-        KeyOutput::Unchanged => {}
-    }
-    let chain = &issued.chain;
-    let leaf = chain.leaf_pem();
-    let issuers = chain.issuer_chain_pem();
-    write(CERT_FILE, leaf.as_bytes(), 0o644)?;
-    write(CHAIN_FILE, issuers.as_bytes(), 0o644)?;
-    write(FULLCHAIN_FILE, format!("{leaf}{issuers}").as_bytes(), 0o644)?;
-    let json = serde_json::to_vec_pretty(meta).map_err(|e| IssueError::Io {
-        path: dir.join(META_FILE),
-        source: std::io::Error::other(e),
-    })?;
-    write(META_FILE, &json, 0o644)?;
-    Ok(())
 }

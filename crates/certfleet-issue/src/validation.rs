@@ -7,7 +7,7 @@
 //! authorization polls during other orders' new-order scans can trigger. Only an `invalid`
 //! order has its authorizations read, once, to say which name failed and why.
 
-use certfleet_acme::{Account, AuthorizationStatus, ChallengeType, Problem, ProblemKind};
+use certfleet_acme::{Account, AuthorizationStatus, Problem, ProblemKind};
 
 use crate::{ChallengeKind, IssueError};
 
@@ -41,10 +41,7 @@ pub async fn explain_invalid_order(
         ) {
             continue;
         }
-        let wanted = match a.kind {
-            ChallengeKind::Http01 => ChallengeType::Http01,
-            ChallengeKind::Dns01 => ChallengeType::Dns01,
-        };
+        let wanted = a.kind.challenge_type();
         let problem = authz
             .state
             .challenges

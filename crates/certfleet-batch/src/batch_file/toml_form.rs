@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use certfleet_keys::{KeyAlgorithm, KeyRef};
+use certfleet_keys::KeyAlgorithm;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
@@ -13,13 +13,20 @@ use super::{
 };
 use crate::error::{BatchFileError, Diagnostic};
 
+/// The fields of `[[cert]]` (all but `names` also of `[defaults]`): the options of
+/// `certfleet issue` under the same names (`key`, `key_alg`, `challenge`, `dns_plugin`,
+/// `profile`, `preferred_chain`, `out`), plus `key_algorithm` and `output_dir`, the names
+/// used before.
 const CERT_KEYS: &[&str] = &[
     "names",
     "key",
+    "key_alg",
     "key_algorithm",
     "challenge",
     "dns_plugin",
     "profile",
+    "preferred_chain",
+    "out",
     "output_dir",
 ];
 
@@ -165,6 +172,7 @@ fn fields(
 ) -> CertFields {
     let mut f = CertFields::default();
     let mut key_at = None;
+    let mut out_at = None;
     for (key, value) in table.iter() {
         let name = key.get_ref().as_ref();
         if name == "names" && is_cert {
@@ -187,19 +195,21 @@ fn fields(
         };
         let mut bad = |msg: String| problems.push(lines.diag(value, msg));
         match name {
-            "key" => match KeyRef::from_str(s) {
-                Ok(r) => {
+            "key" => match KeySource::from_str(s) {
+                Ok(k) => {
                     if key_at.replace(value.span()).is_some() {
-                        bad("set either `key` or `key_algorithm`, not both".to_owned());
+                        bad("set either `key` or `key_alg`, not both".to_owned());
                     }
-                    f.key = Some(KeySource::Reference(r));
+                    f.key = Some(k);
                 }
-                Err(e) => bad(format!("invalid key reference: {e}")),
+                Err(e) => bad(format!(
+                    "invalid key: {e} (expected an algorithm such as es256, or a key reference)"
+                )),
             },
-            "key_algorithm" => match KeyAlgorithm::from_str(s) {
+            "key_alg" | "key_algorithm" => match KeyAlgorithm::from_str(s) {
                 Ok(a) => {
                     if key_at.replace(value.span()).is_some() {
-                        bad("set either `key` or `key_algorithm`, not both".to_owned());
+                        bad("set either `key` or `key_alg`, not both".to_owned());
                     }
                     f.key = Some(KeySource::Generate(a));
                 }
@@ -218,8 +228,15 @@ fn fields(
             }
             "profile" if s.is_empty() => bad("`profile` is empty".to_owned()),
             "profile" => f.profile = Some(s.to_owned()),
-            "output_dir" if s.is_empty() => bad("`output_dir` is empty".to_owned()),
-            _ => f.output_dir = Some(PathBuf::from(s)),
+            "preferred_chain" if s.is_empty() => bad("`preferred_chain` is empty".to_owned()),
+            "preferred_chain" => f.preferred_chain = Some(s.to_owned()),
+            _ if s.is_empty() => bad(format!("`{name}` is empty")),
+            _ => {
+                if out_at.replace(value.span()).is_some() {
+                    bad("set either `out` or `output_dir`, not both".to_owned());
+                }
+                f.output_dir = Some(PathBuf::from(s));
+            }
         }
     }
     f

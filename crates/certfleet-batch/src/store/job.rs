@@ -3,6 +3,10 @@
 use std::fmt;
 use std::str::FromStr;
 
+use std::path::PathBuf;
+
+use certfleet_issue::ChallengeKind;
+use certfleet_keys::{KeyAlgorithm, KeyRef};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -146,19 +150,23 @@ impl FromStr for JobStatus {
 pub struct JobSpec {
     /// Normalized DNS names, first = the certificate's directory name.
     pub names: Vec<String>,
-    /// Key reference for the certificate key (`file:…`, `pkcs11:…`, `tpm:…`), or
-    pub key: Option<String>,
+    /// The certificate key (`file:…`, `pkcs11:…`, `tpm:…`), or
+    pub key: Option<KeyRef>,
     /// the algorithm of a key to generate.
-    pub key_algorithm: Option<String>,
-    /// `http-01` or `dns-01`.
-    pub challenge: Option<String>,
+    pub key_algorithm: Option<KeyAlgorithm>,
+    pub challenge: Option<ChallengeKind>,
     pub dns_plugin: Option<String>,
     pub profile: Option<String>,
-    pub output_dir: Option<String>,
+    /// Parent of the certificate directory (`<output_dir>/<first name>`).
+    pub output_dir: Option<PathBuf>,
     /// ARI CertID of the certificate this one replaces (renewals).
     pub replaces: Option<String>,
     /// Line of the batch file the job came from.
     pub source_line: Option<usize>,
+    /// Issuer CN of the chain to prefer (left out when unset, so the digest of batches
+    /// written before it existed stays the same).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preferred_chain: Option<String>,
 }
 
 /// A job to add to a batch. `key` identifies it within the batch: adding a job whose key

@@ -12,14 +12,14 @@ use certfleet_batch::governor::Governor;
 use certfleet_batch::zone_batcher::BatcherConfig;
 use certfleet_batch::{
     BatchId, Job, JobStatus, Limits, NewBatch, Orchestrator, OrchestratorConfig, Preset, RunHolder,
-    RunSolvers, StateStore, StatusCounts, plan,
+    RunKeys, RunSolvers, StateStore, StatusCounts, plan,
 };
 use certfleet_dns01::Dns01Solver as _;
 use certfleet_store_postgres::is_postgres_url;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use crate::cli::{BatchCommand, BatchRunArgs};
+use crate::cli::{BatchCommand, BatchRunArgs, CertOptions, SolverArgs};
 use crate::commands::issue::{Http01Plan, http01_plan};
 use crate::context::Context;
 
@@ -35,7 +35,13 @@ pub async fn run(ctx: &Context, cmd: BatchCommand) -> Result<()> {
     match cmd {
         BatchCommand::Run(args) => run_batch(ctx, args).await,
         BatchCommand::Plan { file, rate_limits } => {
-            let batch = load(ctx, &file, false, None, false)?;
+            let batch = load(
+                ctx,
+                &file,
+                false,
+                &SolverArgs::default(),
+                &CertOptions::default(),
+            )?;
             let limits = limits(ctx, rate_limits.as_deref())?;
             print!(
                 "{}",
@@ -57,20 +63,26 @@ fn limits(ctx: &Context, flag: Option<&str>) -> Result<Limits> {
 }
 
 /// Reads and validates the whole batch file; every problem is reported with its line.
+/// The per-certificate flags (the options of `issue`) are defaults under the file's own.
 fn load(
     ctx: &Context,
     file: &Path,
     skip_invalid: bool,
-    dns_plugin: Option<&str>,
-    http_flags: bool,
+    solver: &SolverArgs,
+    cert: &CertOptions,
 ) -> Result<BatchFile> {
-    let flagged = dns_plugin.is_some();
-    let dns_plugin = dns_plugin
-        .map(str::to_owned)
+    let flagged = solver.dns_plugin.is_some();
+    let http_flags = solver.http_listen.is_some() || solver.webroot.is_some();
+    let dns_plugin = solver
+        .dns_plugin
+        .clone()
         .or_else(|| ctx.settings.dns01.plugin.clone());
-    // A batch defaults to dns-01 when a DNS plugin is known (flag or [dns01] plugin),
-    // unless http-01 is asked for by flag; otherwise [issue] challenge decides.
-    let challenge = if http_flags && !flagged {
+    // `--challenge` decides; else a batch defaults to dns-01 when a DNS plugin is known
+    // (flag or [dns01] plugin), unless http-01 is asked for by flag; otherwise [issue]
+    // challenge decides.
+    let challenge = if let Some(c) = cert.challenge {
+        Challenge::from(c)
+    } else if http_flags && !flagged {
         Challenge::Http01
     } else if dns_plugin.is_some() || ctx.settings.issue.challenge == "dns-01" {
         Challenge::Dns01
@@ -80,11 +92,21 @@ fn load(
     let options = ParseOptions {
         skip_invalid,
         defaults: CertDefaults {
-            key: Some(KeySource::Generate(ctx.settings.issue.key_alg)),
+            key: Some(
+                cert.key_choice()
+                    .unwrap_or(KeySource::Generate(ctx.settings.issue.key_alg)),
+            ),
             challenge: Some(challenge),
-            dns_plugin,
-            profile: ctx.settings.issue.profile.clone(),
-            output_dir: None,
+            dns_plugin: dns_plugin.filter(|_| challenge == Challenge::Dns01 || flagged),
+            profile: cert
+                .profile
+                .clone()
+                .or_else(|| ctx.settings.issue.profile.clone()),
+            preferred_chain: cert
+                .preferred_chain
+                .clone()
+                .or_else(|| ctx.settings.issue.preferred_chain.clone()),
+            output_dir: cert.out.clone(),
         },
         ..ParseOptions::default()
     };
@@ -99,16 +121,10 @@ fn load(
 }
 
 async fn run_batch(ctx: &Context, args: BatchRunArgs) -> Result<()> {
-    let batch = load(
-        ctx,
-        &args.file,
-        args.skip_invalid,
-        args.solver.dns_plugin.as_deref(),
-        args.solver.http_listen.is_some() || args.solver.webroot.is_some(),
-    )?;
+    let batch = load(ctx, &args.file, args.skip_invalid, &args.solver, &args.cert)?;
     let limits = limits(ctx, args.rate_limits.as_deref())?;
     let store = ctx.open_store(args.store.as_deref()).await?;
-    let holder = RunHolder::this_process(OffsetDateTime::now_utc());
+    let holder = RunHolder::this_process(OffsetDateTime::now_utc(), &crate::context::hostname());
     let guard = store.begin_run(&holder).await?;
     let name = std::path::absolute(&args.file)
         .unwrap_or_else(|_| args.file.clone())
@@ -154,7 +170,9 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs) -> Result<()> {
     let solvers = solvers(ctx, &args, &batch).await?;
     let governor = Arc::new(Governor::new(store.clone(), limits));
     let s = &ctx.settings.batch;
-    let mut config = OrchestratorConfig::new(ctx.state.root().join("certs"));
+    let output_root = ctx.state.root().join("certs");
+    sweep_output_dirs(&batch, &output_root)?;
+    let mut config = OrchestratorConfig::new(output_root);
     config.concurrency = args.concurrency.unwrap_or(s.concurrency).max(1);
     config.per_zone = s.per_zone.max(1);
     config.max_attempts = s.max_attempts.max(1);
@@ -171,7 +189,10 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs) -> Result<()> {
         governor,
         account,
         solvers,
-        ctx.key_backends(),
+        RunKeys {
+            backends: ctx.key_backends(),
+            maker: ctx.key_maker(),
+        },
         config,
         guard.holder().node.clone(),
     );
@@ -215,6 +236,29 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs) -> Result<()> {
             counts.total() - counts.get(JobStatus::Issued),
             counts.total()
         );
+    }
+    Ok(())
+}
+
+/// Removes what killed runs left beside the batch's certificate directories (staging
+/// directories, links, unused versions), once per parent directory.
+fn sweep_output_dirs(batch: &BatchFile, output_root: &Path) -> Result<()> {
+    let mut parents: Vec<&Path> = batch
+        .certs
+        .iter()
+        .map(|c| c.output_dir.as_deref().unwrap_or(output_root))
+        .collect();
+    parents.sort_unstable();
+    parents.dedup();
+    for parent in parents {
+        let removed = certfleet_issue::bundle::sweep(parent)?;
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "removed leftovers of interrupted runs in {}",
+                parent.display()
+            );
+        }
     }
     Ok(())
 }
@@ -265,7 +309,6 @@ fn inventory_writer(ctx: &Context, args: &BatchRunArgs) -> InventoryWriter {
         state: ctx.state.clone(),
         http_listen: args.solver.http_listen.map(|a| a.to_string()),
         webroot: args.solver.webroot.clone(),
-        preferred_chain: ctx.settings.issue.preferred_chain.clone(),
         directory: ctx.directory().to_owned(),
     }
 }

@@ -6,12 +6,15 @@ use anyhow::{Context as _, Result, bail};
 use certfleet_acme::Account;
 use certfleet_dns01::Dns01Solver as _;
 use certfleet_http01::{StandaloneServer, Webroot};
-use certfleet_issue::output::{CertificateMeta, KeyOutput, PRIVKEY_FILE, write_certificate_dir};
-use certfleet_issue::{CertificateRequest, ChallengeSolvers, IssuedCertificate, Issuer};
-use certfleet_keys::file::FileKey;
-use certfleet_keys::{KeyAlgorithm, KeyRef, SigningKey};
+use certfleet_issue::bundle::{self, BundleDir, KeyOutput, Staging};
+use certfleet_issue::output::CertificateMeta;
+use certfleet_issue::{
+    CertificateRequest, ChallengeKind, ChallengeSolvers, Checkpoint, IssueError, IssuedCertificate,
+    Issuer, KeyChoice, KeyMaker,
+};
+use certfleet_keys::{KeyRef, SigningKey};
 
-use crate::cli::{ChallengeArg, IssueArgs, SolverArgs};
+use crate::cli::{IssueArgs, SolverArgs};
 use crate::context::Context;
 use crate::names;
 use crate::state::InventoryEntry;
@@ -24,79 +27,102 @@ pub enum Http01Plan {
 }
 
 pub async fn run(ctx: &Context, args: IssueArgs) -> Result<()> {
-    // Everything that can be checked locally is checked before the first request.
+    // Everything that can be checked locally is checked before the first request, and
+    // nothing is written before the order is ready to be finalized.
     let names = names::normalize(&args.names)?;
-    let challenge = match args.challenge {
-        Some(ChallengeArg::Http01) => "http-01",
-        Some(ChallengeArg::Dns01) => "dns-01",
-        None => ctx.settings.issue.challenge.as_str(),
+    let opts = &args.cert;
+    let challenge = match opts.challenge {
+        Some(c) => ChallengeKind::from(c),
+        None => ctx
+            .settings
+            .issue
+            .challenge
+            .parse()
+            .map_err(anyhow::Error::msg)?,
     };
     if let Some(wild) = names.iter().find(|n| n.starts_with("*."))
-        && challenge != "dns-01"
+        && challenge != ChallengeKind::Dns01
     {
         bail!(
             "--name {wild:?}: wildcard names can only be validated with dns-01: add --challenge dns-01 --dns-plugin NAME"
         );
     }
-    let plan = solver_plan(ctx, &args.solver, challenge, None)?;
+    let plan = solver_plan(ctx, &args.solver, challenge.as_str(), None)?;
     let prepared = prepare_solvers(ctx, &plan).await?;
-    let out_dir = args
+    let out_dir = opts
         .out
         .clone()
         .unwrap_or_else(|| ctx.state.default_cert_dir(&names[0]));
-    let profile = args
+    let bundle = BundleDir::new(&out_dir)?;
+    let profile = opts
         .profile
         .clone()
         .or_else(|| ctx.settings.issue.profile.clone());
-    let preferred_chain = args
+    let preferred_chain = opts
         .preferred_chain
         .clone()
         .or_else(|| ctx.settings.issue.preferred_chain.clone());
-
-    // The certificate key: the one named, or a new file key that becomes privkey.pem.
-    let (cert_key, new_key_pem) = match &args.key {
-        Some(k) => (ctx.load_key_str(k).await?, None),
-        None => {
-            let alg = args.key_alg.unwrap_or(ctx.settings.issue.key_alg);
-            let (key, pem) = generate_pending_key(&out_dir, alg).await?;
-            (key, Some(pem))
-        }
+    let choice = opts
+        .key_choice()
+        .unwrap_or(KeyChoice::Generate(ctx.settings.issue.key_alg));
+    let existing = match &choice {
+        KeyChoice::Existing(r) => Some(ctx.load_key(r).await?),
+        KeyChoice::Generate(_) => None,
     };
     let (client, account) = ctx.account().await?;
     check_profile(&client, profile.as_deref())?;
-    if cert_key.public_jwk().thumbprint() == account.key().public_jwk().thumbprint() {
+    if let Some(key) = &existing
+        && key.public_jwk().thumbprint() == account.key().public_jwk().thumbprint()
+    {
         bail!(
             "--key {}: the account key cannot also be the certificate key (CAs refuse it)",
-            cert_key.key_ref()
+            key.key_ref()
+        );
+    }
+    let removed = bundle::sweep(bundle.parent())?;
+    if removed > 0 {
+        tracing::info!(
+            removed,
+            "removed leftovers of interrupted runs in {}",
+            bundle.parent().display()
         );
     }
     let request = CertificateRequest {
         names: names.clone(),
-        cert_key: cert_key.clone(),
         profile: profile.clone(),
         replaces: None,
         preferred_chain: preferred_chain.clone(),
     };
-    let issued = issue_with(ctx, &account, &prepared, &request).await?;
-
-    let (key_ref, key_output) = match &new_key_pem {
-        Some(pem) => (
-            KeyRef::file(&out_dir.join(PRIVKEY_FILE))?,
-            KeyOutput::PrivateKeyPem(pem),
-        ),
-        None => (
-            cert_key.key_ref().clone(),
-            KeyOutput::Reference(cert_key.key_ref()),
-        ),
+    let mut checkpoint = NewBundle {
+        bundle: bundle.clone(),
+        choice: choice.clone(),
+        existing,
+        maker: ctx.key_maker(),
+        staging: None,
+    };
+    let issued = issue_with(ctx, &account, &prepared, &request, &mut checkpoint).await?;
+    let generated = matches!(choice, KeyChoice::Generate(_));
+    let key_ref = if generated {
+        KeyRef::file(&bundle.current_key())?
+    } else {
+        issued.key.key_ref().clone()
     };
     let meta = CertificateMeta::new(&issued, key_ref.clone(), account.url(), ctx.directory());
-    write_certificate_dir(&out_dir, &issued, key_output, &meta)?;
-    remove_pending_key(&out_dir);
+    let staging = match checkpoint.staging.take() {
+        Some(s) => s,
+        None => bundle.stage()?,
+    };
+    let key_output = if generated {
+        KeyOutput::InStaging
+    } else {
+        KeyOutput::Reference(&key_ref)
+    };
+    staging.commit(&issued, key_output, &meta)?;
     ctx.state.save_inventory(&InventoryEntry {
         names: names.clone(),
-        out_dir: std::path::absolute(&out_dir).unwrap_or(out_dir.clone()),
+        out_dir: bundle.stable().to_owned(),
         key_ref,
-        key_in_out_dir: new_key_pem.is_some(),
+        key_in_out_dir: generated,
         challenge: plan.challenge().to_owned(),
         http_listen: match &plan {
             SolverPlan::Http01(Http01Plan::Standalone(a)) => Some(a.to_string()),
@@ -116,6 +142,40 @@ pub async fn run(ctx: &Context, args: IssueArgs) -> Result<()> {
     })?;
     report(&issued, &out_dir, &client);
     Ok(())
+}
+
+/// The checkpoint of `issue`: the key exists, or is made in the new bundle's staging
+/// directory right before finalize (so a failed order leaves no key behind).
+#[derive(Debug)]
+struct NewBundle {
+    bundle: BundleDir,
+    choice: KeyChoice,
+    existing: Option<Arc<dyn SigningKey>>,
+    maker: Arc<dyn KeyMaker>,
+    staging: Option<Staging>,
+}
+
+#[async_trait::async_trait]
+impl Checkpoint<IssueError> for NewBundle {
+    async fn answering(&mut self) -> Result<(), IssueError> {
+        Ok(())
+    }
+
+    async fn finalize_key(&mut self) -> Result<Arc<dyn SigningKey>, IssueError> {
+        if let Some(key) = &self.existing {
+            return Ok(key.clone());
+        }
+        let KeyChoice::Generate(alg) = self.choice else {
+            return Err(IssueError::InvalidRequest(
+                "no certificate key was loaded".to_owned(),
+            ));
+        };
+        let staging = self.bundle.stage()?;
+        let key = self.maker.generate(alg, &staging.key_path()).await?;
+        self.staging = Some(staging);
+        self.existing = Some(key.clone());
+        Ok(key)
+    }
 }
 
 /// How an order's challenges are answered.
@@ -242,9 +302,10 @@ pub async fn issue_with(
     account: &Account,
     prepared: &PreparedSolvers,
     request: &CertificateRequest,
+    checkpoint: &mut dyn Checkpoint<IssueError>,
 ) -> Result<IssuedCertificate> {
     let issuer = Issuer::new(account.clone(), prepared.solvers.clone(), ctx.poll_policy());
-    let result = issuer.issue(request).await;
+    let result = issuer.issue(request, checkpoint).await;
     if let Some(solver) = &prepared.dns {
         match solver.metrics().await {
             Ok(counters) => tracing::info!(
@@ -279,40 +340,6 @@ fn check_profile(client: &certfleet_acme::AcmeClient, profile: Option<&str>) -> 
         );
     }
     Ok(())
-}
-
-const PENDING_KEY: &str = ".privkey.pem.pending";
-
-/// A new key for this certificate, written (0600, atomically) beside the output before the
-/// order so it is never lost, and moved into place with the certificate.
-async fn generate_pending_key(
-    out_dir: &Path,
-    alg: KeyAlgorithm,
-) -> Result<(Arc<dyn SigningKey>, Vec<u8>)> {
-    std::fs::create_dir_all(out_dir)
-        .with_context(|| format!("creating output directory {}", out_dir.display()))?;
-    let path = out_dir.join(PENDING_KEY);
-    // A leftover from an interrupted run: its certificate was never written, so replace it.
-    match std::fs::remove_file(&path) {
-        Ok(()) => tracing::debug!("replacing {} left by an interrupted run", path.display()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("removing stale {}", path.display())),
-    }
-    let p = path.clone();
-    let key = tokio::task::spawn_blocking(move || FileKey::generate(alg, &p))
-        .await
-        .context("key generation task failed")??;
-    let pem = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    Ok((Arc::new(key), pem))
-}
-
-fn remove_pending_key(out_dir: &Path) {
-    let path = out_dir.join(PENDING_KEY);
-    if let Err(e) = std::fs::remove_file(&path)
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
-        tracing::warn!("could not remove {}: {e}", path.display());
-    }
 }
 
 pub fn report(issued: &IssuedCertificate, out_dir: &Path, client: &certfleet_acme::AcmeClient) {

@@ -1,8 +1,9 @@
 use anyhow::{Context as _, Result, bail};
 use certfleet_acme::{AcmeClient, CertId};
-use certfleet_issue::CertificateRequest;
-use certfleet_issue::output::{CertificateMeta, KeyOutput, write_certificate_dir};
+use certfleet_issue::bundle::{self, BundleDir, KeyOutput};
+use certfleet_issue::output::CertificateMeta;
 use certfleet_issue::renewal::{RenewalDecision, decide};
+use certfleet_issue::{CertificateRequest, ExistingKey};
 use time::OffsetDateTime;
 
 use super::issue::{issue_with, prepare_solvers, report, solver_plan};
@@ -110,29 +111,27 @@ async fn renew_one(
     let cert_key = ctx.load_key(&entry.key_ref).await?;
     let plan = solver_plan(ctx, &args.solver, &entry.challenge, Some(entry))?;
     let prepared = prepare_solvers(ctx, &plan).await?;
+    let bundle = BundleDir::new(&entry.out_dir)?;
+    bundle::sweep(bundle.parent())?;
     let request = CertificateRequest {
         names: entry.names.clone(),
-        cert_key: cert_key.clone(),
         profile: entry.profile.clone(),
-        // Only CAs that offer ARI know what `replaces` means (RFC 9773 §5).
+        // Only CAs that offer ARI know what `replaces` means (RFC 9773 §5); one that
+        // refuses it is asked again without it (the order steps do that).
         replaces: if ari { meta.ari_cert_id.clone() } else { None },
         preferred_chain: entry.preferred_chain.clone(),
     };
-    let issued = match issue_with(ctx, account, &prepared, &request).await {
-        // A CA that refuses `replaces` (already replaced by another order, or a CertID it
-        // does not know) would still issue a plain order (RFC 9773 §5).
-        Err(e) if request.replaces.is_some() && refuses_replaces(&e) => {
-            tracing::warn!("{first}: the CA refused `replaces` ({e:#}); ordering without it");
-            let plain = CertificateRequest {
-                replaces: None,
-                ..request
-            };
-            issue_with(ctx, account, &prepared, &plain).await?
-        }
-        other => other?,
-    };
+    let issued = issue_with(
+        ctx,
+        account,
+        &prepared,
+        &request,
+        &mut ExistingKey(cert_key),
+    )
+    .await?;
+    let current_key = bundle.current_key();
     let key_output = if entry.key_in_out_dir {
-        KeyOutput::Unchanged
+        KeyOutput::LinkFrom(&current_key)
     } else {
         KeyOutput::Reference(&entry.key_ref)
     };
@@ -142,19 +141,7 @@ async fn renew_one(
         account.url(),
         ctx.directory(),
     );
-    write_certificate_dir(&entry.out_dir, &issued, key_output, &new_meta)?;
+    bundle.stage()?.commit(&issued, key_output, &new_meta)?;
     report(&issued, &entry.out_dir, client);
     Ok(true)
-}
-
-fn refuses_replaces(e: &anyhow::Error) -> bool {
-    use certfleet_acme::ProblemKind;
-    e.chain()
-        .filter_map(|c| c.downcast_ref::<certfleet_issue::IssueError>())
-        .any(|ie| match ie {
-            certfleet_issue::IssueError::Acme(acme) => {
-                matches!(acme.problem_kind(), Some(ProblemKind::AlreadyReplaced))
-            }
-            _ => false,
-        })
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use certfleet_batch::{IssuedHook, Job};
+use certfleet_issue::ChallengeKind;
 use certfleet_issue::output::PRIVKEY_FILE;
 
 use crate::state::{InventoryEntry, StateDir};
@@ -16,7 +17,6 @@ pub struct InventoryWriter {
     pub state: StateDir,
     pub http_listen: Option<String>,
     pub webroot: Option<PathBuf>,
-    pub preferred_chain: Option<String>,
     pub directory: String,
 }
 
@@ -28,12 +28,8 @@ impl InventoryWriter {
         };
         let out_dir = PathBuf::from(&issued.cert_dir);
         let key_ref: certfleet_keys::KeyRef = key.parse()?;
-        let challenge = job
-            .spec
-            .challenge
-            .clone()
-            .unwrap_or_else(|| "dns-01".to_owned());
-        let http01 = challenge == "http-01";
+        let challenge = job.spec.challenge.unwrap_or(ChallengeKind::Dns01);
+        let http01 = challenge == ChallengeKind::Http01;
         Ok(Some(InventoryEntry {
             names: job.spec.names.clone(),
             key_in_out_dir: key_ref.file_path() == Some(out_dir.join(PRIVKEY_FILE)),
@@ -42,9 +38,9 @@ impl InventoryWriter {
             http_listen: self.http_listen.clone().filter(|_| http01),
             webroot: self.webroot.clone().filter(|_| http01),
             dns_plugin: job.spec.dns_plugin.clone().filter(|_| !http01),
-            challenge,
+            challenge: challenge.as_str().to_owned(),
             profile: job.spec.profile.clone(),
-            preferred_chain: self.preferred_chain.clone(),
+            preferred_chain: job.spec.preferred_chain.clone(),
             directory: self.directory.clone(),
         }))
     }

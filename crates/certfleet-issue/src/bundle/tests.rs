@@ -1,0 +1,106 @@
+use super::*;
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .expect("readable")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Stages a bundle with a marker file and swaps it in without ACME types.
+fn commit_marker(bundle: &BundleDir, marker: &str) {
+    let staging = bundle.stage().expect("staged");
+    write_synced(&staging.path().join("cert.pem"), marker.as_bytes(), 0o644).expect("written");
+    write_synced(&staging.path().join(META_FILE), b"{}", 0o644).expect("written");
+    let mut staging = staging;
+    staging.swap_in().expect("swapped");
+    staging.committed = true;
+}
+
+#[test]
+fn the_stable_path_always_shows_one_whole_version_and_keeps_the_previous_one() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let stable = tmp.path().join("certs").join("example.com");
+    let bundle = BundleDir::new(&stable).expect("bundle");
+    for i in 1..=4 {
+        commit_marker(&bundle, &format!("v{i}"));
+        assert_eq!(
+            fs::read_to_string(stable.join("cert.pem")).expect("readable"),
+            format!("v{i}")
+        );
+    }
+    assert!(
+        fs::symlink_metadata(&stable)
+            .expect("exists")
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(
+        names(&tmp.path().join("certs")),
+        vec![".example.com.v3", ".example.com.v4", "example.com"]
+    );
+}
+
+#[test]
+fn a_directory_from_an_older_certfleet_is_swapped_out_whole() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let stable = tmp.path().join("example.com");
+    fs::create_dir(&stable).expect("made");
+    fs::write(stable.join("cert.pem"), "legacy").expect("written");
+    let bundle = BundleDir::new(&stable).expect("bundle");
+    commit_marker(&bundle, "new");
+    assert_eq!(
+        fs::read_to_string(stable.join("cert.pem")).expect("readable"),
+        "new"
+    );
+    assert_eq!(
+        fs::read_to_string(tmp.path().join(".example.com.v0/cert.pem")).expect("kept"),
+        "legacy"
+    );
+}
+
+#[test]
+fn a_dropped_staging_directory_leaves_nothing_not_even_the_parents_it_made() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let stable = tmp.path().join("a").join("b").join("example.com");
+    let bundle = BundleDir::new(&stable).expect("bundle");
+    let staging = bundle.stage().expect("staged");
+    fs::write(staging.key_path(), "key").expect("written");
+    drop(staging);
+    assert!(names(tmp.path()).is_empty(), "{:?}", names(tmp.path()));
+}
+
+#[test]
+fn sweep_removes_what_dead_writers_left_and_keeps_live_bundles() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let bundle = BundleDir::new(&tmp.path().join("example.com")).expect("bundle");
+    commit_marker(&bundle, "v1");
+    commit_marker(&bundle, "v2");
+    // A dead writer's staging dir and link (pid 0 is never a process of ours), an orphan
+    // version from a kill between rename and swap, a live writer's staging dir and a
+    // user's own hidden directory.
+    let dead = tmp.path().join(".example.com.tmp-0-7");
+    fs::create_dir(&dead).expect("made");
+    symlink(".example.com.v2", tmp.path().join(".example.com.link-0-3")).expect("made");
+    let orphan = tmp.path().join(".example.com.v9");
+    fs::create_dir(&orphan).expect("made");
+    fs::write(orphan.join(META_FILE), "{}").expect("written");
+    let live = bundle.stage().expect("staged");
+    fs::create_dir(tmp.path().join(".mine.v1")).expect("made");
+    assert_eq!(sweep(tmp.path()).expect("swept"), 3);
+    let mut want = vec![
+        ".example.com.v1".to_owned(),
+        ".example.com.v2".to_owned(),
+        ".mine.v1".to_owned(),
+        "example.com".to_owned(),
+        live.path()
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned(),
+    ];
+    want.sort();
+    assert_eq!(names(tmp.path()), want);
+}
