@@ -124,7 +124,14 @@ impl Fleet {
 
     /// Certificates in node `i`'s output directory.
     pub fn certs_of(&self, i: usize) -> usize {
-        std::fs::read_dir(self.node_dir(i).join("certs")).map_or(0, |d| d.count())
+        std::fs::read_dir(self.node_dir(i).join("certs")).map_or(0, |d| {
+            // Bundle links only, not their versioned directories.
+            d.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            })
+            .count()
+        })
     }
 
     /// Asserts every name set was finalized exactly once at the CA.

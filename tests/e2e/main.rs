@@ -13,6 +13,7 @@ mod batch_renewal;
 mod batch_resume;
 mod batch_scale_out;
 mod batch_scale_out_support;
+mod bundles;
 mod common;
 mod dns01;
 mod dns01_batch;

@@ -17,6 +17,9 @@ pub fn run(args: &[String]) -> Result<()> {
         ensure_packages,
     )?;
     step("moto (AWS API emulator) in a venv", ensure_moto)?;
+    step("tidy: the architecture's invariants", || {
+        crate::tidy::run(&[])
+    })?;
     step("cargo fmt --all --check", || {
         run_cmd(cargo().args(["fmt", "--all", "--check"]))
     })?;

@@ -20,6 +20,7 @@ mod bench_store;
 mod ci;
 mod demo;
 mod pebble;
+mod tidy;
 mod util;
 
 use std::process::ExitCode;
@@ -46,8 +47,11 @@ tasks:
   bench keys [--millis M]     signatures per second of a file, a SoftHSM2 and a swtpm P-256 key
                               at 1, 2 and 4 concurrent signers (release build, M ms per level,
                               default 2000), the SoftHSM 4-vs-1 ratio, signatures per certificate
-  ci                          install missing Debian packages (as root), then cargo fmt --check,
-                              clippy -D warnings, build, test (with CI=1)
+  ci                          install missing Debian packages (as root), then tidy, cargo fmt
+                              --check, clippy -D warnings, build, test (with CI=1)
+  tidy                        the architecture's invariants: dependency arrows (cargo metadata),
+                              no environment, printing, sleeping or concrete backends in
+                              libraries but where allowed (xtask/src/tidy.rs)
   demo [--dir DIR]            start BIND and Pebble, register an account, issue a certificate
                               for demo.certfleet.test + *.demo.certfleet.test by dns-01
                               through the rfc2136 plugin (TSIG), verify it with openssl, then
@@ -74,6 +78,7 @@ fn main() -> ExitCode {
         Some("ci") => ci::run(&args[1..]),
         Some("demo") => demo::run(&args[1..]),
         Some("pebble") => pebble::run(&args[1..]),
+        Some("tidy") => tidy::run(&args[1..]),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

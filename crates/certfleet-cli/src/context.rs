@@ -140,7 +140,10 @@ impl Context {
 
     /// Opens the PostgreSQL store at `url` (bounded connection retries).
     pub async fn open_postgres(&self, url: &str) -> Result<PgStore> {
+        // libpq's variables, read here at the edge (the store crate reads no environment).
         let options = PgOptions {
+            default_user: std::env::var("PGUSER").ok().filter(|u| !u.is_empty()),
+            default_password: std::env::var("PGPASSWORD").ok().filter(|p| !p.is_empty()),
             password_file: self.settings.batch.store_password_file.clone(),
             ..PgOptions::default()
         };

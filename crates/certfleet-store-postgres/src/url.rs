@@ -6,17 +6,37 @@ use std::time::Duration;
 
 use crate::PgError;
 
-/// How to reach the database besides the URL.
-#[derive(Clone, Debug, Default)]
+/// How to reach the database besides the URL. The caller reads the environment
+/// (`PGUSER`, `PGPASSWORD`) and passes what it found: this library reads none.
+#[derive(Clone, Default)]
 pub struct PgOptions {
+    /// The user when the URL names none (the CLI passes `PGUSER`; default `postgres`).
+    pub default_user: Option<String>,
+    /// The password when the URL has none (the CLI passes `PGPASSWORD`); never shown.
+    pub default_password: Option<String>,
     /// A file whose first line is the password (used when the URL has none and
-    /// `PGPASSWORD` is unset).
+    /// `default_password` is unset).
     pub password_file: Option<PathBuf>,
     /// Connections kept open (default 8).
     pub pool_size: Option<usize>,
     /// Connection attempts at open before giving up (default 5, backoff doubling from
     /// 200 ms).
     pub connect_attempts: Option<u32>,
+}
+
+impl std::fmt::Debug for PgOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgOptions")
+            .field("default_user", &self.default_user)
+            .field(
+                "default_password",
+                &self.default_password.as_ref().map(|_| "***"),
+            )
+            .field("password_file", &self.password_file)
+            .field("pool_size", &self.pool_size)
+            .field("connect_attempts", &self.connect_attempts)
+            .finish()
+    }
 }
 
 /// A parsed store URL.
@@ -93,7 +113,10 @@ impl StoreUrl {
             _ => return Err(invalid("no host (expected postgres://user@host/db)".into())),
         };
         let user = match url.username() {
-            "" => std::env::var("PGUSER").unwrap_or_else(|_| "postgres".to_owned()),
+            "" => options
+                .default_user
+                .clone()
+                .unwrap_or_else(|| "postgres".to_owned()),
             u => decode(u),
         };
         let database = match url.path().trim_start_matches('/') {
@@ -132,8 +155,8 @@ impl StoreUrl {
         }
         let password = match url.password() {
             Some(p) => Some(decode(p)),
-            None => match std::env::var("PGPASSWORD") {
-                Ok(p) if !p.is_empty() => Some(p),
+            None => match &options.default_password {
+                Some(p) if !p.is_empty() => Some(p.clone()),
                 _ => match &options.password_file {
                     Some(path) => Some(read_password_file(path)?),
                     None => None,
@@ -242,12 +265,19 @@ mod tests {
             password_file: Some(file),
             ..PgOptions::default()
         };
-        // PGPASSWORD (if the environment has it) wins over the file, so only check the
-        // file when it is unset.
         let u = StoreUrl::parse("postgres://u@h/db", &options).expect("parse");
-        if std::env::var_os("PGPASSWORD").is_none() {
-            assert_eq!(u.password.as_deref(), Some("from-file"));
-        }
+        assert_eq!(u.password.as_deref(), Some("from-file"));
+        let from_env = PgOptions {
+            default_password: Some("from-env".to_owned()),
+            ..options.clone()
+        };
+        let u = StoreUrl::parse("postgres://u@h/db", &from_env).expect("parse");
+        assert_eq!(
+            u.password.as_deref(),
+            Some("from-env"),
+            "the caller's PGPASSWORD wins"
+        );
+        assert!(!format!("{from_env:?}").contains("from-env"), "never shown");
         assert_eq!(u.redacted(), "postgres://u:***@h:5432/db?sslmode=prefer");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -1,4 +1,5 @@
 use super::*;
+use certfleet_keys::KeyAlgorithm;
 
 fn opts() -> ParseOptions {
     ParseOptions::default()
@@ -153,14 +154,17 @@ fn toml_form_with_defaults() {
     assert_eq!(c0.output_dir.as_deref(), Some(Path::new("/srv/certs")));
     let c1 = &b.certs[1];
     assert!(
-        matches!(&c1.key, Some(KeySource::Reference(r)) if r.to_string() == "file:/keys/net.pem")
+        matches!(&c1.key, Some(KeySource::Existing(r)) if r.to_string() == "file:/keys/net.pem")
     );
     assert_eq!(c1.profile.as_deref(), Some("tlsserver"));
     let c2 = &b.certs[2];
     assert_eq!(c2.names, ["plain.example.org", "alt.example.org"]);
     assert_eq!(c2.challenge, Some(Challenge::Http01));
     let job = c1.to_job();
-    assert_eq!(job.spec.key.as_deref(), Some("file:/keys/net.pem"));
+    assert_eq!(
+        job.spec.key.as_ref().map(|k| k.as_str()),
+        Some("file:/keys/net.pem")
+    );
     assert_eq!(job.spec.source_line, Some(11));
 }
 
@@ -251,4 +255,70 @@ fn too_many_names_and_empty_files() {
     assert!(p[0].message.contains("3 names; at most 2"), "{}", p[0]);
     let p = problems(BatchFile::parse_list("# nothing\n", "l", &opts()));
     assert!(p[0].message.contains("no certificates"));
+}
+
+/// Every per-certificate option of `issue` is a field under the same name; `key` takes an
+/// algorithm (a new key) or a reference, as `docs/cli.md` shows.
+#[test]
+fn issue_option_names_are_batch_fields_and_key_takes_an_algorithm() {
+    let text = r#"[defaults]
+key = "es384"
+challenge = "http-01"
+profile = "shortlived"
+preferred_chain = "Root X2"
+out = "/srv/certs"
+
+[[cert]]
+names = ["a.example.com"]
+
+[[cert]]
+names = ["b.example.com"]
+key_alg = "rs3072"
+key = "pkcs11:token=t;object=k"
+"#;
+    let p = problems(BatchFile::parse(text, Format::Toml, "b.toml", &opts()));
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert!(
+        p[0].message.contains("either `key` or `key_alg`"),
+        "{}",
+        p[0]
+    );
+    let ok = text.replace("key = \"pkcs11:token=t;object=k\"\n", "");
+    let b = BatchFile::parse(&ok, Format::Toml, "b.toml", &opts()).expect("valid");
+    let (a, bb) = (&b.certs[0], &b.certs[1]);
+    assert_eq!(a.key, Some(KeySource::Generate(KeyAlgorithm::EcP384)));
+    assert_eq!(bb.key, Some(KeySource::Generate(KeyAlgorithm::Rsa3072)));
+    let spec = a.to_job().spec;
+    assert_eq!(spec.challenge, Some(Challenge::Http01));
+    assert_eq!(spec.profile.as_deref(), Some("shortlived"));
+    assert_eq!(spec.preferred_chain.as_deref(), Some("Root X2"));
+    assert_eq!(spec.output_dir.as_deref(), Some(Path::new("/srv/certs")));
+}
+
+/// Every batch-file example in `docs/cli.md` parses (a doc example that does not is a CI
+/// failure; the e2e test `batch_output_dir_gives_each_certificate_its_own_complete_directory`
+/// issues the same form).
+#[test]
+fn the_batch_file_examples_in_the_docs_parse() {
+    let doc = include_str!("../../../../docs/cli.md");
+    let mut found = 0;
+    let mut rest = doc;
+    while let Some(start) = rest.find("```toml\n") {
+        let body = &rest[start + 8..];
+        let end = body.find("```").expect("closed code block");
+        let block = &body[..end];
+        rest = &body[end..];
+        if !block.contains("[[cert]]") {
+            continue;
+        }
+        found += 1;
+        let b = BatchFile::parse(block, Format::Toml, "docs/cli.md", &opts())
+            .unwrap_or_else(|e| panic!("docs/cli.md example does not parse: {e}\n{block}"));
+        assert_eq!(
+            b.certs[0].key,
+            Some(KeySource::Generate(KeyAlgorithm::EcP256)),
+            "`key = \"es256\"` is a new key, not a file named es256"
+        );
+    }
+    assert!(found > 0, "docs/cli.md has a batch-file example");
 }
