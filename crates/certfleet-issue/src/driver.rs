@@ -112,7 +112,12 @@ impl Issuer {
             }
         };
         let issued = steps
-            .finalize(authorized, req.preferred_chain.as_deref(), checkpoint)
+            .finalize(
+                authorized,
+                &req.names,
+                req.preferred_chain.as_deref(),
+                checkpoint,
+            )
             .await?;
         tracing::info!(serial = %issued.info.serial_hex, not_after = %issued.info.not_after.date(), "certificate issued");
         Ok(issued)

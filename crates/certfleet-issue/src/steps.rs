@@ -322,10 +322,12 @@ impl OrderSteps {
     }
 
     /// Key → CSR → finalize (a `ready` order only) → wait for `valid` → download and choose
-    /// the chain → check it certifies exactly our key and names.
+    /// the chain → check it certifies exactly our key and `names` (as requested, first
+    /// name first; the CA may list the order's identifiers in another order).
     pub async fn finalize<E: From<IssueError>>(
         &self,
         authorized: Authorized,
+        names: &[String],
         preferred_chain: Option<&str>,
         checkpoint: &mut dyn Checkpoint<E>,
     ) -> Result<IssuedCertificate, E> {
@@ -337,14 +339,8 @@ impl OrderSteps {
             order.state.status = OrderStatus::Ready;
         }
         let key = checkpoint.finalize_key().await?;
-        let names: Vec<String> = order
-            .state
-            .identifiers
-            .iter()
-            .map(|i| i.value.clone())
-            .collect();
         if order.state.status == OrderStatus::Ready {
-            let csr = build_csr(key.as_ref(), &names)
+            let csr = build_csr(key.as_ref(), names)
                 .await
                 .map_err(IssueError::from)?;
             tracing::debug!(order = %order.url, "finalizing");
@@ -372,7 +368,7 @@ impl OrderSteps {
         let order = self
             .wait_order(order, &[OrderStatus::Valid], "certificate issuance")
             .await?;
-        Ok(self.download(order, &names, key, preferred_chain).await?)
+        Ok(self.download(order, names, key, preferred_chain).await?)
     }
 
     async fn download(

@@ -101,12 +101,14 @@ impl JobDriver {
         }
         let steps = self.steps.clone();
         let preferred_chain = self.job.spec.preferred_chain.clone();
+        let names = self.job.spec.names.clone();
         let issued = steps
             .finalize(
                 Authorized {
                     order,
                     assumed_ready,
                 },
+                &names,
                 preferred_chain.as_deref(),
                 &mut JobCheckpoint {
                     driver: self,
