@@ -71,7 +71,7 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum BatchCommand {
     /// Run (or resume) a batch: issue every certificate of FILE
-    Run(BatchRunArgs),
+    Run(Box<BatchRunArgs>),
     /// Print how many orders and certificates FILE needs and the earliest finish under the
     /// rate limits
     Plan {

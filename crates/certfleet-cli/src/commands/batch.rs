@@ -33,7 +33,7 @@ use report::{JobPages, NotIssued, Report, rfc3339};
 
 pub async fn run(ctx: &Context, cmd: BatchCommand) -> Result<()> {
     match cmd {
-        BatchCommand::Run(args) => run_batch(ctx, args).await,
+        BatchCommand::Run(args) => run_batch(ctx, *args).await,
         BatchCommand::Plan { file, rate_limits } => {
             let batch = load(
                 ctx,
