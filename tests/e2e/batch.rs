@@ -165,7 +165,7 @@ async fn a_locked_store_names_the_run_holding_it() {
     env.register_account().await;
     let config = write_config(&env, "");
     // Hold the run lock the way a running batch does.
-    let store = certfleet_batch::SqliteStore::open(&env.state_dir())
+    let store = certfleet_store_sqlite::SqliteStore::open(&env.state_dir())
         .await
         .expect("store");
     let holder =

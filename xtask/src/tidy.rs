@@ -86,6 +86,52 @@ const FORBIDDEN_DEPS: &[(&str, &str, &str)] = &[
         "certfleet-keys-",
         "a store holds no keys",
     ),
+    (
+        "certfleet-store-postgres",
+        "certfleet-batch",
+        "a store backend links the store seam only",
+    ),
+    (
+        "certfleet-store-postgres",
+        "certfleet-acme",
+        "a store backend links the store seam only",
+    ),
+    (
+        "certfleet-store-sqlite",
+        "certfleet-batch",
+        "a store backend links the store seam only",
+    ),
+    (
+        "certfleet-store-sqlite",
+        "certfleet-acme",
+        "a store backend links the store seam only",
+    ),
+    (
+        "certfleet-store",
+        "certfleet-acme",
+        "the store seam knows no ACME client",
+    ),
+    (
+        "certfleet-store",
+        "certfleet-issue",
+        "the store seam knows no order flow",
+    ),
+    ("certfleet-store", "certfleet-batch", "arrows point down"),
+    (
+        "certfleet-store",
+        "certfleet-store-",
+        "the seam names no backend",
+    ),
+    (
+        "certfleet-request",
+        "certfleet-acme",
+        "request types are a leaf beside the keys",
+    ),
+    (
+        "certfleet-request",
+        "certfleet-issue",
+        "request types are a leaf beside the keys",
+    ),
     ("certfleet-dns01", "certfleet-", "the DNS-01 seam is a leaf"),
     (
         "certfleet-plugin-abi",
@@ -108,6 +154,10 @@ const ONLY_FROM: &[(&str, &[&str])] = &[
     ),
     (
         "certfleet-store-postgres",
+        &["certfleet-cli", "certfleet-testenv", "xtask"],
+    ),
+    (
+        "certfleet-store-sqlite",
         &["certfleet-cli", "certfleet-testenv", "xtask"],
     ),
 ];
@@ -160,7 +210,7 @@ const CONCRETE: &[(&str, &[&str])] = &[
     ("Pkcs11Key", &["certfleet-keys-pkcs11"]),
     ("TpmBackend", &["certfleet-keys-tpm"]),
     ("TpmKey", &["certfleet-keys-tpm"]),
-    ("SqliteStore", &["certfleet-batch"]),
+    ("SqliteStore", &["certfleet-store-sqlite"]),
     ("PgStore", &["certfleet-store-postgres"]),
 ];
 
@@ -404,6 +454,11 @@ mod tests {
         );
         let p = check_deps(&deps(&[("certfleet-batch", &["certfleet-store-postgres"])]));
         assert!(p.iter().any(|m| m.contains("concrete stores")), "{p:?}");
+        let p = check_deps(&deps(&[("certfleet-store-postgres", &["certfleet-batch"])]));
+        assert!(
+            p.iter().any(|m| m.contains("links the store seam only")),
+            "{p:?}"
+        );
         let p = check_deps(&deps(&[("certfleet-issue", &["certfleet-cli"])]));
         assert!(
             p.iter().any(|m| m.contains("nothing may depend on it")),
@@ -471,8 +526,18 @@ mod tests {
             "crates/certfleet-batch/src/job_driver/finalize.rs",
             src,
         );
-        assert_eq!(p.len(), 1, "SqliteStore is the batch crate's own: {p:?}");
+        assert_eq!(p.len(), 2, "{p:?}");
         assert!(p[0].contains("concrete backend FileKey"), "{p:?}");
+        assert!(p[1].contains("concrete backend SqliteStore"), "{p:?}");
+        assert!(
+            check_source(
+                "certfleet-store-sqlite",
+                "crates/certfleet-store-sqlite/src/lib.rs",
+                "pub struct SqliteStore;"
+            )
+            .is_empty(),
+            "a backend names itself"
+        );
         let p = check_source("certfleet-issue", "crates/certfleet-issue/src/x.rs", src);
         assert_eq!(p.len(), 2, "{p:?}");
         assert!(

@@ -3,10 +3,10 @@
 //!
 //! - [`batch_file`]: the batch input (TOML with defaults and `[[cert]]` entries, or a plain
 //!   list), validated whole with every problem reported with its line.
-//! - [`StateStore`]: durable jobs (a persisted state machine with leases and fencing
-//!   tokens), rate buckets and issuance history; [`SqliteStore`] is the embedded backend.
-//!   The contract every backend keeps is in [`store`]; `conformance` (feature
-//!   `conformance`) checks it.
+//! - [`StateStore`] (from `certfleet-store`): durable jobs (a persisted state machine with
+//!   leases and fencing tokens), rate buckets and issuance history. The contract every
+//!   backend keeps is in [`store`]; the backends (`certfleet-store-sqlite`,
+//!   `certfleet-store-postgres`) are picked by the CLI.
 //! - [`governor`]: Let's Encrypt-style token buckets (GCRA, [`gcra`]) persisted in the
 //!   store, proactive reservations and reactive pauses from `rateLimited` 429s and 503s.
 //! - [`plan`]: how many orders a batch needs and the earliest finish under the limits.
@@ -28,18 +28,17 @@
 //! ```
 
 pub mod batch_file;
-#[cfg(any(test, feature = "conformance"))]
-pub mod conformance;
 mod error;
-pub mod gcra;
 pub mod governor;
 mod job_driver;
 mod limits;
 pub mod orchestrator;
 pub mod plan;
-mod sqlite;
-pub mod store;
 pub mod zone_batcher;
+
+/// The store seam and rate buckets live in `certfleet-store`; re-exported so the
+/// orchestrator's users name one crate.
+pub use certfleet_store::{gcra, store};
 
 pub use certfleet_issue::MIN_POLL_INTERVAL;
 pub use error::{BatchFileError, Diagnostic, LimitsError, RunError, StoreError};
@@ -48,7 +47,6 @@ pub use orchestrator::{
     DEFAULT_CONCURRENCY, IssuedHook, Orchestrator, OrchestratorConfig, RunKeys, RunSolvers,
     RunSummary,
 };
-pub use sqlite::{DB_FILE, LOCK_FILE, SqliteStore};
 pub use store::{
     BatchId, BatchRecord, ClaimRequest, ClaimedJob, FencingToken, IssuanceRecord, IssuedCert, Job,
     JobId, JobSpec, JobStatus, JobUpdate, Lease, LeaseInfo, NewBatch, NewJob, RunGuard, RunHolder,

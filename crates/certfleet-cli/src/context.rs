@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use certfleet_acme::{Account, AcmeClient, ClientConfig, PollPolicy};
-use certfleet_batch::{SqliteStore, StateStore};
+use certfleet_batch::StateStore;
 use certfleet_keys::file::FileBackend;
 use certfleet_keys::{KeyBackend, KeyRef, SigningKey};
 use certfleet_keys_pkcs11::Pkcs11Backend;
 use certfleet_keys_tpm::{DEFAULT_TCTI, TpmBackend};
 use certfleet_store_postgres::{PgOptions, PgStore, is_postgres_url, redact_url};
+use certfleet_store_sqlite::SqliteStore;
 
 use crate::config::Settings;
 use crate::state::StateDir;

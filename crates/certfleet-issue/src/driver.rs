@@ -131,7 +131,7 @@ pub fn pick_challenge<'a>(
     name: &str,
     kind: ChallengeKind,
 ) -> Result<(&'a Challenge, String), IssueError> {
-    let wanted = kind.challenge_type();
+    let wanted = challenge_type(kind);
     let challenge = state
         .challenges
         .iter()
@@ -155,12 +155,10 @@ pub fn pick_challenge<'a>(
     Ok((challenge, token))
 }
 
-impl ChallengeKind {
-    /// The ACME challenge type.
-    pub fn challenge_type(self) -> ChallengeType {
-        match self {
-            ChallengeKind::Http01 => ChallengeType::Http01,
-            ChallengeKind::Dns01 => ChallengeType::Dns01,
-        }
+/// The ACME challenge type of a kind.
+pub fn challenge_type(kind: ChallengeKind) -> ChallengeType {
+    match kind {
+        ChallengeKind::Http01 => ChallengeType::Http01,
+        ChallengeKind::Dns01 => ChallengeType::Dns01,
     }
 }

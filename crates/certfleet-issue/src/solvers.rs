@@ -1,48 +1,10 @@
-use std::fmt;
+pub use certfleet_request::ChallengeKind;
 use std::sync::Arc;
 
 use certfleet_dns01::{Dns01Solver, PropagationCheck};
 use certfleet_http01::Http01Solver;
 
 use crate::IssueError;
-
-/// The challenge type used for non-wildcard names (wildcards always need dns-01).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub enum ChallengeKind {
-    #[serde(rename = "http-01")]
-    Http01,
-    #[serde(rename = "dns-01")]
-    Dns01,
-}
-
-impl std::str::FromStr for ChallengeKind {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<ChallengeKind, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "http-01" => Ok(ChallengeKind::Http01),
-            "dns-01" => Ok(ChallengeKind::Dns01),
-            _ => Err(format!(
-                "unknown challenge {s:?} (expected http-01 or dns-01)"
-            )),
-        }
-    }
-}
-
-impl ChallengeKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChallengeKind::Http01 => "http-01",
-            ChallengeKind::Dns01 => "dns-01",
-        }
-    }
-}
-
-impl fmt::Display for ChallengeKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// What can answer challenges for an order.
 #[derive(Clone, Debug)]

@@ -41,7 +41,7 @@ pub async fn explain_invalid_order(
         ) {
             continue;
         }
-        let wanted = a.kind.challenge_type();
+        let wanted = crate::driver::challenge_type(a.kind);
         let problem = authz
             .state
             .challenges

@@ -1,13 +1,9 @@
-//! The certificate key as the user chose it, parsed once at the edge, and the seam through
-//! which a new key is made.
+//! The certificate key as the user chose it, parsed once at the edge.
 
 use std::fmt;
-use std::path::Path;
 use std::str::FromStr;
-use std::sync::Arc;
 
-use async_trait::async_trait;
-use certfleet_keys::{KeyAlgorithm, KeyError, KeyRef, SigningKey};
+use certfleet_keys::{KeyAlgorithm, KeyError, KeyRef};
 use serde::{Deserialize, Serialize};
 
 /// Which certificate key to use.
@@ -41,18 +37,6 @@ impl fmt::Display for KeyChoice {
             KeyChoice::Generate(a) => a.fmt(f),
         }
     }
-}
-
-/// Makes new certificate keys (the composition root picks the backend).
-#[async_trait]
-pub trait KeyMaker: Send + Sync + fmt::Debug {
-    /// Generates a key of `alg` at `path` (mode 0600, written atomically; `path` must not
-    /// exist).
-    async fn generate(
-        &self,
-        alg: KeyAlgorithm,
-        path: &Path,
-    ) -> Result<Arc<dyn SigningKey>, KeyError>;
 }
 
 #[cfg(test)]

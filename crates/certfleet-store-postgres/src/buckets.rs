@@ -1,12 +1,12 @@
 //! Rate buckets and issuance history. A debit is one transaction that locks every bucket
 //! row involved (`FOR UPDATE`, in key order: two debits with overlapping keys lock in the
-//! same order and never deadlock), decides with [`certfleet_batch::gcra::decide`] and
+//! same order and never deadlock), decides with [`certfleet_store::gcra::decide`] and
 //! writes the new TATs, so any number of nodes together stay within the limits.
 
 use std::collections::BTreeMap;
 
-use certfleet_batch::gcra::{BucketKey, BucketState, Decision, TokenRequest, decide, refunds};
-use certfleet_batch::{IssuanceRecord, StoreError, TakeOutcome};
+use certfleet_store::gcra::{BucketKey, BucketState, Decision, TokenRequest, decide, refunds};
+use certfleet_store::{IssuanceRecord, StoreError, TakeOutcome};
 use deadpool_postgres::Transaction;
 use time::OffsetDateTime;
 

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use certfleet_batch::StoreError;
+use certfleet_store::StoreError;
 
 /// Why the PostgreSQL store could not be opened or used.
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use certfleet_batch::{FencingToken, Job, JobStatus, JobUpdate, Lease, StoreError};
+use certfleet_store::{FencingToken, Job, JobStatus, JobUpdate, Lease, StoreError};
 use time::OffsetDateTime;
 
 use crate::error::corrupt;

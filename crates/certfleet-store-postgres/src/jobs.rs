@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use certfleet_batch::{
+use certfleet_store::{
     BatchId, BatchRecord, ClaimRequest, ClaimedJob, FencingToken, Job, JobId, JobStatus, Lease,
     LeaseInfo, NewBatch, NewJob, StatusCounts, StoreError,
 };

@@ -1,4 +1,4 @@
-//! The PostgreSQL [`StateStore`](certfleet_batch::StateStore): several orchestrator nodes (processes, hosts) work on one
+//! The PostgreSQL [`StateStore`](certfleet_store::StateStore): several orchestrator nodes (processes, hosts) work on one
 //! batch through one database.
 //!
 //! - **Claims** take due jobs with `SELECT … FOR UPDATE SKIP LOCKED` (oldest due first) in
@@ -10,14 +10,14 @@
 //!   or partitioned node cannot overwrite the job's new owner.
 //! - **Rate buckets** live in the `buckets` table and are debited in one transaction that
 //!   locks every bucket row involved (`FOR UPDATE`, in key order so two debits never
-//!   deadlock) and decides with [`certfleet_batch::gcra::decide`]: all nodes together stay
+//!   deadlock) and decides with [`certfleet_store::gcra::decide`]: all nodes together stay
 //!   within one account's limits.
-//! - **Runs**: [`StateStore::begin_run`](certfleet_batch::StateStore::begin_run) registers the node in `nodes` (with a heartbeat,
+//! - **Runs**: [`StateStore::begin_run`](certfleet_store::StateStore::begin_run) registers the node in `nodes` (with a heartbeat,
 //!   shown by `certfleet batch status`) and never ends other nodes' leases.
 //! - **Schema**: numbered migrations embedded in the crate, applied under an advisory lock
 //!   (several nodes may start at once); a newer schema is refused naming both versions.
 //!
-//! The [location](certfleet_batch::StateStore::location) and every error show the URL with the password as
+//! The [location](certfleet_store::StateStore::location) and every error show the URL with the password as
 //! `***`. See `docs/scale-out.md` for the model and its limits.
 
 mod buckets;
@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use certfleet_batch::StoreError;
+use certfleet_store::StoreError;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use time::OffsetDateTime;
 use tokio_postgres::NoTls;
@@ -86,7 +86,7 @@ impl PgStats {
     }
 }
 
-/// The PostgreSQL [`StateStore`](certfleet_batch::StateStore).
+/// The PostgreSQL [`StateStore`](certfleet_store::StateStore).
 #[derive(Clone)]
 pub struct PgStore {
     pub(crate) db: Arc<Db>,

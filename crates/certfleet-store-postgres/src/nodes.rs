@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use certfleet_batch::{RunHolder, StoreError};
+use certfleet_store::{RunHolder, StoreError};
 use time::OffsetDateTime;
 
 use crate::{Db, from_ts, ts};

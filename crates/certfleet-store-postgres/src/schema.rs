@@ -1,7 +1,7 @@
 //! Numbered migrations embedded in the binary, applied in one transaction under an
 //! advisory lock so several nodes starting at once migrate exactly once.
 
-use certfleet_batch::StoreError;
+use certfleet_store::StoreError;
 use deadpool_postgres::Object;
 
 use crate::db;

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use certfleet_batch::gcra::{BucketKey, BucketState, TokenRequest};
-use certfleet_batch::{
+use certfleet_store::gcra::{BucketKey, BucketState, TokenRequest};
+use certfleet_store::{
     BatchId, BatchRecord, ClaimRequest, ClaimedJob, IssuanceRecord, Job, JobId, JobUpdate, Lease,
     NewBatch, NewJob, RunGuard, RunHolder, StateStore, StatusCounts, StoreError, TakeOutcome,
 };

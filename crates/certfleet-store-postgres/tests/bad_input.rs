@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use certfleet_batch::{StateStore, StoreError};
+use certfleet_store::{StateStore, StoreError};
 use certfleet_store_postgres::{PgOptions, PgStore, SCHEMA_VERSION};
 use certfleet_testenv::postgres::{PG_PASSWORD, PG_USER};
 

@@ -9,7 +9,7 @@ async fn conformance_suite_passes_on_postgres() {
         return;
     };
     let mut opened = 0;
-    certfleet_batch::conformance::run_all(|| {
+    certfleet_store::conformance::run_all(|| {
         opened += 1;
         let url = cluster.fresh_db();
         let cluster = &cluster;

@@ -6,8 +6,8 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use certfleet_batch::gcra::{BucketKey, Limit, TokenRequest};
-use certfleet_batch::{
+use certfleet_store::gcra::{BucketKey, Limit, TokenRequest};
+use certfleet_store::{
     ClaimRequest, JobSpec, JobStatus, JobUpdate, NewBatch, NewJob, RunHolder, StateStore,
     StoreError, TakeOutcome,
 };
@@ -24,7 +24,7 @@ async fn three(cluster: &common::Cluster) -> (String, Vec<PgStore>) {
     (url, vec![a, b, c])
 }
 
-async fn batch(store: &PgStore, n: usize) -> certfleet_batch::BatchId {
+async fn batch(store: &PgStore, n: usize) -> certfleet_store::BatchId {
     let (b, _) = store
         .open_batch(
             &NewBatch {
@@ -49,7 +49,7 @@ async fn batch(store: &PgStore, n: usize) -> certfleet_batch::BatchId {
 }
 
 fn claim_req(
-    batch: certfleet_batch::BatchId,
+    batch: certfleet_store::BatchId,
     node: &str,
     now: time::OffsetDateTime,
 ) -> ClaimRequest {

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use time::OffsetDateTime;
 
-use crate::error::StoreError;
-use crate::gcra::{BucketKey, BucketState, Decision, TokenRequest, decide, refunds};
-use crate::store::{IssuanceRecord, TakeOutcome};
+use certfleet_store::StoreError;
+use certfleet_store::gcra::{BucketKey, BucketState, Decision, TokenRequest, decide, refunds};
+use certfleet_store::{IssuanceRecord, TakeOutcome};
 
 use super::{db_err, from_ts, ts};
 

@@ -5,9 +5,9 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use time::OffsetDateTime;
 
-use crate::error::StoreError;
-use crate::gcra::to_time;
-use crate::store::{
+use certfleet_store::StoreError;
+use certfleet_store::gcra::to_time;
+use certfleet_store::{
     BatchId, BatchRecord, ClaimRequest, ClaimedJob, FencingToken, Job, JobId, JobStatus, JobUpdate,
     Lease, LeaseInfo, NewBatch, NewJob, StatusCounts,
 };

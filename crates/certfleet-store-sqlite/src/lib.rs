@@ -15,9 +15,9 @@ use async_trait::async_trait;
 use rusqlite::Connection;
 use time::OffsetDateTime;
 
-use crate::error::StoreError;
-use crate::gcra::{BucketKey, BucketState, TokenRequest};
-use crate::store::{
+use certfleet_store::StoreError;
+use certfleet_store::gcra::{BucketKey, BucketState, TokenRequest};
+use certfleet_store::{
     BatchId, BatchRecord, ClaimRequest, ClaimedJob, IssuanceRecord, Job, JobId, JobUpdate, Lease,
     NewBatch, NewJob, RunGuard, RunHolder, StateStore, StatusCounts, TakeOutcome,
 };

@@ -7,8 +7,8 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use crate::error::StoreError;
-use crate::store::RunHolder;
+use certfleet_store::RunHolder;
+use certfleet_store::StoreError;
 
 /// Holds the lock until dropped (closing the file releases it).
 #[derive(Debug)]

@@ -2,8 +2,8 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
-use crate::error::StoreError;
-use crate::store::SCHEMA_VERSION;
+use certfleet_store::SCHEMA_VERSION;
+use certfleet_store::StoreError;
 
 use super::db_err;
 

@@ -1,10 +1,11 @@
 use std::time::Duration;
 
-use crate::conformance::{self, T0};
-use crate::store::{
+use crate::SqliteStore;
+use certfleet_store::conformance::{self, T0};
+use certfleet_store::{
     ClaimRequest, JobSpec, JobStatus, JobUpdate, NewBatch, NewJob, RunHolder, StateStore,
 };
-use crate::{SCHEMA_VERSION, SqliteStore, StoreError};
+use certfleet_store::{SCHEMA_VERSION, StoreError};
 
 #[tokio::test]
 async fn conformance_suite() {

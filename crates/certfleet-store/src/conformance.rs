@@ -5,7 +5,8 @@
 //!
 //! ```no_run
 //! # async fn f() {
-//! use certfleet_batch::{SqliteStore, conformance};
+//! use certfleet_store_sqlite::SqliteStore;
+//! use certfleet_store::conformance;
 //! let dirs = std::cell::RefCell::new(Vec::new());
 //! conformance::run_all(|| async {
 //!     let dir = tempfile::tempdir().expect("tempdir");

@@ -21,7 +21,7 @@ use crate::error::LimitsError;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limit {
     pub capacity: u32,
-    #[serde(with = "crate::limits::duration_serde")]
+    #[serde(with = "crate::duration::duration_serde")]
     pub period: Duration,
 }
 
@@ -97,7 +97,8 @@ impl Limit {
     }
 }
 
-pub(crate) fn to_time(d: Duration) -> time::Duration {
+/// A std duration as a `time` duration (saturating).
+pub fn to_time(d: Duration) -> time::Duration {
     time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
 }
 

@@ -1,6 +1,6 @@
 //! The durable state of batches: the [`StateStore`] trait, shared by the embedded SQLite
-//! store ([`crate::SqliteStore`]) and a later server-backed store (PostgreSQL, several
-//! orchestrator nodes on one batch).
+//! store (`certfleet-store-sqlite`) and the server-backed store (`certfleet-store-postgres`,
+//! several orchestrator nodes on one batch).
 //!
 //! # The contract
 //! **Write before the network step.** Every job is a persisted state machine
@@ -39,7 +39,7 @@
 //! nothing, with the shared arithmetic of [`crate::gcra::decide`], so any number of nodes
 //! together stay within one account's limits.
 //!
-//! The reusable conformance suite (`certfleet_batch::conformance`, feature `conformance`)
+//! The reusable conformance suite (`certfleet_store::conformance`, feature `conformance`)
 //! checks all of this for any backend.
 
 mod job;
@@ -192,7 +192,7 @@ impl StatusCounts {
 /// One issued certificate, for the governor (same-set renewal exemption) and reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IssuanceRecord {
-    /// [`crate::governor::NameSet::key`] of the certificate's names.
+    /// The name-set key of the certificate's names (`certfleet_batch::governor::NameSet::key`).
     pub name_set: String,
     pub names: Vec<String>,
     pub account: String,

@@ -5,8 +5,9 @@ use certfleet_acme::{AcmeError, Problem, ProblemKind, RetryAfter};
 use time::macros::datetime;
 
 use super::*;
+use crate::Preset;
 use crate::gcra::Limit;
-use crate::{Preset, SqliteStore};
+use certfleet_store_sqlite::SqliteStore;
 
 const T0: OffsetDateTime = datetime!(2026-01-01 00:00 UTC);
 const NEW_ORDER: &str = "https://ca.example/acme/new-order";

@@ -5,8 +5,8 @@ use std::str::FromStr;
 
 use std::path::PathBuf;
 
-use certfleet_issue::ChallengeKind;
 use certfleet_keys::{KeyAlgorithm, KeyRef};
+use certfleet_request::ChallengeKind;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
