@@ -187,7 +187,7 @@ const SLEEP_ALLOWED: &[(&str, &str)] = &[
     ),
     (
         "crates/certfleet-acme/src/client.rs",
-        "bounded connect retries and Retry-After",
+        "bounded connect retries of the directory fetch",
     ),
     (
         "crates/certfleet-http01/src/standalone.rs",
