@@ -411,3 +411,70 @@ pub struct RevokeArgs {
     #[arg(long, value_name = "KEYREF")]
     pub cert_key: Option<String>,
 }
+
+#[cfg(test)]
+mod docs_examples {
+    use clap::Parser;
+
+    use super::Cli;
+
+    /// Splits a documented command line like a shell would for these examples: spaces
+    /// separate words, single quotes group them.
+    fn words(line: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut word = String::new();
+        let mut quoted = false;
+        let mut any = false;
+        for c in line.chars() {
+            match c {
+                '\'' => {
+                    quoted = !quoted;
+                    any = true;
+                }
+                ' ' if !quoted => {
+                    if any {
+                        out.push(std::mem::take(&mut word));
+                        any = false;
+                    }
+                }
+                c => {
+                    word.push(c);
+                    any = true;
+                }
+            }
+        }
+        if any {
+            out.push(word);
+        }
+        out
+    }
+
+    /// Every `certfleet …` example in docs/cli.md parses with the real grammar.
+    #[test]
+    fn every_example_in_the_docs_parses() {
+        let doc = include_str!("../../../docs/cli.md");
+        let mut in_sh = false;
+        let mut parsed = 0;
+        for line in doc.lines() {
+            if line.starts_with("```") {
+                in_sh = line == "```sh";
+                continue;
+            }
+            if !in_sh || !line.starts_with("certfleet ") {
+                continue;
+            }
+            let args = words(line);
+            if let Err(e) = Cli::try_parse_from(&args) {
+                panic!("docs/cli.md example does not parse: {line}\n{e}");
+            }
+            parsed += 1;
+        }
+        assert!(parsed >= 10, "only {parsed} examples found in docs/cli.md");
+    }
+
+    #[test]
+    fn a_wrong_example_would_fail() {
+        assert!(Cli::try_parse_from(words("certfleet batch run f --no-such-flag")).is_err());
+        assert_eq!(words("a 'b c' d"), ["a", "b c", "d"]);
+    }
+}
