@@ -238,8 +238,8 @@ impl Drop for Staging {
     }
 }
 
-/// Removes what killed writers left in `parent`: staging directories and links whose
-/// process is gone, and version directories no bundle link points to (keeping each
+/// Removes what killed writers left in `parent`: staging directories, links and
+/// temporary files (of `certfleet_keys::fs::write_atomic` too) whose process is gone, and version directories no bundle link points to (keeping each
 /// bundle's current and previous version). Returns how many entries were removed.
 pub fn sweep(parent: &Path) -> Result<usize, IssueError> {
     let entries = match fs::read_dir(parent) {
@@ -312,7 +312,11 @@ impl<'a> Leftover<'a> {
             .strip_prefix("tmp-")
             .or_else(|| tail.strip_prefix("link-"))?;
         let (pid, n) = writer.split_once('-')?;
-        n.parse::<u64>().ok()?;
+        // Ours count in decimal; `certfleet_keys::fs::write_atomic` names its temporary
+        // files `.NAME.tmp-PID-HEX`.
+        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
         Some(Leftover::Writer {
             pid: pid.parse().ok()?,
         })

@@ -171,7 +171,7 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs) -> Result<()> {
     let governor = Arc::new(Governor::new(store.clone(), limits));
     let s = &ctx.settings.batch;
     let output_root = ctx.state.root().join("certs");
-    sweep_output_dirs(&batch, &output_root)?;
+    sweep_output_dirs(&batch, &output_root, &ctx.state.root().join("inventory"))?;
     let mut config = OrchestratorConfig::new(output_root);
     config.concurrency = args.concurrency.unwrap_or(s.concurrency).max(1);
     config.per_zone = s.per_zone.max(1);
@@ -241,12 +241,14 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs) -> Result<()> {
 }
 
 /// Removes what killed runs left beside the batch's certificate directories (staging
-/// directories, links, unused versions), once per parent directory.
-fn sweep_output_dirs(batch: &BatchFile, output_root: &Path) -> Result<()> {
+/// directories, links, unused versions) and in the renewal inventory (temporary files),
+/// once per directory.
+fn sweep_output_dirs(batch: &BatchFile, output_root: &Path, inventory: &Path) -> Result<()> {
     let mut parents: Vec<&Path> = batch
         .certs
         .iter()
         .map(|c| c.output_dir.as_deref().unwrap_or(output_root))
+        .chain([inventory])
         .collect();
     parents.sort_unstable();
     parents.dedup();

@@ -89,7 +89,9 @@ fn sweep_removes_what_dead_writers_left_and_keeps_live_bundles() {
     fs::write(orphan.join(META_FILE), "{}").expect("written");
     let live = bundle.stage().expect("staged");
     fs::create_dir(tmp.path().join(".mine.v1")).expect("made");
-    assert_eq!(sweep(tmp.path()).expect("swept"), 3);
+    // A temporary file of write_atomic killed mid-write.
+    fs::write(tmp.path().join(".meta.json.tmp-0-00ab12cd34ef5678"), "{").expect("written");
+    assert_eq!(sweep(tmp.path()).expect("swept"), 4);
     let mut want = vec![
         ".example.com.v1".to_owned(),
         ".example.com.v2".to_owned(),
