@@ -33,7 +33,8 @@ async fn start(options: CaProxyOptions) -> Option<(Env, CaProxy)> {
     Some((env, proxy))
 }
 
-async fn register(env: &Env, proxy: &CaProxy) {
+/// Registers an account at the CA double (shared with the bundle tests).
+pub(crate) async fn register(env: &Env, proxy: &CaProxy) {
     let key = env.generate_key("account.pem", "es256").await;
     env.run_at(
         &proxy.directory_url(),

@@ -78,7 +78,7 @@ async fn sigkilled_batch_resumes_without_ordering_or_finalizing_twice() {
             .kill_on_drop(true);
         let mut child = cmd.spawn().expect("certfleet starts");
         // Kill once the run is busy: after some orders reached the proxy, plus a random
-        // moment up to 1.5 s later.
+        // moment up to 3 s later (the kills fall anywhere from ordering to writing bundles).
         let orders_before = proxy.stats().new_orders;
         let busy_by = Instant::now() + Duration::from_secs(30);
         while proxy.stats().new_orders == orders_before && Instant::now() < busy_by {
@@ -87,7 +87,7 @@ async fn sigkilled_batch_resumes_without_ordering_or_finalizing_twice() {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(rng.below(1500))).await;
+        tokio::time::sleep(Duration::from_millis(rng.below(3000))).await;
         if child.try_wait().expect("wait").is_none() {
             child.start_kill().expect("SIGKILL");
         }

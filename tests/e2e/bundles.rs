@@ -125,14 +125,7 @@ async fn batch_run_takes_the_per_certificate_options_of_issue() {
     let proxy = certfleet_testenv::CaProxy::start(&env.pebble, options)
         .await
         .expect("proxy");
-    let key = env.generate_key("account.pem", "es256").await;
-    env.run_at(
-        &proxy.directory_url(),
-        &["account", "register", "--key", &key, "--agree-tos"],
-        crate::common::COMMAND_TIMEOUT,
-    )
-    .await
-    .assert_ok();
+    crate::batch_limits::register(&env, &proxy).await;
     let names: Vec<String> = (0..3).map(|i| format!("o{i}.flags.test")).collect();
     let file = write_list(&env, "list.txt", &names);
     let out = env.path("flag-out");
