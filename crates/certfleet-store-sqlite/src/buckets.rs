@@ -1,4 +1,4 @@
-//! Rate buckets and issuance history in SQL. The arithmetic is [`crate::gcra`]'s; this
+//! Rate buckets and issuance history in SQL. The arithmetic is [`certfleet_store::gcra`]'s; this
 //! file only loads and stores states inside one immediate transaction.
 
 use std::collections::BTreeMap;

@@ -104,7 +104,7 @@ pub fn to_time(d: Duration) -> time::Duration {
 
 /// The name of one bucket (also the unit a reactive pause applies to), such as
 /// `new-orders:<account>` or `domain:example.com`. See the constructors in
-/// [`crate::governor`].
+/// `certfleet_batch::governor`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct BucketKey(pub String);
 
