@@ -105,7 +105,10 @@ pub fn load_key(c: &KeySettings<'_>) -> Result<TsigKey, PluginError> {
                 "algorithm: comes from the key file; remove it",
             ));
         }
-        let text = read_private(path, "key_file")?;
+        // Not held to 0600: `tsig-keygen > file` under the usual umask makes 0644, and
+        // existing set-ups point here; a bare `secret_file` is new and must be private.
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| PluginError::config(format!("key_file = {path:?}: {e}")))?;
         return parse_key_file(&text, &format!("key_file {path}"), c.key_name);
     }
     let (b64, origin) = match (c.secret_env, c.secret_file) {
