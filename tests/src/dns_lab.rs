@@ -317,7 +317,9 @@ impl DnsLab {
         let key = crate::run_output(Command::new("keymgr").args(["-t", KEY_NAME, "hmac-sha512"]))?;
         fs::write(&self.key_file, key)?;
         let d = self.root().join("primary");
+        // Knot does not create its database directory (DDNS then fails "not exists").
         fs::create_dir_all(d.join("run"))?;
+        fs::create_dir_all(d.join("db"))?;
         let notify = if lagging { "" } else { "\n    notify: secondary" };
         let zones: String = ZONES
             .iter()
@@ -332,7 +334,7 @@ impl DnsLab {
             "server:\n    rundir: \"{run}\"\n    listen: {ip}@53\n\
              database:\n    storage: \"{db}\"\n\
              include: \"{key}\"\n\
-             remote:\n  - id: secondary\n    address: {sec}@53\n\
+             remote:\n  - id: secondary\n    address: {sec}@53\n    via: {ip}\n\
              acl:\n  - id: acme_update\n    key: {KEY_NAME}\n    action: update\n\
              \x20 - id: transfer\n    address: 127.0.0.0/8\n    action: transfer\n\
              template:\n  - id: default\n    storage: \"{d}\"\n    zonefile-sync: -1\n\
