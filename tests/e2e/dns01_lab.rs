@@ -6,6 +6,7 @@
 //! Each test re-runs itself inside a fresh network namespace (`unshare --net`); the outer
 //! copy only checks the tools and reports the inner run.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -80,15 +81,30 @@ fn config(env: &Env, lab: &DnsLab, timeout_secs: u64, rfc2136_extra: &str) -> Pa
     path
 }
 
-async fn issue(env: &Env, directory: &str, config: &PathBuf, plugin: &str, names: &[&str], out: &str) -> Run {
+async fn issue(
+    env: &Env,
+    directory: &str,
+    config: &std::path::Path,
+    plugin: &str,
+    names: &[&str],
+    out: &str,
+) -> Run {
     let config_s = config.to_string_lossy().into_owned();
     let out_s = env.path(out).to_string_lossy().into_owned();
     let mut args = vec!["--config", &config_s, "issue"];
     for n in names {
         args.extend(["--name", n]);
     }
-    args.extend(["--challenge", "dns-01", "--dns-plugin", plugin, "--out", &out_s]);
-    env.run_at(directory, &args, crate::common::COMMAND_TIMEOUT).await
+    args.extend([
+        "--challenge",
+        "dns-01",
+        "--dns-plugin",
+        plugin,
+        "--out",
+        &out_s,
+    ]);
+    env.run_at(directory, &args, crate::common::COMMAND_TIMEOUT)
+        .await
 }
 
 /// A small xorshift, seeded from the clock and printed, for the name order of each run.
@@ -113,14 +129,14 @@ impl Shuffle {
     }
 }
 
-/// No TXT left on either server for the owners, and nothing hidden in either zone (zone
+/// No TXT left on the servers for the owners, and nothing hidden in either zone (zone
 /// transfers show records below a cut that queries never would). The secondary follows
 /// within its 1 s refresh, so it is polled for a bounded time.
-async fn assert_clean(lab: &DnsLab) {
+async fn assert_clean_on(lab: &DnsLab, servers: &[SocketAddr]) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let mut left = Vec::new();
-        for server in [PRIMARY, SECONDARY] {
+        for &server in servers {
             for (owner, _) in OWNERS {
                 let v = lab.txt(server, owner).expect("dig");
                 if !v.is_empty() {
@@ -145,6 +161,11 @@ async fn assert_clean(lab: &DnsLab) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// [`assert_clean_on`] both servers.
+async fn assert_clean(lab: &DnsLab) {
+    assert_clean_on(lab, &[PRIMARY, SECONDARY]).await;
 }
 
 /// BIND's `update` log lines `updating zone 'Z/IN': adding|deleting an RR at NAME`:
@@ -196,24 +217,44 @@ async fn wildcard_runs(primary: LabPrimary) {
         } else {
             [NAMES[1], NAMES[0]]
         };
-        let run = issue(&env, &env.pebble.directory_url(), &config, "rfc2136", &names, &format!("out{i}")).await;
+        let run = issue(
+            &env,
+            &env.pebble.directory_url(),
+            &config,
+            "rfc2136",
+            &names,
+            &format!("out{i}"),
+        )
+        .await;
         if !run.status.success() {
             panic!("run {i} ({names:?}) failed:\n{run}\n{}", lab.log_tails(30));
         }
-        assert!(env.path(&format!("out{i}/cert.pem")).is_file(), "run {i}: no certificate");
-        assert_clean(&lab).await;
+        assert!(
+            env.path(&format!("out{i}/cert.pem")).is_file(),
+            "run {i}: no certificate"
+        );
+        // The primary at once; the secondary (1 s refresh) once at the end.
+        assert_clean_on(&lab, &[PRIMARY]).await;
         eprintln!("run {i}: {names:?} issued in {:?}", run.elapsed);
     }
     eprintln!("{RUNS} runs in {:?}", started.elapsed());
+    assert_clean(&lab).await;
     if primary == LabPrimary::Bind {
         let (adds, deletes) = assert_updates_in_holding_zones(&lab.primary_log());
-        assert_eq!((adds, deletes), (2 * RUNS, 2 * RUNS), "one add and one delete per record and run");
+        assert_eq!(
+            (adds, deletes),
+            (2 * RUNS, 2 * RUNS),
+            "one add and one delete per record and run"
+        );
     }
 }
 
 #[tokio::test]
 async fn bind_primary_wildcard_into_delegated_zone_20_of_20() {
-    if outside(LabPrimary::Bind, "bind_primary_wildcard_into_delegated_zone_20_of_20") {
+    if outside(
+        LabPrimary::Bind,
+        "bind_primary_wildcard_into_delegated_zone_20_of_20",
+    ) {
         return;
     }
     wildcard_runs(LabPrimary::Bind).await;
@@ -221,7 +262,10 @@ async fn bind_primary_wildcard_into_delegated_zone_20_of_20() {
 
 #[tokio::test]
 async fn knot_primary_wildcard_into_delegated_zone_20_of_20() {
-    if outside(LabPrimary::Knot, "knot_primary_wildcard_into_delegated_zone_20_of_20") {
+    if outside(
+        LabPrimary::Knot,
+        "knot_primary_wildcard_into_delegated_zone_20_of_20",
+    ) {
         return;
     }
     wildcard_runs(LabPrimary::Knot).await;
@@ -229,7 +273,10 @@ async fn knot_primary_wildcard_into_delegated_zone_20_of_20() {
 
 #[tokio::test]
 async fn powerdns_primary_wildcard_into_delegated_zone_20_of_20() {
-    if outside(LabPrimary::PowerDns, "powerdns_primary_wildcard_into_delegated_zone_20_of_20") {
+    if outside(
+        LabPrimary::PowerDns,
+        "powerdns_primary_wildcard_into_delegated_zone_20_of_20",
+    ) {
         return;
     }
     wildcard_runs(LabPrimary::PowerDns).await;
@@ -240,7 +287,10 @@ async fn powerdns_primary_wildcard_into_delegated_zone_20_of_20() {
 /// answered, the CA is never asked to validate, and the records are removed.
 #[tokio::test]
 async fn lagging_secondary_is_named_and_the_ca_never_asked() {
-    if outside(LabPrimary::Bind, "lagging_secondary_is_named_and_the_ca_never_asked") {
+    if outside(
+        LabPrimary::Bind,
+        "lagging_secondary_is_named_and_the_ca_never_asked",
+    ) {
         return;
     }
     let (lab, env) = start(LabPrimary::Bind, LabSecondary::Lagging).await;
@@ -257,7 +307,15 @@ async fn lagging_secondary_is_named_and_the_ca_never_asked() {
     .assert_ok();
     let timeout = 4;
     let config = config(&env, &lab, timeout, "");
-    let run = issue(&env, &proxy.directory_url(), &config, "rfc2136", &NAMES, "out").await;
+    let run = issue(
+        &env,
+        &proxy.directory_url(),
+        &config,
+        "rfc2136",
+        &NAMES,
+        "out",
+    )
+    .await;
     assert_eq!(run.code(), Some(1), "must fail:\n{run}");
     assert!(
         run.elapsed < Duration::from_secs(timeout + 10),
@@ -265,11 +323,27 @@ async fn lagging_secondary_is_named_and_the_ca_never_asked() {
         run.elapsed
     );
     let secondary = format!("ns2.corp.test. ({SECONDARY}) lags");
-    assert!(run.stderr.contains(&secondary), "{secondary:?} missing:\n{run}");
-    assert!(run.stderr.contains("answered NXDOMAIN"), "what it answered:\n{run}");
-    assert!(!run.stderr.contains("ns1.corp.test"), "the primary is not lagging:\n{run}");
-    assert!(!run.stderr.contains("zone cut"), "not a zone problem:\n{run}");
-    assert_eq!(proxy.stats().requests_to("chalZ"), 0, "the CA was asked to validate");
+    assert!(
+        run.stderr.contains(&secondary),
+        "{secondary:?} missing:\n{run}"
+    );
+    assert!(
+        run.stderr.contains("answered NXDOMAIN"),
+        "what it answered:\n{run}"
+    );
+    assert!(
+        !run.stderr.contains("ns1.corp.test"),
+        "the primary is not lagging:\n{run}"
+    );
+    assert!(
+        !run.stderr.contains("zone cut"),
+        "not a zone problem:\n{run}"
+    );
+    assert_eq!(
+        proxy.stats().requests_to("chalZ"),
+        0,
+        "the CA was asked to validate"
+    );
     assert_clean(&lab).await;
 }
 
@@ -303,7 +377,8 @@ async fn wrong_zone_hook_zone_guard_and_check() {
     // Acceptance 4.
     let hook = env.path("wrong-zone-hook.sh");
     std::fs::write(&hook, WRONG_ZONE_HOOK).expect("hook");
-    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
     let exec = format!(
         "[plugins.exec]\ncommand = \"{}\"\ntimeout_secs = 20\nenv = {{ KEY_FILE = \"{}\" }}\n",
         hook.display(),
@@ -312,11 +387,20 @@ async fn wrong_zone_hook_zone_guard_and_check() {
     let config_exec = config(&env, &lab, 3, "");
     let text = std::fs::read_to_string(&config_exec).expect("read") + &exec;
     std::fs::write(&config_exec, text).expect("write");
-    let run = issue(&env, &directory, &config_exec, "exec", &["www.corp.test"], "hook").await;
+    let run = issue(
+        &env,
+        &directory,
+        &config_exec,
+        "exec",
+        &["www.corp.test"],
+        "hook",
+    )
+    .await;
     assert_eq!(run.code(), Some(1), "must fail:\n{run}");
     assert!(
-        run.stderr.contains("no authoritative server of zone acme.corp.test. serves www.acme.corp.test. TXT")
-            && run.stderr.contains("below the zone cut"),
+        run.stderr.contains(
+            "no authoritative server of zone acme.corp.test. serves www.acme.corp.test. TXT"
+        ) && run.stderr.contains("below the zone cut"),
         "not diagnosed as a zone-cut problem:\n{run}"
     );
     assert!(!run.stderr.contains(" lags"), "blamed a server:\n{run}");
@@ -326,21 +410,53 @@ async fn wrong_zone_hook_zone_guard_and_check() {
     // hook's wrong-zone UPDATEs above are in the log; only what follows is checked.)
     let mark = lab.primary_log().len();
     let config_parent = config(&env, &lab, 30, "zone = \"corp.test\"\n");
-    issue(&env, &directory, &config_parent, "rfc2136", &NAMES, "guard-parent").await.assert_ok();
+    issue(
+        &env,
+        &directory,
+        &config_parent,
+        "rfc2136",
+        &NAMES,
+        "guard-parent",
+    )
+    .await
+    .assert_ok();
     assert_clean(&lab).await;
     let (adds, _) = assert_updates_in_holding_zones(&lab.primary_log()[mark..]);
     assert_eq!(adds, 2);
     // The child zone as guard: the apex challenge lives in corp.test, outside it.
     let config_child = config(&env, &lab, 30, "zone = \"acme.corp.test\"\n");
-    let run = issue(&env, &directory, &config_child, "rfc2136", &NAMES, "guard-child").await;
+    let run = issue(
+        &env,
+        &directory,
+        &config_child,
+        "rfc2136",
+        &NAMES,
+        "guard-child",
+    )
+    .await;
     assert_eq!(run.code(), Some(1), "must fail:\n{run}");
     assert!(
-        run.stderr.contains("_acme-challenge.corp.test. is outside the configured zone(s) acme.corp.test."),
+        run.stderr.contains(
+            "_acme-challenge.corp.test. is outside the configured zone(s) acme.corp.test."
+        ),
         "{run}"
     );
     // A guard the CNAME leads out of: the error names the CNAME.
-    let config_other = config(&env, &lab, 30, "zone = [\"other.test\", \"corp.test.example\"]\n");
-    let run = issue(&env, &directory, &config_other, "rfc2136", &["www.corp.test"], "guard-other").await;
+    let config_other = config(
+        &env,
+        &lab,
+        30,
+        "zone = [\"other.test\", \"corp.test.example\"]\n",
+    );
+    let run = issue(
+        &env,
+        &directory,
+        &config_other,
+        "rfc2136",
+        &["www.corp.test"],
+        "guard-other",
+    )
+    .await;
     assert_eq!(run.code(), Some(1), "must fail:\n{run}");
     assert!(
         run.stderr.contains("_acme-challenge.www.corp.test. is a CNAME to www.acme.corp.test., which is outside every configured zone"),
@@ -353,7 +469,17 @@ async fn wrong_zone_hook_zone_guard_and_check() {
     // plugin check: both zones the names need, with the key.
     let config_s = config(&env, &lab, 30, "").to_string_lossy().into_owned();
     let run = env
-        .run(&["--config", &config_s, "plugin", "check", "rfc2136", "--name", "www.corp.test", "--name", "*.corp.test"])
+        .run(&[
+            "--config",
+            &config_s,
+            "plugin",
+            "check",
+            "rfc2136",
+            "--name",
+            "www.corp.test",
+            "--name",
+            "*.corp.test",
+        ])
         .await;
     run.assert_ok();
     for zone in ["corp.test.", "acme.corp.test."] {

@@ -257,7 +257,8 @@ impl DnsLab {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::from(out.try_clone()?))
             .stderr(Stdio::from(out));
-        let child = crate::pebble::spawn_attached(cmd).with_context(|| format!("starting {role}"))?;
+        let child =
+            crate::pebble::spawn_attached(cmd).with_context(|| format!("starting {role}"))?;
         self.procs.push(Proc {
             role,
             child: Some(child),
@@ -289,12 +290,16 @@ impl DnsLab {
     }
 
     fn start_bind_primary(&mut self, lagging: bool) -> Result<()> {
-        let key = crate::run_output(Command::new("tsig-keygen").args(["-a", "hmac-sha512", KEY_NAME]))?;
+        let key =
+            crate::run_output(Command::new("tsig-keygen").args(["-a", "hmac-sha512", KEY_NAME]))?;
         fs::write(&self.key_file, key)?;
         let notify = if lagging {
             "notify no;".to_owned()
         } else {
-            format!("notify explicit; notify-delay 0; also-notify {{ {}; }};", SECONDARY.ip())
+            format!(
+                "notify explicit; notify-delay 0; also-notify {{ {}; }};",
+                SECONDARY.ip()
+            )
         };
         let zones: String = ZONES
             .iter()
@@ -320,7 +325,11 @@ impl DnsLab {
         // Knot does not create its database directory (DDNS then fails "not exists").
         fs::create_dir_all(d.join("run"))?;
         fs::create_dir_all(d.join("db"))?;
-        let notify = if lagging { "" } else { "\n    notify: secondary" };
+        let notify = if lagging {
+            ""
+        } else {
+            "\n    notify: secondary"
+        };
         let zones: String = ZONES
             .iter()
             .map(|z| {
@@ -439,7 +448,12 @@ impl DnsLab {
         self.named("resolver", RESOLVER, &body)
     }
 
-    async fn wait_serving(&mut self, index: usize, addr: SocketAddr, recursion: bool) -> Result<()> {
+    async fn wait_serving(
+        &mut self,
+        index: usize,
+        addr: SocketAddr,
+        recursion: bool,
+    ) -> Result<()> {
         let started = Instant::now();
         for zone in ZONES {
             loop {
@@ -490,8 +504,12 @@ impl DnsLab {
             .lines()
             .filter_map(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
-                (f.len() >= 5 && f[3] == "TXT")
-                    .then(|| (f[0].to_owned(), f[4..].join(" ").trim_matches('"').to_owned()))
+                (f.len() >= 5 && f[3] == "TXT").then(|| {
+                    (
+                        f[0].to_owned(),
+                        f[4..].join(" ").trim_matches('"').to_owned(),
+                    )
+                })
             })
             .collect())
     }

@@ -257,7 +257,11 @@ impl ZoneFinder {
     }
 
     /// The end of `name`'s CNAME chain.
-    pub async fn follow_cname<L: Lookup>(&self, lookup: &L, name: &Name) -> Result<Name, ZoneError> {
+    pub async fn follow_cname<L: Lookup>(
+        &self,
+        lookup: &L,
+        name: &Name,
+    ) -> Result<Name, ZoneError> {
         let cached = Cache::fresh(&self.cache().cnames, name);
         if let Some(t) = cached {
             return Ok(t);

@@ -26,7 +26,10 @@ fn soa(apex: &Name) -> Record {
         apex.clone(),
         60,
         RData::SOA(SOA::new(
-            Name::from_str("ns1").expect("n").append_domain(apex).expect("n"),
+            Name::from_str("ns1")
+                .expect("n")
+                .append_domain(apex)
+                .expect("n"),
             n("hostmaster.test"),
             1,
             60,
@@ -43,14 +46,15 @@ impl FakeDns {
             zones: BTreeMap::from([
                 (
                     n("corp.test"),
-                    vec![n("corp.test"), n("www.corp.test"), n("_acme-challenge.corp.test")],
+                    vec![
+                        n("corp.test"),
+                        n("www.corp.test"),
+                        n("_acme-challenge.corp.test"),
+                    ],
                 ),
                 (n("acme.corp.test"), vec![n("acme.corp.test")]),
             ]),
-            cnames: BTreeMap::from([(
-                n("_acme-challenge.www.corp.test"),
-                n("www.acme.corp.test"),
-            )]),
+            cnames: BTreeMap::from([(n("_acme-challenge.www.corp.test"), n("www.acme.corp.test"))]),
             served: served.iter().map(|z| n(z)).collect(),
             queries: AtomicUsize::new(0),
         }
@@ -91,9 +95,11 @@ impl Lookup for FakeDns {
             return Ok(reply);
         }
         if let Some(t) = self.cnames.get(name) {
-            reply
-                .answers
-                .push(Record::from_rdata(name.clone(), 60, RData::CNAME(CNAME(t.clone()))));
+            reply.answers.push(Record::from_rdata(
+                name.clone(),
+                60,
+                RData::CNAME(CNAME(t.clone())),
+            ));
             return Ok(reply);
         }
         if rtype == RecordType::SOA && *name == holder {
@@ -162,7 +168,12 @@ async fn answers_are_cached_per_name_not_per_label_count() {
         .expect("other");
     assert!(dns.queries.load(Ordering::Relaxed) > after_first);
     assert_eq!(other.zone.apex, n("acme.corp.test"));
-    assert!(finder.known_cuts().iter().any(|z| z.apex == n("acme.corp.test")));
+    assert!(
+        finder
+            .known_cuts()
+            .iter()
+            .any(|z| z.apex == n("acme.corp.test"))
+    );
 }
 
 #[tokio::test]
@@ -185,7 +196,8 @@ async fn the_guard_refuses_outside_names_and_names_the_cname() {
     child.check(&cname).expect("target inside acme.corp.test");
     let e = child.check(&plain).expect_err("outside");
     assert!(
-        e.to_string().contains("_acme-challenge.corp.test. is outside the configured zone"),
+        e.to_string()
+            .contains("_acme-challenge.corp.test. is outside the configured zone"),
         "{e}"
     );
     let other = Guard::parse(&["other.test"]).expect("guard");

@@ -367,7 +367,11 @@ fn diagnose(mut pending: Vec<Target>, authoritative_per_name: &BTreeMap<Name, us
         .collect();
     let mut parts = Vec::new();
     for (name, ts) in &missing {
-        let zone = ts[0].zone.as_ref().map(ToString::to_string).unwrap_or_default();
+        let zone = ts[0]
+            .zone
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
         let answers = ts
             .iter()
             .map(|t| format!("{} answered {}", t.server, t.last))

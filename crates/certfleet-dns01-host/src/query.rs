@@ -123,7 +123,7 @@ impl Querier {
         self.count.fetch_add(1, Ordering::Relaxed);
         let client = self.udp_client(server);
         let resp = client
-            .lookup(query.clone(), options.clone())
+            .lookup(query.clone(), options)
             .first_answer()
             .await
             .map_err(|e| e.to_string())?;
@@ -136,9 +136,8 @@ impl Querier {
                 TokioRuntimeProvider::new(),
             );
             let stream = connect.await.map_err(|e| e.to_string())?;
-            let (client, bg): (Dns, _) = Client::from_sender(
-                DnsMultiplexer::new(stream, handle).with_timeout(self.timeout),
-            );
+            let (client, bg): (Dns, _) =
+                Client::from_sender(DnsMultiplexer::new(stream, handle).with_timeout(self.timeout));
             tokio::spawn(bg);
             client
                 .lookup(query, options)

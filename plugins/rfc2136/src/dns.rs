@@ -114,7 +114,7 @@ pub async fn query(
     Counters::bump(&counters.dns_queries);
     let client = udp_client(resolver, timeout, None);
     let resp = client
-        .lookup(q.clone(), options.clone())
+        .lookup(q.clone(), options)
         .first_answer()
         .await
         .map_err(|e| net_err(&what, e))?;
@@ -143,9 +143,16 @@ pub struct Discovery<'a> {
 
 impl Lookup for Discovery<'_> {
     async fn lookup(&self, name: &Name, rtype: RecordType) -> Result<Reply, String> {
-        let msg = query(self.resolver, name, rtype, true, self.timeout, self.counters)
-            .await
-            .map_err(|e| e.message)?;
+        let msg = query(
+            self.resolver,
+            name,
+            rtype,
+            true,
+            self.timeout,
+            self.counters,
+        )
+        .await
+        .map_err(|e| e.message)?;
         Ok(Reply {
             rcode: msg.metadata.response_code,
             authoritative: msg.metadata.authoritative,
@@ -378,7 +385,7 @@ pub fn names_of(records: &[TxtRecord]) -> Result<Vec<(Name, String)>, PluginErro
 
 #[cfg(test)]
 mod tests {
-    
+
     use super::*;
 
     fn batch(n: usize) -> Vec<(Name, String)> {

@@ -130,7 +130,9 @@ pub fn load_key(c: &KeySettings<'_>) -> Result<TsigKey, PluginError> {
         }
     };
     let name = c.key_name.ok_or_else(|| {
-        PluginError::config("key_name: required with secret_env or secret_file (the TSIG key's name)")
+        PluginError::config(
+            "key_name: required with secret_env or secret_file (the TSIG key's name)",
+        )
     })?;
     let alg = c.algorithm.unwrap_or("hmac-sha256");
     Ok(TsigKey {
@@ -193,9 +195,11 @@ fn pick(mut keys: Vec<RawKey>, origin: &str, wanted: Option<&str>) -> Result<Tsi
                 )));
             }
             keys.pop().ok_or_else(|| {
-                err("no key found: expected a BIND `key \"NAME\" { … };` statement or a Knot \
+                err(
+                    "no key found: expected a BIND `key \"NAME\" { … };` statement or a Knot \
                      `key:` list (keymgr -t)"
-                    .into())
+                        .into(),
+                )
             })?
         }
     };
@@ -236,7 +240,10 @@ fn parse_knot_yaml(text: &str) -> Result<Vec<RawKey>, String> {
             item = rest.trim_start();
         }
         let Some((k, v)) = item.split_once(':') else {
-            return Err(format!("line {}: expected `field: value` under key:", i + 1));
+            return Err(format!(
+                "line {}: expected `field: value` under key:",
+                i + 1
+            ));
         };
         let v = v.trim().trim_matches(|c| c == '"' || c == '\'').to_owned();
         let Some(cur) = keys.last_mut() else {
@@ -427,7 +434,8 @@ nsupdate -k <keyfile>
         assert_eq!(k.name, "acme-key");
         assert_eq!(k.algorithm, TsigAlgorithm::HmacSha256);
         assert_eq!(k.secret.bytes().len(), 32);
-        let two = format!("{KNOT}  - id: second\n    secret: b3RoZXI=\n    algorithm: hmac-sha512\n");
+        let two =
+            format!("{KNOT}  - id: second\n    secret: b3RoZXI=\n    algorithm: hmac-sha512\n");
         let k = parse_key_file(&two, "f", Some("second")).expect("second");
         assert_eq!(k.algorithm, TsigAlgorithm::HmacSha512);
         let k = parse_key_file(DDNS_CONFGEN, "f", None).expect("ddns-confgen key");
