@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use certfleet_testenv::dns_lab::{
-    self, DnsLab, INSIDE_ENV, LabPrimary, LabSecondary, PRIMARY, RESOLVER, SECONDARY,
+    self, DnsLab, INSIDE_ENV, LabPrimary, LabSecondary, PRIMARY, RESOLVER, SECONDARY, STALE_VIEW,
 };
 use certfleet_testenv::{CaProxy, CaProxyOptions, PebbleOptions, plugin_dir};
 
@@ -371,7 +371,7 @@ async fn wrong_zone_hook_zone_guard_and_check() {
     if outside(LabPrimary::Bind, "wrong_zone_hook_zone_guard_and_check") {
         return;
     }
-    let (lab, env) = start(LabPrimary::Bind, LabSecondary::Current).await;
+    let (mut lab, env) = start(LabPrimary::Bind, LabSecondary::Current).await;
     let directory = env.pebble.directory_url();
 
     // Acceptance 4.
@@ -404,6 +404,41 @@ async fn wrong_zone_hook_zone_guard_and_check() {
         "not diagnosed as a zone-cut problem:\n{run}"
     );
     assert!(!run.stderr.contains(" lags"), "blamed a server:\n{run}");
+    assert_clean(&lab).await;
+
+    // Verify before blaming: discovery through a stale split-horizon view puts
+    // www.acme.corp.test into corp.test; the primary accepts it below the cut and does not
+    // serve it, and the plugin says so instead of waiting for propagation.
+    lab.start_stale_view().await.expect("stale view");
+    let stale = format!("server = \"{PRIMARY}\"\n");
+    let config_stale = config(&env, &lab, 30, &stale);
+    let text = std::fs::read_to_string(&config_stale)
+        .expect("read")
+        .replace(
+            &format!("resolver = \"{PRIMARY}\""),
+            &format!("resolver = \"{STALE_VIEW}\""),
+        );
+    std::fs::write(&config_stale, text).expect("write");
+    let run = issue(
+        &env,
+        &directory,
+        &config_stale,
+        "rfc2136",
+        &["www.corp.test"],
+        "stale",
+    )
+    .await;
+    assert_eq!(run.code(), Some(1), "must fail:\n{run}");
+    assert!(
+        run.stderr.contains(
+            "the primary accepted the update but does not serve www.acme.corp.test. TXT: is the record below a zone cut (wrong zone)?"
+        ),
+        "{run}"
+    );
+    assert!(
+        !run.stderr.contains("not visible after"),
+        "waited for propagation:\n{run}"
+    );
     assert_clean(&lab).await;
 
     // Acceptance 5: a parent zone as guard; the child zone still gets the record. (The

@@ -32,6 +32,9 @@ pub const INSIDE_ENV: &str = "CERTFLEET_DNS_LAB_INSIDE";
 pub const RESOLVER: SocketAddr = lab_addr(1);
 pub const PRIMARY: SocketAddr = lab_addr(2);
 pub const SECONDARY: SocketAddr = lab_addr(3);
+/// A split-horizon "internal view" of `corp.test` that lacks the `acme` delegation (only
+/// with [`DnsLab::start_stale_view`]).
+pub const STALE_VIEW: SocketAddr = lab_addr(4);
 pub const KEY_NAME: &str = "acme-key";
 /// Readiness: polls this far apart, for at most this long.
 const READY_INTERVAL: Duration = Duration::from_millis(100);
@@ -129,13 +132,13 @@ pub fn in_namespace(test_path: &str, limit: Duration) -> Result<String> {
     }
 }
 
-/// Inside the namespace: `lo` up with 127.0.0.2 and 127.0.0.3 beside 127.0.0.1.
+/// Inside the namespace: `lo` up with 127.0.0.2 to .4 beside 127.0.0.1.
 pub fn enter() -> Result<()> {
     if std::env::var_os(INSIDE_ENV).is_none() {
         bail!("not inside the lab namespace (run the test through dns_lab::in_namespace)");
     }
     crate::run_output(Command::new("ip").args(["link", "set", "lo", "up"]))?;
-    for a in [PRIMARY, SECONDARY] {
+    for a in [PRIMARY, SECONDARY, STALE_VIEW] {
         crate::run_output(Command::new("ip").args([
             "addr",
             "add",
@@ -446,6 +449,39 @@ impl DnsLab {
             SECONDARY.ip()
         );
         self.named("resolver", RESOLVER, &body)
+    }
+
+    /// Starts [`STALE_VIEW`]: `corp.test` as the primary has it but without the `acme`
+    /// delegation, as a split-horizon view that was never updated. Zone discovery there puts
+    /// `www.acme.corp.test` into `corp.test`.
+    pub async fn start_stale_view(&mut self) -> Result<()> {
+        let text: String = CORP_ZONE
+            .replace("$REFRESH$", "3600")
+            .lines()
+            .filter(|l| !l.starts_with("acme "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let file = self.root().join("stale-corp.test.zone");
+        fs::write(&file, text)?;
+        let body = format!(
+            " recursion no;\n}};\ncontrols {{ }};\nzone \"corp.test\" {{ type primary; file \"{}\"; }};\n",
+            file.display()
+        );
+        self.named("stale-view", STALE_VIEW, &body)?;
+        let index = self.procs.len() - 1;
+        let started = Instant::now();
+        loop {
+            if dig(STALE_VIEW, "corp.test", "SOA", false).is_ok_and(|a| !a.is_empty()) {
+                return Ok(());
+            }
+            if started.elapsed() > READY_DEADLINE {
+                bail!(
+                    "stale view did not start:\n{}",
+                    tail_file(&self.procs[index].log, 30)
+                );
+            }
+            tokio::time::sleep(READY_INTERVAL).await;
+        }
     }
 
     async fn wait_serving(

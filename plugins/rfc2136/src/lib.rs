@@ -3,17 +3,21 @@
 //! Windows DNS all accept them.
 //!
 //! For a batch it follows each name's CNAME (delegation into a validation zone), finds the
-//! zone by SOA queries (or uses the configured one), groups the records per zone and sends
-//! **one UPDATE per zone** that adds (or deletes) each value as a single RR, never the RRset,
-//! so a wildcard and its apex can hold two values at once. UDP when the message fits, TCP
-//! otherwise or when the UDP answer is truncated or lost.
+//! zone that holds the final name by SOA queries (the shared `certfleet-dns-zones` routine the
+//! host's propagation checker uses too), groups the records per zone and sends **one UPDATE
+//! per zone** that adds (or deletes) each value as a single RR, never the RRset, so a wildcard
+//! and its apex can hold two values at once. After an add it reads every value back from the
+//! server that accepted it: a server that accepts a record it then does not serve took it
+//! into the wrong zone (below a zone cut), which is reported as such. UDP when the message
+//! fits, TCP otherwise or when the UDP answer is truncated or lost.
 //!
 //! Settings (`[plugins.rfc2136]`, see docs/plugins.md):
-//! `server` (`HOST:PORT` or `IP`; default the zone's SOA MNAME on port 53), `zone` (default
-//! found by SOA), `resolver` (where discovery queries go; default `server`, else the first
-//! `nameserver` of /etc/resolv.conf), `key_file` (a BIND key file, as `tsig-keygen` writes)
-//! or `key_name` + `algorithm` + `secret_env` (an environment variable holding the base64
-//! secret), `ttl` (default 60), `timeout_secs` (default 10).
+//! `server` (`HOST:PORT` or `IP`; default the zone's SOA MNAME on port 53), `zone` (optional
+//! guard, one zone or a list: names outside are refused; never a destination), `resolver`
+//! (where discovery queries go; default `server`, else the first `nameserver` of
+//! /etc/resolv.conf), `key_file` (BIND `key` statements or Knot `keymgr -t` YAML) or
+//! `key_name` + `algorithm` + `secret_env` / `secret_file` (base64 secret in an environment
+//! variable or a 0600 file), `ttl` (default 60), `timeout_secs` (default 10).
 
 mod dns;
 mod tsig;
