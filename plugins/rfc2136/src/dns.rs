@@ -267,11 +267,53 @@ pub async fn send_update(
     timeout: Duration,
     counters: &Counters,
 ) -> Result<(), PluginError> {
-    let zone = msg
-        .queries
+    // SERVFAIL is a transient server failure (PowerDNS on SQLite answers it while a zone
+    // transfer holds the database, seen in the lab); adding an RR that exists and deleting
+    // one that is gone are no-ops, so the same UPDATE is safely sent again, a bounded number
+    // of times.
+    let mut attempt = 1;
+    loop {
+        match send_update_once(server, key, msg.clone(), timeout, counters).await? {
+            ResponseCode::ServFail if attempt < SERVFAIL_ATTEMPTS => {
+                tokio::time::sleep(SERVFAIL_PAUSE * attempt).await;
+                attempt += 1;
+            }
+            rcode => {
+                let what = format!("UPDATE of zone {} at {server}", zone_of_update(&msg));
+                let r = check_rcode(&what, key, rcode);
+                return match r {
+                    Err(mut e) if attempt > 1 => {
+                        e.message = format!("{} (after {attempt} attempts)", e.message);
+                        Err(e)
+                    }
+                    other => other,
+                };
+            }
+        }
+    }
+}
+
+/// UPDATEs sent in all when the server answers SERVFAIL, and the pause before the next.
+const SERVFAIL_ATTEMPTS: u32 = 4;
+const SERVFAIL_PAUSE: Duration = Duration::from_millis(200);
+
+fn zone_of_update(msg: &Message) -> String {
+    msg.queries
         .first()
         .map(|q| q.name().to_string())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// One exchange of a signed UPDATE; returns the server's rcode (TSIG and network failures
+/// are errors).
+async fn send_update_once(
+    server: SocketAddr,
+    key: &TsigKey,
+    msg: Message,
+    timeout: Duration,
+    counters: &Counters,
+) -> Result<ResponseCode, PluginError> {
+    let zone = zone_of_update(&msg);
     let signer = TSigner::new(
         key.secret.bytes().to_vec(),
         key.algorithm.clone(),
@@ -323,7 +365,7 @@ pub async fn send_update(
             net_err(&what, e)
         }
     })?;
-    check_rcode(&what, key, answer.metadata.response_code)
+    Ok(answer.metadata.response_code)
 }
 
 fn is_tsig_error(e: &NetError) -> bool {
