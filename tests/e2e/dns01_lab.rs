@@ -89,22 +89,7 @@ async fn issue(
     names: &[&str],
     out: &str,
 ) -> Run {
-    let config_s = config.to_string_lossy().into_owned();
-    let out_s = env.path(out).to_string_lossy().into_owned();
-    let mut args = vec!["--config", &config_s, "issue"];
-    for n in names {
-        args.extend(["--name", n]);
-    }
-    args.extend([
-        "--challenge",
-        "dns-01",
-        "--dns-plugin",
-        plugin,
-        "--out",
-        &out_s,
-    ]);
-    env.run_at(directory, &args, crate::common::COMMAND_TIMEOUT)
-        .await
+    crate::dns_env::issue_dns01(env, directory, config, plugin, names, out, &[]).await
 }
 
 /// A small xorshift, seeded from the clock and printed, for the name order of each run.
