@@ -327,7 +327,7 @@ async fn update_refused_by_policy_and_zone_not_found_are_explained() {
     assert_error(
         &run,
         &[
-            "zone not found for _acme-challenge.www.nowhere.test.",
+            "no zone found for _acme-challenge.www.nowhere.test.",
             "REFUSED",
         ],
     );

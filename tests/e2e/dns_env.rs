@@ -81,22 +81,8 @@ impl DnsEnv {
         out: &str,
         extra: &[&str],
     ) -> Run {
-        let config_s = config.to_string_lossy().into_owned();
-        let out_s = self.env.path(out).to_string_lossy().into_owned();
-        let mut args = vec!["--config", &config_s, "issue"];
-        for n in names {
-            args.extend(["--name", n]);
-        }
-        args.extend([
-            "--challenge",
-            "dns-01",
-            "--dns-plugin",
-            plugin,
-            "--out",
-            &out_s,
-        ]);
-        args.extend(extra);
-        let run = self.env.run(&args).await;
+        let directory = self.env.pebble.directory_url();
+        let run = issue_dns01(&self.env, &directory, config, plugin, names, out, extra).await;
         if !run.status.success() {
             eprintln!("(BIND logs:)\n{}", self.bind.log_tails(15));
         }
@@ -116,6 +102,36 @@ impl DnsEnv {
             );
         }
     }
+}
+
+/// `issue --challenge dns-01 --dns-plugin PLUGIN` for `names` into `<tmp>/<out>` against
+/// `directory` (Pebble's, or a proxy's in front of it), plus `extra` arguments.
+pub async fn issue_dns01(
+    env: &Env,
+    directory: &str,
+    config: &std::path::Path,
+    plugin: &str,
+    names: &[&str],
+    out: &str,
+    extra: &[&str],
+) -> Run {
+    let config_s = config.to_string_lossy().into_owned();
+    let out_s = env.path(out).to_string_lossy().into_owned();
+    let mut args = vec!["--config", &config_s, "issue"];
+    for n in names {
+        args.extend(["--name", n]);
+    }
+    args.extend([
+        "--challenge",
+        "dns-01",
+        "--dns-plugin",
+        plugin,
+        "--out",
+        &out_s,
+    ]);
+    args.extend(extra);
+    env.run_at(directory, &args, crate::common::COMMAND_TIMEOUT)
+        .await
 }
 
 /// `needle` appears nowhere in the run's output.

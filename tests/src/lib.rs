@@ -22,6 +22,7 @@
 mod bind;
 mod ca_proxy;
 pub mod cloudflare_fake;
+pub mod dns_lab;
 pub mod loopback_http;
 pub mod moto;
 pub mod pdns;
@@ -239,4 +240,18 @@ pub fn tail_file(path: &std::path::Path, max_lines: usize) -> String {
         }
         Err(e) => format!("(cannot read {}: {e})", path.display()),
     }
+}
+
+/// Writes `text` to `path` with mode 0600 (created that way, never widened).
+pub fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
 }

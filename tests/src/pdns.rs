@@ -30,12 +30,22 @@ const SCHEMAS: &[&str] = &[
 ];
 
 /// `pdns_server`: on PATH, else where Debian installs it (`/usr/sbin` is not on every PATH).
-fn pdns_binary() -> Option<PathBuf> {
+pub fn pdns_binary() -> Option<PathBuf> {
     if crate::tool_exists("pdns_server") {
         return Some(PathBuf::from("pdns_server"));
     }
     let p = Path::new("/usr/sbin/pdns_server");
     p.is_file().then(|| p.to_path_buf())
+}
+
+/// The SQLite schema Debian ships for the gsqlite3 backend.
+pub fn sqlite_schema() -> Result<String> {
+    let schema = SCHEMAS
+        .iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
+        .context("the pdns-backend-sqlite3 schema is not installed")?;
+    fs::read_to_string(schema).with_context(|| format!("reading {}", schema.display()))
 }
 
 /// Whether pdns_server and its SQLite backend are installed; `false` means skip (never under

@@ -88,6 +88,9 @@ fn parse(args: &[String]) -> Result<Options> {
 }
 
 pub fn run(args: &[String]) -> Result<()> {
+    if args.first().map(String::as_str) == Some("dns-lab") {
+        return crate::bench_dns_lab::run(&args[1..]);
+    }
     if args.first().map(String::as_str) == Some("dns") {
         return crate::bench_dns::run(&args[1..]);
     }

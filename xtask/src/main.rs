@@ -3,6 +3,7 @@
 //! ```text
 //! cargo xtask bench [--n N --conc C]  certfleet vs lego/certbot against a local Pebble
 //! cargo xtask bench dns [--records N]  1,000 TXT records on BIND: certfleet's rfc2136 vs lego
+//! cargo xtask bench dns-lab           wildcard in the namespace DNS lab vs lego; 200-cert dns-01 batch
 //! cargo xtask bench batch [--n N]     1,000 certificates in one certfleet process vs lego/certbot
 //! cargo xtask bench keys [--millis M]  signatures/s of file, SoftHSM and swtpm keys at 1/2/4 signers
 //! cargo xtask ci                      fmt, clippy, build, tests (CI=1: end-to-end tests never skip)
@@ -15,6 +16,7 @@
 mod bench;
 mod bench_batch;
 mod bench_dns;
+mod bench_dns_lab;
 mod bench_keys;
 mod bench_store;
 mod ci;
@@ -33,6 +35,7 @@ tasks:
                               certfleet beside lego/certbot against one local Pebble, through
                               ../shared/bench (defaults: 50 certificates, 1 at a time, lego)
   bench dns [--records N] [--lego-records M] [--no-lego]
+  bench dns-lab [--runs N] [--batch N] [--no-lego]
                               present and verify N (1000) TXT records in one zone on a private
                               BIND with the rfc2136 plugin, beside lego's rfc2136 provider doing
                               M (50) names in one order; UPDATE messages and DNS queries per record

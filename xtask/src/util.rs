@@ -36,6 +36,13 @@ pub const REQUIRED_TOOLS: &[(&str, &str)] = &[
         "pdns-backend-sqlite3",
     ),
     ("python3", "python3"),
+    // The enterprise DNS lab (issue 11): Knot and PowerDNS as RFC 2136 primaries, run in a
+    // network namespace the tests create.
+    ("/usr/sbin/knotd", "knot"),
+    ("/usr/sbin/keymgr", "knot"),
+    ("pdnsutil", "pdns-server"),
+    ("unshare", "util-linux"),
+    ("ip", "iproute2"),
     // Scale-out: a private PostgreSQL cluster per test (Debian keeps initdb and pg_ctl in
     // /usr/lib/postgresql/<version>/bin, off PATH).
     ("postgres:initdb", "postgresql"),

@@ -178,6 +178,10 @@ pub enum PluginCommand {
         /// Plugin name (or a path to the library)
         #[arg(value_name = "NAME")]
         name: String,
+        /// A name to be issued for (repeatable): the plugin checks every zone it needs
+        /// (its `_acme-challenge` CNAME followed), e.g. `--name www.example.com`
+        #[arg(long = "name", value_name = "DOMAIN")]
+        names: Vec<String>,
     },
 }
 

@@ -1,11 +1,14 @@
 //! [`AuthoritativeCheck`]: waits until every authoritative server of each record's zone
 //! serves the value (and, optionally, configured recursive resolvers do), instead of sleeping.
 //!
-//! For each record: follow the `_acme-challenge` CNAME chain, find the zone by SOA queries,
-//! read the zone's NS set and the servers' addresses (all through the discovery resolvers),
-//! then ask every server directly, recursion off, until each answers with the value. Polls
-//! with a fixed interval up to a deadline; the error names each lagging server and what it
-//! answered last.
+//! For each record: follow the `_acme-challenge` CNAME chain and find the zone by SOA queries
+//! (the shared [`certfleet_dns_zones`] routine the `rfc2136` plugin uses too), read the zone's
+//! NS set and the servers' addresses (all through the discovery resolvers), then ask every
+//! server directly, recursion off, until each answers with the value. Polls with a fixed
+//! interval up to a deadline. The error names each lagging server and what it answered last;
+//! when *no* authoritative server of the zone serves a record, that is not lag but a record
+//! written somewhere else (typically into the parent zone below the zone cut), and the error
+//! says so instead of blaming a server.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -15,9 +18,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use certfleet_dns_zones::{Lookup, Reply, ZoneError, ZoneFinder};
 use certfleet_dns01::{Dns01Error, PropagationCheck, TxtRecord};
 use futures::StreamExt;
-use hickory_client::proto::rr::{Name, RData, RecordType};
+use hickory_proto::rr::{Name, RData, RecordType};
 
 use crate::query::{Answer, Querier, rcode_name};
 
@@ -70,6 +74,8 @@ pub enum DiscoveryError {
     NoResolver,
     #[error("{name}: {detail}")]
     Lookup { name: String, detail: String },
+    #[error(transparent)]
+    Zone(#[from] ZoneError),
 }
 
 /// One server to ask.
@@ -92,6 +98,8 @@ impl fmt::Display for Server {
 struct Target {
     server: Server,
     name: Name,
+    /// The zone holding `name` (`None` for a recursive resolver's target).
+    zone: Option<Name>,
     values: BTreeSet<String>,
     records: Vec<TxtRecord>,
     last: String,
@@ -103,7 +111,21 @@ pub struct AuthoritativeCheck {
     config: PropagationConfig,
     querier: Querier,
     discovery: Vec<SocketAddr>,
+    zones: ZoneFinder,
     rounds: AtomicU64,
+}
+
+/// The shared zone routine's queries, through the discovery resolvers.
+struct Discovery<'a>(&'a AuthoritativeCheck);
+
+impl Lookup for Discovery<'_> {
+    async fn lookup(&self, name: &Name, rtype: RecordType) -> Result<Reply, String> {
+        self.0
+            .discover(name, rtype)
+            .await
+            .map(Answer::into_reply)
+            .map_err(|e| e.to_string())
+    }
 }
 
 impl AuthoritativeCheck {
@@ -120,6 +142,7 @@ impl AuthoritativeCheck {
             querier: Querier::new(config.query_timeout),
             config,
             discovery,
+            zones: ZoneFinder::new(),
             rounds: AtomicU64::new(0),
         })
     }
@@ -149,47 +172,13 @@ impl AuthoritativeCheck {
         })
     }
 
-    async fn follow_cname(&self, name: &Name) -> Result<Name, DiscoveryError> {
-        let mut current = name.clone();
-        for _ in 0..8 {
-            let a = self.discover(&current, RecordType::CNAME).await?;
-            match a.cname_of(&current) {
-                Some(t) => current = t,
-                None => return Ok(current),
-            }
-        }
-        Err(DiscoveryError::Lookup {
-            name: name.to_string(),
-            detail: "more than 8 CNAMEs in a row".to_owned(),
-        })
-    }
-
-    async fn zone_of(&self, name: &Name) -> Result<Name, DiscoveryError> {
-        let mut candidate = name.clone();
-        let mut seen = Vec::new();
-        loop {
-            let a = self.discover(&candidate, RecordType::SOA).await?;
-            if let Some(zone) = a.soa_owner().filter(|z| z.zone_of(name)) {
-                return Ok(zone);
-            }
-            seen.push(format!("{candidate}: {}", rcode_name(a.rcode)));
-            if candidate.num_labels() <= 1 {
-                return Err(DiscoveryError::Lookup {
-                    name: name.to_string(),
-                    detail: format!("no zone found ({})", seen.join(", ")),
-                });
-            }
-            candidate = candidate.base_name();
-        }
-    }
-
     async fn nameservers(&self, zone: &Name) -> Result<Vec<Server>, DiscoveryError> {
         let a = self.discover(zone, RecordType::NS).await?;
         let hosts: BTreeSet<Name> = a
             .records
             .iter()
-            .filter_map(|r| match r.data() {
-                RData::NS(ns) if r.name() == zone => Some(ns.0.clone()),
+            .filter_map(|r| match &r.data {
+                RData::NS(ns) if &r.name == zone => Some(ns.0.clone()),
                 _ => None,
             })
             .collect();
@@ -213,7 +202,7 @@ impl AuthoritativeCheck {
             let mut ips = Vec::new();
             for rtype in [RecordType::A, RecordType::AAAA] {
                 let a = self.discover(&host, rtype).await?;
-                ips.extend(a.records.iter().filter_map(|r| match r.data() {
+                ips.extend(a.records.iter().filter_map(|r| match &r.data {
                     RData::A(a) => Some(IpAddr::V4(a.0)),
                     RData::AAAA(a) => Some(IpAddr::V6(a.0)),
                     _ => None,
@@ -238,12 +227,13 @@ impl AuthoritativeCheck {
     async fn targets(&self, records: &[TxtRecord]) -> Result<Vec<Target>, DiscoveryError> {
         let mut zones: BTreeMap<Name, Vec<Server>> = BTreeMap::new();
         let mut targets: BTreeMap<(Server, Name), Target> = BTreeMap::new();
-        let mut add = |server: Server, name: Name, r: &TxtRecord| {
+        let mut add = |server: Server, name: Name, zone: Option<Name>, r: &TxtRecord| {
             let t = targets
                 .entry((server.clone(), name.clone()))
                 .or_insert_with(|| Target {
                     server,
                     name,
+                    zone,
                     values: BTreeSet::new(),
                     records: Vec::new(),
                     last: "not asked yet".to_owned(),
@@ -251,32 +241,21 @@ impl AuthoritativeCheck {
             t.values.insert(r.value.clone());
             t.records.push(r.clone());
         };
+        let discovery = Discovery(self);
         for r in records {
             let fqdn = parse_name(&r.fqdn)?;
-            let target = self.follow_cname(&fqdn).await?;
-            if target != fqdn {
-                tracing::debug!(name = %fqdn, target = %target, "challenge name is a CNAME");
+            let located = self.zones.locate(&discovery, &fqdn).await?;
+            if located.target != fqdn {
+                tracing::debug!(name = %fqdn, target = %located.target, "challenge name is a CNAME");
             }
-            let cached = zones
-                .keys()
-                .filter(|z| z.zone_of(&target))
-                .max_by_key(|z| z.num_labels())
-                .filter(|z| z.num_labels() + 2 >= target.num_labels())
-                .cloned();
-            let zone = match cached {
-                Some(z) => z,
-                None => {
-                    let z = self.zone_of(&target).await?;
-                    if !zones.contains_key(&z) {
-                        let servers = self.nameservers(&z).await?;
-                        tracing::debug!(zone = %z, servers = %servers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "), "authoritative servers");
-                        zones.insert(z.clone(), servers);
-                    }
-                    z
-                }
-            };
+            let zone = located.zone.apex;
+            if !zones.contains_key(&zone) {
+                let servers = self.nameservers(&zone).await?;
+                tracing::debug!(zone = %zone, servers = %servers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "), "authoritative servers");
+                zones.insert(zone.clone(), servers);
+            }
             for s in zones.get(&zone).into_iter().flatten() {
-                add(s.clone(), target.clone(), r);
+                add(s.clone(), located.target.clone(), Some(zone.clone()), r);
             }
             for addr in &self.config.recursive {
                 let server = Server {
@@ -284,7 +263,7 @@ impl AuthoritativeCheck {
                     addr: *addr,
                     recursion: true,
                 };
-                add(server, fqdn.clone(), r);
+                add(server, fqdn.clone(), None, r);
             }
         }
         Ok(targets.into_values().collect())
@@ -332,6 +311,10 @@ impl PropagationCheck for AuthoritativeCheck {
             .await
             .map_err(|e| not_propagated(format!("cannot find the authoritative servers: {e}")))?;
         let total = pending.len();
+        let mut authoritative_per_name: BTreeMap<Name, usize> = BTreeMap::new();
+        for t in pending.iter().filter(|t| t.zone.is_some()) {
+            *authoritative_per_name.entry(t.name.clone()).or_default() += 1;
+        }
         let max_rounds =
             1 + self.config.timeout.as_millis() / self.config.interval.as_millis().max(1);
         for round in 0..max_rounds {
@@ -365,33 +348,65 @@ impl PropagationCheck for AuthoritativeCheck {
             tracing::debug!(lagging = pending.len(), "waiting for propagation");
             tokio::time::sleep(self.config.interval).await;
         }
-        pending.sort_by(|a, b| a.server.cmp(&b.server).then(a.name.cmp(&b.name)));
-        let mut by_server: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for t in &pending {
-            by_server
-                .entry(t.server.to_string())
-                .or_default()
-                .push(format!("{} answered {}", t.name, t.last));
-        }
-        let detail = by_server
-            .into_iter()
-            .map(|(server, names)| {
-                let shown: Vec<&String> = names.iter().take(3).collect();
-                let more = names.len().saturating_sub(3);
-                format!(
-                    "{server} lags: {}{}",
-                    shown.into_iter().cloned().collect::<Vec<_>>().join("; "),
-                    if more > 0 {
-                        format!(" (and {more} more names)")
-                    } else {
-                        String::new()
-                    }
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" | ");
-        Err(not_propagated(detail))
+        Err(not_propagated(diagnose(pending, &authoritative_per_name)))
     }
+}
+
+/// The error text for targets still pending at the deadline. A name that *no* authoritative
+/// server of its zone serves is reported as missing from the zone (not lag); the others name
+/// each lagging server and what it answered.
+fn diagnose(mut pending: Vec<Target>, authoritative_per_name: &BTreeMap<Name, usize>) -> String {
+    pending.sort_by(|a, b| a.server.cmp(&b.server).then(a.name.cmp(&b.name)));
+    let mut missing_by_name: BTreeMap<Name, Vec<&Target>> = BTreeMap::new();
+    for t in pending.iter().filter(|t| t.zone.is_some()) {
+        missing_by_name.entry(t.name.clone()).or_default().push(t);
+    }
+    let missing: BTreeMap<Name, Vec<&Target>> = missing_by_name
+        .into_iter()
+        .filter(|(name, ts)| authoritative_per_name.get(name) == Some(&ts.len()))
+        .collect();
+    let mut parts = Vec::new();
+    for (name, ts) in &missing {
+        let zone = ts[0]
+            .zone
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let answers = ts
+            .iter()
+            .map(|t| format!("{} answered {}", t.server, t.last))
+            .collect::<Vec<_>>()
+            .join("; ");
+        parts.push(format!(
+            "no authoritative server of zone {zone} serves {name} TXT ({answers}): this is not \
+             a lagging server; was the record written into another zone, e.g. into the parent \
+             zone below the zone cut at {zone} (wrong zone)?"
+        ));
+    }
+    let mut by_server: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for t in pending
+        .iter()
+        .filter(|t| t.zone.is_none() || !missing.contains_key(&t.name))
+    {
+        by_server
+            .entry(t.server.to_string())
+            .or_default()
+            .push(format!("{} answered {}", t.name, t.last));
+    }
+    parts.extend(by_server.into_iter().map(|(server, names)| {
+        let shown: Vec<&String> = names.iter().take(3).collect();
+        let more = names.len().saturating_sub(3);
+        format!(
+            "{server} lags: {}{}",
+            shown.into_iter().cloned().collect::<Vec<_>>().join("; "),
+            if more > 0 {
+                format!(" (and {more} more names)")
+            } else {
+                String::new()
+            }
+        )
+    }));
+    parts.join(" | ")
 }
 
 fn parse_name(s: &str) -> Result<Name, DiscoveryError> {

@@ -6,44 +6,47 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use hickory_client::client::Client;
-use hickory_client::proto::DnsHandle;
-use hickory_client::proto::op::{Query, ResponseCode};
-use hickory_client::proto::rr::{DNSClass, Name, RData, Record, RecordType};
-use hickory_client::proto::runtime::TokioRuntimeProvider;
-use hickory_client::proto::tcp::TcpClientStream;
-use hickory_client::proto::udp::UdpClientStream;
-use hickory_client::proto::xfer::{DnsRequestOptions, FirstAnswer};
+use hickory_net::client::Client;
+use hickory_net::runtime::TokioRuntimeProvider;
+use hickory_net::tcp::TcpClientStream;
+use hickory_net::udp::UdpClientStream;
+use hickory_net::xfer::FirstAnswer;
+use hickory_net::{DnsHandle, DnsMultiplexer};
+use hickory_proto::op::{DnsRequestOptions, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+
+type Dns = Client<TokioRuntimeProvider>;
 
 /// What a server answered.
 #[derive(Debug)]
 pub struct Answer {
     pub rcode: ResponseCode,
+    pub authoritative: bool,
     /// Answer and authority sections.
     pub records: Vec<Record>,
+    /// How many of `records` came from the answer section (the rest are authority).
+    pub answer_count: usize,
 }
 
 impl Answer {
-    pub fn cname_of(&self, name: &Name) -> Option<Name> {
-        self.records.iter().find_map(|r| match r.data() {
-            RData::CNAME(c) if r.name() == name => Some(c.0.clone()),
-            _ => None,
-        })
-    }
-
-    pub fn soa_owner(&self) -> Option<Name> {
-        self.records.iter().find_map(|r| match r.data() {
-            RData::SOA(_) => Some(r.name().clone()),
-            _ => None,
-        })
+    /// As the shared zone routine reads replies.
+    pub fn into_reply(self) -> certfleet_dns_zones::Reply {
+        let mut answers = self.records;
+        let authorities = answers.split_off(self.answer_count.min(answers.len()));
+        certfleet_dns_zones::Reply {
+            rcode: self.rcode,
+            authoritative: self.authoritative,
+            answers,
+            authorities,
+        }
     }
 
     pub fn txt_values(&self) -> BTreeSet<String> {
         self.records
             .iter()
-            .filter_map(|r| match r.data() {
+            .filter_map(|r| match &r.data {
                 RData::TXT(t) => Some(
-                    t.txt_data()
+                    t.txt_data
                         .iter()
                         .map(|d| String::from_utf8_lossy(d).into_owned())
                         .collect::<String>(),
@@ -62,7 +65,7 @@ pub struct Querier {
     udp: Mutex<HashMap<SocketAddr, ClientSlot>>,
 }
 
-struct ClientSlot(Client);
+struct ClientSlot(Dns);
 
 impl std::fmt::Debug for ClientSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -83,25 +86,25 @@ impl Querier {
         self.count.load(Ordering::Relaxed)
     }
 
-    async fn udp_client(&self, addr: SocketAddr) -> Result<Client, String> {
+    fn udp_client(&self, addr: SocketAddr) -> Dns {
         if let Some(c) = self
             .udp
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&addr)
         {
-            return Ok(c.0.clone());
+            return c.0.clone();
         }
         let conn = UdpClientStream::builder(addr, TokioRuntimeProvider::new())
             .with_timeout(Some(self.timeout))
             .build();
-        let (client, bg) = Client::connect(conn).await.map_err(|e| e.to_string())?;
+        let (client, bg) = Client::from_sender(conn);
         tokio::spawn(bg);
         self.udp
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(addr, ClientSlot(client.clone()));
-        Ok(client)
+        client
     }
 
     /// One query for `name`/`rtype` at `server`; `recursion` sets the RD bit.
@@ -118,23 +121,23 @@ impl Querier {
         options.recursion_desired = recursion;
         options.use_edns = true;
         self.count.fetch_add(1, Ordering::Relaxed);
-        let client = self.udp_client(server).await?;
+        let client = self.udp_client(server);
         let resp = client
             .lookup(query.clone(), options)
             .first_answer()
             .await
             .map_err(|e| e.to_string())?;
-        let resp = if resp.truncated() {
+        let resp = if resp.metadata.truncation {
             self.count.fetch_add(1, Ordering::Relaxed);
-            let (stream, handle) = TcpClientStream::new(
+            let (connect, handle) = TcpClientStream::new(
                 server,
                 None,
                 Some(self.timeout),
                 TokioRuntimeProvider::new(),
             );
-            let (client, bg) = Client::with_timeout(stream, handle, self.timeout, None)
-                .await
-                .map_err(|e| e.to_string())?;
+            let stream = connect.await.map_err(|e| e.to_string())?;
+            let (client, bg): (Dns, _) =
+                Client::from_sender(DnsMultiplexer::new(stream, handle).with_timeout(self.timeout));
             tokio::spawn(bg);
             client
                 .lookup(query, options)
@@ -145,26 +148,16 @@ impl Querier {
             resp
         };
         let msg = resp.into_message();
-        let mut records = msg.answers().to_vec();
-        records.extend(msg.name_servers().iter().cloned());
+        let answer_count = msg.answers.len();
+        let mut records = msg.answers;
+        records.extend(msg.authorities);
         Ok(Answer {
-            rcode: msg.response_code(),
+            rcode: msg.metadata.response_code,
+            authoritative: msg.metadata.authoritative,
             records,
+            answer_count,
         })
     }
 }
 
-/// The DNS mnemonic of a response code (`NOERROR`, `NXDOMAIN`, …).
-pub fn rcode_name(rc: ResponseCode) -> String {
-    match rc {
-        ResponseCode::NoError => "NOERROR".to_owned(),
-        ResponseCode::FormErr => "FORMERR".to_owned(),
-        ResponseCode::ServFail => "SERVFAIL".to_owned(),
-        ResponseCode::NXDomain => "NXDOMAIN".to_owned(),
-        ResponseCode::NotImp => "NOTIMP".to_owned(),
-        ResponseCode::Refused => "REFUSED".to_owned(),
-        ResponseCode::NotAuth => "NOTAUTH".to_owned(),
-        ResponseCode::NotZone => "NOTZONE".to_owned(),
-        other => format!("{other:?}").to_uppercase(),
-    }
-}
+pub use certfleet_dns_zones::rcode_name;

@@ -48,7 +48,15 @@ impl PluginSolver {
 
     /// The plugin's own checks (reachability, credentials).
     pub async fn check(&self) -> Result<Vec<CheckResult>, HostError> {
-        let v = self.instance.call(method::CHECK, json!({})).await?;
+        self.check_names(&[]).await
+    }
+
+    /// The plugin's checks for the names about to be issued for (e.g. every zone they need).
+    pub async fn check_names(&self, names: &[String]) -> Result<Vec<CheckResult>, HostError> {
+        let v = self
+            .instance
+            .call(method::CHECK, json!({ "names": names }))
+            .await?;
         let report: CheckReport =
             serde_json::from_value(v).map_err(|e| self.bad_reply(method::CHECK, e))?;
         Ok(report.checks)

@@ -145,10 +145,18 @@ pub mod glue {
                     plugin.cleanup(&records()?.records)?;
                     serde_json::json!({})
                 }
-                method::CHECK => serde_json::to_value(crate::CheckReport {
-                    checks: plugin.check()?,
-                })
-                .map_err(|e| PluginError::new(ErrorKind::Internal, e.to_string()))?,
+                method::CHECK => {
+                    let input: crate::CheckInput = serde_json::from_str(input).map_err(|e| {
+                        PluginError::new(ErrorKind::Internal, format!("bad {m} input: {e}"))
+                    })?;
+                    let checks = if input.names.is_empty() {
+                        plugin.check()?
+                    } else {
+                        plugin.check_names(&input.names)?
+                    };
+                    serde_json::to_value(crate::CheckReport { checks })
+                        .map_err(|e| PluginError::new(ErrorKind::Internal, e.to_string()))?
+                }
                 method::METRICS => serde_json::to_value(crate::MetricsReport {
                     counters: plugin.metrics(),
                 })

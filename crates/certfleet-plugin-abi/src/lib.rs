@@ -56,7 +56,7 @@ mod wire;
 use std::ffi::c_void;
 
 pub use plugin::{CheckResult, ErrorKind, Logger, Plugin, PluginError};
-pub use wire::{CheckReport, ErrorBody, MetricsReport, RecordsInput, TxtRecord};
+pub use wire::{CheckInput, CheckReport, ErrorBody, MetricsReport, RecordsInput, TxtRecord};
 
 #[doc(hidden)]
 pub use export::glue;
@@ -94,7 +94,8 @@ pub mod method {
     pub const PRESENT: &str = "present";
     /// Input [`RecordsInput`](crate::RecordsInput), output `{}`: remove exactly these values.
     pub const CLEANUP: &str = "cleanup";
-    /// Input `{}`, output [`CheckReport`](crate::CheckReport): test credentials and reachability.
+    /// Input `{}` or [`CheckInput`](crate::CheckInput) (`{"names": [...]}`), output
+    /// [`CheckReport`](crate::CheckReport): test credentials and reachability.
     pub const CHECK: &str = "check";
     /// Input `{}`, output [`MetricsReport`](crate::MetricsReport): counters since `create`.
     pub const METRICS: &str = "metrics";

@@ -36,6 +36,14 @@ pub trait Plugin: Send + Sync + Sized + 'static {
         Ok(Vec::new())
     }
 
+    /// [`check`](Plugin::check) for the names the user is about to issue for (`www.example.com`,
+    /// `*.example.com`), e.g. every zone they need. Hosts that send no names, and plugins that
+    /// do not override this, get `check`.
+    fn check_names(&self, names: &[String]) -> Result<Vec<CheckResult>, PluginError> {
+        let _ = names;
+        self.check()
+    }
+
     /// Counters since creation (e.g. `update_messages`). The default has none.
     fn metrics(&self) -> BTreeMap<String, u64> {
         BTreeMap::new()

@@ -31,6 +31,13 @@ pub struct ErrorBody {
     pub records: Vec<TxtRecord>,
 }
 
+/// Input of `check` (optional: older hosts send `{}`): the names about to be issued for.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CheckInput {
+    #[serde(default)]
+    pub names: Vec<String>,
+}
+
 /// Output of `check`: one line per thing tested.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CheckReport {

@@ -1,26 +1,28 @@
-//! DNS work of the plugin: queries for zone discovery (CNAME, SOA), and RFC 2136 UPDATE
-//! messages signed with TSIG, over UDP with TCP fallback.
+//! DNS work of the plugin: plain queries (zone discovery through the shared
+//! `certfleet-dns-zones` routine, read-back checks) and RFC 2136 UPDATE messages signed with
+//! TSIG, over UDP with TCP fallback (hickory-net 0.26).
 
 use std::net::SocketAddr;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use certfleet_dns_zones::{Lookup, Reply};
 use certfleet_plugin_abi::{ErrorKind, PluginError, TxtRecord};
-use hickory_client::client::{Client, ClientHandle};
-use hickory_client::proto::DnsHandle;
-use hickory_client::proto::ProtoError;
-use hickory_client::proto::dnssec::tsig::TSigner;
-use hickory_client::proto::op::{
-    Edns, Message, MessageFinalizer, MessageType, OpCode, Query, ResponseCode, UpdateMessage,
+use hickory_net::client::Client;
+use hickory_net::runtime::TokioRuntimeProvider;
+use hickory_net::tcp::TcpClientStream;
+use hickory_net::udp::UdpClientStream;
+use hickory_net::xfer::FirstAnswer;
+use hickory_net::{DnsHandle, DnsMultiplexer, NetError};
+use hickory_proto::op::{
+    DnsRequest, DnsRequestOptions, Edns, Message, MessageType, OpCode, Query, ResponseCode,
+    UpdateMessage,
 };
-use hickory_client::proto::rr::rdata::TXT;
-use hickory_client::proto::rr::{DNSClass, Name, RData, Record, RecordType};
-use hickory_client::proto::runtime::TokioRuntimeProvider;
-use hickory_client::proto::tcp::TcpClientStream;
-use hickory_client::proto::udp::UdpClientStream;
-use hickory_client::proto::xfer::FirstAnswer;
+use hickory_proto::rr::rdata::TXT;
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
+
+pub use certfleet_dns_zones::rcode_name;
 
 use crate::tsig::TsigKey;
 
@@ -30,8 +32,6 @@ const UDP_MAX: usize = 1232;
 /// Largest encoded UPDATE (records only) per message: DNS messages over TCP are at most
 /// 65535 bytes, and the TSIG record needs room too. A bigger batch for one zone is split.
 const MESSAGE_BUDGET: usize = 60_000;
-/// Longest CNAME chain followed from an `_acme-challenge` name.
-const MAX_CNAME_HOPS: usize = 8;
 /// TSIG fudge (seconds of clock skew accepted), BIND's default.
 const FUDGE: u16 = 300;
 
@@ -67,131 +67,123 @@ pub fn parse_name(s: &str) -> Result<Name, PluginError> {
     Ok(name)
 }
 
-async fn udp_client(
-    addr: SocketAddr,
-    timeout: Duration,
-    signer: Option<Arc<dyn MessageFinalizer>>,
-) -> Result<Client, ProtoError> {
+type Dns = Client<TokioRuntimeProvider>;
+
+fn udp_client(addr: SocketAddr, timeout: Duration, signer: Option<TSigner>) -> Dns {
     let conn = UdpClientStream::builder(addr, TokioRuntimeProvider::new())
         .with_timeout(Some(timeout))
         .with_signer(signer)
         .build();
-    let (client, bg) = Client::connect(conn).await?;
+    let (client, bg) = Client::from_sender(conn);
     tokio::spawn(bg);
-    Ok(client)
+    client
 }
 
 async fn tcp_client(
     addr: SocketAddr,
     timeout: Duration,
-    signer: Option<Arc<dyn MessageFinalizer>>,
-) -> Result<Client, ProtoError> {
-    let (stream, handle) =
+    signer: Option<TSigner>,
+) -> Result<Dns, NetError> {
+    let (connect, handle) =
         TcpClientStream::new(addr, None, Some(timeout), TokioRuntimeProvider::new());
-    let (client, bg) = Client::with_timeout(stream, handle, timeout, signer).await?;
+    let mut mux = DnsMultiplexer::new(connect.await?, handle).with_timeout(timeout);
+    if let Some(s) = signer {
+        mux = mux.with_signer(s);
+    }
+    let (client, bg) = Client::from_sender(mux);
     tokio::spawn(bg);
     Ok(client)
 }
 
-/// One plain query (recursion desired: `resolver` may be a recursive resolver), over UDP and
-/// again over TCP when the answer is truncated.
+/// One plain query (`recursion` sets the RD bit: `resolver` may be a recursive resolver),
+/// over UDP and again over TCP when the answer is truncated.
 pub async fn query(
     resolver: SocketAddr,
     name: &Name,
     rtype: RecordType,
+    recursion: bool,
     timeout: Duration,
     counters: &Counters,
 ) -> Result<Message, PluginError> {
     let what = format!("{rtype} query for {name} at {resolver}");
+    let mut q = Query::query(name.clone(), rtype);
+    q.set_query_class(DNSClass::IN);
+    let mut options = DnsRequestOptions::default();
+    options.recursion_desired = recursion;
+    options.use_edns = true;
     Counters::bump(&counters.dns_queries);
-    let mut client = udp_client(resolver, timeout, None)
-        .await
-        .map_err(|e| net_err(&what, e))?;
+    let client = udp_client(resolver, timeout, None);
     let resp = client
-        .query(name.clone(), DNSClass::IN, rtype)
+        .lookup(q.clone(), options)
+        .first_answer()
         .await
         .map_err(|e| net_err(&what, e))?;
-    if !resp.truncated() {
+    if !resp.metadata.truncation {
         return Ok(resp.into_message());
     }
     Counters::bump(&counters.dns_queries);
     Counters::bump(&counters.tcp_fallbacks);
-    let mut client = tcp_client(resolver, timeout, None)
+    let client = tcp_client(resolver, timeout, None)
         .await
         .map_err(|e| net_err(&what, e))?;
     let resp = client
-        .query(name.clone(), DNSClass::IN, rtype)
+        .lookup(q, options)
+        .first_answer()
         .await
         .map_err(|e| net_err(&what, e))?;
     Ok(resp.into_message())
 }
 
-/// The name an update for `fqdn` must change: `fqdn` itself, or the end of its CNAME chain
-/// (`_acme-challenge` delegated into a validation zone).
-pub async fn follow_cname(
-    resolver: SocketAddr,
-    fqdn: &Name,
-    timeout: Duration,
-    counters: &Counters,
-) -> Result<Name, PluginError> {
-    let mut name = fqdn.clone();
-    for _ in 0..MAX_CNAME_HOPS {
-        let msg = query(resolver, &name, RecordType::CNAME, timeout, counters).await?;
-        let target = msg.answers().iter().find_map(|r| match r.data() {
-            RData::CNAME(c) if r.name() == &name => Some(c.0.clone()),
-            _ => None,
-        });
-        match target {
-            Some(t) => name = t,
-            None => return Ok(name),
-        }
-    }
-    Err(PluginError::new(
-        ErrorKind::Provider,
-        format!("{fqdn}: more than {MAX_CNAME_HOPS} CNAMEs in a row; giving up"),
-    ))
+/// Zone discovery queries for the shared routine: recursion desired, at `resolver`.
+pub struct Discovery<'a> {
+    pub resolver: SocketAddr,
+    pub timeout: Duration,
+    pub counters: &'a Counters,
 }
 
-/// The zone holding `name` and its SOA MNAME, found with SOA queries from `name` upwards:
-/// an SOA in the answer names the zone; an SOA in the authority section (NXDOMAIN/NODATA)
-/// names the enclosing zone.
-pub async fn find_zone(
-    resolver: SocketAddr,
+impl Lookup for Discovery<'_> {
+    async fn lookup(&self, name: &Name, rtype: RecordType) -> Result<Reply, String> {
+        let msg = query(
+            self.resolver,
+            name,
+            rtype,
+            true,
+            self.timeout,
+            self.counters,
+        )
+        .await
+        .map_err(|e| e.message)?;
+        Ok(Reply {
+            rcode: msg.metadata.response_code,
+            authoritative: msg.metadata.authoritative,
+            answers: msg.answers,
+            authorities: msg.authorities,
+        })
+    }
+}
+
+/// The TXT values `server` itself serves for `name` (recursion off), with its rcode.
+pub async fn served_txt(
+    server: SocketAddr,
     name: &Name,
     timeout: Duration,
     counters: &Counters,
-) -> Result<(Name, Name), PluginError> {
-    let mut candidate = name.clone();
-    let mut seen = Vec::new();
-    loop {
-        let msg = query(resolver, &candidate, RecordType::SOA, timeout, counters).await?;
-        let soa = msg
-            .answers()
-            .iter()
-            .chain(msg.name_servers())
-            .find_map(|r| match r.data() {
-                RData::SOA(soa) => Some((r.name().clone(), soa.mname().clone())),
-                _ => None,
-            });
-        if let Some(found) = soa
-            && found.0.zone_of(name)
-        {
-            return Ok(found);
-        }
-        seen.push(format!("{candidate}: {}", rcode_name(msg.response_code())));
-        if candidate.num_labels() <= 1 {
-            break;
-        }
-        candidate = candidate.base_name();
-    }
-    Err(PluginError::new(
-        ErrorKind::NotFound,
-        format!(
-            "zone not found for {name}: no SOA at {resolver} for it or any parent ({}); \
-             is the server authoritative for the zone? set `zone` and `server` to skip the lookup",
-            seen.join(", ")
-        ),
-    ))
+) -> Result<(ResponseCode, Vec<String>), PluginError> {
+    let msg = query(server, name, RecordType::TXT, false, timeout, counters).await?;
+    let values = msg
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::TXT(t) if &r.name == name => Some(
+                t.txt_data
+                    .iter()
+                    .map(|d| String::from_utf8_lossy(d).into_owned())
+                    .collect::<String>(),
+            ),
+            _ => None,
+        })
+        .collect();
+    Ok((msg.metadata.response_code, values))
 }
 
 /// Builds the UPDATE messages (one per [`MESSAGE_BUDGET`] bytes of records, i.e. one for
@@ -218,12 +210,12 @@ pub fn update_messages(
             // RFC 2136 §2.5.1, as `append(.., must_exist = false)`: no prerequisite, so a
             // second value on the same name (wildcard + apex) is simply added.
             Change::Add => {
-                record.set_dns_class(DNSClass::IN);
+                record.dns_class = DNSClass::IN;
             }
             // §2.5.4, as `delete_by_rdata`: class NONE, TTL 0, this value only.
             Change::Delete => {
-                record.set_dns_class(DNSClass::NONE);
-                record.set_ttl(0);
+                record.dns_class = DNSClass::NONE;
+                record.ttl = 0;
             }
         }
         msg.add_update(record);
@@ -239,16 +231,12 @@ fn new_update(zone: &Name) -> Message {
         .set_name(zone.clone())
         .set_query_class(DNSClass::IN)
         .set_query_type(RecordType::SOA);
-    let mut msg = Message::new();
-    msg.set_id(rand_id())
-        .set_message_type(MessageType::Query)
-        .set_op_code(OpCode::Update)
-        .set_recursion_desired(false);
+    let mut msg = Message::new(rand_id(), MessageType::Query, OpCode::Update);
+    msg.metadata.recursion_desired = false;
     msg.add_zone(query);
-    msg.extensions_mut()
-        .get_or_insert_with(Edns::new)
-        .set_max_payload(UDP_MAX as u16)
-        .set_version(0);
+    let mut edns = Edns::new();
+    edns.set_max_payload(UDP_MAX as u16).set_version(0);
+    msg.edns = Some(edns);
     msg
 }
 
@@ -257,7 +245,7 @@ fn new_update(zone: &Name) -> Message {
 pub fn noop_update(zone: &Name) -> Message {
     let mut msg = new_update(zone);
     let mut pre = Record::update0(zone.clone(), 0, RecordType::SOA);
-    pre.set_dns_class(DNSClass::ANY);
+    pre.dns_class = DNSClass::ANY;
     msg.add_pre_requisite(pre.into_record_of_rdata());
     msg
 }
@@ -279,11 +267,53 @@ pub async fn send_update(
     timeout: Duration,
     counters: &Counters,
 ) -> Result<(), PluginError> {
-    let zone = msg
-        .queries()
+    // SERVFAIL is a transient server failure (PowerDNS on SQLite answers it while a zone
+    // transfer holds the database, seen in the lab); adding an RR that exists and deleting
+    // one that is gone are no-ops, so the same UPDATE is safely sent again, a bounded number
+    // of times.
+    let mut attempt = 1;
+    loop {
+        match send_update_once(server, key, msg.clone(), timeout, counters).await? {
+            ResponseCode::ServFail if attempt < SERVFAIL_ATTEMPTS => {
+                tokio::time::sleep(SERVFAIL_PAUSE * attempt).await;
+                attempt += 1;
+            }
+            rcode => {
+                let what = format!("UPDATE of zone {} at {server}", zone_of_update(&msg));
+                let r = check_rcode(&what, key, rcode);
+                return match r {
+                    Err(mut e) if attempt > 1 => {
+                        e.message = format!("{} (after {attempt} attempts)", e.message);
+                        Err(e)
+                    }
+                    other => other,
+                };
+            }
+        }
+    }
+}
+
+/// UPDATEs sent in all when the server answers SERVFAIL, and the pause before the next.
+const SERVFAIL_ATTEMPTS: u32 = 4;
+const SERVFAIL_PAUSE: Duration = Duration::from_millis(200);
+
+fn zone_of_update(msg: &Message) -> String {
+    msg.queries
         .first()
         .map(|q| q.name().to_string())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// One exchange of a signed UPDATE; returns the server's rcode (TSIG and network failures
+/// are errors).
+async fn send_update_once(
+    server: SocketAddr,
+    key: &TsigKey,
+    msg: Message,
+    timeout: Duration,
+    counters: &Counters,
+) -> Result<ResponseCode, PluginError> {
+    let zone = zone_of_update(&msg);
     let signer = TSigner::new(
         key.secret.bytes().to_vec(),
         key.algorithm.clone(),
@@ -291,17 +321,20 @@ pub async fn send_update(
         FUDGE,
     )
     .map_err(|e| PluginError::config(format!("TSIG key {}: {e}", key.name)))?;
-    let signer: Arc<dyn MessageFinalizer> = Arc::new(signer);
     let size = msg.to_vec().map(|v| v.len()).unwrap_or(usize::MAX);
     let what = format!("UPDATE of zone {zone} at {server}");
+    let request = |m: Message| {
+        let mut options = DnsRequestOptions::default();
+        options.use_edns = true;
+        options.recursion_desired = false;
+        DnsRequest::new(m, options)
+    };
     let mut outcome = None;
     if size <= UDP_MAX {
         Counters::bump(&counters.update_messages);
-        let client = udp_client(server, timeout, Some(signer.clone()))
-            .await
-            .map_err(|e| net_err(&what, e))?;
-        match client.send(msg.clone()).first_answer().await {
-            Ok(resp) if !resp.truncated() => outcome = Some(Ok(resp.into_message())),
+        let client = udp_client(server, timeout, Some(signer.clone()));
+        match client.send(request(msg.clone())).first_answer().await {
+            Ok(resp) if !resp.metadata.truncation => outcome = Some(Ok(resp.into_message())),
             Ok(_) => {}
             Err(e) if is_tsig_error(&e) => outcome = Some(Err(e)),
             Err(e) if !is_timeout(&e) => return Err(net_err(&what, e)),
@@ -319,7 +352,7 @@ pub async fn send_update(
                 .await
                 .map_err(|e| net_err(&what, e))?;
             client
-                .send(msg)
+                .send(request(msg))
                 .first_answer()
                 .await
                 .map(|r| r.into_message())
@@ -332,16 +365,16 @@ pub async fn send_update(
             net_err(&what, e)
         }
     })?;
-    check_rcode(&what, key, answer.response_code())
+    Ok(answer.metadata.response_code)
 }
 
-fn is_tsig_error(e: &ProtoError) -> bool {
+fn is_tsig_error(e: &NetError) -> bool {
     let text = e.to_string().to_ascii_lowercase();
     text.contains("hmac") || text.contains("tsig") || text.contains("signature")
 }
 
-fn is_timeout(e: &ProtoError) -> bool {
-    e.to_string().to_ascii_lowercase().contains("timed out")
+fn is_timeout(e: &NetError) -> bool {
+    matches!(e, NetError::Timeout) || e.to_string().to_ascii_lowercase().contains("timed out")
 }
 
 fn tsig_rejected(what: &str, key: &TsigKey, why: &str) -> PluginError {
@@ -392,24 +425,8 @@ pub fn names_of(records: &[TxtRecord]) -> Result<Vec<(Name, String)>, PluginErro
         .collect()
 }
 
-/// The DNS mnemonic of a response code (`NOERROR`, `NXDOMAIN`, …).
-pub fn rcode_name(rc: ResponseCode) -> String {
-    match rc {
-        ResponseCode::NoError => "NOERROR".to_owned(),
-        ResponseCode::FormErr => "FORMERR".to_owned(),
-        ResponseCode::ServFail => "SERVFAIL".to_owned(),
-        ResponseCode::NXDomain => "NXDOMAIN".to_owned(),
-        ResponseCode::NotImp => "NOTIMP".to_owned(),
-        ResponseCode::Refused => "REFUSED".to_owned(),
-        ResponseCode::NotAuth => "NOTAUTH".to_owned(),
-        ResponseCode::NotZone => "NOTZONE".to_owned(),
-        other => format!("{other:?}").to_uppercase(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use hickory_client::proto::op::UpdateMessage;
 
     use super::*;
 
@@ -430,7 +447,7 @@ mod tests {
         let adds = update_messages(&zone, &batch(200), Change::Add, 60);
         assert_eq!(adds.len(), 1, "200 records fit one UPDATE");
         let m = &adds[0];
-        assert_eq!(m.op_code(), OpCode::Update);
+        assert_eq!(m.metadata.op_code, OpCode::Update);
         assert_eq!(m.zones()[0].name(), &zone);
         assert!(
             m.prerequisites().is_empty(),
@@ -440,14 +457,14 @@ mod tests {
         assert!(
             m.updates()
                 .iter()
-                .all(|r| r.dns_class() == DNSClass::IN && r.ttl() == 60)
+                .all(|r| r.dns_class == DNSClass::IN && r.ttl == 60)
         );
         let dels = update_messages(&zone, &batch(3), Change::Delete, 60);
         let d = &dels[0];
         assert!(
-            d.updates().iter().all(|r| r.dns_class() == DNSClass::NONE
-                && r.ttl() == 0
-                && matches!(r.data(), RData::TXT(_))),
+            d.updates().iter().all(|r| r.dns_class == DNSClass::NONE
+                && r.ttl == 0
+                && matches!(r.data, RData::TXT(_))),
             "value-specific deletes (class NONE), never the RRset (class ANY)"
         );
     }

@@ -3,18 +3,23 @@
 //! Windows DNS all accept them.
 //!
 //! For a batch it follows each name's CNAME (delegation into a validation zone), finds the
-//! zone by SOA queries (or uses the configured one), groups the records per zone and sends
-//! **one UPDATE per zone** that adds (or deletes) each value as a single RR, never the RRset,
-//! so a wildcard and its apex can hold two values at once. UDP when the message fits, TCP
-//! otherwise or when the UDP answer is truncated or lost.
+//! zone that holds the final name by SOA queries (the shared `certfleet-dns-zones` routine the
+//! host's propagation checker uses too), groups the records per zone and sends **one UPDATE
+//! per zone** that adds (or deletes) each value as a single RR, never the RRset, so a wildcard
+//! and its apex can hold two values at once. After an add it reads every value back from the
+//! server that accepted it: a server that accepts a record it then does not serve took it
+//! into the wrong zone (below a zone cut), which is reported as such. UDP when the message
+//! fits, TCP otherwise or when the UDP answer is truncated or lost.
 //!
 //! Settings (`[plugins.rfc2136]`, see docs/plugins.md):
-//! `server` (`HOST:PORT` or `IP`; default the zone's SOA MNAME on port 53), `zone` (default
-//! found by SOA), `resolver` (where discovery queries go; default `server`, else the first
-//! `nameserver` of /etc/resolv.conf), `key_file` (a BIND key file, as `tsig-keygen` writes)
-//! or `key_name` + `algorithm` + `secret_env` (an environment variable holding the base64
-//! secret), `ttl` (default 60), `timeout_secs` (default 10).
+//! `server` (`HOST:PORT` or `IP`; default the zone's SOA MNAME on port 53), `zone` (optional
+//! guard, one zone or a list: names outside are refused; never a destination), `resolver`
+//! (where discovery queries go; default `server`, else the first `nameserver` of
+//! /etc/resolv.conf), `key_file` (BIND `key` statements or Knot `keymgr -t` YAML) or
+//! `key_name` + `algorithm` + `secret_env` / `secret_file` (base64 secret in an environment
+//! variable or a 0600 file), `ttl` (default 60), `timeout_secs` (default 10).
 
+mod check;
 mod dns;
 mod tsig;
 
@@ -24,14 +29,23 @@ use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use certfleet_dns_zones::{Guard, Located, ZoneFinder};
 use certfleet_plugin_abi::{
     CheckResult, ErrorKind, Logger, Plugin, PluginError, TxtRecord, export_plugin,
 };
-use hickory_client::proto::rr::{Name, RData, RecordType};
+use hickory_proto::rr::{Name, RData, RecordType};
 use serde::Deserialize;
 
-use crate::dns::{Change, Counters};
+use crate::dns::{Change, Counters, Discovery};
 use crate::tsig::TsigKey;
+
+/// `zone = "corp.test"` or `zone = ["corp.test", "acme.corp.test"]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Zones {
+    One(String),
+    Many(Vec<String>),
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,7 +53,7 @@ struct Config {
     #[serde(default)]
     server: Option<String>,
     #[serde(default)]
-    zone: Option<String>,
+    zone: Option<Zones>,
     #[serde(default)]
     resolver: Option<String>,
     #[serde(default)]
@@ -50,6 +64,8 @@ struct Config {
     algorithm: Option<String>,
     #[serde(default)]
     secret_env: Option<String>,
+    #[serde(default)]
+    secret_file: Option<String>,
     #[serde(default = "default_ttl")]
     ttl: u32,
     #[serde(default = "default_timeout")]
@@ -68,16 +84,20 @@ fn default_timeout() -> u64 {
 /// host's runtime is not visible inside a plugin).
 pub struct Rfc2136 {
     server: Option<SocketAddr>,
-    zone: Option<Name>,
+    guard: Guard,
     resolver: SocketAddr,
     key: TsigKey,
     ttl: u32,
     timeout: Duration,
     log: Logger,
     counters: Counters,
+    /// Zones of names, learnt from SOA answers (the routine the host's checker uses too).
+    zones: ZoneFinder,
     /// Where each presented name went (CNAME target, zone, server), so cleanup needs no
     /// lookups. Entries leave on cleanup; bounded by [`MAX_REMEMBERED`].
     resolved: Mutex<HashMap<Name, Resolved>>,
+    /// Primary addresses per zone apex (SOA MNAME → A/AAAA), when `server` is not set.
+    primaries: Mutex<HashMap<Name, SocketAddr>>,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -85,12 +105,16 @@ type Resolved = (Name, Name, SocketAddr);
 
 /// Most presented names remembered for cleanup (beyond it, cleanup looks names up again).
 const MAX_REMEMBERED: usize = 100_000;
+/// Read-backs of an accepted UPDATE before the primary is said not to serve it (a server
+/// may answer the UPDATE a moment before its query path sees the change).
+const READ_BACK_ATTEMPTS: u32 = 5;
+const READ_BACK_PAUSE: Duration = Duration::from_millis(200);
 
 impl std::fmt::Debug for Rfc2136 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Rfc2136")
             .field("server", &self.server)
-            .field("zone", &self.zone)
+            .field("guard", &self.guard)
             .field("key", &self.key.name)
             .finish_non_exhaustive()
     }
@@ -103,7 +127,13 @@ impl Plugin for Rfc2136 {
     fn create(config: serde_json::Value, log: Logger) -> Result<Self, PluginError> {
         let c: Config = serde_json::from_value(config)
             .map_err(|e| PluginError::config(format!("[plugins.rfc2136]: {e}")))?;
-        let key = load_key(&c)?;
+        let key = tsig::load_key(&tsig::KeySettings {
+            key_file: c.key_file.as_deref(),
+            key_name: c.key_name.as_deref(),
+            algorithm: c.algorithm.as_deref(),
+            secret_env: c.secret_env.as_deref(),
+            secret_file: c.secret_file.as_deref(),
+        })?;
         let server = c
             .server
             .as_deref()
@@ -114,7 +144,12 @@ impl Plugin for Rfc2136 {
             (None, Some(s)) => s,
             (None, None) => system_resolver()?,
         };
-        let zone = c.zone.as_deref().map(dns::parse_name).transpose()?;
+        let zones = match c.zone {
+            None => Vec::new(),
+            Some(Zones::One(z)) => vec![z],
+            Some(Zones::Many(v)) => v,
+        };
+        let guard = Guard::parse(&zones).map_err(|e| PluginError::config(format!("zone: {e}")))?;
         if c.timeout_secs == 0 {
             return Err(PluginError::config("timeout_secs: must be at least 1"));
         }
@@ -134,14 +169,16 @@ impl Plugin for Rfc2136 {
         ));
         Ok(Rfc2136 {
             server,
-            zone,
+            guard,
             resolver,
             key,
             ttl: c.ttl,
             timeout: Duration::from_secs(c.timeout_secs),
             log,
             counters: Counters::default(),
+            zones: ZoneFinder::new(),
             resolved: Mutex::new(HashMap::new()),
+            primaries: Mutex::new(HashMap::new()),
             runtime,
         })
     }
@@ -159,7 +196,11 @@ impl Plugin for Rfc2136 {
     }
 
     fn check(&self) -> Result<Vec<CheckResult>, PluginError> {
-        Ok(self.runtime.block_on(self.run_checks()))
+        Ok(self.runtime.block_on(self.run_checks(&[])))
+    }
+
+    fn check_names(&self, names: &[String]) -> Result<Vec<CheckResult>, PluginError> {
+        Ok(self.runtime.block_on(self.run_checks(names)))
     }
 
     fn metrics(&self) -> BTreeMap<String, u64> {
@@ -189,10 +230,34 @@ struct ZoneBatch {
 }
 
 impl Rfc2136 {
+    fn discovery(&self) -> Discovery<'_> {
+        Discovery {
+            resolver: self.resolver,
+            timeout: self.timeout,
+            counters: &self.counters,
+        }
+    }
+
+    /// Follows the name's CNAMEs, finds the zone of the target by SOA queries and checks
+    /// the result against the configured zones.
+    async fn locate(&self, name: &Name) -> Result<Located, PluginError> {
+        let located = self
+            .zones
+            .locate(&self.discovery(), name)
+            .await
+            .map_err(zone_error)?;
+        self.guard.check(&located).map_err(zone_error)?;
+        if located.target != located.name {
+            self.log.debug(&format!(
+                "{} is a CNAME to {}: updating zone {}",
+                located.name, located.target, located.zone.apex
+            ));
+        }
+        Ok(located)
+    }
+
     async fn change(&self, records: &[TxtRecord], change: Change) -> Result<(), PluginError> {
         let mut batches: Vec<ZoneBatch> = Vec::new();
-        // Zones and primaries found once per batch, not once per record.
-        let mut zone_cache: BTreeMap<Name, (Name, SocketAddr)> = BTreeMap::new();
         for (name, value) in dns::names_of(records)? {
             let remembered = self
                 .resolved
@@ -203,22 +268,9 @@ impl Rfc2136 {
             let (target, zone, server) = match remembered {
                 Some(r) => r,
                 None => {
-                    let target =
-                        dns::follow_cname(self.resolver, &name, self.timeout, &self.counters)
-                            .await?;
-                    if target != name {
-                        self.log
-                            .debug(&format!("{name} is a CNAME to {target}: updating {target}"));
-                    }
-                    let (zone, server) = match self.cached_zone(&zone_cache, &target) {
-                        Some(found) => found,
-                        None => {
-                            let found = self.zone_for(&target).await?;
-                            zone_cache.insert(found.0.clone(), found.clone());
-                            found
-                        }
-                    };
-                    (target, zone, server)
+                    let l = self.locate(&name).await?;
+                    let server = self.server_for(&l).await?;
+                    (l.target, l.zone.apex, server)
                 }
             };
             if change == Change::Add {
@@ -256,6 +308,9 @@ impl Rfc2136 {
             for msg in messages {
                 dns::send_update(b.server, &self.key, msg, self.timeout, &self.counters).await?;
             }
+            if change == Change::Add {
+                self.read_back(b).await?;
+            }
         }
         if change == Change::Delete {
             let mut map = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
@@ -268,54 +323,99 @@ impl Rfc2136 {
         Ok(())
     }
 
-    fn cached_zone(
-        &self,
-        cache: &BTreeMap<Name, (Name, SocketAddr)>,
-        name: &Name,
-    ) -> Option<(Name, SocketAddr)> {
-        // The deepest cached zone that contains the name. A deeper zone not yet seen would be
-        // missed only if it was delegated below a zone of this batch: such a name gets its own
-        // lookup because its parent zone answers with a referral, not an SOA, for it.
-        cache
-            .values()
-            .filter(|(z, _)| z.zone_of(name))
-            .max_by_key(|(z, _)| z.num_labels())
-            .filter(|(z, _)| self.zone.is_some() || z.num_labels() + 2 >= name.num_labels())
-            .cloned()
-    }
-
-    /// The zone of `name` and the server to update it on.
-    async fn zone_for(&self, name: &Name) -> Result<(Name, SocketAddr), PluginError> {
-        let (zone, mname) = match &self.zone {
-            Some(z) if z.zone_of(name) => (z.clone(), None),
-            Some(z) => {
+    /// Verify before blaming: the server that accepted the UPDATE must now serve every
+    /// value; if it does not, the record went somewhere nobody can see it (typically into a
+    /// parent zone below a zone cut), and waiting for propagation would only blame the
+    /// secondaries.
+    async fn read_back(&self, b: &ZoneBatch) -> Result<(), PluginError> {
+        let mut wanted: BTreeMap<&Name, Vec<&str>> = BTreeMap::new();
+        for (name, value) in &b.records {
+            wanted.entry(name).or_default().push(value);
+        }
+        for (name, values) in wanted {
+            let mut last = String::new();
+            for attempt in 0..READ_BACK_ATTEMPTS {
+                if attempt > 0 {
+                    tokio::time::sleep(READ_BACK_PAUSE).await;
+                }
+                let (rcode, served) =
+                    dns::served_txt(b.server, name, self.timeout, &self.counters).await?;
+                if values.iter().all(|v| served.iter().any(|s| s == v)) {
+                    last.clear();
+                    break;
+                }
+                last = if served.is_empty() {
+                    format!("{} with no TXT", dns::rcode_name(rcode))
+                } else {
+                    format!("{} with other values only", dns::rcode_name(rcode))
+                };
+            }
+            if !last.is_empty() {
                 return Err(PluginError::new(
-                    ErrorKind::NotFound,
-                    format!("{name} is not inside the configured zone {z}"),
+                    ErrorKind::Provider,
+                    format!(
+                        "the primary accepted the update but does not serve {name} TXT: is \
+                         the record below a zone cut (wrong zone)? (zone {} at {} answered {last})",
+                        b.zone, b.server
+                    ),
                 ));
             }
-            None => {
-                let (z, m) =
-                    dns::find_zone(self.resolver, name, self.timeout, &self.counters).await?;
-                (z, Some(m))
-            }
+        }
+        Ok(())
+    }
+
+    /// The server to update for a located name: `server`, else the zone's SOA MNAME.
+    async fn server_for(&self, l: &Located) -> Result<SocketAddr, PluginError> {
+        if let Some(s) = self.server {
+            return Ok(s);
+        }
+        let apex = &l.zone.apex;
+        if let Some(s) = self
+            .primaries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(apex)
+        {
+            return Ok(*s);
+        }
+        let mname = match &l.zone.primary {
+            Some(m) => m.clone(),
+            None => self
+                .zones
+                .zone_of(&self.discovery(), apex)
+                .await
+                .map_err(zone_error)?
+                .primary
+                .ok_or_else(|| {
+                    PluginError::new(
+                        ErrorKind::NotFound,
+                        format!(
+                            "zone {apex}: no SOA (primary name) visible at {}; set `server`",
+                            self.resolver
+                        ),
+                    )
+                })?,
         };
-        let server = match (self.server, mname) {
-            (Some(s), _) => s,
-            (None, Some(m)) => self.primary_address(&zone, &m).await?,
-            (None, None) => {
-                let (_, m) =
-                    dns::find_zone(self.resolver, &zone, self.timeout, &self.counters).await?;
-                self.primary_address(&zone, &m).await?
-            }
-        };
-        Ok((zone, server))
+        let addr = self.primary_address(apex, &mname).await?;
+        self.primaries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(apex.clone(), addr);
+        Ok(addr)
     }
 
     async fn primary_address(&self, zone: &Name, mname: &Name) -> Result<SocketAddr, PluginError> {
         for rtype in [RecordType::A, RecordType::AAAA] {
-            let msg = dns::query(self.resolver, mname, rtype, self.timeout, &self.counters).await?;
-            let ip = msg.answers().iter().find_map(|r| match r.data() {
+            let msg = dns::query(
+                self.resolver,
+                mname,
+                rtype,
+                true,
+                self.timeout,
+                &self.counters,
+            )
+            .await?;
+            let ip = msg.answers.iter().find_map(|r| match &r.data {
                 RData::A(a) => Some(IpAddr::V4(a.0)),
                 RData::AAAA(a) => Some(IpAddr::V6(a.0)),
                 _ => None,
@@ -332,98 +432,18 @@ impl Rfc2136 {
             ),
         ))
     }
-
-    async fn run_checks(&self) -> Vec<CheckResult> {
-        let mut out = vec![CheckResult::ok(
-            format!("TSIG key {}", self.key.name),
-            format!("loaded ({})", self.key.algorithm_name),
-        )];
-        let Some(zone) = &self.zone else {
-            out.push(CheckResult::ok(
-                "zone",
-                "found per record at issuance; set `zone` to let a check test the key against it",
-            ));
-            return out;
-        };
-        let server = match self.zone_for(zone).await {
-            Ok((_, s)) => s,
-            Err(e) => {
-                out.push(CheckResult::failed(format!("zone {zone}"), e.message));
-                return out;
-            }
-        };
-        let what = format!("zone {zone} at {server}");
-        match dns::query(server, zone, RecordType::SOA, self.timeout, &self.counters).await {
-            Ok(m)
-                if m.answers()
-                    .iter()
-                    .any(|r| matches!(r.data(), RData::SOA(_))) =>
-            {
-                out.push(CheckResult::ok(format!("{what}: SOA"), "served"));
-            }
-            Ok(m) => out.push(CheckResult::failed(
-                format!("{what}: SOA"),
-                format!(
-                    "no SOA in the answer ({})",
-                    dns::rcode_name(m.response_code())
-                ),
-            )),
-            Err(e) => out.push(CheckResult::failed(format!("{what}: SOA"), e.message)),
-        }
-        let key_check = format!("{what}: signed no-op UPDATE");
-        match dns::send_update(
-            server,
-            &self.key,
-            dns::noop_update(zone),
-            self.timeout,
-            &self.counters,
-        )
-        .await
-        {
-            Ok(()) => out.push(CheckResult::ok(
-                key_check,
-                "the server accepted the TSIG key",
-            )),
-            Err(e) => out.push(CheckResult::failed(key_check, e.message)),
-        }
-        out
-    }
 }
 
-fn load_key(c: &Config) -> Result<TsigKey, PluginError> {
-    match (&c.key_file, &c.secret_env) {
-        (Some(_), Some(_)) => Err(PluginError::config(
-            "key_file and secret_env: give one or the other",
-        )),
-        (Some(path), None) => {
-            if c.algorithm.is_some() {
-                return Err(PluginError::config(
-                    "algorithm: comes from the key file; remove it",
-                ));
-            }
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| PluginError::config(format!("key_file = {path:?}: {e}")))?;
-            tsig::parse_key_file(&text, &format!("key_file {path}"), c.key_name.as_deref())
+fn zone_error(e: certfleet_dns_zones::ZoneError) -> PluginError {
+    use certfleet_dns_zones::ZoneError as Z;
+    let kind = match &e {
+        Z::Lookup { .. } => ErrorKind::Network,
+        Z::OutsideGuard { .. } | Z::CnameOutsideGuard { .. } | Z::ZoneAboveGuard { .. } => {
+            ErrorKind::Config
         }
-        (None, Some(var)) => {
-            let name = c.key_name.clone().ok_or_else(|| {
-                PluginError::config("key_name: required with secret_env (the TSIG key's name)")
-            })?;
-            let alg = c.algorithm.clone().unwrap_or_else(|| "hmac-sha256".into());
-            let value = std::env::var(var).map_err(|_| {
-                PluginError::config(format!("secret_env = {var:?}: the variable is not set"))
-            })?;
-            Ok(TsigKey {
-                algorithm: tsig::algorithm(&alg)?,
-                algorithm_name: alg.trim_end_matches('.').to_ascii_lowercase(),
-                secret: tsig::decode_secret(&value, &format!("environment variable {var}"))?,
-                name: name.trim_end_matches('.').to_owned(),
-            })
-        }
-        (None, None) => Err(PluginError::config(
-            "no TSIG key: set key_file (a BIND key file) or key_name + secret_env",
-        )),
-    }
+        _ => ErrorKind::NotFound,
+    };
+    PluginError::new(kind, e.to_string())
 }
 
 /// `HOST:PORT`, `IP:PORT`, `[V6]:PORT` or a bare IP/host (port 53).

@@ -11,7 +11,7 @@ use crate::dns::{plugin_config, plugin_paths};
 pub async fn run(ctx: &Context, cmd: PluginCommand) -> Result<()> {
     match cmd {
         PluginCommand::List => list(ctx).await,
-        PluginCommand::Check { name } => check(ctx, &name).await,
+        PluginCommand::Check { name, names } => check(ctx, &name, &names).await,
     }
 }
 
@@ -50,8 +50,8 @@ async fn list(ctx: &Context) -> Result<()> {
 }
 
 /// Loads the plugin, creates an instance with its settings (which validates them) and runs
-/// its own checks; exit 1 if any fails.
-async fn check(ctx: &Context, name: &str) -> Result<()> {
+/// its own checks (for `names`, when given: e.g. every zone they need); exit 1 if any fails.
+async fn check(ctx: &Context, name: &str, names: &[String]) -> Result<()> {
     let paths = plugin_paths(&ctx.settings);
     let path = paths.resolve(name)?;
     let config = plugin_config(&ctx.settings, name);
@@ -72,7 +72,7 @@ async fn check(ctx: &Context, name: &str) -> Result<()> {
     println!("ok    settings: accepted by the plugin");
     let solver = PluginSolver::new(name, instance);
     let checks = solver
-        .check()
+        .check_names(names)
         .await
         .with_context(|| format!("DNS plugin {name}: check"))?;
     let mut failed = 0;

@@ -1,0 +1,333 @@
+//! `cargo xtask bench dns-lab [--runs N] [--batch N] [--no-lego]`: wall times in the
+//! enterprise DNS lab of `certfleet_testenv::dns_lab` (BIND primary + secondary on port 53 of
+//! their own addresses, `_acme-challenge.www.corp.test` CNAMEd into the delegated
+//! `acme.corp.test`, Pebble validating for real through a recursive resolver), all inside a
+//! network namespace this task creates by re-running itself under `unshare --net`.
+//!
+//! Reported side by side in one run: the 2-name wildcard certificate (`www.corp.test` +
+//! `*.corp.test`) by certfleet (median of N runs) and by lego's rfc2136 provider with its
+//! defaults and with `RFC2136_SEQUENCE_INTERVAL=1`; then a batch of N certificates (one name
+//! each, in `acme.corp.test`) by `certfleet batch run`, with the UPDATE messages the plugin
+//! sent per zone and the propagation rounds the checker ran.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use certfleet_testenv::dns_lab::{self, DnsLab, LabPrimary, LabSecondary, PRIMARY, RESOLVER};
+use certfleet_testenv::{Pebble, PebbleOptions};
+
+use crate::util::{cargo, ensure_tools, run_cmd, runtime, step, target_dir};
+
+const USAGE: &str = "usage: cargo xtask bench dns-lab [--runs N] [--batch N] [--no-lego]";
+const TOOLS: &[(&str, &str)] = &[
+    ("named", "bind9"),
+    ("tsig-keygen", "bind9"),
+    ("dig", "bind9-dnsutils"),
+    ("pebble", "pebble"),
+    ("lego", "lego"),
+    ("unshare", "util-linux"),
+    ("ip", "iproute2"),
+];
+
+#[derive(Debug, Clone)]
+struct Options {
+    runs: usize,
+    batch: usize,
+    lego: bool,
+}
+
+fn parse(args: &[String]) -> Result<Options> {
+    let mut o = Options {
+        runs: 5,
+        batch: 200,
+        lego: true,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut number = |name: &str| -> Result<usize> {
+            it.next()
+                .with_context(|| format!("{name} needs a value\n{USAGE}"))?
+                .parse()
+                .with_context(|| format!("{name}: expected a number"))
+        };
+        match a.as_str() {
+            "--runs" => o.runs = number("--runs")?,
+            "--batch" => o.batch = number("--batch")?,
+            "--no-lego" => o.lego = false,
+            other => bail!("unknown option `{other}`\n{USAGE}"),
+        }
+    }
+    if o.runs == 0 || o.batch == 0 {
+        bail!("--runs and --batch must be at least 1");
+    }
+    Ok(o)
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let o = parse(args)?;
+    if std::env::var_os(dns_lab::INSIDE_ENV).is_some() {
+        dns_lab::enter()?;
+        return runtime()?.block_on(inside(&o));
+    }
+    let mut tools = TOOLS.to_vec();
+    if !o.lego {
+        tools.retain(|(t, _)| *t != "lego");
+    }
+    step("packages for the benchmark", || ensure_tools(&tools))?;
+    step("cargo build --release (certfleet, rfc2136 plugin)", || {
+        run_cmd(cargo().args([
+            "build",
+            "--release",
+            "-p",
+            "certfleet-cli",
+            "-p",
+            "certfleet-plugin-rfc2136",
+        ]))
+    })?;
+    let exe = std::env::current_exe().context("finding the xtask binary")?;
+    let status = Command::new("unshare")
+        .arg("--net")
+        .arg("--")
+        .arg(exe)
+        .args(["bench", "dns-lab"])
+        .args(args)
+        .env(dns_lab::INSIDE_ENV, "1")
+        .status()
+        .context("running unshare --net")?;
+    if !status.success() {
+        bail!("the benchmark in the namespace failed ({status})");
+    }
+    Ok(())
+}
+
+struct Lab {
+    lab: DnsLab,
+    pebble: Pebble,
+    work: tempfile::TempDir,
+    bin: PathBuf,
+    config: PathBuf,
+}
+
+impl Lab {
+    fn certfleet(&self, args: &[&str]) -> Result<(Duration, String)> {
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("--state-dir")
+            .arg(self.work.path().join("state"))
+            .arg("--directory")
+            .arg(self.pebble.directory_url())
+            .arg("--ca-root")
+            .arg(self.pebble.tls_root_pem_path())
+            .args(args)
+            .env("CERTFLEET_LOG", "info");
+        let started = Instant::now();
+        let out = cmd.output().context("running certfleet")?;
+        let elapsed = started.elapsed();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        if !out.status.success() {
+            bail!("certfleet {} failed:\n{stderr}", args.join(" "));
+        }
+        Ok((elapsed, stderr))
+    }
+}
+
+async fn inside(o: &Options) -> Result<()> {
+    let lab = DnsLab::start(LabPrimary::Bind, LabSecondary::Current).await?;
+    let pebble = Pebble::start(PebbleOptions::default().dns_server(RESOLVER.to_string())).await?;
+    let work = tempfile::Builder::new()
+        .prefix("certfleet-bench-lab-")
+        .tempdir()?;
+    let release = target_dir().join("release");
+    let config = work.path().join("certfleet.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[dns01]\nplugin = \"rfc2136\"\nplugin_dirs = [\"{}\"]\n[dns01.propagation]\ncheck = true\ntimeout_secs = 60\n\
+             interval_millis = 100\nquery_timeout_millis = 1000\ndiscovery_resolvers = [\"{PRIMARY}\"]\n\
+             [plugins.rfc2136]\nresolver = \"{PRIMARY}\"\nkey_file = \"{}\"\n",
+            release.display(),
+            lab.key_file().display()
+        ),
+    )?;
+    let l = Lab {
+        lab,
+        pebble,
+        bin: release.join("certfleet"),
+        config,
+        work,
+    };
+    let account = l.work.path().join("account.pem");
+    let account_s = account.to_string_lossy().into_owned();
+    l.certfleet(&["key", "generate", "--alg", "es256", "--out", &account_s])?;
+    l.certfleet(&["account", "register", "--key", &account_s, "--agree-tos"])?;
+    let config_s = l.config.to_string_lossy().into_owned();
+
+    let mut rows: Vec<(String, Duration)> = Vec::new();
+    let mut times = Vec::new();
+    for i in 0..o.runs {
+        let out = l.work.path().join(format!("wild{i}"));
+        let out_s = out.to_string_lossy().into_owned();
+        let (t, _) = l.certfleet(&[
+            "--config",
+            &config_s,
+            "issue",
+            "--name",
+            "www.corp.test",
+            "--name",
+            "*.corp.test",
+            "--challenge",
+            "dns-01",
+            "--dns-plugin",
+            "rfc2136",
+            "--out",
+            &out_s,
+        ])?;
+        times.push(t);
+    }
+    times.sort();
+    rows.push((
+        format!("certfleet (median of {})", o.runs),
+        times[times.len() / 2],
+    ));
+    if o.lego {
+        for (label, interval) in [
+            ("lego (defaults)", None),
+            ("lego (RFC2136_SEQUENCE_INTERVAL=1)", Some("1")),
+        ] {
+            let t = lego(&l, interval)?;
+            rows.push((label.to_owned(), t));
+        }
+    }
+    println!(
+        "\n2-name wildcard certificate (www.corp.test + *.corp.test, CNAME into acme.corp.test)"
+    );
+    let base = rows[0].1;
+    for (label, t) in &rows {
+        println!(
+            "  {label:<40} {:>8.2} s   {:>6.1}x certfleet",
+            t.as_secs_f64(),
+            t.as_secs_f64() / base.as_secs_f64().max(1e-9)
+        );
+    }
+
+    let batch_file = l.work.path().join("batch.txt");
+    let names: String = (0..o.batch)
+        .map(|i| format!("b{i:04}.acme.corp.test\n"))
+        .collect();
+    std::fs::write(&batch_file, names)?;
+    let report = l.work.path().join("report.json");
+    let mark = l.lab.primary_log().len();
+    let (t, log) = l.certfleet(&[
+        "--config",
+        &config_s,
+        "batch",
+        "run",
+        &batch_file.to_string_lossy(),
+        "--rate-limits",
+        "none",
+        "--report",
+        &report.to_string_lossy(),
+    ])?;
+    let rounds: u64 = log
+        .lines()
+        .filter(|l| l.contains("visible on every authoritative server"))
+        .count() as u64;
+    let updates = update_lines_per_zone(&l.lab.primary_log()[mark..]);
+    println!(
+        "\n{} certificates by `certfleet batch run` (dns-01, primary + secondary): {:.2} s",
+        o.batch,
+        t.as_secs_f64()
+    );
+    println!("  propagation rounds: {rounds}");
+    println!(
+        "  UPDATE messages per zone (the plugin's count, adds + deletes): {}",
+        provider_cost(&log)
+    );
+    println!("  RRs changed per zone (BIND's update log): {updates}");
+    Ok(())
+}
+
+/// lego's rfc2136 provider for the wildcard pair, its defaults except where told.
+fn lego(l: &Lab, sequence_interval: Option<&str>) -> Result<Duration> {
+    let work = tempfile::Builder::new()
+        .prefix("certfleet-bench-lego-")
+        .tempdir()?;
+    let secret = key_secret(l.lab.key_file())?;
+    let mut cmd = Command::new("lego");
+    cmd.args([
+        "-s",
+        &l.pebble.directory_url(),
+        "-a",
+        "-m",
+        "bench@corp.test",
+    ])
+    .arg("--path")
+    .arg(work.path())
+    .args(["-k", "ec256", "--dns", "rfc2136"])
+    .args(["--dns.resolvers", &PRIMARY.to_string()])
+    .args(["-d", "www.corp.test", "-d", "*.corp.test", "run"])
+    .env("LEGO_CA_CERTIFICATES", l.pebble.tls_root_pem_path())
+    .env("RFC2136_NAMESERVER", PRIMARY.to_string())
+    .env("RFC2136_TSIG_ALGORITHM", "hmac-sha512.")
+    .env("RFC2136_TSIG_KEY", format!("{}.", dns_lab::KEY_NAME))
+    .env("RFC2136_TSIG_SECRET", secret);
+    if let Some(s) = sequence_interval {
+        cmd.env("RFC2136_SEQUENCE_INTERVAL", s);
+    }
+    let log = work.path().join("lego.log");
+    let out = std::fs::File::create(&log)?;
+    cmd.stdout(out.try_clone()?).stderr(out);
+    let started = Instant::now();
+    let status = cmd.status().context("running lego")?;
+    let t = started.elapsed();
+    if !status.success() {
+        bail!(
+            "lego failed ({status}):\n{}",
+            certfleet_testenv::tail_file(&log, 30)
+        );
+    }
+    Ok(t)
+}
+
+/// The base64 secret of a `tsig-keygen` key file.
+fn key_secret(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path)?;
+    text.split('"')
+        .nth(3)
+        .map(str::to_owned)
+        .context("no secret in the key file")
+}
+
+/// `update_messages=N` of the plugin's cost line (all zones of the batch).
+fn provider_cost(log: &str) -> String {
+    log.lines()
+        .rev()
+        .filter(|l| l.contains("dns-01 provider cost"))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find(|w| w.starts_with("update_messages="))
+                .map(str::to_owned)
+        })
+        .next()
+        .unwrap_or_else(|| "no cost line".to_owned())
+}
+
+/// `zone: n` for BIND's `updating zone 'Z/IN': … an RR` lines.
+fn update_lines_per_zone(log: &str) -> String {
+    let mut per: std::collections::BTreeMap<String, usize> = Default::default();
+    for line in log.lines() {
+        if let Some(z) = line
+            .split("updating zone '")
+            .nth(1)
+            .and_then(|r| r.split("/IN'").next())
+            && line.contains(" an RR at ")
+        {
+            *per.entry(z.to_owned()).or_default() += 1;
+        }
+    }
+    per.iter()
+        .map(|(z, n)| format!("{z}: {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
