@@ -9,7 +9,7 @@ use certfleet_acme::{Account, AcmeClient, ClientConfig, PollPolicy};
 use certfleet_batch::{SqliteStore, StateStore};
 use certfleet_keys::file::FileBackend;
 use certfleet_keys::{KeyBackend, KeyRef, SigningKey};
-use certfleet_keys_pkcs11::Pkcs11Backend;
+use certfleet_keys_pkcs11::{PinMemory, Pkcs11Backend};
 use certfleet_keys_tpm::{DEFAULT_TCTI, TpmBackend};
 use certfleet_store_postgres::{PgOptions, PgStore, is_postgres_url, redact_url};
 
@@ -27,20 +27,22 @@ impl Context {
     pub fn new(settings: Settings) -> Result<Context> {
         let state = StateDir::new(settings.state_dir()?);
         Ok(Context {
-            settings,
-            state,
             backends: vec![
                 Arc::new(FileBackend),
-                Arc::new(Context::pkcs11_backend()),
+                Arc::new(Context::pkcs11_backend(&state)),
                 Arc::new(Context::tpm_backend()),
             ],
+            settings,
+            state,
         })
     }
 
     /// The PKCS#11 backend (`pkcs11:` references): one module context and one session pool
-    /// per token for the whole process, whichever copy of the backend opens it.
-    fn pkcs11_backend() -> Pkcs11Backend {
-        Pkcs11Backend::new()
+    /// per token for the whole process, whichever copy of the backend opens it. PINs a
+    /// token rejected are remembered in the state directory (`pin-memory/`), so cron runs
+    /// with a wrong PIN file cost one login attempt in total.
+    fn pkcs11_backend(state: &StateDir) -> Pkcs11Backend {
+        Pkcs11Backend::new().with_pin_memory(PinMemory::new(state.root().join("pin-memory")))
     }
 
     /// The TPM backend (`tpm:` references); references without `tcti=` use the kernel's
@@ -51,7 +53,7 @@ impl Context {
 
     /// The PKCS#11 backend, for generating and listing token keys.
     pub fn pkcs11(&self) -> Pkcs11Backend {
-        Context::pkcs11_backend()
+        Context::pkcs11_backend(&self.state)
     }
 
     /// The TPM backend, for generating and listing TPM keys.

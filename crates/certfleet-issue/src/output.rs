@@ -114,7 +114,11 @@ pub fn write_certificate_dir(
             write(PRIVKEY_FILE, pem, 0o600)?;
         }
         KeyOutput::Reference(key_ref) => {
-            write(KEY_REF_FILE, format!("{key_ref}\n").as_bytes(), 0o644)?;
+            write(
+                KEY_REF_FILE,
+                format!("{key_ref}\n").as_bytes(),
+                key_ref.file_mode(),
+            )?;
         }
         KeyOutput::Unchanged => {}
     }
@@ -128,6 +132,7 @@ pub fn write_certificate_dir(
         path: dir.join(META_FILE),
         source: std::io::Error::other(e),
     })?;
-    write(META_FILE, &json, 0o644)?;
+    // Holds the key reference (PIN redacted): 0600 for a token key.
+    write(META_FILE, &json, meta.key_ref.file_mode())?;
     Ok(())
 }
