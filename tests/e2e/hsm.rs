@@ -90,7 +90,32 @@ pub async fn run_with_env(
     args: &[&str],
     vars: &[(std::ffi::OsString, std::ffi::OsString)],
 ) -> Run {
-    let mut cmd = tokio::process::Command::from(certfleet_command());
+    run_in(&[], env, args, vars).await
+}
+
+/// [`run_with_env`] behind a command prefix (e.g. `nsenter -t PID -m --`, to see a token
+/// that lives in a private mount namespace).
+pub async fn run_in(
+    prefix: &[String],
+    env: &Env,
+    args: &[&str],
+    vars: &[(std::ffi::OsString, std::ffi::OsString)],
+) -> Run {
+    let base = certfleet_command();
+    let mut cmd = match prefix.split_first() {
+        None => tokio::process::Command::from(base),
+        Some((program, rest)) => {
+            let mut cmd = tokio::process::Command::new(program);
+            cmd.args(rest).arg(base.get_program());
+            for (k, v) in base.get_envs() {
+                match v {
+                    Some(v) => cmd.env(k, v),
+                    None => cmd.env_remove(k),
+                };
+            }
+            cmd
+        }
+    };
     cmd.arg("--state-dir")
         .arg(env.state_dir())
         .arg("--directory")
@@ -320,7 +345,7 @@ async fn hsm_bad_input_names_the_key_and_never_shows_the_pin() {
         ),
         (
             format!("pkcs11:token=elsewhere;object=present?module-path={module}&{pin}"),
-            "no initialized token labelled \"elsewhere\"",
+            "no token in",
         ),
         (
             format!("pkcs11:token={TOKEN};object=absent?module-path={module}&{pin}"),

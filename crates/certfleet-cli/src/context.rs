@@ -80,6 +80,25 @@ impl Context {
         Ok(certfleet_keys::load_key(&self.backends, key_ref).await?)
     }
 
+    /// Loads a key whose reference is stored for later runs (the account key, a
+    /// certificate key kept for renewals): a literal PIN (`pin-value=`) is refused before
+    /// anything is loaded or ordered, since files only ever hold the reference redacted.
+    pub async fn load_stored_key_str(
+        &self,
+        value: &str,
+        role: &str,
+    ) -> Result<Arc<dyn SigningKey>> {
+        let key_ref = self.parse_key_ref(value)?;
+        if key_ref.has_pin_value() {
+            anyhow::bail!(
+                "{key_ref}: the {role} reference is stored for later runs, and certfleet never \
+                 stores a PIN: give it with pin-source=file:/path/to/pin or \
+                 pin-source=env:VARIABLE instead of pin-value="
+            );
+        }
+        self.load_key(&key_ref).await
+    }
+
     pub async fn load_key_str(&self, value: &str) -> Result<Arc<dyn SigningKey>> {
         let key_ref = self.parse_key_ref(value)?;
         self.load_key(&key_ref).await

@@ -55,7 +55,7 @@ pub async fn run(ctx: &Context, args: IssueArgs) -> Result<()> {
 
     // The certificate key: the one named, or a new file key that becomes privkey.pem.
     let (cert_key, new_key_pem) = match &args.key {
-        Some(k) => (ctx.load_key_str(k).await?, None),
+        Some(k) => (ctx.load_stored_key_str(k, "certificate key").await?, None),
         None => {
             let alg = args.key_alg.unwrap_or(ctx.settings.issue.key_alg);
             let (key, pem) = generate_pending_key(&out_dir, alg).await?;
