@@ -27,4 +27,5 @@ mod harness;
 mod hsm;
 mod issue;
 mod revoke;
+mod tokens;
 mod tpm;

@@ -135,7 +135,9 @@ pub fn p11tool_private_key_urls(
     for line in text.lines().map(str::trim) {
         if let Some(u) = line.strip_prefix("URL: ") {
             url = Some(u.to_owned());
-        } else if let (Some(label), Some(u)) = (line.strip_prefix("Label: "), url.take()) {
+        } else if let Some(label) = line.strip_prefix("Label: ")
+            && let Some(u) = url.take()
+        {
             found.push((u, label.to_owned()));
         }
     }

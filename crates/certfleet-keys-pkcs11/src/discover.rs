@@ -38,14 +38,25 @@ pub(crate) fn find_token(
             });
         }
     }
-    let slots = module
-        .raw()
-        .slots_with_token()
-        .map_err(|source| Pkcs11Error::Pkcs11 {
-            uri: shown.clone(),
-            operation: "C_GetSlotList",
-            source,
-        })?;
+    let list_err = |source| Pkcs11Error::Pkcs11 {
+        uri: shown.clone(),
+        operation: "C_GetSlotList",
+        source,
+    };
+    // cryptoki's list names the slots its sessions open; the info instance must agree
+    // (p11-kit's proxy numbers the slots of each instance alike).
+    let slots = module.pkcs11().get_slots_with_token().map_err(list_err)?;
+    let raw_slots = module.raw().slots_with_token().map_err(list_err)?;
+    if raw_slots != slots {
+        return Err(Pkcs11Error::ModuleLoad {
+            uri: shown,
+            module: module.path().to_owned(),
+            detail: format!(
+                "two instances of the module list different slots ({slots:?} and \
+                 {raw_slots:?})"
+            ),
+        });
+    }
     let asks_slot = uri.slot_description.is_some() || uri.slot_manufacturer.is_some();
     let mut matching = Vec::new();
     let mut seen = Vec::new();

@@ -9,8 +9,11 @@
 //! (text trimmed of blanks and NULs, the clock ignored). The mechanism list is read raw
 //! too: cryptoki logs an error for every vendor mechanism it does not know.
 //!
-//! The module is opened a second time with `dlopen` (same handle, reference-counted), so
-//! these calls reach the same initialized instance cryptoki uses.
+//! The module is opened a second time with `dlopen` (same handle, reference-counted). Most
+//! modules hand out one static function list, so these calls reach the instance cryptoki
+//! initialized (our `C_Initialize` answers `CKR_CRYPTOKI_ALREADY_INITIALIZED`). p11-kit's
+//! proxy makes a new instance per `C_GetFunctionList`: ours is then initialized here and
+//! finalized by [`RawModule::finalize`]; its slot ids are checked against cryptoki's.
 
 use std::path::Path;
 use std::ptr;
@@ -75,6 +78,8 @@ pub(crate) struct RawModule {
     // Keeps the library mapped while `list` is used.
     _lib: cryptoki_sys::Pkcs11,
     list: *const CK_FUNCTION_LIST,
+    /// Our `C_Initialize` made a separate instance (p11-kit's proxy): finalize it too.
+    own_instance: bool,
 }
 
 // SAFETY: the function list is a static table inside the module, never written after
@@ -106,7 +111,48 @@ impl RawModule {
         if list.is_null() {
             return Err("C_GetFunctionList returned no function list".to_owned());
         }
-        Ok(RawModule { _lib: lib, list })
+        // SAFETY: checked non-null; the table lives as long as the library.
+        let initialize = unsafe { (*list).C_Initialize }
+            .ok_or_else(|| "the module has no C_Initialize".to_owned())?;
+        let mut args = cryptoki_sys::CK_C_INITIALIZE_ARGS {
+            CreateMutex: None,
+            DestroyMutex: None,
+            LockMutex: None,
+            UnlockMutex: None,
+            flags: cryptoki_sys::CKF_OS_LOCKING_OK,
+            pReserved: ptr::null_mut(),
+        };
+        // SAFETY: the arguments live across the call.
+        let rv =
+            unsafe { initialize((&mut args as *mut cryptoki_sys::CK_C_INITIALIZE_ARGS).cast()) };
+        let own_instance = match rv {
+            cryptoki_sys::CKR_OK => true,
+            cryptoki_sys::CKR_CRYPTOKI_ALREADY_INITIALIZED => false,
+            other => {
+                let detail = check(other, Function::Initialize)
+                    .err()
+                    .map_or_else(|| format!("CK_RV {other:#x}"), |e| e.to_string());
+                return Err(format!("C_Initialize: {detail}"));
+            }
+        };
+        Ok(RawModule {
+            _lib: lib,
+            list,
+            own_instance,
+        })
+    }
+
+    /// `C_Finalize` of our own instance, if we made one (blocking).
+    pub(crate) fn finalize(&self) -> Result<(), CkError> {
+        if !self.own_instance {
+            return Ok(());
+        }
+        let f = self
+            .functions()
+            .C_Finalize
+            .ok_or(CkError::NullFunctionPointer)?;
+        // SAFETY: a NULL reserved pointer, as PKCS#11 requires.
+        check(unsafe { f(ptr::null_mut()) }, Function::Finalize)
     }
 
     fn functions(&self) -> &CK_FUNCTION_LIST {

@@ -68,6 +68,9 @@ pub fn shutdown() -> ShutdownReport {
             report.sessions += sessions;
             report.logouts += usize::from(logged_out);
         }
+        if let Err(e) = module.raw.finalize() {
+            tracing::warn!(module = %module.path.display(), "C_Finalize of the info instance failed: {e}");
+        }
         match module.pkcs11.clone().finalize() {
             Ok(()) => report.modules += 1,
             Err(e) => tracing::warn!(module = %module.path.display(), "C_Finalize failed: {e}"),
@@ -142,6 +145,10 @@ impl Module {
 
     pub(crate) fn raw(&self) -> &RawModule {
         &self.raw
+    }
+
+    pub(crate) fn pkcs11(&self) -> &Pkcs11 {
+        &self.pkcs11
     }
 
     pub(crate) fn library(&self) -> &Result<LibraryInfo, String> {

@@ -1,0 +1,398 @@
+//! Tokens beyond certfleet's own: keys made by each token's own tools (pkcs11-tool,
+//! p11tool, tpm2_ptool, tpm2_create), URIs pasted as `p11tool` prints them, against the real
+//! `certfleet` binary and Pebble. For each set-up: register with one token key, issue with a
+//! second token key as the certificate key, check that the leaf certifies that key, revoke
+//! with the certificate key; where a TPM is behind it, nothing of ours stays loaded after
+//! any command.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::Command;
+
+use certfleet_testenv::{
+    OPENCRYPTOKI_MODULE, OpenCryptoki, P11KIT_PROXY_MODULE, PebbleOptions, SoftHsm, Swtpm,
+    TPM2_PKCS11_MODULE, ToolTarget, Tpm2Pkcs11, p11tool_keypair, p11tool_private_key_urls,
+    pkcs11_tool_keypair, read_cert, spki_matches_jwk,
+};
+
+use crate::common::{Env, Run, check_issued, mode};
+use crate::hsm::run_in;
+
+const PIN: &str = "24681357";
+const SO_PIN: &str = "13572468";
+
+/// Where certfleet runs for one set-up, and what it must leave behind.
+struct Target<'a> {
+    env: &'a Env,
+    /// `nsenter …` when the token lives in a private mount namespace.
+    prefix: Vec<String>,
+    vars: Vec<(OsString, OsString)>,
+    /// Checked after every command: no transient object or session of ours in the TPM.
+    tpm: Option<&'a dyn Fn() -> (usize, usize, usize)>,
+}
+
+impl Target<'_> {
+    async fn run(&self, args: &[&str]) -> Run {
+        let run = run_in(&self.prefix, self.env, args, &self.vars).await;
+        if let Some(handles) = self.tpm {
+            assert_eq!(
+                handles(),
+                (0, 0, 0),
+                "transient objects, loaded and saved sessions left in the TPM after {args:?}:\n{run}"
+            );
+        }
+        run
+    }
+}
+
+/// Register, issue with the certificate key, leaf == token key, revoke by certificate key.
+/// Returns how many certfleet commands ran.
+async fn round_trip(t: &Target<'_>, account: &str, cert_key: &str, name: &str) -> usize {
+    t.run(&["account", "register", "--key", account, "--agree-tos"])
+        .await
+        .assert_ok();
+    let out = t.env.path(&format!("out-{name}"));
+    let out_s = out.to_string_lossy().into_owned();
+    let listen = format!("127.0.0.1:{}", t.env.pebble.http01_port());
+    t.run(&[
+        "issue",
+        "--name",
+        name,
+        "--key",
+        cert_key,
+        "--challenge",
+        "http-01",
+        "--http-listen",
+        &listen,
+        "--out",
+        &out_s,
+    ])
+    .await
+    .assert_ok();
+    let root = t.env.issuing_root_file(0).await;
+    let (leaf, meta) = check_issued(&out, &[name], &root);
+    assert!(
+        meta["key_ref"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("pkcs11:") || r.starts_with("tpm:")),
+        "{meta}"
+    );
+    assert_eq!(
+        mode(&out.join("meta.json")),
+        0o600,
+        "meta.json names a token key"
+    );
+    assert_eq!(
+        mode(&out.join("key.ref")),
+        0o600,
+        "key.ref names a token key"
+    );
+    let shown = t.run(&["key", "show", cert_key]).await;
+    shown.assert_ok();
+    assert!(
+        spki_matches_jwk(&leaf.spki_der, &shown.json()["jwk"]).expect("compare"),
+        "leaf key != token key {cert_key}"
+    );
+    let cert = out.join("cert.pem").to_string_lossy().into_owned();
+    t.run(&["revoke", "--cert", &cert, "--cert-key", cert_key])
+        .await
+        .assert_ok();
+    let serial = read_cert(&out.join("cert.pem")).expect("cert").serial_hex;
+    let status = t.env.pebble.cert_status(&serial).await.expect("status");
+    assert_eq!(status["Status"], "Revoked", "{status}");
+    4
+}
+
+/// `URL` as printed plus the query certfleet needs.
+fn with_query(url: &str, module: &Path, pin_file: &Path) -> String {
+    format!(
+        "{url}?module-path={}&pin-source=file:{}",
+        module.display(),
+        pin_file.display()
+    )
+}
+
+/// The URL p11tool printed for `label`.
+fn url_for<'a>(urls: &'a [(String, String)], label: &str) -> &'a str {
+    urls.iter()
+        .find(|(_, l)| l == label)
+        .map(|(u, _)| u.as_str())
+        .unwrap_or_else(|| panic!("p11tool did not list {label}: {urls:?}"))
+}
+
+fn plain(program: &str) -> Command {
+    Command::new(program)
+}
+
+#[tokio::test]
+async fn tokens_softhsm_keys_from_pkcs11_tool_and_p11tool_with_urls_as_p11tool_prints_them() {
+    if !certfleet_testenv::require_softhsm()
+        || !certfleet_testenv::require_tool("pkcs11-tool", "opensc")
+        || !certfleet_testenv::require_tool("p11tool", "gnutls-bin")
+    {
+        return;
+    }
+    let Some(env) = Env::start(PebbleOptions::default()).await else {
+        return;
+    };
+    let hsm = SoftHsm::new().expect("softhsm");
+    hsm.init_token("admin made", PIN).expect("token");
+    let pin_file = hsm.pin_file("pin", PIN).expect("pin file");
+    let envs = vec![hsm.env()];
+    let tools = ToolTarget {
+        make: &plain,
+        envs: &envs,
+        module: hsm.module_path(),
+        token: "admin made",
+        pin: PIN,
+    };
+    pkcs11_tool_keypair(&tools, "EC:prime256v1", "acct", "a1").expect("pkcs11-tool");
+    p11tool_keypair(&tools, "ECDSA", "web").expect("p11tool");
+    let urls = p11tool_private_key_urls(&tools, false).expect("urls");
+    let detailed = p11tool_private_key_urls(&tools, true).expect("detailed urls");
+    assert!(
+        url_for(&detailed, "web").contains("library-description="),
+        "{detailed:?}"
+    );
+    let t = Target {
+        env: &env,
+        prefix: Vec::new(),
+        vars: envs.clone(),
+        tpm: None,
+    };
+    let account = with_query(url_for(&urls, "acct"), hsm.module_path(), &pin_file);
+    let cert_key = with_query(url_for(&detailed, "web"), hsm.module_path(), &pin_file);
+    round_trip(&t, &account, &cert_key, "softhsm.certfleet.test").await;
+}
+
+#[tokio::test]
+async fn tokens_opencryptoki_rsa_directly_and_behind_p11kit_proxy_next_to_softhsm() {
+    if !certfleet_testenv::require_opencryptoki()
+        || !certfleet_testenv::require_softhsm()
+        || !certfleet_testenv::require_tool(P11KIT_PROXY_MODULE, "p11-kit-modules")
+        || !certfleet_testenv::require_tool("p11tool", "gnutls-bin")
+    {
+        return;
+    }
+    let Some(env) = Env::start(PebbleOptions::default()).await else {
+        return;
+    };
+    let hsm = SoftHsm::new().expect("softhsm");
+    hsm.init_token("soft", PIN).expect("softhsm token");
+    let softhsm_module = hsm.module_path().to_owned();
+    // p11-kit sees exactly these two modules (as Fedora/RHEL register openCryptoki).
+    let ock = OpenCryptoki::start_with_p11kit(&[
+        ("opencryptoki", Path::new(OPENCRYPTOKI_MODULE)),
+        ("softhsm2", &softhsm_module),
+    ])
+    .expect("openCryptoki");
+    ock.init_token("ock", SO_PIN, PIN)
+        .expect("init openCryptoki token");
+    let pin_file = hsm.pin_file("pin", PIN).expect("pin file");
+    let in_ns = |program: &str| ock.command(program);
+    let envs = vec![hsm.env()];
+    let ock_tools = ToolTarget {
+        make: &in_ns,
+        envs: &envs,
+        module: Path::new(OPENCRYPTOKI_MODULE),
+        token: "ock",
+        pin: PIN,
+    };
+    pkcs11_tool_keypair(&ock_tools, "rsa:2048", "acct", "01").expect("ock acct");
+    pkcs11_tool_keypair(&ock_tools, "rsa:2048", "web", "02").expect("ock web");
+    let urls = p11tool_private_key_urls(&ock_tools, true).expect("ock urls");
+    let t = Target {
+        env: &env,
+        prefix: ock.namespace().prefix(),
+        vars: envs.clone(),
+        tpm: None,
+    };
+    let module = Path::new(OPENCRYPTOKI_MODULE);
+    let account = with_query(url_for(&urls, "acct"), module, &pin_file);
+    let cert_key = with_query(url_for(&urls, "web"), module, &pin_file);
+    round_trip(&t, &account, &cert_key, "ock.certfleet.test").await;
+
+    // Through p11-kit's proxy: the openCryptoki account key and a SoftHSM certificate key,
+    // one module path for both, openCryptoki's odd clock in the same slot list.
+    let soft_tools = ToolTarget {
+        make: &in_ns,
+        envs: &envs,
+        module: &softhsm_module,
+        token: "soft",
+        pin: PIN,
+    };
+    p11tool_keypair(&soft_tools, "ECDSA", "proxied").expect("softhsm key");
+    let soft_urls = p11tool_private_key_urls(&soft_tools, false).expect("softhsm urls");
+    let proxy = Path::new(P11KIT_PROXY_MODULE);
+    let account = with_query(url_for(&urls, "acct"), proxy, &pin_file)
+        // The proxy reports its own library info: keep only the token attributes.
+        .replace(&library_attributes(url_for(&urls, "acct")), "");
+    let cert_key = with_query(url_for(&soft_urls, "proxied"), proxy, &pin_file);
+    let env2 = Env::start(PebbleOptions::default())
+        .await
+        .expect("second pebble");
+    let t2 = Target { env: &env2, ..t };
+    round_trip(&t2, &account, &cert_key, "proxy.certfleet.test").await;
+}
+
+/// The `library-…=…;` attributes of a detailed URL (they describe the module, which the
+/// proxy replaces by itself).
+fn library_attributes(url: &str) -> String {
+    url.trim_start_matches("pkcs11:")
+        .split(';')
+        .filter(|a| a.starts_with("library-"))
+        .map(|a| format!("{a};"))
+        .collect()
+}
+
+#[tokio::test]
+async fn tokens_tpm2_pkcs11_through_a_resource_manager_then_straight_to_the_tpm() {
+    if !certfleet_testenv::require_tpm2_pkcs11()
+        || !certfleet_testenv::require_tool("p11tool", "gnutls-bin")
+    {
+        return;
+    }
+    let Some(env) = Env::start(PebbleOptions::default()).await else {
+        return;
+    };
+    let mut tpm = Tpm2Pkcs11::start().expect("tpm2-pkcs11");
+    tpm.add_token("tpm tok", PIN, SO_PIN).expect("token");
+    tpm.add_key("tpm tok", "ecc256", "acct", PIN).expect("acct");
+    tpm.add_key("tpm tok", "ecc256", "web", PIN).expect("web");
+    let pin_file = env.path("tpm.pin");
+    std::fs::write(&pin_file, PIN).expect("pin file");
+    let module = Path::new(TPM2_PKCS11_MODULE);
+    let envs = tpm.env_abrmd();
+    let tools = ToolTarget {
+        make: &plain,
+        envs: &envs,
+        module,
+        token: "tpm tok",
+        pin: PIN,
+    };
+    let urls = p11tool_private_key_urls(&tools, true).expect("urls");
+    let account = with_query(url_for(&urls, "acct"), module, &pin_file);
+    let cert_key = with_query(url_for(&urls, "web"), module, &pin_file);
+    let through_rm = Target {
+        env: &env,
+        prefix: Vec::new(),
+        vars: envs.clone(),
+        tpm: None,
+    };
+    round_trip(&through_rm, &account, &cert_key, "abrmd.certfleet.test").await;
+
+    // No resource manager: whatever a run leaves in the TPM stays there, and swtpm has
+    // three object slots. Five runs and more in a row must all work.
+    tpm.stop_abrmd();
+    let handles = || tpm.handles_in_use().expect("tpm2_getcap");
+    assert_eq!(
+        handles(),
+        (0, 0, 0),
+        "left by the runs through the resource manager"
+    );
+    let direct = Target {
+        env: &env,
+        prefix: Vec::new(),
+        vars: tpm.env_direct(),
+        tpm: Some(&handles),
+    };
+    let mut runs = round_trip(&direct, &account, &cert_key, "direct.certfleet.test").await;
+    for _ in 0..2 {
+        direct.run(&["key", "show", &account]).await.assert_ok();
+        runs += 1;
+    }
+    assert!(runs >= 5, "{runs} runs");
+}
+
+#[tokio::test]
+async fn tokens_tpm_backend_with_admin_made_null_scheme_keys() {
+    if !certfleet_testenv::require_swtpm()
+        || !certfleet_testenv::require_tool("tpm2_create", "tpm2-tools")
+    {
+        return;
+    }
+    let Some(env) = Env::start(PebbleOptions::default()).await else {
+        return;
+    };
+    let swtpm = Swtpm::start().expect("swtpm");
+    let work = env.path("tpm-admin");
+    std::fs::create_dir_all(&work).expect("dir");
+    admin_persistent_key(&swtpm, &work, "ecc256", "0x81000010");
+    admin_persistent_key(&swtpm, &work, "rsa2048", "0x81000011");
+    let handles = || {
+        let count = |what: &str| {
+            tpm2_tools(&swtpm, &work, &["tpm2_getcap", what])
+                .lines()
+                .filter(|l| l.trim_start().starts_with("- "))
+                .count()
+        };
+        (
+            count("handles-transient"),
+            count("handles-loaded-session"),
+            count("handles-saved-session"),
+        )
+    };
+    let t = Target {
+        env: &env,
+        prefix: Vec::new(),
+        vars: vec![("TSS2_LOG".into(), "all+none".into())],
+        tpm: Some(&handles),
+    };
+    let tcti = swtpm.tcti();
+    let account = format!("tpm:handle=0x81000010?tcti={tcti}");
+    let cert_key = format!("tpm:handle=0x81000011?tcti={tcti}");
+    round_trip(&t, &account, &cert_key, "tpm.certfleet.test").await;
+}
+
+/// Runs a tpm2-tools command straight to `swtpm`; returns its stdout.
+fn tpm2_tools(swtpm: &Swtpm, dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .env("TPM2TOOLS_TCTI", swtpm.tcti())
+        .env("TSS2_LOG", "all+none")
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", args[0]));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `tpm2_create -G ALG` (null scheme) made persistent, as an admin does; tpm2-tools' own
+/// leftovers are flushed (no resource manager here).
+fn admin_persistent_key(swtpm: &Swtpm, dir: &Path, alg: &str, handle: &str) {
+    let steps: [&[&str]; 4] = [
+        &["tpm2_createprimary", "-C", "o", "-c", "p.ctx"],
+        &[
+            "tpm2_create",
+            "-C",
+            "p.ctx",
+            "-G",
+            alg,
+            "-u",
+            "k.pub",
+            "-r",
+            "k.priv",
+        ],
+        &[
+            "tpm2_load",
+            "-C",
+            "p.ctx",
+            "-u",
+            "k.pub",
+            "-r",
+            "k.priv",
+            "-c",
+            "k.ctx",
+        ],
+        &["tpm2_evictcontrol", "-C", "o", "-c", "k.ctx", handle],
+    ];
+    for step in steps {
+        tpm2_tools(swtpm, dir, step);
+        tpm2_tools(swtpm, dir, &["tpm2_flushcontext", "-t"]);
+        tpm2_tools(swtpm, dir, &["tpm2_flushcontext", "-s"]);
+    }
+}
