@@ -26,6 +26,7 @@ mod dns_env;
 mod harness;
 mod hsm;
 mod issue;
+mod pins;
 mod revoke;
 mod tokens;
 mod tpm;

@@ -58,7 +58,8 @@ pub use state::{PebbleState, ProcessRecord};
 pub use static_server::{ServedRequest, StaticServer};
 pub use swtpm::{Swtpm, require_swtpm};
 pub use token_tools::{
-    SpyLog, ToolTarget, p11tool_keypair, p11tool_private_key_urls, pkcs11_tool_keypair,
+    PKCS11_SPY_MODULE, SpyLog, ToolTarget, p11tool_keypair, p11tool_private_key_urls,
+    pkcs11_tool_keypair,
 };
 pub use tpm2_pkcs11::{TPM2_PKCS11_MODULE, Tpm2Pkcs11, require_tpm2_pkcs11};
 pub use x509::{
