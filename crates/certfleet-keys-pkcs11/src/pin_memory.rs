@@ -39,30 +39,37 @@ impl PinMemory {
         &self.dir
     }
 
-    /// The fingerprint of `pin`, read from `source`, for the token `token_id`.
-    pub(crate) fn fingerprint(
+    /// Whether `pin`, read from `source`, was rejected by the token `token_id` before.
+    /// Nothing is written: a directory where no PIN was ever rejected stays empty.
+    pub(crate) fn is_rejected(
         &self,
         token_id: &str,
         source: &PinSource,
         pin: &Pin,
-    ) -> Result<String, String> {
-        let key = self.key()?;
-        let mut mac = Hmac::<Sha256>::new_from_slice(&key).map_err(|e| e.to_string())?;
-        mac.update(token_id.as_bytes());
-        mac.update(&[0]);
-        mac.update(source.describe().as_bytes());
-        mac.update(&[0]);
-        mac.update(&Sha256::digest(pin.secret().expose_secret().as_bytes()));
-        Ok(hex(&mac.finalize().into_bytes()))
+    ) -> Result<bool, String> {
+        let Some(key) = self.existing_key()? else {
+            return Ok(false);
+        };
+        let fingerprint = fingerprint(&key, token_id, source, pin)?;
+        Ok(self.entries()?.iter().any(|e| *e == fingerprint))
     }
 
-    /// Whether `fingerprint` was rejected before.
-    pub(crate) fn is_rejected(&self, fingerprint: &str) -> Result<bool, String> {
-        Ok(self.entries()?.iter().any(|e| e == fingerprint))
+    /// Remembers that the token `token_id` rejected `pin`, read from `source`.
+    pub(crate) fn remember(
+        &self,
+        token_id: &str,
+        source: &PinSource,
+        pin: &Pin,
+    ) -> Result<(), String> {
+        let key = match self.existing_key()? {
+            Some(key) => key,
+            None => self.new_key()?,
+        };
+        let fingerprint = fingerprint(&key, token_id, source, pin)?;
+        self.append(&fingerprint)
     }
 
-    /// Remembers `fingerprint` as rejected.
-    pub(crate) fn remember(&self, fingerprint: &str) -> Result<(), String> {
+    fn append(&self, fingerprint: &str) -> Result<(), String> {
         let mut entries = self.entries()?;
         if entries.iter().any(|e| e == fingerprint) {
             return Ok(());
@@ -96,21 +103,24 @@ impl PinMemory {
             .map_err(|e| format!("creating {}: {e}", self.dir.display()))
     }
 
-    /// The directory's HMAC key, made on first use.
-    fn key(&self) -> Result<Vec<u8>, String> {
+    /// The directory's HMAC key, if one was made.
+    fn existing_key(&self) -> Result<Option<Vec<u8>>, String> {
         let path = self.dir.join(KEY_FILE);
         match std::fs::read(&path) {
-            Ok(key) if key.len() == 32 => return Ok(key),
-            Ok(key) => {
-                return Err(format!(
-                    "{}: {} bytes, expected a 32-byte key (remove the file to make a new one)",
-                    path.display(),
-                    key.len()
-                ));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("reading {}: {e}", path.display())),
+            Ok(key) if key.len() == 32 => Ok(Some(key)),
+            Ok(key) => Err(format!(
+                "{}: {} bytes, expected a 32-byte key (remove the file to make a new one)",
+                path.display(),
+                key.len()
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("reading {}: {e}", path.display())),
         }
+    }
+
+    /// Makes the directory's HMAC key (on the first rejected PIN).
+    fn new_key(&self) -> Result<Vec<u8>, String> {
+        let path = self.dir.join(KEY_FILE);
         self.ensure_dir()?;
         let mut key = vec![0u8; 32];
         OsRng.fill_bytes(&mut key);
@@ -123,6 +133,23 @@ impl PinMemory {
             Err(e) => Err(format!("writing {}: {e}", path.display())),
         }
     }
+}
+
+/// HMAC-SHA256 under the directory's key over the token, the source's description and the
+/// PIN's digest.
+fn fingerprint(
+    key: &[u8],
+    token_id: &str,
+    source: &PinSource,
+    pin: &Pin,
+) -> Result<String, String> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).map_err(|e| e.to_string())?;
+    mac.update(token_id.as_bytes());
+    mac.update(&[0]);
+    mac.update(source.describe().as_bytes());
+    mac.update(&[0]);
+    mac.update(&Sha256::digest(pin.secret().expose_secret().as_bytes()));
+    Ok(hex(&mac.finalize().into_bytes()))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -143,35 +170,33 @@ mod tests {
         std::fs::write(&pin_file, "0000\n").expect("write");
         let source = PinSource::File(pin_file.clone());
         let wrong = source.read().expect("read");
-        let fp = memory.fingerprint("tok", &source, &wrong).expect("fp");
-        assert!(!memory.is_rejected(&fp).expect("read"));
-        memory.remember(&fp).expect("remember");
+        assert!(!memory.is_rejected("tok", &source, &wrong).expect("read"));
+        assert!(
+            !memory.dir().exists(),
+            "nothing written before a PIN is rejected"
+        );
+        memory.remember("tok", &source, &wrong).expect("remember");
+        memory
+            .remember("tok", &source, &wrong)
+            .expect("remember twice");
         // A new process (a new PinMemory on the same directory) still knows it.
         let again = PinMemory::new(dir.path().join("pins"));
-        assert_eq!(again.fingerprint("tok", &source, &wrong).expect("fp"), fp);
-        assert!(again.is_rejected(&fp).expect("read"));
+        assert!(again.is_rejected("tok", &source, &wrong).expect("read"));
+        assert_eq!(again.entries().expect("entries").len(), 1);
         // Another token, or a corrected file, is tried.
-        assert!(
-            !again
-                .is_rejected(&again.fingerprint("other", &source, &wrong).expect("fp"))
-                .expect("read")
-        );
+        assert!(!again.is_rejected("other", &source, &wrong).expect("read"));
         std::fs::write(&pin_file, "1234\n").expect("write");
         let fixed = source.read().expect("read");
-        assert!(
-            !again
-                .is_rejected(&again.fingerprint("tok", &source, &fixed).expect("fp"))
-                .expect("read")
-        );
-        // Nothing in the directory holds the PIN; both files are 0600.
+        assert!(!again.is_rejected("tok", &source, &fixed).expect("read"));
+        // Nothing in the directory holds the PIN or its plain digest; both files are 0600.
+        let digest = hex(&Sha256::digest(b"0000"));
         for name in [KEY_FILE, LIST_FILE] {
             let path = dir.path().join("pins").join(name);
             let bytes = std::fs::read(&path).expect("read");
             assert!(!bytes.windows(4).any(|w| w == b"0000"), "{name}");
+            assert!(!String::from_utf8_lossy(&bytes).contains(&digest), "{name}");
             let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "{name}");
         }
-        // Without the key the fingerprint is not the plain digest of the PIN.
-        assert!(!fp.contains(&hex(&Sha256::digest(b"0000"))));
     }
 }

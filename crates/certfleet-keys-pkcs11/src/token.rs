@@ -16,7 +16,7 @@ use cryptoki::mechanism::MechanismType;
 use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 
-use crate::pin::Pin;
+use crate::pin::{Pin, PinSource};
 use crate::pin_memory::PinMemory;
 use crate::pool::{PoolStats, SessionPool, lock, session_gone};
 use crate::raw::{LibraryInfo, RawModule, TokenInfo};
@@ -356,15 +356,7 @@ impl Token {
                 _ => Ok(()),
             };
         }
-        let remembered = match (memory, &uri.pin, &pin) {
-            (Some(memory), Some(source), Some(pin)) => {
-                let fingerprint = memory
-                    .fingerprint(&self.identity, source, pin)
-                    .map_err(|detail| self.memory_error(&shown, memory, detail))?;
-                Some((memory, fingerprint))
-            }
-            _ => None,
-        };
+        let remembered = memory.zip(uri.pin.as_ref());
         self.login_locked(&mut state, pin, remembered, &shown)
     }
 
@@ -402,7 +394,7 @@ impl Token {
         &self,
         state: &mut LoginState,
         pin: Option<Pin>,
-        remembered: Option<(&PinMemory, String)>,
+        remembered: Option<(&PinMemory, &PinSource)>,
         shown: &str,
     ) -> Result<(), Pkcs11Error> {
         let uri = || shown.to_owned();
@@ -421,9 +413,9 @@ impl Token {
             return Ok(());
         }
         let pin = pin.ok_or_else(|| Pkcs11Error::PinMissing { uri: uri() })?;
-        let rejected_before = match &remembered {
-            Some((memory, fingerprint)) => memory
-                .is_rejected(fingerprint)
+        let rejected_before = match remembered {
+            Some((memory, source)) => memory
+                .is_rejected(&self.identity, source, &pin)
                 .map_err(|detail| self.memory_error(shown, memory, detail))?,
             None => false,
         };
@@ -443,9 +435,9 @@ impl Token {
         let result = self.with_keeper(|s| s.login(UserType::User, Some(pin.secret())));
         let remember = |state: &mut LoginState| -> Result<(), Pkcs11Error> {
             state.rejected.push(pin.fingerprint());
-            if let Some((memory, fingerprint)) = &remembered {
+            if let Some((memory, source)) = remembered {
                 memory
-                    .remember(fingerprint)
+                    .remember(&self.identity, source, &pin)
                     .map_err(|detail| self.memory_error(shown, memory, detail))?;
             }
             Ok(())
