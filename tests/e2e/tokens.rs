@@ -211,6 +211,7 @@ async fn tokens_opencryptoki_rsa_directly_and_behind_p11kit_proxy_next_to_sofths
     let account = with_query(url_for(&urls, "acct"), module, &pin_file);
     let cert_key = with_query(url_for(&urls, "web"), module, &pin_file);
     round_trip(&t, &account, &cert_key, "ock.certfleet.test").await;
+    conformance_in_child(&t, &[&account]);
 
     // Through p11-kit's proxy: the openCryptoki account key and a SoftHSM certificate key,
     // one module path for both, openCryptoki's odd clock in the same slot list.
@@ -233,6 +234,7 @@ async fn tokens_opencryptoki_rsa_directly_and_behind_p11kit_proxy_next_to_sofths
         .expect("second pebble");
     let t2 = Target { env: &env2, ..t };
     round_trip(&t2, &account, &cert_key, "proxy.certfleet.test").await;
+    conformance_in_child(&t2, &[&account, &cert_key]);
 }
 
 /// The `library-…=…;` attributes of a detailed URL (they describe the module, which the
@@ -259,6 +261,7 @@ async fn tokens_tpm2_pkcs11_through_a_resource_manager_then_straight_to_the_tpm(
     tpm.add_token("tpm tok", PIN, SO_PIN).expect("token");
     tpm.add_key("tpm tok", "ecc256", "acct", PIN).expect("acct");
     tpm.add_key("tpm tok", "ecc256", "web", PIN).expect("web");
+    tpm.add_key("tpm tok", "rsa2048", "rsa", PIN).expect("rsa");
     let pin_file = env.path("tpm.pin");
     std::fs::write(&pin_file, PIN).expect("pin file");
     let module = Path::new(TPM2_PKCS11_MODULE);
@@ -280,6 +283,8 @@ async fn tokens_tpm2_pkcs11_through_a_resource_manager_then_straight_to_the_tpm(
         tpm: None,
     };
     round_trip(&through_rm, &account, &cert_key, "abrmd.certfleet.test").await;
+    let rsa = with_query(url_for(&urls, "rsa"), module, &pin_file);
+    conformance_in_child(&through_rm, &[&account, &rsa]);
 
     // No resource manager: whatever a run leaves in the TPM stays there, and swtpm has
     // three object slots. Five runs and more in a row must all work.
@@ -297,6 +302,7 @@ async fn tokens_tpm2_pkcs11_through_a_resource_manager_then_straight_to_the_tpm(
         tpm: Some(&handles),
     };
     let mut runs = round_trip(&direct, &account, &cert_key, "direct.certfleet.test").await;
+    conformance_in_child(&direct, &[&cert_key, &rsa]);
     for _ in 0..2 {
         direct.run(&["key", "show", &account]).await.assert_ok();
         runs += 1;
@@ -395,4 +401,70 @@ fn admin_persistent_key(swtpm: &Swtpm, dir: &Path, alg: &str, handle: &str) {
         tpm2_tools(swtpm, dir, &["tpm2_flushcontext", "-t"]);
         tpm2_tools(swtpm, dir, &["tpm2_flushcontext", "-s"]);
     }
+}
+
+/// Set in a child process: the key references to run the conformance suite on (JSON).
+const CONFORMANCE_ENV: &str = "CERTFLEET_E2E_TOKEN_CONFORMANCE";
+
+/// Runs the key conformance suite on each of `uris` in a child process of this test
+/// binary (module environment variables are read at `C_Initialize`, and the token may live
+/// in a namespace), then checks what the child released at its end.
+fn conformance_in_child(t: &Target<'_>, uris: &[&str]) {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut cmd = match t.prefix.split_first() {
+        Some((program, rest)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(rest).arg(exe);
+            cmd
+        }
+        None => Command::new(exe),
+    };
+    let out = cmd
+        .args([
+            "tokens::tokens_child_conformance",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .envs(t.vars.iter().map(|(k, v)| (k, v)))
+        .env(CONFORMANCE_ENV, serde_json::json!(uris).to_string())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("CHILD-RESULT: conformant"),
+        "conformance child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if let Some(handles) = t.tpm {
+        assert_eq!(
+            handles(),
+            (0, 0, 0),
+            "left in the TPM by the conformance child"
+        );
+    }
+}
+
+/// Child: the key conformance suite on every reference given, then an orderly shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_child_conformance() {
+    let Ok(text) = std::env::var(CONFORMANCE_ENV) else {
+        return;
+    };
+    let uris: Vec<String> = serde_json::from_str(&text).expect("child parameters");
+    let backend = certfleet_keys_pkcs11::Pkcs11Backend::new();
+    for uri in &uris {
+        let parsed = certfleet_keys_pkcs11::Pkcs11Uri::parse(uri).expect("uri");
+        let key = backend
+            .load_uri(&parsed)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        certfleet_keys::conformance::check_signing_key(&*key)
+            .await
+            .unwrap_or_else(|e| panic!("{uri}: {e}"));
+    }
+    let report = certfleet_keys_pkcs11::shutdown();
+    assert!(report.modules >= 1 && report.logouts >= 1, "{report:?}");
+    println!("CHILD-RESULT: conformant");
 }
