@@ -308,6 +308,71 @@ async fn tokens_tpm2_pkcs11_through_a_resource_manager_then_straight_to_the_tpm(
         runs += 1;
     }
     assert!(runs >= 5, "{runs} runs");
+
+    // SIGTERM while the key is loaded and logged in: the token is still released.
+    let status = terminated_while_waiting_for_the_ca(&env, &direct.vars, &account).await;
+    assert_eq!(status.code(), Some(143), "exit status after SIGTERM");
+    assert_eq!(handles(), (0, 0, 0), "left in the TPM after SIGTERM");
+    direct.run(&["key", "show", &account]).await.assert_ok();
+}
+
+/// Runs `account register` against a CA that accepts connections and never answers,
+/// sends SIGTERM once the key is loaded, and returns the exit status.
+async fn terminated_while_waiting_for_the_ca(
+    env: &Env,
+    vars: &[(OsString, OsString)],
+    key: &str,
+) -> std::process::ExitStatus {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/dir", silent.local_addr().expect("addr"));
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        // Bounded: the child connects a few times at most before it is terminated.
+        for _ in 0..8 {
+            match silent.accept().await {
+                Ok((conn, _)) => held.push(conn),
+                Err(_) => break,
+            }
+        }
+        held.len()
+    });
+    let mut child = tokio::process::Command::from(certfleet_testenv::certfleet_command())
+        .arg("-v")
+        .arg("--state-dir")
+        .arg(env.path("sigterm-state"))
+        .arg("--directory")
+        .arg(&url)
+        .args(["account", "register", "--key", key, "--agree-tos"])
+        .envs(vars.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run certfleet");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let loaded = tokio::time::timeout(crate::common::COMMAND_TIMEOUT, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("PKCS#11 key loaded") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(loaded, Ok(true), "certfleet never loaded the key");
+    let pid = child.id().expect("pid") as i32;
+    // SAFETY: kill has no memory preconditions; the pid is our child's.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = tokio::time::timeout(crate::common::COMMAND_TIMEOUT, child.wait())
+        .await
+        .expect("certfleet ended after SIGTERM")
+        .expect("wait");
+    holder.abort();
+    status
 }
 
 #[tokio::test]
