@@ -51,7 +51,7 @@ impl PinMemory {
             return Ok(false);
         };
         let fingerprint = fingerprint(&key, token_id, source, pin)?;
-        Ok(self.entries()?.iter().any(|e| *e == fingerprint))
+        Ok(self.entries()?.contains(&fingerprint))
     }
 
     /// Remembers that the token `token_id` rejected `pin`, read from `source`.

@@ -254,7 +254,7 @@ pub(crate) fn decode_token_info(info: &CK_TOKEN_INFO) -> TokenInfo {
     let limit = |n: CK_ULONG| {
         (n != cryptoki_sys::CK_UNAVAILABLE_INFORMATION
             && n != cryptoki_sys::CK_EFFECTIVELY_INFINITE)
-            .then_some(n as u64)
+            .then_some(n)
     };
     TokenInfo {
         label: text(&info.label),
