@@ -143,31 +143,20 @@ pub async fn run_in(
 /// Asserts that no file under `dirs` holds private key material: no PEM private key and no
 /// key file other than those named (certificates, JSON state and key references only).
 pub fn assert_no_private_keys(dirs: &[&Path]) {
-    for dir in dirs {
-        let mut stack = vec![dir.to_path_buf()];
-        // Bounded by the (small) size of a test's state directory.
-        while let Some(d) = stack.pop() {
-            for entry in std::fs::read_dir(&d).expect("read_dir") {
-                let path = entry.expect("entry").path();
-                if path.is_dir() {
-                    stack.push(path);
-                    continue;
-                }
-                let bytes = std::fs::read(&path).expect("read");
-                let text = String::from_utf8_lossy(&bytes);
-                assert!(
-                    !text.contains("PRIVATE KEY"),
-                    "{} holds a private key",
-                    path.display()
-                );
-                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                assert!(
-                    name.ends_with(".json") || name.ends_with(".pem") || name == "key.ref",
-                    "unexpected file {} in the state",
-                    path.display()
-                );
-            }
-        }
+    for path in dirs.iter().flat_map(|d| crate::common::files_under(d)) {
+        let bytes = std::fs::read(&path).expect("read");
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains("PRIVATE KEY"),
+            "{} holds a private key",
+            path.display()
+        );
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        assert!(
+            name.ends_with(".json") || name.ends_with(".pem") || name == "key.ref",
+            "unexpected file {} in the state",
+            path.display()
+        );
     }
 }
 

@@ -103,25 +103,16 @@ impl PinEnv {
     /// Asserts that no file under `dir` (but the PIN file and the spy's log) and no output
     /// so far holds the PIN.
     fn assert_pin_nowhere(&self, dir: &Path, min_files: usize) {
-        let mut stack = vec![dir.to_path_buf()];
-        let mut files = 0;
-        // Bounded by the size of a test's directory.
-        while let Some(d) = stack.pop() {
-            for entry in std::fs::read_dir(&d).expect("read_dir") {
-                let path = entry.expect("entry").path();
-                if path.is_dir() {
-                    stack.push(path);
-                    continue;
-                }
-                files += 1;
-                let bytes = std::fs::read(&path).expect("read");
-                assert!(
-                    !bytes.windows(PIN.len()).any(|w| w == PIN.as_bytes()),
-                    "the PIN is in {}",
-                    path.display()
-                );
-            }
+        let files = crate::common::files_under(dir);
+        for path in &files {
+            let bytes = std::fs::read(path).expect("read");
+            assert!(
+                !bytes.windows(PIN.len()).any(|w| w == PIN.as_bytes()),
+                "the PIN is in {}",
+                path.display()
+            );
         }
+        let files = files.len();
         assert!(
             files >= min_files,
             "searched only {files} files under {}",
@@ -176,23 +167,12 @@ async fn pins_never_leak_and_batch_logs_in_with_the_pin_source() {
         .await
         .assert_ok();
     let out = p.env.path("out");
-    let listen = format!("127.0.0.1:{}", p.env.pebble.http01_port());
     let web = p.uri("web", &p.file_pin());
-    p.run(&[
-        "issue",
-        "--name",
-        "pins.certfleet.test",
-        "--key",
-        &web,
-        "--challenge",
-        "http-01",
-        "--http-listen",
-        &listen,
-        "--out",
-        &out.to_string_lossy(),
-    ])
-    .await
-    .assert_ok();
+    let mut issue = p.env.issue_standalone_args(&["pins.certfleet.test"], "out");
+    issue.extend(["--key".to_owned(), web]);
+    p.run(&issue.iter().map(String::as_str).collect::<Vec<_>>())
+        .await
+        .assert_ok();
     let inventory = p.env.state_dir().join("inventory/pins.certfleet.test.json");
     for file in [out.join("meta.json"), out.join("key.ref"), inventory] {
         assert_eq!(mode(&file), 0o600, "{} names a token key", file.display());

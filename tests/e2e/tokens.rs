@@ -11,8 +11,8 @@ use std::process::Command;
 
 use certfleet_testenv::{
     OPENCRYPTOKI_MODULE, OpenCryptoki, P11KIT_PROXY_MODULE, PebbleOptions, SoftHsm, Swtpm,
-    TPM2_PKCS11_MODULE, ToolTarget, Tpm2Pkcs11, p11tool_keypair, p11tool_private_key_urls,
-    pkcs11_tool_keypair, read_cert, spki_matches_jwk,
+    TPM2_PKCS11_MODULE, ToolTarget, Tpm2Pkcs11, admin_persistent_key, p11tool_keypair,
+    p11tool_private_key_urls, pkcs11_tool_keypair, read_cert, spki_matches_jwk, tpm_handles_in_use,
 };
 
 use crate::common::{Env, Run, check_issued, mode};
@@ -51,24 +51,13 @@ async fn round_trip(t: &Target<'_>, account: &str, cert_key: &str, name: &str) -
     t.run(&["account", "register", "--key", account, "--agree-tos"])
         .await
         .assert_ok();
-    let out = t.env.path(&format!("out-{name}"));
-    let out_s = out.to_string_lossy().into_owned();
-    let listen = format!("127.0.0.1:{}", t.env.pebble.http01_port());
-    t.run(&[
-        "issue",
-        "--name",
-        name,
-        "--key",
-        cert_key,
-        "--challenge",
-        "http-01",
-        "--http-listen",
-        &listen,
-        "--out",
-        &out_s,
-    ])
-    .await
-    .assert_ok();
+    let out_name = format!("out-{name}");
+    let out = t.env.path(&out_name);
+    let mut issue = t.env.issue_standalone_args(&[name], &out_name);
+    issue.extend(["--key".to_owned(), cert_key.to_owned()]);
+    t.run(&issue.iter().map(String::as_str).collect::<Vec<_>>())
+        .await
+        .assert_ok();
     let root = t.env.issuing_root_file(0).await;
     let (leaf, meta) = check_issued(&out, &[name], &root);
     assert!(
@@ -388,84 +377,19 @@ async fn tokens_tpm_backend_with_admin_made_null_scheme_keys() {
     let swtpm = Swtpm::start().expect("swtpm");
     let work = env.path("tpm-admin");
     std::fs::create_dir_all(&work).expect("dir");
-    admin_persistent_key(&swtpm, &work, "ecc256", "0x81000010");
-    admin_persistent_key(&swtpm, &work, "rsa2048", "0x81000011");
-    let handles = || {
-        let count = |what: &str| {
-            tpm2_tools(&swtpm, &work, &["tpm2_getcap", what])
-                .lines()
-                .filter(|l| l.trim_start().starts_with("- "))
-                .count()
-        };
-        (
-            count("handles-transient"),
-            count("handles-loaded-session"),
-            count("handles-saved-session"),
-        )
-    };
+    let tcti = swtpm.tcti();
+    admin_persistent_key(&tcti, &work, "ecc256", None, "0x81000010").expect("ecc256 key");
+    admin_persistent_key(&tcti, &work, "rsa2048", None, "0x81000011").expect("rsa2048 key");
+    let handles = || tpm_handles_in_use(&tcti, &work).expect("tpm2_getcap");
     let t = Target {
         env: &env,
         prefix: Vec::new(),
         vars: vec![("TSS2_LOG".into(), "all+none".into())],
         tpm: Some(&handles),
     };
-    let tcti = swtpm.tcti();
     let account = format!("tpm:handle=0x81000010?tcti={tcti}");
     let cert_key = format!("tpm:handle=0x81000011?tcti={tcti}");
     round_trip(&t, &account, &cert_key, "tpm.certfleet.test").await;
-}
-
-/// Runs a tpm2-tools command straight to `swtpm`; returns its stdout.
-fn tpm2_tools(swtpm: &Swtpm, dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .env("TPM2TOOLS_TCTI", swtpm.tcti())
-        .env("TSS2_LOG", "all+none")
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e}", args[0]));
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// `tpm2_create -G ALG` (null scheme) made persistent, as an admin does; tpm2-tools' own
-/// leftovers are flushed (no resource manager here).
-fn admin_persistent_key(swtpm: &Swtpm, dir: &Path, alg: &str, handle: &str) {
-    let steps: [&[&str]; 4] = [
-        &["tpm2_createprimary", "-C", "o", "-c", "p.ctx"],
-        &[
-            "tpm2_create",
-            "-C",
-            "p.ctx",
-            "-G",
-            alg,
-            "-u",
-            "k.pub",
-            "-r",
-            "k.priv",
-        ],
-        &[
-            "tpm2_load",
-            "-C",
-            "p.ctx",
-            "-u",
-            "k.pub",
-            "-r",
-            "k.priv",
-            "-c",
-            "k.ctx",
-        ],
-        &["tpm2_evictcontrol", "-C", "o", "-c", "k.ctx", handle],
-    ];
-    for step in steps {
-        tpm2_tools(swtpm, dir, step);
-        tpm2_tools(swtpm, dir, &["tpm2_flushcontext", "-t"]);
-        tpm2_tools(swtpm, dir, &["tpm2_flushcontext", "-s"]);
-    }
 }
 
 /// Set in a child process: the key references to run the conformance suite on (JSON).

@@ -36,6 +36,7 @@ mod static_server;
 mod swtpm;
 mod token_tools;
 mod tpm2_pkcs11;
+mod tpm_admin;
 mod x509;
 
 use std::env;
@@ -61,6 +62,7 @@ pub use token_tools::{
     PKCS11_SPY_MODULE, SpyLog, ToolTarget, p11tool_keypair, p11tool_private_key_urls,
     pkcs11_tool_keypair,
 };
+pub use tpm_admin::{admin_persistent_key, tpm_handles_in_use, tpm2_tools};
 pub use tpm2_pkcs11::{TPM2_PKCS11_MODULE, Tpm2Pkcs11, require_tpm2_pkcs11};
 pub use x509::{
     CertInfo, openssl_verify, private_key_spki_der, read_cert, read_certs, spki_matches_jwk,

@@ -212,31 +212,14 @@ impl Tpm2Pkcs11 {
         }
     }
 
-    /// Transient objects, loaded sessions and saved sessions in the TPM (`tpm2_getcap`),
-    /// seen the way clients see it now.
+    /// Transient objects, loaded sessions and saved sessions in the TPM itself
+    /// (`tpm2_getcap`), once the resource manager is stopped (it holds the only connection
+    /// swtpm serves).
     pub fn handles_in_use(&self) -> Result<(usize, usize, usize)> {
-        let count = |what: &str| -> Result<usize> {
-            let out = self
-                .tools_command("tpm2_getcap")
-                .arg(what)
-                .output()
-                .context("running tpm2_getcap")?;
-            if !out.status.success() {
-                bail!(
-                    "tpm2_getcap {what}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            Ok(String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .filter(|l| l.trim_start().starts_with("- "))
-                .count())
-        };
-        Ok((
-            count("handles-transient")?,
-            count("handles-loaded-session")?,
-            count("handles-saved-session")?,
-        ))
+        if self.abrmd.is_some() {
+            bail!("stop the resource manager first: it holds swtpm's connection");
+        }
+        crate::tpm_admin::tpm_handles_in_use(&self.swtpm.tcti(), self.dir.path())
     }
 
     pub fn dir(&self) -> &Path {

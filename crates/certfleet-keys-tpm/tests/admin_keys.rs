@@ -3,31 +3,13 @@
 //! one. One swtpm for the whole binary, no resource manager in between.
 
 use std::path::Path;
-use std::process::Command;
 use std::str::FromStr;
 
 use certfleet_keys::{KeyAlgorithm, KeyBackend, KeyRef};
 use certfleet_keys_tpm::TpmBackend;
-use certfleet_testenv::Swtpm;
+use certfleet_testenv::{Swtpm, admin_persistent_key};
 use tss_esapi::constants::CapabilityType;
 use tss_esapi::structures::CapabilityData;
-
-/// Runs a tpm2-tools command against `tpm`.
-fn tpm2(tpm: &Swtpm, dir: &Path, args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .env("TPM2TOOLS_TCTI", tpm.tcti())
-        .env("TSS2_LOG", "all+none")
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("running {} (apt-get install tpm2-tools): {e}", args[0]));
-    assert!(
-        out.status.success(),
-        "{args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Handles of `kind` (0x80 transient, 0x03 loaded session, 0x02 HMAC session) in the TPM.
 fn handles(tpm: &Swtpm, kind: u32) -> usize {
@@ -46,53 +28,9 @@ fn handles(tpm: &Swtpm, kind: u32) -> usize {
     }
 }
 
-/// `tpm2_create -G ALG` (+ attributes) under a fresh primary, made persistent at `handle`.
-/// Without a resource manager tpm2-tools leave their objects loaded: flushed after each.
 fn admin_key(tpm: &Swtpm, dir: &Path, alg: &str, attributes: Option<&str>, handle: &str) {
-    let flush = || {
-        tpm2(tpm, dir, &["tpm2_flushcontext", "-t"]);
-        tpm2(tpm, dir, &["tpm2_flushcontext", "-s"]);
-    };
-    tpm2(tpm, dir, &["tpm2_createprimary", "-C", "o", "-c", "p.ctx"]);
-    flush();
-    let mut create = vec![
-        "tpm2_create",
-        "-C",
-        "p.ctx",
-        "-G",
-        alg,
-        "-u",
-        "k.pub",
-        "-r",
-        "k.priv",
-    ];
-    if let Some(a) = attributes {
-        create.extend(["-a", a]);
-    }
-    tpm2(tpm, dir, &create);
-    flush();
-    tpm2(
-        tpm,
-        dir,
-        &[
-            "tpm2_load",
-            "-C",
-            "p.ctx",
-            "-u",
-            "k.pub",
-            "-r",
-            "k.priv",
-            "-c",
-            "k.ctx",
-        ],
-    );
-    flush();
-    tpm2(
-        tpm,
-        dir,
-        &["tpm2_evictcontrol", "-C", "o", "-c", "k.ctx", handle],
-    );
-    flush();
+    admin_persistent_key(&tpm.tcti(), dir, alg, attributes, handle)
+        .unwrap_or_else(|e| panic!("{alg}: {e:#}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
