@@ -296,6 +296,17 @@ async fn tokens_tpm2_pkcs11_through_a_resource_manager_then_straight_to_the_tpm(
         direct.run(&["key", "show", &account]).await.assert_ok();
         runs += 1;
     }
+    // An error path releases the token too, and the error says what the token has (its
+    // label matches, its serial does not).
+    let wrong_serial = account.replace("serial=0000000000000000", "serial=42");
+    let failed = direct.run(&["key", "show", &wrong_serial]).await;
+    failed.assert_exit_1();
+    assert!(
+        failed
+            .stderr
+            .contains(r#"token "tpm tok": serial is "0000000000000000", the URI says "42""#),
+        "{failed}"
+    );
     assert!(runs >= 5, "{runs} runs");
 
     // SIGTERM while the key is loaded and logged in: the token is still released.

@@ -183,3 +183,32 @@ impl From<Pkcs11Error> for KeyError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lockout_messages_fit_the_token_kind() {
+        let tpm = Pkcs11Error::PinLocked {
+            uri: "pkcs11:token=t".into(),
+            tpm: true,
+        }
+        .to_string();
+        assert!(tpm.contains("dictionary-attack lockout"), "{tpm}");
+        assert!(!tpm.contains("security officer"), "{tpm}");
+        let token = Pkcs11Error::PinLocked {
+            uri: "pkcs11:token=t".into(),
+            tpm: false,
+        }
+        .to_string();
+        assert!(token.contains("security officer PIN"), "{token}");
+        let again = Pkcs11Error::PinIncorrect {
+            uri: "pkcs11:token=t".into(),
+            remembered: true,
+        }
+        .to_string();
+        assert!(again.contains("in an earlier run"), "{again}");
+        assert!(again.contains("once the source changes"), "{again}");
+    }
+}
