@@ -309,6 +309,29 @@ async fn tokens_tpm2_pkcs11_through_a_resource_manager_then_straight_to_the_tpm(
     );
     assert!(runs >= 5, "{runs} runs");
 
+    // A wrong PIN file on a TPM token: every wrong PIN counts towards the TPM's
+    // dictionary-attack lockout, so three cron runs make one C_Login in total.
+    let spy = certfleet_testenv::SpyLog::new(module, &env.path("tpm-spy.log"));
+    let wrong_pin = env.path("tpm-wrong.pin");
+    std::fs::write(&wrong_pin, "999999\n").expect("pin file");
+    let spied = Target {
+        env: &env,
+        prefix: Vec::new(),
+        vars: [tpm.env_direct(), spy.env()].concat(),
+        tpm: Some(&handles),
+    };
+    let wrong = with_query(url_for(&urls, "acct"), &spy.module(), &wrong_pin);
+    for run in 1..=3 {
+        let failed = spied.run(&["key", "show", &wrong]).await;
+        failed.assert_exit_1();
+        assert!(failed.stderr.contains("rejected"), "run {run}: {failed}");
+        assert_eq!(
+            spy.calls("C_Login"),
+            1,
+            "run {run}: one login attempt in total"
+        );
+    }
+
     // SIGTERM while the key is loaded and logged in: the token is still released.
     let status = terminated_while_waiting_for_the_ca(&env, &direct.vars, &account).await;
     assert_eq!(status.code(), Some(143), "exit status after SIGTERM");
