@@ -387,9 +387,7 @@ async fn terminated_while_waiting_for_the_ca(
     })
     .await;
     assert_eq!(loaded, Ok(true), "certfleet never loaded the key");
-    let pid = child.id().expect("pid") as i32;
-    // SAFETY: kill has no memory preconditions; the pid is our child's.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    crate::batch_scale_out_support::signal(&child, libc::SIGTERM);
     let status = tokio::time::timeout(crate::common::COMMAND_TIMEOUT, child.wait())
         .await
         .expect("certfleet ended after SIGTERM")
