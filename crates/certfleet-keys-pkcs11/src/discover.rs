@@ -6,9 +6,12 @@
 //! must not hide the tokens of the others). When nothing matches, the error lists what
 //! each slot has for the first attribute that differed.
 
+use std::path::Path;
+
+use cryptoki::error::Error as CkError;
 use cryptoki::slot::Slot;
 
-use crate::raw::{LibraryInfo, SlotInfo, TokenInfo, trim_field};
+use crate::raw::{LibraryInfo, RawModule, SlotInfo, TokenInfo, trim_field};
 use crate::token::Module;
 use crate::{Pkcs11Error, Pkcs11Uri};
 
@@ -57,19 +60,45 @@ pub(crate) fn find_token(
             ),
         });
     }
+    select(uri, module.raw(), &slots, module.path())
+}
+
+/// Where slot and token information comes from (the module; a stand-in in unit tests).
+pub(crate) trait SlotInfoSource {
+    fn token_info(&self, slot: Slot) -> Result<TokenInfo, CkError>;
+    fn slot_info(&self, slot: Slot) -> Result<SlotInfo, CkError>;
+}
+
+impl SlotInfoSource for RawModule {
+    fn token_info(&self, slot: Slot) -> Result<TokenInfo, CkError> {
+        RawModule::token_info(self, slot)
+    }
+    fn slot_info(&self, slot: Slot) -> Result<SlotInfo, CkError> {
+        RawModule::slot_info(self, slot)
+    }
+}
+
+/// The one slot of `slots` whose token `uri` names; unreadable slots are skipped.
+fn select(
+    uri: &Pkcs11Uri,
+    source: &dyn SlotInfoSource,
+    slots: &[Slot],
+    module: &Path,
+) -> Result<(Slot, TokenInfo), Pkcs11Error> {
+    let shown = uri.to_string();
     let asks_slot = uri.slot_description.is_some() || uri.slot_manufacturer.is_some();
     let mut matching = Vec::new();
     let mut seen = Vec::new();
-    for slot in slots {
+    for &slot in slots {
         if uri.slot_id.is_some_and(|id| id != slot.id()) {
             seen.push(format!("slot {}: slot-id differs", slot.id()));
             continue;
         }
-        let info = match module.raw().token_info(slot) {
+        let info = match source.token_info(slot) {
             Ok(info) => info,
             Err(e) => {
                 tracing::warn!(
-                    module = %module.path().display(),
+                    module = %module.display(),
                     "skipping PKCS#11 slot {}: C_GetTokenInfo failed: {e}",
                     slot.id()
                 );
@@ -82,11 +111,11 @@ pub(crate) fn find_token(
             continue;
         }
         let slot_info = if asks_slot {
-            match module.raw().slot_info(slot) {
+            match source.slot_info(slot) {
                 Ok(s) => Some(s),
                 Err(e) => {
                     tracing::warn!(
-                        module = %module.path().display(),
+                        module = %module.display(),
                         "skipping PKCS#11 slot {}: C_GetSlotInfo failed: {e}",
                         slot.id()
                     );
@@ -109,7 +138,7 @@ pub(crate) fn find_token(
         1 => Ok(matching.remove(0)),
         0 => Err(Pkcs11Error::TokenNotFound {
             uri: shown,
-            module: module.path().to_owned(),
+            module: module.to_owned(),
             detail: if seen.is_empty() {
                 "the module has no slot with a token".to_owned()
             } else {
@@ -194,7 +223,57 @@ pub(crate) fn token_mismatch(
 
 #[cfg(test)]
 mod tests {
+    use cryptoki::context::Function;
+    use cryptoki::error::RvError;
+
     use super::*;
+
+    /// Slot 1's token cannot be read; slot 2 holds "tpm tok".
+    struct OneBadSlot;
+
+    impl SlotInfoSource for OneBadSlot {
+        fn token_info(&self, slot: Slot) -> Result<TokenInfo, CkError> {
+            match slot.id() {
+                1 => Err(CkError::Pkcs11(
+                    RvError::DeviceError,
+                    Function::GetTokenInfo,
+                )),
+                _ => Ok(TokenInfo {
+                    flags: cryptoki_sys::CKF_TOKEN_INITIALIZED,
+                    ..tpm_token()
+                }),
+            }
+        }
+        fn slot_info(&self, _: Slot) -> Result<SlotInfo, CkError> {
+            Err(CkError::Pkcs11(RvError::DeviceError, Function::GetSlotInfo))
+        }
+    }
+
+    fn slots() -> Vec<Slot> {
+        [1u64, 2]
+            .into_iter()
+            .map(|id| Slot::try_from(id).expect("slot"))
+            .collect()
+    }
+
+    #[test]
+    fn one_unreadable_slot_does_not_hide_the_others() {
+        let uri = Pkcs11Uri::parse("pkcs11:token=tpm%20tok").expect("parse");
+        let (slot, info) = select(&uri, &OneBadSlot, &slots(), Path::new("/m.so")).expect("found");
+        assert_eq!((slot.id(), info.label.as_str()), (2, "tpm tok"));
+        let other = Pkcs11Uri::parse("pkcs11:token=absent").expect("parse");
+        let err = select(&other, &OneBadSlot, &slots(), Path::new("/m.so"))
+            .expect_err("absent")
+            .to_string();
+        assert!(err.contains("slot 1: C_GetTokenInfo failed"), "{err}");
+        assert!(err.contains(r#"slot 2: token "tpm tok""#), "{err}");
+        // A slot attribute needs C_GetSlotInfo: failing there skips the slot, named.
+        let by_slot = Pkcs11Uri::parse("pkcs11:token=tpm%20tok;slot-description=x").expect("parse");
+        let err = select(&by_slot, &OneBadSlot, &slots(), Path::new("/m.so"))
+            .expect_err("unreadable slot info")
+            .to_string();
+        assert!(err.contains("slot 2: C_GetSlotInfo failed"), "{err}");
+    }
 
     fn tpm_token() -> TokenInfo {
         TokenInfo {
