@@ -237,22 +237,27 @@ impl Env {
     /// `issue` for `names` by http-01 with the built-in server on Pebble's http-01 port,
     /// into `<tmp>/<out>`, plus `extra` arguments.
     pub async fn issue_standalone(&self, names: &[&str], out: &str, extra: &[&str]) -> Run {
-        let listen = format!("127.0.0.1:{}", self.pebble.http01_port());
-        let out_s = self.path(out).to_string_lossy().into_owned();
-        let mut args = vec!["issue"];
+        let mut args = self.issue_standalone_args(names, out);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.run(&args).await
+    }
+
+    /// The arguments of [`Env::issue_standalone`] (for runners of their own).
+    pub fn issue_standalone_args(&self, names: &[&str], out: &str) -> Vec<String> {
+        let mut args = vec!["issue".to_owned()];
         for n in names {
-            args.extend(["--name", n]);
+            args.extend(["--name".to_owned(), n.to_string()]);
         }
         args.extend([
-            "--challenge",
-            "http-01",
-            "--http-listen",
-            &listen,
-            "--out",
-            &out_s,
+            "--challenge".to_owned(),
+            "http-01".to_owned(),
+            "--http-listen".to_owned(),
+            format!("127.0.0.1:{}", self.pebble.http01_port()),
+            "--out".to_owned(),
+            self.path(out).to_string_lossy().into_owned(),
         ]);
-        args.extend(extra);
-        self.run(&args).await
+        args
     }
 
     /// Pebble's default issuing root (`/roots/0`) written to `<tmp>/pebble-root-<i>.pem`.
@@ -280,6 +285,24 @@ pub fn normalize_serial(s: &str) -> String {
     } else {
         trimmed.to_owned()
     }
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    // Bounded by the (small) size of a test's directory.
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
 }
 
 /// File mode bits (permission part).

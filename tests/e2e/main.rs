@@ -28,5 +28,7 @@ mod dns_env;
 mod harness;
 mod hsm;
 mod issue;
+mod pins;
 mod revoke;
+mod tokens;
 mod tpm;

@@ -25,6 +25,8 @@ pub mod cloudflare_fake;
 pub mod dns_lab;
 pub mod loopback_http;
 pub mod moto;
+mod mount_ns;
+mod opencryptoki;
 pub mod pdns;
 mod pebble;
 mod ports;
@@ -33,6 +35,9 @@ mod softhsm;
 mod state;
 mod static_server;
 mod swtpm;
+mod token_tools;
+mod tpm2_pkcs11;
+mod tpm_admin;
 mod x509;
 
 use std::env;
@@ -44,12 +49,22 @@ pub use ca_proxy::{
     CaProxy, CaProxyOptions, JwsPeek, LimitSpec, ProxyLimits, ProxyStats, Refusal, go_duration,
     peek_jws,
 };
+pub use mount_ns::{PrivateMounts, require_mount_namespaces};
+pub use opencryptoki::{
+    OPENCRYPTOKI_MODULE, OpenCryptoki, P11KIT_PROXY_MODULE, SOFT_SLOT, require_opencryptoki,
+};
 pub use pebble::{Pebble, PebbleOptions, Spawned};
 pub use ports::{free_tcp_port, free_tcp_udp_port};
 pub use softhsm::{SOFTHSM_SO_PIN, SoftHsm, require_softhsm, softhsm_module};
 pub use state::{PebbleState, ProcessRecord};
 pub use static_server::{ServedRequest, StaticServer};
 pub use swtpm::{Swtpm, require_swtpm};
+pub use token_tools::{
+    PKCS11_SPY_MODULE, SpyLog, ToolTarget, p11tool_keypair, p11tool_private_key_urls,
+    pkcs11_tool_keypair,
+};
+pub use tpm_admin::{admin_persistent_key, tpm_handles_in_use, tpm2_tools};
+pub use tpm2_pkcs11::{TPM2_PKCS11_MODULE, Tpm2Pkcs11, require_tpm2_pkcs11};
 pub use x509::{
     CertInfo, openssl_verify, private_key_spki_der, read_cert, read_certs, spki_matches_jwk,
 };

@@ -28,6 +28,28 @@ pub const REQUIRED_TOOLS: &[(&str, &str)] = &[
     ("pkg-config", "pkg-config"),
     ("pkg-config:tss2-esys", "libtss2-dev"),
     ("lib:libtss2-tcti-swtpm.so.0", "libtss2-tcti-swtpm0"),
+    // Tokens set up by their own tools (tests/e2e/tokens.rs, pins.rs): openCryptoki,
+    // tpm2-pkcs11 through tpm2-abrmd on a private D-Bus, p11-kit's proxy, OpenSC's
+    // pkcs11-tool and pkcs11-spy, GnuTLS's p11tool.
+    ("/usr/sbin/pkcsslotd", "opencryptoki"),
+    ("tpm2_ptool", "libtpm2-pkcs11-tools"),
+    (
+        "/usr/lib/x86_64-linux-gnu/pkcs11/libtpm2_pkcs11.so",
+        "libtpm2-pkcs11-1",
+    ),
+    ("tpm2-abrmd", "tpm2-abrmd"),
+    ("lib:libtss2-tcti-tabrmd.so.0", "libtss2-tcti-tabrmd0"),
+    ("dbus-daemon", "dbus-daemon"),
+    (
+        "/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so",
+        "p11-kit-modules",
+    ),
+    ("pkcs11-tool", "opensc"),
+    (
+        "/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so",
+        "opensc-pkcs11",
+    ),
+    ("p11tool", "gnutls-bin"),
     // DNS-01 API plugins: a real PowerDNS (in /usr/sbin, not on every PATH) with the SQLite
     // backend whose schema the harness loads, and python3 for moto's venv (ensure_moto).
     ("/usr/sbin/pdns_server", "pdns-server"),

@@ -9,7 +9,7 @@ use certfleet_acme::{Account, AcmeClient, ClientConfig, PollPolicy};
 use certfleet_batch::StateStore;
 use certfleet_keys::file::FileBackend;
 use certfleet_keys::{KeyBackend, KeyRef, SigningKey};
-use certfleet_keys_pkcs11::Pkcs11Backend;
+use certfleet_keys_pkcs11::{PinMemory, Pkcs11Backend};
 use certfleet_keys_tpm::{DEFAULT_TCTI, TpmBackend};
 use certfleet_store_postgres::{PgOptions, PgStore, is_postgres_url, redact_url};
 use certfleet_store_sqlite::SqliteStore;
@@ -28,20 +28,22 @@ impl Context {
     pub fn new(settings: Settings) -> Result<Context> {
         let state = StateDir::new(settings.state_dir()?);
         Ok(Context {
-            settings,
-            state,
             backends: vec![
                 Arc::new(FileBackend),
-                Arc::new(Context::pkcs11_backend()),
+                Arc::new(Context::pkcs11_backend(&state)),
                 Arc::new(Context::tpm_backend()),
             ],
+            settings,
+            state,
         })
     }
 
     /// The PKCS#11 backend (`pkcs11:` references): one module context and one session pool
-    /// per token for the whole process, whichever copy of the backend opens it.
-    fn pkcs11_backend() -> Pkcs11Backend {
-        Pkcs11Backend::new()
+    /// per token for the whole process, whichever copy of the backend opens it. PINs a
+    /// token rejected are remembered in the state directory (`pin-memory/`), so cron runs
+    /// with a wrong PIN file cost one login attempt in total.
+    fn pkcs11_backend(state: &StateDir) -> Pkcs11Backend {
+        Pkcs11Backend::new().with_pin_memory(PinMemory::new(state.root().join("pin-memory")))
     }
 
     /// The TPM backend (`tpm:` references); references without `tcti=` use the kernel's
@@ -52,7 +54,7 @@ impl Context {
 
     /// The PKCS#11 backend, for generating and listing token keys.
     pub fn pkcs11(&self) -> Pkcs11Backend {
-        Context::pkcs11_backend()
+        Context::pkcs11_backend(&self.state)
     }
 
     /// The TPM backend, for generating and listing TPM keys.
@@ -83,6 +85,34 @@ impl Context {
     /// Loads the key a reference names, through the backend of its scheme.
     pub async fn load_key(&self, key_ref: &KeyRef) -> Result<Arc<dyn SigningKey>> {
         Ok(certfleet_keys::load_key(&self.backends, key_ref).await?)
+    }
+
+    /// Loads a key whose reference is stored for later runs (the account key, a
+    /// certificate key kept for renewals): a literal PIN (`pin-value=`) is refused before
+    /// anything is loaded or ordered, since files only ever hold the reference redacted.
+    pub async fn load_stored_key_str(
+        &self,
+        value: &str,
+        role: &str,
+    ) -> Result<Arc<dyn SigningKey>> {
+        let key_ref = self.parse_key_ref(value)?;
+        self.load_stored_key(&key_ref, role).await
+    }
+
+    /// [`Self::load_stored_key_str`] for a reference parsed at the edge.
+    pub async fn load_stored_key(
+        &self,
+        key_ref: &KeyRef,
+        role: &str,
+    ) -> Result<Arc<dyn SigningKey>> {
+        if key_ref.has_pin_value() {
+            anyhow::bail!(
+                "{key_ref}: the {role} reference is stored for later runs, and certfleet never \
+                 stores a PIN: give it with pin-source=file:/path/to/pin or \
+                 pin-source=env:VARIABLE instead of pin-value="
+            );
+        }
+        self.load_key(key_ref).await
     }
 
     pub async fn load_key_str(&self, value: &str) -> Result<Arc<dyn SigningKey>> {

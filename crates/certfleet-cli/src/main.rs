@@ -22,6 +22,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     quiet_tss_logging(&cli);
     init_logging(&cli);
+    // Released on every way out of main, panics included.
+    let hardware = KeyHardware;
     // reqwest is built without a default rustls provider so the whole tree uses ring.
     if rustls::crypto::ring::default_provider()
         .install_default()
@@ -39,9 +41,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let outcome = runtime.block_on(run_until_signal(cli));
+    // Blocking token calls still running (a signal cut a command short) get a moment to
+    // return before their modules are finalized.
+    runtime.shutdown_timeout(RUNTIME_DRAIN);
+    drop(hardware);
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            if let Some(Interrupted(code, _)) = e.downcast_ref::<Interrupted>() {
+                eprintln!("error: {e}");
+                return ExitCode::from(*code);
+            }
             eprintln!("error: {e}");
             // Many errors already quote their source in their message; print a cause only
             // when it adds something.
@@ -55,6 +66,54 @@ fn main() -> ExitCode {
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// How long blocking work may run on after a command ended or was interrupted.
+const RUNTIME_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Key hardware used by this process: on drop, every PKCS#11 session is closed, tokens
+/// this process logged in to are logged out, every module gets `C_Finalize`, and every
+/// object loaded in a TPM is flushed. A TPM reached without a resource manager (or
+/// tpm2-pkcs11 straight to one) keeps nothing of a finished certfleet run.
+struct KeyHardware;
+
+impl Drop for KeyHardware {
+    fn drop(&mut self) {
+        let pkcs11 = certfleet_keys_pkcs11::shutdown();
+        let tpms = certfleet_keys_tpm::shutdown();
+        tracing::debug!(
+            pkcs11_modules = pkcs11.modules,
+            pkcs11_sessions = pkcs11.sessions,
+            pkcs11_logouts = pkcs11.logouts,
+            tpms,
+            "key hardware released"
+        );
+    }
+}
+
+/// A command cut short by SIGINT or SIGTERM: exit status 128 + signal number.
+#[derive(Debug)]
+struct Interrupted(u8, &'static str);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "interrupted by {}; key hardware released", self.1)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// Runs the command unless SIGINT or SIGTERM comes first; then the command's future is
+/// dropped and the caller releases the key hardware as on any other exit.
+async fn run_until_signal(cli: Cli) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::select! {
+        result = run(cli) => result,
+        _ = interrupt.recv() => Err(Interrupted(130, "SIGINT").into()),
+        _ = terminate.recv() => Err(Interrupted(143, "SIGTERM").into()),
     }
 }
 

@@ -112,7 +112,11 @@ impl StateDir {
             .names
             .first()
             .context("inventory entry without names")?;
-        write_json(&self.inventory_path(first), entry, 0o644)
+        write_json(
+            &self.inventory_path(first),
+            entry,
+            entry.key_ref.file_mode(),
+        )
     }
 
     pub fn load_inventory(&self, first_name: &str) -> Result<Option<InventoryEntry>> {

@@ -157,9 +157,11 @@ impl Staging {
                 }
             }
             KeyOutput::LinkFrom(src) => link_or_copy(src, &self.key_path())?,
-            KeyOutput::Reference(r) => {
-                write_synced(&dir.join(KEY_REF_FILE), format!("{r}\n").as_bytes(), 0o644)?
-            }
+            KeyOutput::Reference(r) => write_synced(
+                &dir.join(KEY_REF_FILE),
+                format!("{r}\n").as_bytes(),
+                r.file_mode(),
+            )?,
         }
         let leaf = issued.chain.leaf_pem();
         let issuers = issued.chain.issuer_chain_pem();
@@ -172,7 +174,8 @@ impl Staging {
         )?;
         let json = serde_json::to_vec_pretty(meta)
             .map_err(|e| io_err(&dir.join(META_FILE), io::Error::other(e)))?;
-        write_synced(&dir.join(META_FILE), &json, 0o644)?;
+        // Holds the key reference (PIN redacted): 0600 for a token key.
+        write_synced(&dir.join(META_FILE), &json, meta.key_ref.file_mode())?;
         sync_dir(&dir)?;
         self.swap_in()?;
         self.committed = true;

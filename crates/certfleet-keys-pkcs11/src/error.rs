@@ -22,12 +22,12 @@ pub enum Pkcs11Error {
         module: PathBuf,
         detail: String,
     },
-    #[error("{uri}: no initialized token labelled {label:?} in {module} (tokens: {available})")]
+    #[error("{uri}: no token in {module} matches the URI ({detail})")]
     TokenNotFound {
         uri: String,
-        label: String,
         module: PathBuf,
-        available: String,
+        /// Per slot, the first attribute that differed and what the token has.
+        detail: String,
     },
     #[error("{uri}: {count} tokens are labelled {label:?}; add serial=… to the URI")]
     AmbiguousToken {
@@ -47,17 +47,47 @@ pub enum Pkcs11Error {
         detail: String,
     },
     #[error(
-        "{uri}: the token rejected the PIN (CKR_PIN_INCORRECT); certfleet tried it once and \
-         will not retry it (tokens lock after a few wrong PINs): fix the PIN source"
+        "{uri}: {} (tokens lock after a few wrong PINs): fix the PIN source; certfleet \
+         offers the PIN again once the source changes",
+        if *remembered {
+            "the token rejected this PIN in an earlier run, so certfleet does not offer it again"
+        } else {
+            "the token rejected the PIN (CKR_PIN_INCORRECT); certfleet tried it once and \
+             will not retry it"
+        }
     )]
-    PinIncorrect { uri: String },
+    PinIncorrect {
+        uri: String,
+        /// Rejected in an earlier run (remembered in the state directory).
+        remembered: bool,
+    },
+    #[error("{uri}: cannot use the rejected-PIN memory in {dir}: {detail}")]
+    PinMemory {
+        uri: String,
+        dir: PathBuf,
+        detail: String,
+    },
     #[error(
         "{uri}: the PIN differs from the one this process already logged in to the token \
          with; use one PIN source per token"
     )]
     PinMismatch { uri: String },
-    #[error("{uri}: the token's user PIN is locked; unlock it with the security officer PIN")]
-    PinLocked { uri: String },
+    #[error(
+        "{uri}: {}",
+        if *tpm {
+            "the TPM refuses the PIN: it is in dictionary-attack lockout after too many wrong \
+             PINs; fix the PIN source, then wait for the lockout to expire or clear it with \
+             the lockout authorization (tpm2_dictionarylockout --clear-lockout)"
+        } else {
+            "the token's user PIN is locked; unlock it with the security officer PIN \
+             (e.g. pkcs11-tool --init-pin --login --login-type so)"
+        }
+    )]
+    PinLocked {
+        uri: String,
+        /// The token is a TPM (tpm2-pkcs11): a dictionary-attack lockout, no SO unlock.
+        tpm: bool,
+    },
     #[error(
         "{uri}: the token reports that one PIN attempt is left; certfleet will not risk \
          locking it: check the PIN with the token's own tool first"
@@ -128,9 +158,10 @@ impl Pkcs11Error {
             | Pkcs11Error::AmbiguousToken { uri, .. }
             | Pkcs11Error::PinMissing { uri }
             | Pkcs11Error::PinSource { uri, .. }
-            | Pkcs11Error::PinIncorrect { uri }
+            | Pkcs11Error::PinIncorrect { uri, .. }
+            | Pkcs11Error::PinMemory { uri, .. }
             | Pkcs11Error::PinMismatch { uri }
-            | Pkcs11Error::PinLocked { uri }
+            | Pkcs11Error::PinLocked { uri, .. }
             | Pkcs11Error::PinFinalTry { uri }
             | Pkcs11Error::ObjectNotFound { uri, .. }
             | Pkcs11Error::AmbiguousObject { uri, .. }
@@ -150,5 +181,34 @@ impl From<Pkcs11Error> for KeyError {
             key_ref: e.uri().to_owned(),
             source: Box::new(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lockout_messages_fit_the_token_kind() {
+        let tpm = Pkcs11Error::PinLocked {
+            uri: "pkcs11:token=t".into(),
+            tpm: true,
+        }
+        .to_string();
+        assert!(tpm.contains("dictionary-attack lockout"), "{tpm}");
+        assert!(!tpm.contains("security officer"), "{tpm}");
+        let token = Pkcs11Error::PinLocked {
+            uri: "pkcs11:token=t".into(),
+            tpm: false,
+        }
+        .to_string();
+        assert!(token.contains("security officer PIN"), "{token}");
+        let again = Pkcs11Error::PinIncorrect {
+            uri: "pkcs11:token=t".into(),
+            remembered: true,
+        }
+        .to_string();
+        assert!(again.contains("in an earlier run"), "{again}");
+        assert!(again.contains("once the source changes"), "{again}");
     }
 }

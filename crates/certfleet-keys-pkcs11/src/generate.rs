@@ -35,7 +35,7 @@ pub struct KeyInfo {
 pub(crate) fn generate_blocking(
     uri: &Pkcs11Uri,
     algorithm: KeyAlgorithm,
-    pool_size: usize,
+    opts: &crate::Options,
 ) -> Result<Pkcs11Key, Pkcs11Error> {
     let shown = uri.to_string();
     let Some(label) = uri.object.clone() else {
@@ -45,8 +45,8 @@ pub(crate) fn generate_blocking(
         });
     };
     let module = Module::get(uri)?;
-    let token = module.token(uri, pool_size)?;
-    token.ensure_login(uri)?;
+    let token = module.token(uri, opts.pool_size)?;
+    token.ensure_login(uri, opts.pin_memory.as_ref())?;
     refuse_existing(&token, uri, &label, algorithm)?;
 
     let mut uri = uri.clone();
@@ -115,7 +115,7 @@ pub(crate) fn generate_blocking(
             source,
         })?;
     tracing::info!(key = %uri, %algorithm, "key pair generated on the token");
-    Pkcs11Key::load_blocking(&uri, pool_size)
+    Pkcs11Key::load_blocking(&uri, opts)
 }
 
 /// Refuses to create a second object with the same label.
@@ -186,7 +186,7 @@ fn new_id(label: &str) -> Vec<u8> {
 /// Every private key on the token `uri` names (blocking).
 pub(crate) fn list_blocking(
     uri: &Pkcs11Uri,
-    pool_size: usize,
+    opts: &crate::Options,
 ) -> Result<Vec<KeyInfo>, Pkcs11Error> {
     let shown = uri.to_string();
     let ck = |source| Pkcs11Error::Pkcs11 {
@@ -195,8 +195,8 @@ pub(crate) fn list_blocking(
         source,
     };
     let module = Module::get(uri)?;
-    let token = module.token(uri, pool_size)?;
-    token.ensure_login(uri)?;
+    let token = module.token(uri, opts.pool_size)?;
+    token.ensure_login(uri, opts.pin_memory.as_ref())?;
     let handles = token
         .with_keeper(|s| s.find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)]))
         .map_err(ck)?;

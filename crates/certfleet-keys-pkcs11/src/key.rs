@@ -83,7 +83,7 @@ impl Pkcs11Key {
     /// Finds the key `uri` names and reads its public half (blocking).
     pub(crate) fn load_blocking(
         uri: &Pkcs11Uri,
-        pool_size: usize,
+        opts: &crate::Options,
     ) -> Result<Pkcs11Key, Pkcs11Error> {
         let shown = uri.to_string();
         if uri.object.is_none() && uri.id.is_none() {
@@ -93,8 +93,8 @@ impl Pkcs11Key {
             });
         }
         let module = crate::token::Module::get(uri)?;
-        let token = module.token(uri, pool_size)?;
-        token.ensure_login(uri)?;
+        let token = module.token(uri, opts.pool_size)?;
+        token.ensure_login(uri, opts.pin_memory.as_ref())?;
         let handle = find_private_key(&token, uri)?;
         let public = read_public(&token, uri, handle)?;
         let mechanism = choose_mechanism(&token, uri, public.algorithm)?;

@@ -4,13 +4,15 @@
 //! Keys are named by RFC 7512 URIs ([`Pkcs11Uri`]):
 //! `pkcs11:token=certfleet;object=acct?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/certfleet/pin`.
 //!
-//! - One `C_Initialize` per module per process, one open token per (module, label); the
-//!   slot is found by token label, never by index (slot ids change when tokens are made).
+//! - One `C_Initialize` per module per process, one open token per slot; the slot is found
+//!   by the URI's attributes (RFC 7512 in full), reading each slot defensively so one bad
+//!   slot or field does not hide the others. [`shutdown`] closes sessions, logs out and
+//!   calls `C_Finalize` on every module: call it at the end of every command.
 //! - A session pool per token (a semaphore of [`DEFAULT_POOL_SIZE`] permits, sessions
 //!   opened on demand) with every PKCS#11 call on Tokio's blocking pool, so concurrent
 //!   orders sign in parallel; one read-write session stays open so the login lasts.
 //! - Login once per token; a rejected PIN is reported and never offered again
-//!   ([`Pkcs11Error::PinIncorrect`]); a logged-out token, a closed session or a stale
+//!   ([`Pkcs11Error::PinIncorrect`]), across runs with a [`PinMemory`]; a logged-out token, a closed session or a stale
 //!   object handle is recovered from once per signature.
 //! - `CKM_ECDSA` over a software SHA-256/384 digest when the token lacks
 //!   `CKM_ECDSA_SHA256`; RSA uses `CKM_SHA256_RSA_PKCS` (else `CKM_RSA_PKCS` + DigestInfo).
@@ -31,12 +33,15 @@
 //! # Ok(()) }
 //! ```
 
+mod discover;
 mod error;
 mod generate;
 mod key;
 mod pin;
+mod pin_memory;
 mod pool;
 mod public;
+mod raw;
 mod token;
 mod uri;
 
@@ -49,14 +54,22 @@ pub use error::Pkcs11Error;
 pub use generate::KeyInfo;
 pub use key::Pkcs11Key;
 pub use pin::{Pin, PinSource};
+pub use pin_memory::PinMemory;
 pub use pool::PoolStats;
-pub use token::DEFAULT_POOL_SIZE;
+pub use token::{DEFAULT_POOL_SIZE, ShutdownReport, shutdown};
 pub use uri::Pkcs11Uri;
 
 /// Loads, generates and lists keys named by `pkcs11:` references.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Pkcs11Backend {
-    pool_size: usize,
+    options: Options,
+}
+
+/// What every token operation of a backend needs.
+#[derive(Clone, Debug)]
+pub(crate) struct Options {
+    pub pool_size: usize,
+    pub pin_memory: Option<PinMemory>,
 }
 
 impl Default for Pkcs11Backend {
@@ -69,23 +82,33 @@ impl Pkcs11Backend {
     /// A backend whose tokens get [`DEFAULT_POOL_SIZE`] sessions.
     pub fn new() -> Pkcs11Backend {
         Pkcs11Backend {
-            pool_size: DEFAULT_POOL_SIZE,
+            options: Options {
+                pool_size: DEFAULT_POOL_SIZE,
+                pin_memory: None,
+            },
         }
     }
 
     /// Sessions per token (at least 1), for tokens opened after this backend is used. A
     /// token is opened once per process, by whichever backend reaches it first.
     pub fn with_pool_size(pool_size: usize) -> Pkcs11Backend {
-        Pkcs11Backend {
-            pool_size: pool_size.max(1),
-        }
+        let mut backend = Pkcs11Backend::new();
+        backend.options.pool_size = pool_size.max(1);
+        backend
+    }
+
+    /// Remembers PINs a token rejected in `memory` (a directory in the state directory),
+    /// across runs, and never offers them again until their source changes.
+    pub fn with_pin_memory(mut self, memory: PinMemory) -> Pkcs11Backend {
+        self.options.pin_memory = Some(memory);
+        self
     }
 
     /// Loads the key `uri` names.
     pub async fn load_uri(&self, uri: &Pkcs11Uri) -> Result<Arc<Pkcs11Key>, Pkcs11Error> {
-        let (uri, pool_size) = (uri.clone(), self.pool_size);
+        let (uri, opts) = (uri.clone(), self.options.clone());
         let shown = uri.to_string();
-        key::blocking(&shown, move || Pkcs11Key::load_blocking(&uri, pool_size))
+        key::blocking(&shown, move || Pkcs11Key::load_blocking(&uri, &opts))
             .await
             .map(Arc::new)
     }
@@ -97,10 +120,10 @@ impl Pkcs11Backend {
         uri: &Pkcs11Uri,
         algorithm: KeyAlgorithm,
     ) -> Result<Arc<Pkcs11Key>, Pkcs11Error> {
-        let (uri, pool_size) = (uri.clone(), self.pool_size);
+        let (uri, opts) = (uri.clone(), self.options.clone());
         let shown = uri.to_string();
         key::blocking(&shown, move || {
-            generate::generate_blocking(&uri, algorithm, pool_size)
+            generate::generate_blocking(&uri, algorithm, &opts)
         })
         .await
         .map(Arc::new)
@@ -111,9 +134,9 @@ impl Pkcs11Backend {
         let mut uri = uri.clone();
         uri.object = None;
         uri.id = None;
-        let pool_size = self.pool_size;
+        let opts = self.options.clone();
         let shown = uri.to_string();
-        key::blocking(&shown, move || generate::list_blocking(&uri, pool_size)).await
+        key::blocking(&shown, move || generate::list_blocking(&uri, &opts)).await
     }
 }
 

@@ -108,6 +108,20 @@ impl SessionPool {
         self.open.fetch_sub(dropped.len(), Ordering::Relaxed);
     }
 
+    /// Closes every idle session (at shutdown); returns how many.
+    pub(crate) fn close_idle(&self) -> usize {
+        let sessions = std::mem::take(&mut *lock(&self.idle));
+        self.open.fetch_sub(sessions.len(), Ordering::Relaxed);
+        let mut closed = 0;
+        for session in sessions {
+            match session.close() {
+                Ok(()) => closed += 1,
+                Err(e) => tracing::warn!("C_CloseSession failed: {e}"),
+            }
+        }
+        closed
+    }
+
     /// Runs `op` on a session of this pool, on the blocking thread pool.
     ///
     /// The permit is held by this future (not the blocking task) until the result is back,

@@ -10,47 +10,76 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Function, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::MechanismType;
 use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 
-use crate::pin::Pin;
+use crate::pin::{Pin, PinSource};
+use crate::pin_memory::PinMemory;
 use crate::pool::{PoolStats, SessionPool, lock, session_gone};
+use crate::raw::{LibraryInfo, RawModule, TokenInfo};
 use crate::{Pkcs11Error, Pkcs11Uri};
 
 /// Default number of sessions per token: four reached SoftHSM's single-thread signing rate
 /// on two cores.
 pub const DEFAULT_POOL_SIZE: usize = 4;
 
-/// The mechanisms certfleet may use, probed once per token.
-const WANTED_MECHANISMS: &[MechanismType] = &[
-    MechanismType::ECC_KEY_PAIR_GEN,
-    MechanismType::ECC_EDWARDS_KEY_PAIR_GEN,
-    MechanismType::RSA_PKCS_KEY_PAIR_GEN,
-    MechanismType::ECDSA,
-    MechanismType::ECDSA_SHA256,
-    MechanismType::ECDSA_SHA384,
-    MechanismType::EDDSA,
-    MechanismType::SHA256_RSA_PKCS,
-    MechanismType::RSA_PKCS,
-];
-
-/// A token is identified by its label and, when given, its serial number.
-type TokenKey = (String, Option<String>);
-
 /// One loaded and initialized PKCS#11 module.
 #[derive(Debug)]
 pub(crate) struct Module {
     path: PathBuf,
     pkcs11: Pkcs11,
-    tokens: Mutex<HashMap<TokenKey, Arc<Token>>>,
+    raw: RawModule,
+    /// `C_GetInfo`, read once; `Err` holds the failure for URIs that ask about the library.
+    library: Result<LibraryInfo, String>,
+    /// Open tokens by slot id.
+    tokens: Mutex<HashMap<u64, Arc<Token>>>,
 }
 
 fn modules() -> &'static Mutex<HashMap<PathBuf, Arc<Module>>> {
     static MODULES: OnceLock<Mutex<HashMap<PathBuf, Arc<Module>>>> = OnceLock::new();
     MODULES.get_or_init(Mutex::default)
+}
+
+/// What [`shutdown`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Modules `C_Finalize`d.
+    pub modules: usize,
+    /// Sessions closed (keepers and pooled).
+    pub sessions: usize,
+    /// Tokens logged out (those this process logged in to).
+    pub logouts: usize,
+}
+
+/// Ends every PKCS#11 use of this process (blocking): closes each token's sessions, logs
+/// out where this process logged in, and calls `C_Finalize` on each module. Keys loaded
+/// before fail afterwards; loading a key again initializes its module anew. Problems are
+/// logged, not returned: this runs at exit and on error paths.
+pub fn shutdown() -> ShutdownReport {
+    let all: Vec<Arc<Module>> = lock(modules()).drain().map(|(_, m)| m).collect();
+    let mut report = ShutdownReport::default();
+    for module in all {
+        let tokens: Vec<Arc<Token>> = lock(&module.tokens).drain().map(|(_, t)| t).collect();
+        for token in tokens {
+            let (sessions, logged_out) = token.close();
+            report.sessions += sessions;
+            report.logouts += usize::from(logged_out);
+        }
+        if let Err(e) = module.raw.finalize() {
+            tracing::warn!(module = %module.path.display(), "C_Finalize of the info instance failed: {e}");
+        }
+        match module.pkcs11.clone().finalize() {
+            Ok(()) => report.modules += 1,
+            Err(e) => tracing::warn!(module = %module.path.display(), "C_Finalize failed: {e}"),
+        }
+    }
+    if report.modules > 0 {
+        tracing::debug!(?report, "PKCS#11 modules finalized");
+    }
+    report
 }
 
 impl Module {
@@ -78,10 +107,16 @@ impl Module {
             Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
             Err(e) => return Err(load_err(format!("C_Initialize: {e}"))),
         }
-        tracing::debug!(module = %canonical.display(), "PKCS#11 module initialized");
+        let raw = RawModule::open(&canonical).map_err(&load_err)?;
+        let library = raw
+            .library_info()
+            .map_err(|e| format!("C_GetInfo failed: {e}"));
+        tracing::debug!(module = %canonical.display(), ?library, "PKCS#11 module initialized");
         let module = Arc::new(Module {
             path: canonical.clone(),
             pkcs11,
+            raw,
+            library,
             tokens: Mutex::default(),
         });
         all.insert(canonical, Arc::clone(&module));
@@ -94,23 +129,41 @@ impl Module {
         uri: &Pkcs11Uri,
         pool_size: usize,
     ) -> Result<Arc<Token>, Pkcs11Error> {
-        let key = (uri.token.clone(), uri.serial.clone());
+        let (slot, info) = crate::discover::find_token(self, uri)?;
         let mut tokens = lock(&self.tokens);
-        if let Some(t) = tokens.get(&key) {
+        if let Some(t) = tokens.get(&slot.id()) {
             return Ok(Arc::clone(t));
         }
-        let token = Arc::new(Token::open(self, uri, pool_size)?);
-        tokens.insert(key, Arc::clone(&token));
+        let token = Arc::new(Token::open(self, uri, slot, info, pool_size)?);
+        tokens.insert(slot.id(), Arc::clone(&token));
         Ok(token)
+    }
+
+    pub(crate) fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    pub(crate) fn raw(&self) -> &RawModule {
+        &self.raw
+    }
+
+    pub(crate) fn pkcs11(&self) -> &Pkcs11 {
+        &self.pkcs11
+    }
+
+    pub(crate) fn library(&self) -> &Result<LibraryInfo, String> {
+        &self.library
     }
 }
 
 #[derive(Debug, Default)]
 struct LoginState {
     logged_in: bool,
+    /// This process called `C_Login` successfully (so it logs out at shutdown).
+    we_logged_in: bool,
     /// The PIN the token accepted, kept to log in again after a logout.
     accepted: Option<Pin>,
-    /// Fingerprints of PINs the token rejected: never offered again.
+    /// Fingerprints of PINs the token rejected in this process: never offered again.
     rejected: Vec<[u8; 32]>,
     attempts: u64,
 }
@@ -120,16 +173,34 @@ struct LoginState {
 pub(crate) struct Token {
     module: Arc<Module>,
     label: String,
+    /// Module path, label and serial: what rejected PINs are remembered for.
+    identity: String,
+    /// The token is a TPM behind tpm2-pkcs11: wrong PINs count towards the TPM's
+    /// dictionary-attack lockout, and there is no SO unlock.
+    tpm_backed: bool,
     slot: Slot,
-    keeper: Mutex<Session>,
+    /// `None` after [`shutdown`].
+    keeper: Mutex<Option<Session>>,
     login: Mutex<LoginState>,
     login_required: bool,
-    mechanisms: Vec<MechanismType>,
+    /// Raw `CK_MECHANISM_TYPE`s: vendor ones have no cryptoki name.
+    mechanisms: Vec<cryptoki_sys::CK_MECHANISM_TYPE>,
     pool: Arc<SessionPool>,
 }
 
+/// The error a call on a token closed by [`shutdown`] gets.
+fn finalized() -> CkError {
+    CkError::Pkcs11(RvError::CryptokiNotInitialized, Function::OpenSession)
+}
+
 impl Token {
-    fn open(module: &Arc<Module>, uri: &Pkcs11Uri, pool_size: usize) -> Result<Token, Pkcs11Error> {
+    fn open(
+        module: &Arc<Module>,
+        uri: &Pkcs11Uri,
+        slot: Slot,
+        info: TokenInfo,
+        pool_size: usize,
+    ) -> Result<Token, Pkcs11Error> {
         let shown = uri.to_string();
         let ck = |operation: &'static str| {
             let uri = shown.clone();
@@ -139,69 +210,35 @@ impl Token {
                 source,
             }
         };
-        let pkcs11 = &module.pkcs11;
-        let mut labels = Vec::new();
-        let mut matching = Vec::new();
-        for slot in pkcs11
-            .get_slots_with_initialized_token()
-            .map_err(ck("C_GetSlotList"))?
-        {
-            let info = pkcs11.get_token_info(slot).map_err(ck("C_GetTokenInfo"))?;
-            let label = info.label().trim().to_owned();
-            let fits = |want: &Option<String>, have: &str| {
-                want.as_deref().is_none_or(|w| w.trim() == have.trim())
-            };
-            if label == uri.token
-                && fits(&uri.serial, info.serial_number())
-                && fits(&uri.manufacturer, info.manufacturer_id())
-                && fits(&uri.model, info.model())
-            {
-                matching.push(slot);
-            }
-            labels.push(format!("{label:?}"));
-        }
-        let slot = match matching.as_slice() {
-            [slot] => *slot,
-            [] => {
-                return Err(Pkcs11Error::TokenNotFound {
-                    uri: shown,
-                    label: uri.token.clone(),
-                    module: module.path.clone(),
-                    available: if labels.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        labels.join(", ")
-                    },
-                });
-            }
-            many => {
-                return Err(Pkcs11Error::AmbiguousToken {
-                    uri: shown,
-                    label: uri.token.clone(),
-                    count: many.len(),
-                });
-            }
-        };
-        // Asked one by one: the full list holds vendor mechanisms cryptoki logs errors for.
-        let mechanisms = WANTED_MECHANISMS
-            .iter()
-            .copied()
-            .filter(|m| pkcs11.get_mechanism_info(slot, *m).is_ok())
-            .collect();
-        let info = pkcs11.get_token_info(slot).map_err(ck("C_GetTokenInfo"))?;
+        // One C_GetMechanismList: asking mechanism by mechanism makes some modules
+        // (tpm2-pkcs11) log an error for each one they lack.
+        let offered = module
+            .raw
+            .mechanisms(slot)
+            .map_err(ck("C_GetMechanismList"))?;
+        let mechanisms = offered;
         // Leave the token room for other applications' sessions.
-        let pool_size = match info.max_session_count() {
-            cryptoki::slot::Limit::Max(max) => pool_size.min((max as usize).saturating_sub(1)),
-            _ => pool_size,
+        let pool_size = match info.max_sessions {
+            Some(max) => pool_size.min((max as usize).saturating_sub(1)),
+            None => pool_size,
         };
-        let keeper = pkcs11.open_rw_session(slot).map_err(ck("C_OpenSession"))?;
+        let keeper = module
+            .pkcs11
+            .open_rw_session(slot)
+            .map_err(ck("C_OpenSession"))?;
         let login_required = info.login_required();
-        tracing::debug!(token = %uri.token, slot = slot.id(), pool_size, "PKCS#11 token opened");
+        let library = module.library.as_ref().ok();
+        let tpm_backed = library.is_some_and(|l| {
+            l.manufacturer.contains("tpm2-software") || l.description.contains("TPM2")
+        }) || info.model.contains("TPM");
+        tracing::debug!(token = %info.label, slot = slot.id(), pool_size, tpm_backed, "PKCS#11 token opened");
         Ok(Token {
             module: Arc::clone(module),
-            label: uri.token.clone(),
+            identity: format!("{}|{}|{}", module.path.display(), info.label, info.serial),
+            label: info.label,
+            tpm_backed,
             slot,
-            keeper: Mutex::new(keeper),
+            keeper: Mutex::new(Some(keeper)),
             login: Mutex::new(LoginState {
                 logged_in: !login_required,
                 ..LoginState::default()
@@ -212,12 +249,35 @@ impl Token {
         })
     }
 
+    /// Closes the pool's sessions and the keeper, logging out first if this process logged
+    /// in; returns (sessions closed, logged out).
+    fn close(&self) -> (usize, bool) {
+        let mut closed = self.pool.close_idle();
+        let mut logged_out = false;
+        let mut state = lock(&self.login);
+        if let Some(keeper) = lock(&self.keeper).take() {
+            if state.we_logged_in {
+                match keeper.logout() {
+                    Ok(()) | Err(CkError::Pkcs11(RvError::UserNotLoggedIn, _)) => logged_out = true,
+                    Err(e) => tracing::warn!(token = %self.label, "C_Logout failed: {e}"),
+                }
+            }
+            match keeper.close() {
+                Ok(()) => closed += 1,
+                Err(e) => tracing::warn!(token = %self.label, "C_CloseSession failed: {e}"),
+            }
+        }
+        state.logged_in = false;
+        state.we_logged_in = false;
+        (closed, logged_out)
+    }
+
     pub(crate) fn label(&self) -> &str {
         &self.label
     }
 
     pub(crate) fn has_mechanism(&self, m: MechanismType) -> bool {
-        self.mechanisms.contains(&m)
+        self.mechanisms.contains(&*m)
     }
 
     pub(crate) fn pool(&self) -> &Arc<SessionPool> {
@@ -240,22 +300,32 @@ impl Token {
         f: impl Fn(&Session) -> Result<T, CkError>,
     ) -> Result<T, CkError> {
         let mut keeper = lock(&self.keeper);
-        match f(&keeper) {
+        let Some(session) = keeper.as_ref() else {
+            return Err(finalized());
+        };
+        match f(session) {
             Err(e) if session_gone(&e) => {
                 tracing::info!(token = %self.label, "PKCS#11 session was closed; reopening");
-                *keeper = self.module.pkcs11.open_rw_session(self.slot)?;
+                let fresh = self.module.pkcs11.open_rw_session(self.slot)?;
                 // The other sessions went with it; the next operation that finds itself
                 // logged out logs in again (`relogin`).
                 self.pool.discard_idle();
-                f(&keeper)
+                let result = f(&fresh);
+                *keeper = Some(fresh);
+                result
             }
             other => other,
         }
     }
 
     /// Logs in with the PIN `uri` names unless already logged in (blocking). Each PIN is
-    /// offered to the token at most once: a rejected PIN is remembered and refused here.
-    pub(crate) fn ensure_login(&self, uri: &Pkcs11Uri) -> Result<(), Pkcs11Error> {
+    /// offered to the token at most once: a rejected PIN is remembered (in this process,
+    /// and in `memory` across runs) and refused here until its source changes.
+    pub(crate) fn ensure_login(
+        &self,
+        uri: &Pkcs11Uri,
+        memory: Option<&PinMemory>,
+    ) -> Result<(), Pkcs11Error> {
         let shown = uri.to_string();
         let pin = match &uri.pin {
             Some(source) => Some(source.read().map_err(|detail| Pkcs11Error::PinSource {
@@ -268,8 +338,9 @@ impl Token {
         if matches!(uri.pin, Some(crate::PinSource::Value(_))) {
             tracing::warn!(
                 key = %shown,
-                "the PIN is written in the key reference (pin-value), so it is stored wherever \
-                 the reference is; prefer pin-source=file:… or pin-source=env:…"
+                "the PIN is written in the key reference (pin-value); certfleet never stores \
+                 it, so stored renewals and batches cannot use this reference: prefer \
+                 pin-source=file:… or pin-source=env:…"
             );
         }
         let mut state = lock(&self.login);
@@ -285,7 +356,16 @@ impl Token {
                 _ => Ok(()),
             };
         }
-        self.login_locked(&mut state, pin, &shown)
+        let remembered = memory.zip(uri.pin.as_ref());
+        self.login_locked(&mut state, pin, remembered, &shown)
+    }
+
+    fn memory_error(&self, shown: &str, memory: &PinMemory, detail: String) -> Pkcs11Error {
+        Pkcs11Error::PinMemory {
+            uri: shown.to_owned(),
+            dir: memory.dir().to_owned(),
+            detail,
+        }
     }
 
     /// Whether the token still has this application logged in (blocking): some modules
@@ -307,20 +387,22 @@ impl Token {
         let mut state = lock(&self.login);
         state.logged_in = false;
         let pin = state.accepted.clone();
-        self.login_locked(&mut state, pin, shown)
+        self.login_locked(&mut state, pin, None, shown)
     }
 
     fn login_locked(
         &self,
         state: &mut LoginState,
         pin: Option<Pin>,
+        remembered: Option<(&PinMemory, &PinSource)>,
         shown: &str,
     ) -> Result<(), Pkcs11Error> {
         let uri = || shown.to_owned();
+        let tpm = self.tpm_backed;
         let info = self
             .module
-            .pkcs11
-            .get_token_info(self.slot)
+            .raw
+            .token_info(self.slot)
             .map_err(|source| Pkcs11Error::Pkcs11 {
                 uri: uri(),
                 operation: "C_GetTokenInfo",
@@ -331,20 +413,45 @@ impl Token {
             return Ok(());
         }
         let pin = pin.ok_or_else(|| Pkcs11Error::PinMissing { uri: uri() })?;
-        if state.rejected.contains(&pin.fingerprint()) {
-            return Err(Pkcs11Error::PinIncorrect { uri: uri() });
+        let rejected_before = match remembered {
+            Some((memory, source)) => memory
+                .is_rejected(&self.identity, source, &pin)
+                .map_err(|detail| self.memory_error(shown, memory, detail))?,
+            None => false,
+        };
+        if rejected_before || state.rejected.contains(&pin.fingerprint()) {
+            return Err(Pkcs11Error::PinIncorrect {
+                uri: uri(),
+                remembered: rejected_before,
+            });
         }
         if info.user_pin_locked() {
-            return Err(Pkcs11Error::PinLocked { uri: uri() });
+            return Err(Pkcs11Error::PinLocked { uri: uri(), tpm });
         }
         if info.user_pin_final_try() {
             return Err(Pkcs11Error::PinFinalTry { uri: uri() });
         }
         state.attempts += 1;
         let result = self.with_keeper(|s| s.login(UserType::User, Some(pin.secret())));
+        let remember = |state: &mut LoginState| -> Result<(), Pkcs11Error> {
+            state.rejected.push(pin.fingerprint());
+            if let Some((memory, source)) = remembered {
+                memory
+                    .remember(&self.identity, source, &pin)
+                    .map_err(|detail| self.memory_error(shown, memory, detail))?;
+            }
+            Ok(())
+        };
         match result {
-            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
+            Ok(()) => {
                 tracing::debug!(token = %self.label, "logged in to the PKCS#11 token");
+                state.logged_in = true;
+                state.we_logged_in = true;
+                state.accepted = Some(pin);
+                Ok(())
+            }
+            // Another application of this process (or a shared login) got there first.
+            Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
                 state.logged_in = true;
                 state.accepted = Some(pin);
                 Ok(())
@@ -353,12 +460,15 @@ impl Token {
                 RvError::PinIncorrect | RvError::PinInvalid | RvError::PinLenRange,
                 _,
             )) => {
-                state.rejected.push(pin.fingerprint());
-                Err(Pkcs11Error::PinIncorrect { uri: uri() })
+                remember(state)?;
+                Err(Pkcs11Error::PinIncorrect {
+                    uri: uri(),
+                    remembered: false,
+                })
             }
             Err(CkError::Pkcs11(RvError::PinLocked, _)) => {
-                state.rejected.push(pin.fingerprint());
-                Err(Pkcs11Error::PinLocked { uri: uri() })
+                remember(state)?;
+                Err(Pkcs11Error::PinLocked { uri: uri(), tpm })
             }
             Err(source) => Err(Pkcs11Error::Pkcs11 {
                 uri: uri(),

@@ -4,11 +4,16 @@
 //! pkcs11:token=certfleet;object=acct;id=%01%02;type=private
 //!       ?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/certfleet/pin
 //! ```
-//! Path attributes: `token` (required: slots are found by token label, never by index),
-//! `object` (label) and/or `id` (percent-encoded bytes), `serial`, `manufacturer`, `model`,
-//! `type` (`private` only). Query attributes: `module-path` (required), `pin-source`
-//! (`file:/path` or the certfleet extension `env:NAME`), `pin-value` (accepted, warned about).
-//! `slot-id`, `slot-description` and `module-name` are refused with a hint.
+//! Path attributes (RFC 7512 §2.3, all of them, so what `p11tool --detailed-url` prints
+//! works as-is): `token` (required: slots are found by token label), `object` (label) and/or
+//! `id` (percent-encoded bytes), `serial`, `manufacturer`, `model`, `type` (`private` only),
+//! `slot-id`, `slot-description`, `slot-manufacturer`, `library-manufacturer`,
+//! `library-description`, `library-version` (`M` or `M.m`). Text values are compared with
+//! the token's fields trimmed of blanks and NULs. Query attributes: `module-path`
+//! (required), `pin-source` (`file:/path` or the certfleet extension `env:NAME`),
+//! `pin-value` (accepted, warned about, never written to files). `module-name` is refused
+//! with a hint; `pin-value=***` (a reference whose PIN was removed when it was stored) is
+//! refused with the way to give a PIN that can be stored.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -27,9 +32,19 @@ pub struct Pkcs11Uri {
     pub serial: Option<String>,
     pub manufacturer: Option<String>,
     pub model: Option<String>,
+    pub slot_id: Option<u64>,
+    pub slot_description: Option<String>,
+    pub slot_manufacturer: Option<String>,
+    pub library_manufacturer: Option<String>,
+    pub library_description: Option<String>,
+    /// `(major, minor)`; `library-version=2` means `(2, 0)`.
+    pub library_version: Option<(u8, u8)>,
     pub module_path: Option<PathBuf>,
     pub pin: Option<PinSource>,
 }
+
+/// What a redacted `pin-value` looks like in a stored reference.
+pub(crate) const REDACTED_PIN: &str = "***";
 
 impl Pkcs11Uri {
     /// A URI for `token` with nothing else set.
@@ -41,6 +56,12 @@ impl Pkcs11Uri {
             serial: None,
             manufacturer: None,
             model: None,
+            slot_id: None,
+            slot_description: None,
+            slot_manufacturer: None,
+            library_manufacturer: None,
+            library_description: None,
+            library_version: None,
             module_path: None,
             pin: None,
         }
@@ -87,11 +108,24 @@ impl Pkcs11Uri {
                     }
                     continue;
                 }
-                "slot-id" | "slot-description" | "slot-manufacturer" => {
-                    return Err(invalid(format!(
-                        "{name} is not accepted: slot ids change when tokens are \
-                         initialized; name the token with token=LABEL"
-                    )));
+                "slot-description" => &mut uri.slot_description,
+                "slot-manufacturer" => &mut uri.slot_manufacturer,
+                "library-manufacturer" => &mut uri.library_manufacturer,
+                "library-description" => &mut uri.library_description,
+                "slot-id" => {
+                    let id = text()?.parse::<u64>().map_err(|_| {
+                        invalid(format!(
+                            "slot-id={:?} is not a decimal number",
+                            text().unwrap_or_default()
+                        ))
+                    })?;
+                    set_once(&mut uri.slot_id, id, name).map_err(&invalid)?;
+                    continue;
+                }
+                "library-version" => {
+                    let version = parse_version(&text()?).map_err(&invalid)?;
+                    set_once(&mut uri.library_version, version, name).map_err(&invalid)?;
+                    continue;
                 }
                 other => return Err(invalid(format!("unknown path attribute {other:?}"))),
             };
@@ -115,6 +149,14 @@ impl Pkcs11Uri {
                     set_once(&mut uri.pin, source, "pin-source/pin-value").map_err(&invalid)?;
                 }
                 "pin-value" => {
+                    if value == REDACTED_PIN {
+                        return Err(invalid(
+                            "pin-value=*** is a PIN removed when the reference was stored \
+                             (certfleet never writes a PIN to a file): give the PIN with \
+                             pin-source=file:/path/to/pin or pin-source=env:VARIABLE"
+                                .to_owned(),
+                        ));
+                    }
                     let source = PinSource::Value(Pin::new(value));
                     set_once(&mut uri.pin, source, "pin-source/pin-value").map_err(&invalid)?;
                 }
@@ -153,10 +195,20 @@ impl Pkcs11Uri {
             "token={}",
             pct_encode(self.token.as_bytes(), false)
         )];
+        let slot_id = self.slot_id.map(|id| id.to_string());
+        let version = self
+            .library_version
+            .map(|(major, minor)| format!("{major}.{minor}"));
         for (name, value) in [
             ("manufacturer", &self.manufacturer),
             ("model", &self.model),
             ("serial", &self.serial),
+            ("slot-id", &slot_id),
+            ("slot-description", &self.slot_description),
+            ("slot-manufacturer", &self.slot_manufacturer),
+            ("library-manufacturer", &self.library_manufacturer),
+            ("library-description", &self.library_description),
+            ("library-version", &version),
             ("object", &self.object),
         ] {
             if let Some(v) = value {
@@ -216,6 +268,16 @@ impl fmt::Debug for Pkcs11Uri {
             .field(&self.render(true))
             .finish()
     }
+}
+
+/// RFC 7512 `library-version`: `M` or `M.m`, decimal.
+fn parse_version(text: &str) -> Result<(u8, u8), String> {
+    let bad = || format!("library-version={text:?}: expected MAJOR or MAJOR.MINOR");
+    let (major, minor) = text.split_once('.').unwrap_or((text, "0"));
+    Ok((
+        major.parse().map_err(|_| bad())?,
+        minor.parse().map_err(|_| bad())?,
+    ))
 }
 
 fn set_once<T>(slot: &mut Option<T>, value: T, name: &str) -> Result<(), String> {

@@ -98,6 +98,7 @@ enum Request {
     Sign {
         id: u64,
         digest: Vec<u8>,
+        scheme: SignatureScheme,
         reply: Reply<Signature>,
     },
     Unload {
@@ -217,8 +218,19 @@ impl TpmDevice {
         self.call(|reply| Request::Load { source, reply }).await
     }
 
-    pub(crate) async fn sign(&self, id: u64, digest: Vec<u8>) -> Result<Signature, Failure> {
-        self.call(|reply| Request::Sign { id, digest, reply }).await
+    pub(crate) async fn sign(
+        &self,
+        id: u64,
+        digest: Vec<u8>,
+        scheme: SignatureScheme,
+    ) -> Result<Signature, Failure> {
+        self.call(|reply| Request::Sign {
+            id,
+            digest,
+            scheme,
+            reply,
+        })
+        .await
     }
 
     pub(crate) async fn list_persistent(&self) -> Result<Vec<(u32, Public)>, Failure> {
@@ -238,13 +250,36 @@ impl TpmDevice {
     }
 }
 
-impl Drop for TpmDevice {
-    fn drop(&mut self) {
-        // Closing the channel ends the thread, which flushes everything it loaded.
+impl TpmDevice {
+    /// Ends the owner thread, which flushes everything it loaded, and waits for it. Keys
+    /// of this TPM fail afterwards ("the TPM thread has stopped").
+    fn stop(&self) {
+        // Closing the channel ends the thread.
         lock(&self.tx).take();
         if let Some(thread) = lock(&self.thread).take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// Stops every TPM owner thread of this process (blocking), flushing every object it
+/// loaded, even while keys are still held: call it at the end of every command, on error
+/// paths and on signals, so a TPM without a resource manager keeps no object of ours.
+/// Returns how many TPM connections were closed.
+pub fn shutdown() -> usize {
+    let devices: Vec<Arc<TpmDevice>> = lock(devices())
+        .drain()
+        .filter_map(|(_, device)| device.upgrade())
+        .collect();
+    for device in &devices {
+        device.stop();
+    }
+    devices.len()
+}
+
+impl Drop for TpmDevice {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -287,8 +322,13 @@ impl Owner {
                 Request::Load { source, reply } => {
                     let _ = reply.send(self.load(source));
                 }
-                Request::Sign { id, digest, reply } => {
-                    let _ = reply.send(self.sign(id, digest));
+                Request::Sign {
+                    id,
+                    digest,
+                    scheme,
+                    reply,
+                } => {
+                    let _ = reply.send(self.sign(id, digest, scheme));
                 }
                 Request::Unload { id } => {
                     if let Some(entry) = self.keys.remove(&id) {
@@ -402,7 +442,12 @@ impl Owner {
         }
     }
 
-    fn sign(&mut self, id: u64, digest: Vec<u8>) -> Result<Signature, Failure> {
+    fn sign(
+        &mut self,
+        id: u64,
+        digest: Vec<u8>,
+        scheme: SignatureScheme,
+    ) -> Result<Signature, Failure> {
         self.tick += 1;
         let tick = self.tick;
         let (loaded, source) = match self.keys.get_mut(&id) {
@@ -435,10 +480,8 @@ impl Owner {
             digest: Default::default(),
         })
         .map_err(|e| failure("ticket", e))?;
-        with_auth(&mut self.ctx, |c| {
-            c.sign(handle, digest, SignatureScheme::Null, ticket)
-        })
-        .map_err(|e| failure("Sign", e))
+        with_auth(&mut self.ctx, |c| c.sign(handle, digest, scheme, ticket))
+            .map_err(|e| failure("Sign", e))
     }
 
     /// Flushes least recently used loaded blob keys until at most `keep` remain.

@@ -10,9 +10,10 @@ use der::asn1::BitString;
 use der::{Any, Encode};
 use sha2::{Digest as _, Sha256, Sha384};
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
+use tss_esapi::interface_types::algorithm::HashingAlgorithm;
 use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::key_bits::RsaKeyBits;
-use tss_esapi::structures::{Public, Signature};
+use tss_esapi::structures::{EccScheme, HashScheme, Public, RsaScheme, Signature, SignatureScheme};
 
 use crate::device::TpmDevice;
 use crate::{TpmError, TpmUri};
@@ -23,6 +24,10 @@ pub(crate) struct PublicParts {
     pub algorithm: KeyAlgorithm,
     pub jwk: Jwk,
     pub spki: Vec<u8>,
+    /// The scheme every signature asks for explicitly: keys made by `tpm2_create -G ecc256`
+    /// or `-G rsa2048` have a null scheme, and TPM2_Sign with a null scheme on such a key
+    /// fails (`unsupported or incompatible scheme`).
+    pub scheme: SignatureScheme,
 }
 
 /// A key that signs inside a TPM; the private key never leaves it.
@@ -102,7 +107,7 @@ impl SigningKey for TpmKey {
         let shown = self.uri.to_string();
         let signature = self
             .device
-            .sign(self.id, digest)
+            .sign(self.id, digest, self.public.scheme)
             .await
             .map_err(|f| crate::tpm_error(&shown, f))?;
         let bad = |detail: String| TpmError::Tpm {
@@ -142,8 +147,46 @@ fn left_pad(value: &[u8], len: usize) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// The algorithm, JWK and SPKI of a TPM public area; `Err(found)` for keys certfleet does
-/// not sign with.
+/// The signature scheme for an ECDSA key on a curve whose JWS algorithm hashes with `hash`:
+/// the key's own scheme when it names one, ECDSA with `hash` when it is null.
+fn ecdsa_scheme(scheme: EccScheme, hash: HashingAlgorithm) -> Result<SignatureScheme, String> {
+    match scheme {
+        EccScheme::Null => Ok(SignatureScheme::EcDsa {
+            hash_scheme: HashScheme::new(hash),
+        }),
+        EccScheme::EcDsa(h) if h.hashing_algorithm() == hash => {
+            Ok(SignatureScheme::EcDsa { hash_scheme: h })
+        }
+        EccScheme::EcDsa(h) => Err(format!(
+            "an ECC key whose scheme is ECDSA with {:?}, where the curve's JWS algorithm \
+             needs {hash:?} (make it with a null scheme or ecdsa-{})",
+            h.hashing_algorithm(),
+            format!("{hash:?}").to_ascii_lowercase()
+        )),
+        other => Err(format!("an ECC key with the {other:?} scheme, not ECDSA")),
+    }
+}
+
+/// RS256 needs RSASSA-PKCS1-v1_5 with SHA-256: the key's scheme must be null or that.
+fn rsassa_scheme(scheme: RsaScheme) -> Result<SignatureScheme, String> {
+    let sha256 = HashScheme::new(HashingAlgorithm::Sha256);
+    match scheme {
+        RsaScheme::Null => Ok(SignatureScheme::RsaSsa {
+            hash_scheme: sha256,
+        }),
+        RsaScheme::RsaSsa(h) if h.hashing_algorithm() == HashingAlgorithm::Sha256 => {
+            Ok(SignatureScheme::RsaSsa { hash_scheme: h })
+        }
+        other => Err(format!(
+            "an RSA key with the {other:?} scheme, where RS256 needs RSASSA with SHA-256 (or a \
+             null scheme)"
+        )),
+    }
+}
+
+/// The algorithm, JWK, SPKI and signature scheme of a TPM public area; `Err(found)` for
+/// keys certfleet cannot sign with (checked when the key is loaded, so nothing is ordered
+/// with a key that cannot sign).
 pub(crate) fn public_parts(public: &Public) -> Result<PublicParts, String> {
     let encode_err = |e: der::Error| format!("cannot encode the public key: {e}");
     match public {
@@ -154,13 +197,30 @@ pub(crate) fn public_parts(public: &Public) -> Result<PublicParts, String> {
             ..
         } => {
             if !object_attributes.sign_encrypt() || object_attributes.restricted() {
-                return Err("an ECC key that is not an unrestricted signing key".to_owned());
+                return Err(
+                    "an ECC key that is not an unrestricted signing key (attributes need sign, \
+                     not restricted)"
+                        .to_owned(),
+                );
             }
-            let (algorithm, crv, curve, len) = match parameters.ecc_curve() {
-                EccCurve::NistP256 => (KeyAlgorithm::EcP256, "P-256", rfc5912::SECP_256_R_1, 32),
-                EccCurve::NistP384 => (KeyAlgorithm::EcP384, "P-384", rfc5912::SECP_384_R_1, 48),
+            let (algorithm, crv, curve, len, hash) = match parameters.ecc_curve() {
+                EccCurve::NistP256 => (
+                    KeyAlgorithm::EcP256,
+                    "P-256",
+                    rfc5912::SECP_256_R_1,
+                    32,
+                    HashingAlgorithm::Sha256,
+                ),
+                EccCurve::NistP384 => (
+                    KeyAlgorithm::EcP384,
+                    "P-384",
+                    rfc5912::SECP_384_R_1,
+                    48,
+                    HashingAlgorithm::Sha384,
+                ),
                 other => return Err(format!("an ECC key on curve {other:?}")),
             };
+            let scheme = ecdsa_scheme(parameters.ecc_scheme(), hash)?;
             let x = left_pad(unique.x().value(), len)?;
             let y = left_pad(unique.y().value(), len)?;
             let mut point = vec![0x04];
@@ -173,6 +233,7 @@ pub(crate) fn public_parts(public: &Public) -> Result<PublicParts, String> {
                 algorithm,
                 jwk: Jwk::ec(crv, &x, &y),
                 spki,
+                scheme,
             })
         }
         Public::Rsa {
@@ -182,8 +243,13 @@ pub(crate) fn public_parts(public: &Public) -> Result<PublicParts, String> {
             ..
         } => {
             if !object_attributes.sign_encrypt() || object_attributes.restricted() {
-                return Err("an RSA key that is not an unrestricted signing key".to_owned());
+                return Err(
+                    "an RSA key that is not an unrestricted signing key (attributes need sign, \
+                     not restricted)"
+                        .to_owned(),
+                );
             }
+            let scheme = rsassa_scheme(parameters.rsa_scheme())?;
             let algorithm = match parameters.key_bits() {
                 RsaKeyBits::Rsa2048 => KeyAlgorithm::Rsa2048,
                 RsaKeyBits::Rsa3072 => KeyAlgorithm::Rsa3072,
@@ -204,6 +270,7 @@ pub(crate) fn public_parts(public: &Public) -> Result<PublicParts, String> {
                 algorithm,
                 jwk: Jwk::rsa(n, e),
                 spki,
+                scheme,
             })
         }
         _ => Err("not an asymmetric key".to_owned()),

@@ -10,7 +10,11 @@
 //! The TPM runs one command at a time, and a tss-esapi `Context` takes `&mut self`: each
 //! TPM (TCTI string) gets one owner thread that holds the context and is fed through a
 //! channel; signers await the answer. Transient objects are flushed on every path
-//! (success, error, key dropped, thread ending). P-256, P-384 and RSA 2048.
+//! (success, error, key dropped, thread ending, [`shutdown`]). P-256, P-384 and RSA 2048.
+//! Keys made by the admin's own tools (`tpm2_create` + `tpm2_evictcontrol`) load by
+//! persistent handle; a null signing scheme (`-G ecc256`, `-G rsa2048`) signs with an
+//! explicit one (ECDSA with the curve's hash, RSASSA-SHA256), and a key that cannot sign
+//! for its JWS algorithm is refused when it is loaded.
 //!
 //! The TSS libraries print errors to stderr unless `TSS2_LOG` says otherwise; a program
 //! should set `TSS2_LOG=all+none` before it starts threads (the `certfleet` binary does).
@@ -38,6 +42,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use certfleet_keys::{KeyAlgorithm, KeyBackend, KeyError, KeyRef, SigningKey};
 
+pub use device::shutdown;
 pub use error::TpmError;
 pub use key::TpmKey;
 pub use uri::{PERSISTENT_FIRST, PERSISTENT_LAST, TpmKeyLocation, TpmUri, parse_handle};

@@ -9,12 +9,20 @@ use crate::KeyError;
 /// What gets persisted to find a key again: `file:/abs/path.pem`, an RFC 7512 `pkcs11:` URI,
 /// or `tpm:…`. Never key material. The scheme picks the backend.
 ///
-/// `Display` and `Debug` redact a `pin-value=` query attribute (RFC 7512 §2.4) as
-/// `pin-value=***`, so a reference can be named in logs and errors; [`KeyRef::as_str`] and
-/// serialization keep the exact text.
-#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+/// `Display`, `Debug` and serialization redact a `pin-value=` query attribute (RFC 7512
+/// §2.4) as `pin-value=***`, so a reference can be named in logs and errors and written to
+/// files without its PIN; only [`KeyRef::as_str`] keeps the exact text, for loading the key
+/// in this process. A redacted reference read back cannot log in: the PKCS#11 backend
+/// refuses `pin-value=***` and asks for `pin-source=file:` or `env:`.
+#[derive(Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(try_from = "String")]
 pub struct KeyRef(String);
+
+impl Serialize for KeyRef {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&redact_pin_value(&self.0))
+    }
+}
 
 impl KeyRef {
     /// A reference to a PEM file; relative paths are made absolute so the reference stays
@@ -44,6 +52,23 @@ impl KeyRef {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Whether the reference carries a literal PIN (`pin-value=`), which is never stored:
+    /// anything that keeps the reference for a later run must refuse it.
+    pub fn has_pin_value(&self) -> bool {
+        redact_pin_value(&self.0) != self.0.as_str()
+            || self.0.to_ascii_lowercase().contains("pin-value=***")
+    }
+
+    /// The mode for a file that holds this reference: 0600 for a token or TPM key (the
+    /// reference names the PIN source and where the key lives), 0644 for a key file's path.
+    pub fn file_mode(&self) -> u32 {
+        if self.scheme() == "file" {
+            0o644
+        } else {
+            0o600
+        }
     }
 }
 

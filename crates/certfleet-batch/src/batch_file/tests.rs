@@ -322,3 +322,20 @@ fn the_batch_file_examples_in_the_docs_parse() {
     }
     assert!(found > 0, "docs/cli.md has a batch-file example");
 }
+
+#[test]
+fn pin_values_are_refused_and_never_quoted() {
+    let text = "[defaults]\nkey = \"pkcs11:token=t;object=o?module-path=/m.so&pin-value=9753\"\n\n\
+                [[cert]]\nnames = [\"a.example\"]\n\n\
+                [[cert]]\nnames = [\"b.example\"]\n\
+                key = \"pkcs11:token=t;object=p?module-path=/m.so&pin-source=env:PIN\"\n";
+    let found = problems(BatchFile::parse(text, Format::Toml, "b.toml", &opts()));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].line, 2);
+    assert!(
+        found[0].message.contains("pin-source=file:"),
+        "{}",
+        found[0].message
+    );
+    assert!(!found[0].message.contains("9753"), "{}", found[0].message);
+}

@@ -196,6 +196,14 @@ fn fields(
         let mut bad = |msg: String| problems.push(lines.diag(value, msg));
         match name {
             "key" => match KeySource::from_str(s) {
+                // The store keeps the reference to log in again on later runs and renewals,
+                // and never a PIN.
+                Ok(KeySource::Existing(r)) if r.has_pin_value() => bad(
+                    "a key reference in a batch file cannot carry its PIN (pin-value=…): the \
+                     batch store keeps the reference for later runs and renewals, never a PIN; \
+                     use pin-source=file:/path/to/pin or pin-source=env:VARIABLE"
+                        .to_owned(),
+                ),
                 Ok(k) => {
                     if key_at.replace(value.span()).is_some() {
                         bad("set either `key` or `key_alg`, not both".to_owned());

@@ -39,7 +39,7 @@ pub async fn run(ctx: &Context, cmd: AccountCommand) -> Result<()> {
         }
         AccountCommand::Rollover { new_key } => {
             let mut record = ctx.state.require_account(ctx.directory())?;
-            let new_key = ctx.load_key_str(&new_key).await?;
+            let new_key = ctx.load_stored_key_str(&new_key, "account key").await?;
             if new_key.key_ref() == &record.key_ref {
                 bail!("--new-key {} is already the account key", record.key_ref);
             }
@@ -77,7 +77,7 @@ async fn register(
 ) -> Result<()> {
     validate_contacts(&contact)?;
     let external_account_binding = eab_from_args(eab)?;
-    let key = ctx.load_key_str(key).await?;
+    let key = ctx.load_stored_key_str(key, "account key").await?;
     if let Some(existing) = ctx.state.load_account(ctx.directory())?
         && &existing.key_ref != key.key_ref()
         && existing.deactivated_at.is_none()

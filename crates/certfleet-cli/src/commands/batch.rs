@@ -89,6 +89,15 @@ fn load(
     } else {
         Challenge::Http01
     };
+    if let Some(KeySource::Existing(r)) = cert.key_choice()
+        && r.has_pin_value()
+    {
+        bail!(
+            "--key {r}: a batch keeps the key reference for later runs and renewals, never a \
+             PIN: give it with pin-source=file:/path/to/pin or pin-source=env:VARIABLE \
+             instead of pin-value="
+        );
+    }
     let options = ParseOptions {
         skip_invalid,
         defaults: CertDefaults {

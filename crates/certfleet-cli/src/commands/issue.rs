@@ -66,7 +66,7 @@ pub async fn run(ctx: &Context, args: IssueArgs) -> Result<()> {
         .key_choice()
         .unwrap_or(KeyChoice::Generate(ctx.settings.issue.key_alg));
     let existing = match &choice {
-        KeyChoice::Existing(r) => Some(ctx.load_key(r).await?),
+        KeyChoice::Existing(r) => Some(ctx.load_stored_key(r, "certificate key").await?),
         KeyChoice::Generate(_) => None,
     };
     let (client, account) = ctx.account().await?;

@@ -24,8 +24,8 @@ pub async fn run(ctx: &Context, cmd: KeyCommand) -> Result<()> {
         } => {
             let key = generate(ctx, alg, backend, out, &device).await?;
             tracing::info!(alg = %alg, thumbprint = key.public_jwk().thumbprint(), "key generated");
-            // The reference itself (pin-value, if any, included): it is what to pass on.
-            println!("{}", key.key_ref().as_str());
+            // The reference to pass on; a pin-value is shown as *** (never printed).
+            println!("{}", key.key_ref());
             Ok(())
         }
         KeyCommand::List {

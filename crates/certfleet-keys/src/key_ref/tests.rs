@@ -66,7 +66,7 @@ fn file_constructor_matches_parsing() {
 }
 
 #[test]
-fn pin_values_are_redacted_in_display_and_debug_but_kept_for_persistence() {
+fn pin_values_are_redacted_in_display_debug_and_files() {
     let raw = "pkcs11:token=t;object=o?module-path=/m.so&pin-value=123456&x=1";
     let r: KeyRef = raw.parse().expect("parse");
     assert_eq!(
@@ -78,7 +78,22 @@ fn pin_values_are_redacted_in_display_and_debug_but_kept_for_persistence() {
     assert_eq!(r.as_str(), raw);
     assert_eq!(String::from(r.clone()), raw);
     let json = serde_json::to_string(&r).expect("serialize");
-    assert!(json.contains("123456"), "persisted as given: {json}");
+    assert!(!json.contains("123456"), "never written to a file: {json}");
+    assert!(json.contains("pin-value=***"), "{json}");
+    assert!(r.has_pin_value());
+    let back: KeyRef = serde_json::from_str(&json).expect("read back");
+    assert!(
+        back.has_pin_value(),
+        "a redacted reference still says it had a PIN"
+    );
+    assert_eq!(r.file_mode(), 0o600);
     let plain: KeyRef = "pkcs11:token=t?pin-source=file:/p".parse().expect("parse");
     assert_eq!(plain.to_string(), plain.as_str());
+    assert!(!plain.has_pin_value());
+    assert_eq!(
+        serde_json::to_string(&plain).expect("serialize"),
+        "\"pkcs11:token=t?pin-source=file:/p\""
+    );
+    let file: KeyRef = "file:/k.pem".parse().expect("parse");
+    assert_eq!(file.file_mode(), 0o644);
 }
