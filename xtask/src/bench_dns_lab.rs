@@ -69,6 +69,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let o = parse(args)?;
     if std::env::var_os(dns_lab::INSIDE_ENV).is_some() {
         dns_lab::enter()?;
+        private_resolv_conf()?;
         return runtime()?.block_on(inside(&o));
     }
     let mut tools = TOOLS.to_vec();
@@ -87,8 +88,10 @@ pub fn run(args: &[String]) -> Result<()> {
         ]))
     })?;
     let exe = std::env::current_exe().context("finding the xtask binary")?;
+    // A mount namespace too: lego looks NS host names up through /etc/resolv.conf, which
+    // is replaced (privately) by one naming the lab's resolver.
     let status = Command::new("unshare")
-        .arg("--net")
+        .args(["--net", "--mount"])
         .arg("--")
         .arg(exe)
         .args(["bench", "dns-lab"])
@@ -100,6 +103,18 @@ pub fn run(args: &[String]) -> Result<()> {
         bail!("the benchmark in the namespace failed ({status})");
     }
     Ok(())
+}
+
+/// Inside the namespaces: /etc/resolv.conf → the lab's resolver, by a private bind mount.
+fn private_resolv_conf() -> Result<()> {
+    let path = std::env::temp_dir().join(format!("certfleet-lab-resolv-{}", std::process::id()));
+    std::fs::write(&path, format!("nameserver {}\n", RESOLVER.ip()))?;
+    run_cmd(
+        Command::new("mount")
+            .arg("--bind")
+            .arg(&path)
+            .arg("/etc/resolv.conf"),
+    )
 }
 
 struct Lab {
