@@ -256,7 +256,7 @@ async fn inside(o: &Options) -> Result<()> {
     );
     println!("  propagation rounds: {rounds}");
     println!(
-        "  UPDATE messages per zone (the plugin's count, adds + deletes): {}",
+        "  UPDATE messages per zone (the plugin's log): {}",
         provider_cost(&log)
     );
     println!("  RRs changed per zone (BIND's update log): {updates}");
@@ -314,18 +314,41 @@ fn key_secret(path: &Path) -> Result<String> {
         .context("no secret in the key file")
 }
 
-/// `update_messages=N` of the plugin's cost line (all zones of the batch).
+/// UPDATE messages per zone and direction, from the plugin's log lines `rfc2136: adding|deleting
+/// N TXT record(s) in zone Z at ADDR (M UPDATE message(s))`.
 fn provider_cost(log: &str) -> String {
-    log.lines()
-        .rev()
-        .filter(|l| l.contains("dns-01 provider cost"))
-        .filter_map(|l| {
-            l.split_whitespace()
-                .find(|w| w.starts_with("update_messages="))
-                .map(str::to_owned)
-        })
-        .next()
-        .unwrap_or_else(|| "no cost line".to_owned())
+    let mut per: std::collections::BTreeMap<(String, &str), u64> = Default::default();
+    for line in log.lines() {
+        let Some(rest) = line.split("rfc2136: ").nth(1) else {
+            continue;
+        };
+        let verb = if rest.starts_with("adding") {
+            "add"
+        } else if rest.starts_with("deleting") {
+            "delete"
+        } else {
+            continue;
+        };
+        let zone = rest
+            .split(" in zone ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next());
+        let messages = rest
+            .split('(')
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse::<u64>().ok());
+        if let (Some(z), Some(m)) = (zone, messages) {
+            *per.entry((z.to_owned(), verb)).or_default() += m;
+        }
+    }
+    if per.is_empty() {
+        return "no plugin log lines".to_owned();
+    }
+    per.iter()
+        .map(|((z, v), n)| format!("{z} {v}: {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `zone: n` for BIND's `updating zone 'Z/IN': … an RR` lines.
