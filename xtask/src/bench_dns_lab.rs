@@ -256,7 +256,8 @@ async fn inside(o: &Options) -> Result<()> {
     );
     println!("  propagation rounds: {rounds}");
     println!(
-        "  UPDATE messages per zone (the plugin's log): {}",
+        "  UPDATE messages per zone (BIND's log, adds + deletes): {} (plugin's log: {})",
+        update_messages_per_zone(&l.lab.primary_log()[mark..]),
         provider_cost(&log)
     );
     println!("  RRs changed per zone (BIND's update log): {updates}");
@@ -360,6 +361,24 @@ fn update_lines_per_zone(log: &str) -> String {
             .nth(1)
             .and_then(|r| r.split("/IN'").next())
             && line.contains(" an RR at ")
+        {
+            *per.entry(z.to_owned()).or_default() += 1;
+        }
+    }
+    per.iter()
+        .map(|(z, n)| format!("{z}: {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `zone: n` for BIND's `update 'Z/IN' approved` lines: one per UPDATE message.
+fn update_messages_per_zone(log: &str) -> String {
+    let mut per: std::collections::BTreeMap<String, usize> = Default::default();
+    for line in log.lines().filter(|l| l.ends_with("approved")) {
+        if let Some(z) = line
+            .split("update '")
+            .nth(1)
+            .and_then(|r| r.split("/IN'").next())
         {
             *per.entry(z.to_owned()).or_default() += 1;
         }
