@@ -220,6 +220,7 @@ async fn wildcard_runs(primary: LabPrimary) {
         );
         // The primary at once; the secondary (1 s refresh) once at the end.
         assert_clean_on(&lab, &[PRIMARY]).await;
+        lab.wait_resolver_forgot().await.expect("resolver cache");
         eprintln!("run {i}: {names:?} issued in {:?}", run.elapsed);
     }
     eprintln!("{RUNS} runs in {:?}", started.elapsed());

@@ -528,6 +528,31 @@ impl DnsLab {
             .collect())
     }
 
+    /// Waits (bounded) until the resolver's cache holds no TXT for the challenge names of
+    /// `www.corp.test` and `corp.test`: the CA's resolver keeps a previous run's values for
+    /// up to its `max-cache-ttl` (1 s), and a new order answered sooner would be validated
+    /// against them.
+    pub async fn wait_resolver_forgot(&self) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            let mut cached = Vec::new();
+            for name in [
+                "_acme-challenge.www.corp.test.",
+                "_acme-challenge.corp.test.",
+            ] {
+                // Recursion off: only what the resolver has cached.
+                cached.extend(self.txt(RESOLVER, name)?);
+            }
+            if cached.is_empty() {
+                return Ok(());
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                bail!("the resolver still caches {cached:?} after 10 s");
+            }
+            tokio::time::sleep(READY_INTERVAL).await;
+        }
+    }
+
     /// Every TXT record in `zone` on `server`, by zone transfer (owner, value): shows what
     /// is hidden below a zone cut, which queries never reveal.
     pub fn zone_txt(&self, server: SocketAddr, zone: &str) -> Result<Vec<(String, String)>> {

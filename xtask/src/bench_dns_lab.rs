@@ -69,6 +69,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let o = parse(args)?;
     if std::env::var_os(dns_lab::INSIDE_ENV).is_some() {
         dns_lab::enter()?;
+        private_resolv_conf()?;
         return runtime()?.block_on(inside(&o));
     }
     let mut tools = TOOLS.to_vec();
@@ -87,8 +88,10 @@ pub fn run(args: &[String]) -> Result<()> {
         ]))
     })?;
     let exe = std::env::current_exe().context("finding the xtask binary")?;
+    // A mount namespace too: lego looks NS host names up through /etc/resolv.conf, which
+    // is replaced (privately) by one naming the lab's resolver.
     let status = Command::new("unshare")
-        .arg("--net")
+        .args(["--net", "--mount"])
         .arg("--")
         .arg(exe)
         .args(["bench", "dns-lab"])
@@ -100,6 +103,18 @@ pub fn run(args: &[String]) -> Result<()> {
         bail!("the benchmark in the namespace failed ({status})");
     }
     Ok(())
+}
+
+/// Inside the namespaces: /etc/resolv.conf → the lab's resolver, by a private bind mount.
+fn private_resolv_conf() -> Result<()> {
+    let path = std::env::temp_dir().join(format!("certfleet-lab-resolv-{}", std::process::id()));
+    std::fs::write(&path, format!("nameserver {}\n", RESOLVER.ip()))?;
+    run_cmd(
+        Command::new("mount")
+            .arg("--bind")
+            .arg(&path)
+            .arg("/etc/resolv.conf"),
+    )
 }
 
 struct Lab {
@@ -166,6 +181,8 @@ async fn inside(o: &Options) -> Result<()> {
     let mut rows: Vec<(String, Duration)> = Vec::new();
     let mut times = Vec::new();
     for i in 0..o.runs {
+        // Not timed: the CA's resolver must first forget the previous run's values.
+        l.lab.wait_resolver_forgot().await?;
         let out = l.work.path().join(format!("wild{i}"));
         let out_s = out.to_string_lossy().into_owned();
         let (t, _) = l.certfleet(&[
@@ -195,6 +212,7 @@ async fn inside(o: &Options) -> Result<()> {
             ("lego (defaults)", None),
             ("lego (RFC2136_SEQUENCE_INTERVAL=1)", Some("1")),
         ] {
+            l.lab.wait_resolver_forgot().await?;
             let t = lego(&l, interval)?;
             rows.push((label.to_owned(), t));
         }
@@ -241,7 +259,8 @@ async fn inside(o: &Options) -> Result<()> {
     );
     println!("  propagation rounds: {rounds}");
     println!(
-        "  UPDATE messages per zone (the plugin's count, adds + deletes): {}",
+        "  UPDATE messages per zone (BIND's log, adds + deletes): {} (plugin's log: {})",
+        update_messages_per_zone(&l.lab.primary_log()[mark..]),
         provider_cost(&log)
     );
     println!("  RRs changed per zone (BIND's update log): {updates}");
@@ -299,18 +318,41 @@ fn key_secret(path: &Path) -> Result<String> {
         .context("no secret in the key file")
 }
 
-/// `update_messages=N` of the plugin's cost line (all zones of the batch).
+/// UPDATE messages per zone and direction, from the plugin's log lines `rfc2136: adding|deleting
+/// N TXT record(s) in zone Z at ADDR (M UPDATE message(s))`.
 fn provider_cost(log: &str) -> String {
-    log.lines()
-        .rev()
-        .filter(|l| l.contains("dns-01 provider cost"))
-        .filter_map(|l| {
-            l.split_whitespace()
-                .find(|w| w.starts_with("update_messages="))
-                .map(str::to_owned)
-        })
-        .next()
-        .unwrap_or_else(|| "no cost line".to_owned())
+    let mut per: std::collections::BTreeMap<(String, &str), u64> = Default::default();
+    for line in log.lines() {
+        let Some(rest) = line.split("rfc2136: ").nth(1) else {
+            continue;
+        };
+        let verb = if rest.starts_with("adding") {
+            "add"
+        } else if rest.starts_with("deleting") {
+            "delete"
+        } else {
+            continue;
+        };
+        let zone = rest
+            .split(" in zone ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next());
+        let messages = rest
+            .split('(')
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse::<u64>().ok());
+        if let (Some(z), Some(m)) = (zone, messages) {
+            *per.entry((z.to_owned(), verb)).or_default() += m;
+        }
+    }
+    if per.is_empty() {
+        return "no plugin log lines".to_owned();
+    }
+    per.iter()
+        .map(|((z, v), n)| format!("{z} {v}: {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `zone: n` for BIND's `updating zone 'Z/IN': … an RR` lines.
@@ -322,6 +364,24 @@ fn update_lines_per_zone(log: &str) -> String {
             .nth(1)
             .and_then(|r| r.split("/IN'").next())
             && line.contains(" an RR at ")
+        {
+            *per.entry(z.to_owned()).or_default() += 1;
+        }
+    }
+    per.iter()
+        .map(|(z, n)| format!("{z}: {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `zone: n` for BIND's `update 'Z/IN' approved` lines: one per UPDATE message.
+fn update_messages_per_zone(log: &str) -> String {
+    let mut per: std::collections::BTreeMap<String, usize> = Default::default();
+    for line in log.lines().filter(|l| l.ends_with("approved")) {
+        if let Some(z) = line
+            .split("update '")
+            .nth(1)
+            .and_then(|r| r.split("/IN'").next())
         {
             *per.entry(z.to_owned()).or_default() += 1;
         }
