@@ -538,6 +538,7 @@ impl DnsLab {
             let mut cached = Vec::new();
             for name in [
                 "_acme-challenge.www.corp.test.",
+                "www.acme.corp.test.",
                 "_acme-challenge.corp.test.",
             ] {
                 // Recursion off: only what the resolver has cached.

@@ -374,17 +374,26 @@ fn update_lines_per_zone(log: &str) -> String {
         .join(", ")
 }
 
-/// `zone: n` for BIND's `update 'Z/IN' approved` lines: one per UPDATE message.
+/// UPDATE messages per zone from BIND's `update` log: each message's RR lines share the
+/// client (`@pointer addr#port`, a fresh UDP port per message from the plugin).
 fn update_messages_per_zone(log: &str) -> String {
-    let mut per: std::collections::BTreeMap<String, usize> = Default::default();
-    for line in log.lines().filter(|l| l.ends_with("approved")) {
-        if let Some(z) = line
-            .split("update '")
+    let mut seen: std::collections::BTreeSet<(String, String)> = Default::default();
+    for line in log.lines().filter(|l| l.contains(" an RR at ")) {
+        let client = line
+            .split("client ")
             .nth(1)
-            .and_then(|r| r.split("/IN'").next())
-        {
-            *per.entry(z.to_owned()).or_default() += 1;
+            .and_then(|r| r.split(": updating zone").next());
+        let zone = line
+            .split("updating zone '")
+            .nth(1)
+            .and_then(|r| r.split("/IN'").next());
+        if let (Some(c), Some(z)) = (client, zone) {
+            seen.insert((z.to_owned(), c.to_owned()));
         }
+    }
+    let mut per: std::collections::BTreeMap<&str, usize> = Default::default();
+    for (z, _) in &seen {
+        *per.entry(z.as_str()).or_default() += 1;
     }
     per.iter()
         .map(|(z, n)| format!("{z}: {n}"))
