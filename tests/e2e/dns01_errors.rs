@@ -143,8 +143,52 @@ async fn plugin_writable_by_others_is_refused() {
     assert_error(
         &run,
         &[
-            "writable by group or others (mode 666)",
-            "refusing to load it",
+            "has mode 0666",
+            "writable by group or others",
+            "refusing to load",
+        ],
+    );
+}
+
+#[tokio::test]
+async fn plugin_owned_by_another_user_is_refused() {
+    let l = Local::new();
+    let copy = l.path("libcertfleet_plugin_exec.so");
+    std::fs::copy(plugin_path("exec"), &copy).expect("copy");
+    std::os::unix::fs::chown(&copy, Some(65534), None).expect("chown to nobody (run as root)");
+    let cfg = format!(
+        "[plugins.exec]\npath = \"{}\"\ncommand = \"/bin/true\"\n",
+        copy.display()
+    );
+    let run = l.issue(&cfg, "exec").await;
+    assert_error(
+        &run,
+        &[
+            &format!("refusing to load {}", copy.display()),
+            "owned by uid 65534 (nobody)",
+        ],
+    );
+}
+
+#[tokio::test]
+async fn plugin_in_a_world_writable_directory_is_refused() {
+    let l = Local::new();
+    let dir = l.path("anyone-can-write");
+    std::fs::create_dir(&dir).expect("mkdir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let copy = dir.join("libcertfleet_plugin_exec.so");
+    std::fs::copy(plugin_path("exec"), &copy).expect("copy");
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let cfg = format!(
+        "[plugins.exec]\npath = \"{}\"\ncommand = \"/bin/true\"\n",
+        copy.display()
+    );
+    let run = l.issue(&cfg, "exec").await;
+    assert_error(
+        &run,
+        &[
+            &format!("directory {} has mode 0777", dir.display()),
+            "refusing to load",
         ],
     );
 }
