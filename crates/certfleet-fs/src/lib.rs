@@ -20,7 +20,7 @@ use std::path::PathBuf;
 
 pub use beneath::Beneath;
 pub use owner::describe_owner;
-pub use private::{ensure_dir, open_private_file};
+pub use private::{ensure_dir, open_private_file, prepare_database_file, refuse_symlinks};
 pub use trusted::TrustedLibrary;
 
 /// Why a path was refused or could not be used.
@@ -60,6 +60,17 @@ pub enum FsError {
         path: PathBuf,
         expected: &'static str,
     },
+}
+
+/// For callers whose errors carry an `io::Error` and the path already: the underlying I/O
+/// error, or the refusal as an error of its own.
+impl From<FsError> for std::io::Error {
+    fn from(e: FsError) -> std::io::Error {
+        match e {
+            FsError::Io { source, .. } => source,
+            other => std::io::Error::other(other),
+        }
+    }
 }
 
 impl FsError {

@@ -91,3 +91,32 @@ pub fn open_private_file(path: &Path, mode: u32) -> Result<File, FsError> {
     }
     Ok(file)
 }
+
+/// Refuses any of `paths` that is a symbolic link (paths that do not exist are fine): for
+/// files another library creates, such as SQLite's `-wal` and `-shm` beside a database.
+pub fn refuse_symlinks<P: AsRef<Path>>(paths: &[P]) -> Result<(), FsError> {
+    for path in paths {
+        let path = path.as_ref();
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(FsError::Symlink {
+                path: path.to_owned(),
+                hint: "someone planted it; remove it (certfleet creates this file itself)",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Prepares a database file another library (SQLite) will open: creates it 0600 without
+/// following a symlink (an existing looser one is tightened) and refuses symlinks at its
+/// companion files (`<db>-wal`, `<db>-shm`, `<db>-journal`). The library should still open
+/// it with its own no-follow flag.
+pub fn prepare_database_file(db: &Path) -> Result<(), FsError> {
+    drop(open_private_file(db, 0o600)?);
+    let companion = |suffix: &str| {
+        let mut p = db.as_os_str().to_owned();
+        p.push(suffix);
+        std::path::PathBuf::from(p)
+    };
+    refuse_symlinks(&[companion("-wal"), companion("-shm"), companion("-journal")])
+}

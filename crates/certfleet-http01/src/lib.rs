@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 
-pub use standalone::StandaloneServer;
+pub use standalone::{ServerLimits, StandaloneServer};
 pub use webroot::Webroot;
 
 /// Path prefix the CA requests (RFC 8555 §8.3).

@@ -95,9 +95,9 @@ pub fn write_certificate_dir(
     key: KeyOutput<'_>,
     meta: &CertificateMeta,
 ) -> Result<(), IssueError> {
-    std::fs::create_dir_all(dir).map_err(|source| IssueError::Io {
+    certfleet_fs::ensure_dir(dir, 0o755).map_err(|e| IssueError::Io {
         path: dir.to_owned(),
-        source,
+        source: e.into(),
     })?;
     let write = |name: &str, bytes: &[u8], mode: u32| -> Result<PathBuf, IssueError> {
         let path = dir.join(name);

@@ -289,7 +289,7 @@ async fn generate_pending_key(
     out_dir: &Path,
     alg: KeyAlgorithm,
 ) -> Result<(Arc<dyn SigningKey>, Vec<u8>)> {
-    std::fs::create_dir_all(out_dir)
+    certfleet_fs::ensure_dir(out_dir, 0o755)
         .with_context(|| format!("creating output directory {}", out_dir.display()))?;
     let path = out_dir.join(PENDING_KEY);
     // A leftover from an interrupted run: its certificate was never written, so replace it.
