@@ -182,7 +182,11 @@ fn run_idle_child(params: &Value, port: u16) -> Value {
         "only {} connected",
         idle.len()
     );
-    eprintln!("{} idle clients connected in {:?}", idle.len(), started.elapsed());
+    eprintln!(
+        "{} idle clients connected in {:?}",
+        idle.len(),
+        started.elapsed()
+    );
     let mut stdin = child.stdin.take().expect("stdin");
     stdin.write_all(b"go\n").expect("signal the child");
     drop(stdin);

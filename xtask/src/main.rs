@@ -1,6 +1,8 @@
 //! Developer tasks, run as `cargo xtask <task>`:
 //!
 //! ```text
+//! cargo xtask advisories [check]     Cargo.lock against the RustSec data in xtask/advisories (offline)
+//! cargo xtask advisories refresh [--from DIR]  rewrite that data from an advisory-db copy
 //! cargo xtask bench [--n N --conc C]  certfleet vs lego/certbot against a local Pebble
 //! cargo xtask bench dns [--records N]  1,000 TXT records on BIND: certfleet's rfc2136 vs lego
 //! cargo xtask bench batch [--n N]     1,000 certificates in one certfleet process vs lego/certbot
@@ -12,6 +14,7 @@
 //! cargo xtask pebble status           show what runs and where
 //! ```
 
+mod advisories;
 mod bench;
 mod bench_batch;
 mod bench_dns;
@@ -28,6 +31,12 @@ const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
+  advisories [check]          Cargo.lock against the RustSec advisory data kept in
+                              xtask/advisories/db.toml (offline); reasoned exceptions in
+                              xtask/advisories/ignore.toml
+  advisories refresh [--from DIR]
+                              rewrite db.toml from an advisory-db git checkout (DIR), or clone
+                              github.com/rustsec/advisory-db when online
   bench [--n N] [--conc C] [--peers lego,certbot] [--runs R]
                               certfleet beside lego/certbot against one local Pebble, through
                               ../shared/bench (defaults: 50 certificates, 1 at a time, lego)
@@ -70,6 +79,7 @@ tasks:
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
+        Some("advisories") => advisories::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("ci") => ci::run(&args[1..]),
         Some("demo") => demo::run(&args[1..]),
