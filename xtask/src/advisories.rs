@@ -201,8 +201,15 @@ pub fn check() -> Result<()> {
     Ok(())
 }
 
-/// Reads advisory files from a work tree (`crates/*/*.md`) or a git directory.
-fn advisory_files(from: &Path) -> Result<(Vec<(String, String)>, String, String)> {
+/// Advisory files (path, text) at HEAD of an advisory-db git checkout, with its commit
+/// and date.
+struct Snapshot {
+    files: Vec<(String, String)>,
+    commit: String,
+    date: String,
+}
+
+fn advisory_files(from: &Path) -> Result<Snapshot> {
     let git = |args: &[&str]| -> Result<String> {
         let out = Command::new("git")
             .arg("--git-dir")
@@ -225,7 +232,11 @@ fn advisory_files(from: &Path) -> Result<(Vec<(String, String)>, String, String)
     for name in names.lines().filter(|n| n.ends_with(".md")) {
         files.push((name.to_owned(), git(&["show", &format!("HEAD:{name}")])?));
     }
-    Ok((files, commit.to_owned(), date.to_owned()))
+    Ok(Snapshot {
+        files,
+        commit: commit.to_owned(),
+        date: date.to_owned(),
+    })
 }
 
 fn git_dir(from: &Path) -> PathBuf {
@@ -311,7 +322,11 @@ fn refresh(from: Option<&Path>) -> Result<()> {
             dest
         }
     };
-    let (files, commit, date) = advisory_files(&from)?;
+    let Snapshot {
+        files,
+        commit,
+        date,
+    } = advisory_files(&from)?;
     let mut advisories = files
         .iter()
         .map(|(path, text)| parse_advisory(path, text))
