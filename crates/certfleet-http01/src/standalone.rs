@@ -114,6 +114,11 @@ impl StandaloneServer {
         })
     }
 
+    /// Tokens being served.
+    pub fn token_count(&self) -> usize {
+        self.tokens.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     /// Connections open right now (at most [`ServerLimits::max_connections`]).
     pub fn open_connections(&self) -> usize {
         lock(&self.live).live.len()

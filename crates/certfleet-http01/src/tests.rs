@@ -210,3 +210,39 @@ async fn oversized_request_heads_are_refused() {
     let got = String::from_utf8_lossy(&read_until_closed(&mut s).await).into_owned();
     assert!(!got.contains("tok.thumbprint"), "{got}");
 }
+
+#[tokio::test]
+async fn on_demand_server_is_bound_only_while_tokens_are_served() {
+    // A free port: bind, note it, release.
+    let probe = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("probe");
+    let addr = probe.local_addr().expect("addr");
+    drop(probe);
+    let server = OnDemandServer::new(addr, ServerLimits::default())
+        .await
+        .expect("port is free");
+    assert!(!server.is_bound().await);
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "bound before use"
+    );
+
+    let (a, b) = (response("tok-a"), response("tok-b"));
+    server
+        .present(&[a.clone(), b.clone()])
+        .await
+        .expect("present");
+    assert!(server.is_bound().await);
+    let got = http_get(addr, "/.well-known/acme-challenge/tok-a").await;
+    assert!(got.ends_with("tok-a.thumbprint"), "{got}");
+
+    server.cleanup(&[a]).await.expect("cleanup a");
+    assert!(server.is_bound().await, "tok-b is still served");
+    server.cleanup(&[b]).await.expect("cleanup b");
+    assert!(!server.is_bound().await);
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still listening"
+    );
+}
