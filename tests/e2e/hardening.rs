@@ -285,3 +285,34 @@ fn say(line: &str) {
     writeln!(out, "{line}").expect("stdout");
     out.flush().expect("stdout");
 }
+
+/// `batch run` with http-01 jobs: the standalone server is bound on demand (checked free at
+/// start, bound while a job serves its challenge) and every certificate is issued.
+#[tokio::test]
+async fn batch_serves_http01_through_the_on_demand_server() {
+    let Some(env) = Env::start(PebbleOptions::default()).await else {
+        return;
+    };
+    env.register_account().await;
+    let config = crate::batch::write_config(&env, "");
+    let file = env.path("http01.toml");
+    std::fs::write(
+        &file,
+        "[defaults]\nchallenge = \"http-01\"\n\n[[cert]]\nnames = [\"h1.ondemand.test\"]\n\n\
+         [[cert]]\nnames = [\"h2.ondemand.test\", \"www.h2.ondemand.test\"]\n",
+    )
+    .expect("batch file");
+    let listen = format!("127.0.0.1:{}", env.pebble.http01_port());
+    let run = crate::batch::batch_run(
+        &env,
+        &env.pebble.directory_url(),
+        &config,
+        &file.display().to_string(),
+        &["--rate-limits", "none", "--http-listen", &listen],
+    )
+    .await;
+    run.assert_ok();
+    let certs = crate::batch::report(&env.path("report.json"));
+    assert_eq!(certs.len(), 2, "{certs:?}");
+    assert!(certs.iter().all(|c| c["state"] == "issued"), "{certs:?}");
+}
