@@ -8,6 +8,7 @@
 //! cargo xtask bench batch [--n N]     1,000 certificates in one certfleet process vs lego/certbot
 //! cargo xtask bench keys [--millis M]  signatures/s of file, SoftHSM and swtpm keys at 1/2/4 signers
 //! cargo xtask ci                      fmt, clippy, build, tests (CI=1: end-to-end tests never skip)
+//! cargo xtask fuzz [--secs N]        bounded mutation fuzzing of every outside-input parser
 //! cargo xtask demo [--dir D]          Pebble + certfleet: register, issue, openssl verify
 //! cargo xtask pebble up [options]     start Pebble + challtestsrv in the background
 //! cargo xtask pebble down             stop exactly those processes
@@ -22,6 +23,7 @@ mod bench_keys;
 mod bench_store;
 mod ci;
 mod demo;
+mod fuzz;
 mod pebble;
 mod util;
 
@@ -57,6 +59,8 @@ tasks:
                               default 2000), the SoftHSM 4-vs-1 ratio, signatures per certificate
   ci                          install missing Debian packages (as root), then cargo fmt --check,
                               clippy -D warnings, build, test (with CI=1)
+  fuzz [--secs N]             mutation-fuzz the parsers of outside input (ACME JSON, JWS, PEM,
+                              Link headers, plugin JSON, batch files), N (30) seconds each
   demo [--dir DIR]            start BIND and Pebble, register an account, issue a certificate
                               for demo.certfleet.test + *.demo.certfleet.test by dns-01
                               through the rfc2136 plugin (TSIG), verify it with openssl, then
@@ -83,6 +87,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(&args[1..]),
         Some("ci") => ci::run(&args[1..]),
         Some("demo") => demo::run(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some("pebble") => pebble::run(&args[1..]),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
