@@ -2,7 +2,7 @@
 //! logs and errors (acceptance 5).
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use certfleet_testenv::{BindOptions, BindZone, PebbleOptions, plugin_dir, plugin_path};
 
@@ -129,22 +129,67 @@ async fn abi_version_mismatch_names_both_versions() {
     );
 }
 
-#[tokio::test]
-async fn plugin_writable_by_others_is_refused() {
-    let l = Local::new();
-    let copy = l.path("libcertfleet_plugin_exec.so");
-    std::fs::copy(plugin_path("exec"), &copy).expect("copy");
-    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+/// Copies the exec plugin to `copy`, lets `prepare` change its owner or mode, and issues
+/// with `[plugins.exec] path` pointing at it.
+async fn issue_with_plugin_copy(l: &Local, copy: &Path, prepare: impl FnOnce(&Path)) -> Run {
+    std::fs::copy(plugin_path("exec"), copy).expect("copy");
+    prepare(copy);
     let cfg = format!(
         "[plugins.exec]\npath = \"{}\"\ncommand = \"/bin/true\"\n",
         copy.display()
     );
-    let run = l.issue(&cfg, "exec").await;
+    l.issue(&cfg, "exec").await
+}
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+#[tokio::test]
+async fn plugin_writable_by_others_is_refused() {
+    let l = Local::new();
+    let copy = l.path("libcertfleet_plugin_exec.so");
+    let run = issue_with_plugin_copy(&l, &copy, |p| chmod(p, 0o666)).await;
     assert_error(
         &run,
         &[
-            "writable by group or others (mode 666)",
-            "refusing to load it",
+            "has mode 0666",
+            "writable by group or others",
+            "refusing to load",
+        ],
+    );
+}
+
+#[tokio::test]
+async fn plugin_owned_by_another_user_is_refused() {
+    let l = Local::new();
+    let copy = l.path("libcertfleet_plugin_exec.so");
+    let run = issue_with_plugin_copy(&l, &copy, |p| {
+        std::os::unix::fs::chown(p, Some(65534), None).expect("chown to nobody (run as root)");
+    })
+    .await;
+    assert_error(
+        &run,
+        &[
+            &format!("refusing to load {}", copy.display()),
+            "owned by uid 65534 (nobody)",
+        ],
+    );
+}
+
+#[tokio::test]
+async fn plugin_in_a_world_writable_directory_is_refused() {
+    let l = Local::new();
+    let dir = l.path("anyone-can-write");
+    std::fs::create_dir(&dir).expect("mkdir");
+    chmod(&dir, 0o777);
+    let copy = dir.join("libcertfleet_plugin_exec.so");
+    let run = issue_with_plugin_copy(&l, &copy, |p| chmod(p, 0o755)).await;
+    assert_error(
+        &run,
+        &[
+            &format!("directory {} has mode 0777", dir.display()),
+            "refusing to load",
         ],
     );
 }

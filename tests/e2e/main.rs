@@ -25,6 +25,7 @@ mod dns_api_powerdns;
 mod dns_api_route53;
 mod dns_api_support;
 mod dns_env;
+mod hardening;
 mod harness;
 mod hsm;
 mod issue;

@@ -46,6 +46,10 @@ pub fn run(args: &[String]) -> Result<()> {
             )
         },
     )?;
+    step(
+        "cargo xtask advisories check (RustSec, offline)",
+        crate::advisories::check,
+    )?;
     step("cargo build --workspace", || {
         run_cmd(cargo().args(["build", "--workspace"]))
     })?;

@@ -1,18 +1,22 @@
 //! Developer tasks, run as `cargo xtask <task>`:
 //!
 //! ```text
+//! cargo xtask advisories [check]     Cargo.lock against the RustSec data in xtask/advisories (offline)
+//! cargo xtask advisories refresh [--from DIR]  rewrite that data from an advisory-db copy
 //! cargo xtask bench [--n N --conc C]  certfleet vs lego/certbot against a local Pebble
 //! cargo xtask bench dns [--records N]  1,000 TXT records on BIND: certfleet's rfc2136 vs lego
 //! cargo xtask bench dns-lab           wildcard in the namespace DNS lab vs lego; 200-cert dns-01 batch
 //! cargo xtask bench batch [--n N]     1,000 certificates in one certfleet process vs lego/certbot
 //! cargo xtask bench keys [--millis M]  signatures/s of file, SoftHSM and swtpm keys at 1/2/4 signers
 //! cargo xtask ci                      fmt, clippy, build, tests (CI=1: end-to-end tests never skip)
+//! cargo xtask fuzz [--secs N]        bounded mutation fuzzing of every outside-input parser
 //! cargo xtask demo [--dir D]          Pebble + certfleet: register, issue, openssl verify
 //! cargo xtask pebble up [options]     start Pebble + challtestsrv in the background
 //! cargo xtask pebble down             stop exactly those processes
 //! cargo xtask pebble status           show what runs and where
 //! ```
 
+mod advisories;
 mod bench;
 mod bench_batch;
 mod bench_dns;
@@ -21,6 +25,7 @@ mod bench_keys;
 mod bench_store;
 mod ci;
 mod demo;
+mod fuzz;
 mod pebble;
 mod tidy;
 mod util;
@@ -31,6 +36,12 @@ const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
+  advisories [check]          Cargo.lock against the RustSec advisory data kept in
+                              xtask/advisories/db.toml (offline); reasoned exceptions in
+                              xtask/advisories/ignore.toml
+  advisories refresh [--from DIR]
+                              rewrite db.toml from an advisory-db git checkout (DIR), or clone
+                              github.com/rustsec/advisory-db when online
   bench [--n N] [--conc C] [--peers lego,certbot] [--runs R]
                               certfleet beside lego/certbot against one local Pebble, through
                               ../shared/bench (defaults: 50 certificates, 1 at a time, lego)
@@ -55,6 +66,8 @@ tasks:
   tidy                        the architecture's invariants: dependency arrows (cargo metadata),
                               no environment, printing, sleeping or concrete backends in
                               libraries but where allowed (xtask/src/tidy.rs)
+  fuzz [--secs N]             mutation-fuzz the parsers of outside input (ACME JSON, JWS, PEM,
+                              Link headers, plugin JSON, batch files), N (30) seconds each
   demo [--dir DIR]            start BIND and Pebble, register an account, issue a certificate
                               for demo.certfleet.test + *.demo.certfleet.test by dns-01
                               through the rfc2136 plugin (TSIG), verify it with openssl, then
@@ -77,9 +90,11 @@ tasks:
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
+        Some("advisories") => advisories::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("ci") => ci::run(&args[1..]),
         Some("demo") => demo::run(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some("pebble") => pebble::run(&args[1..]),
         Some("tidy") => tidy::run(&args[1..]),
         Some("help" | "-h" | "--help") => {

@@ -252,9 +252,9 @@ impl Account {
         let client = self.client();
         let url = key_change_url(client)?;
         let inner = self.rollover_inner_jws(new_key.as_ref(), &url).await?;
-        let body = serde_json::to_vec(&inner).map_err(|source| AcmeError::Json {
+        let body = serde_json::to_vec(&inner).map_err(|cause| AcmeError::Json {
             url: url.clone(),
-            source,
+            cause,
         })?;
         let resp = self.post_raw(&url, &body, None).await?;
         if resp.status == StatusCode::CONFLICT {

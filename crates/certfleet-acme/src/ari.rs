@@ -174,9 +174,9 @@ impl RenewalInfo {
         retry_after: Option<RetryAfter>,
     ) -> Result<RenewalInfo, AcmeError> {
         let wire: WireRenewalInfo =
-            serde_json::from_slice(body).map_err(|source| AcmeError::Json {
+            serde_json::from_slice(body).map_err(|cause| AcmeError::Json {
                 url: url.to_owned(),
-                source,
+                cause,
             })?;
         let w = wire.suggested_window;
         if w.end <= w.start {

@@ -8,6 +8,8 @@ use crate::{Account, AcmeError, CertificateChain};
 
 /// `Accept` for certificate downloads.
 pub(crate) const PEM_CHAIN: &str = "application/pem-certificate-chain";
+/// Most alternate chains fetched for one certificate.
+pub const MAX_ALTERNATE_CHAINS: usize = 8;
 
 /// A downloaded certificate: the default chain and the URLs of alternate chains.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,13 +143,22 @@ impl Account {
         })
     }
 
-    /// Downloads every alternate chain of `dl`, in the order announced.
+    /// Downloads the alternate chains of `dl`, in the order announced, at most
+    /// [`MAX_ALTERNATE_CHAINS`] of them (each is a signed request; real CAs offer one or
+    /// two, a hostile one could announce thousands).
     pub async fn download_alternate_chains(
         &self,
         dl: &CertificateDownload,
     ) -> Result<Vec<CertificateChain>, AcmeError> {
-        let mut chains = Vec::with_capacity(dl.alternates.len());
-        for url in &dl.alternates {
+        if dl.alternates.len() > MAX_ALTERNATE_CHAINS {
+            tracing::warn!(
+                announced = dl.alternates.len(),
+                fetched = MAX_ALTERNATE_CHAINS,
+                "the CA announced more alternate chains than certfleet fetches; ignoring the rest"
+            );
+        }
+        let mut chains = Vec::with_capacity(dl.alternates.len().min(MAX_ALTERNATE_CHAINS));
+        for url in dl.alternates.iter().take(MAX_ALTERNATE_CHAINS) {
             chains.push(self.download_certificate(url).await?.chain);
         }
         Ok(chains)

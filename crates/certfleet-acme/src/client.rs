@@ -10,7 +10,8 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{Certificate, Method};
 use tracing::{debug, warn};
 
-use crate::http::{Counters, RequestStats, Response, Transport};
+use crate::certificate::PEM_CHAIN;
+use crate::http::{BodyLimit, Counters, RequestStats, Response, Transport};
 use crate::jws::{self, KeyIdentity};
 use crate::nonce::{DEFAULT_CAPACITY, NoncePool, replay_nonce};
 use crate::{AcmeError, Directory, ProblemKind};
@@ -37,6 +38,9 @@ pub struct ClientConfig {
     pub connect_backoff: Duration,
     /// Resends after `badNonce` before giving up (default 5).
     pub max_bad_nonce_retries: u32,
+    /// Accept plain `http://` URLs (default false; `--insecure-http-directory`, for local
+    /// test CAs only: requests would travel unencrypted).
+    pub allow_http: bool,
 }
 
 impl Default for ClientConfig {
@@ -49,6 +53,7 @@ impl Default for ClientConfig {
             connect_retries: 2,
             connect_backoff: Duration::from_millis(500),
             max_bad_nonce_retries: 5,
+            allow_http: false,
         }
     }
 }
@@ -66,6 +71,7 @@ impl fmt::Debug for ClientConfig {
             .field("connect_retries", &self.connect_retries)
             .field("connect_backoff", &self.connect_backoff)
             .field("max_bad_nonce_retries", &self.max_bad_nonce_retries)
+            .field("allow_http", &self.allow_http)
             .finish()
     }
 }
@@ -100,6 +106,7 @@ impl AcmeClient {
         config: ClientConfig,
     ) -> Result<AcmeClient, AcmeError> {
         let transport = new_transport(&config)?;
+        check_directory_url(&transport, directory_url)?;
         let directory = fetch_directory(&transport, directory_url, &config).await?;
         debug!(directory_url, ?directory, "acme directory");
         Ok(AcmeClient::from_parts(
@@ -117,6 +124,7 @@ impl AcmeClient {
         config: ClientConfig,
     ) -> Result<AcmeClient, AcmeError> {
         let transport = new_transport(&config)?;
+        check_directory_url(&transport, directory_url)?;
         Ok(AcmeClient::from_parts(
             transport,
             directory_url,
@@ -169,7 +177,7 @@ impl AcmeClient {
         let t = &self.inner.transport;
         Counters::bump(&t.counters.new_nonce_requests);
         let resp = t
-            .execute(Method::HEAD, url, t.http.head(url), false)
+            .execute(Method::HEAD, url, t.http.head(url), false, BodyLimit::Json)
             .await?;
         if !resp.status.is_success() {
             return Err(resp.into_error());
@@ -218,15 +226,20 @@ impl AcmeClient {
             };
             Counters::bump(&t.counters.signatures);
             let jws = jws::sign(key, identity, Some(&nonce), url, payload).await?;
-            let body = serde_json::to_vec(&jws).map_err(|source| AcmeError::Json {
+            let body = serde_json::to_vec(&jws).map_err(|cause| AcmeError::Json {
                 url: url.to_owned(),
-                source,
+                cause,
             })?;
             let mut req = t.http.post(url).header(CONTENT_TYPE, JOSE_JSON).body(body);
             if let Some(accept) = accept {
                 req = req.header(ACCEPT, accept);
             }
-            let resp = t.execute(Method::POST, url, req, true).await?;
+            let limit = if accept == Some(PEM_CHAIN) {
+                BodyLimit::Chain
+            } else {
+                BodyLimit::Json
+            };
+            let resp = t.execute(Method::POST, url, req, true, limit).await?;
             if resp.status.is_success() || !is_bad_nonce(&resp) {
                 return Ok(resp);
             }
@@ -278,7 +291,23 @@ fn new_transport(config: &ClientConfig) -> Result<Transport, AcmeError> {
         http: build_http_client(config)?,
         counters: Counters::default(),
         nonces: NoncePool::new(DEFAULT_CAPACITY),
+        allow_http: config.allow_http,
     })
+}
+
+/// Refuses an `http://` directory unless allowed, and warns when it is.
+fn check_directory_url(transport: &Transport, url: &str) -> Result<(), AcmeError> {
+    transport.check_scheme(url)?;
+    if url
+        .get(..7)
+        .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
+    {
+        warn!(
+            url,
+            "using a plain http:// ACME directory: requests travel unencrypted (test CAs only)"
+        );
+    }
+    Ok(())
 }
 
 fn build_http_client(config: &ClientConfig) -> Result<reqwest::Client, AcmeError> {
@@ -301,7 +330,10 @@ fn build_http_client(config: &ClientConfig) -> Result<reqwest::Client, AcmeError
         }
         roots.extend(certs);
     }
+    // No redirects: RFC 8555 has none, and a signed request must reach the URL it was
+    // signed for (a 307 to http:// would send it in clear).
     let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(config.user_agent.clone())
         .timeout(config.timeout)
         .connect_timeout(config.timeout.min(Duration::from_secs(10)));
@@ -332,9 +364,9 @@ async fn fetch_directory(
         attempt += 1;
         let err = match transport.get(url, "application/json").await {
             Ok(resp) if resp.status.is_success() => {
-                return Directory::from_json(&resp.body).map_err(|source| AcmeError::Json {
+                return Directory::from_json(&resp.body).map_err(|cause| AcmeError::Json {
                     url: url.to_owned(),
-                    source,
+                    cause,
                 });
             }
             Ok(resp) => resp.into_error(),

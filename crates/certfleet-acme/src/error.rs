@@ -51,13 +51,42 @@ pub enum AcmeError {
     #[error("response from {url} lacks the {header} header")]
     MissingHeader { url: String, header: &'static str },
 
-    /// A response body is not the expected JSON.
-    #[error("cannot parse the JSON response from {url}: {source}")]
+    /// A response body is not the expected JSON. The parser's message may quote the
+    /// CA's text, so it is shown escaped and not chained as a source.
+    #[error("cannot parse the JSON response from {url}: {}", crate::escape::escape_ca_text(&.cause.to_string()))]
     Json {
         url: String,
-        #[source]
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
+
+    /// A response body exceeded its cap; reading stopped there.
+    #[error(
+        "the response from {url} is larger than {limit} bytes ({what}); stopped reading it (a broken or hostile CA?)"
+    )]
+    ResponseTooLarge {
+        url: String,
+        limit: usize,
+        /// What was being read: `JSON`, `certificate chain`.
+        what: &'static str,
+    },
+
+    /// The server answered with a redirect. RFC 8555 has none, and a signed request must
+    /// reach the URL it was signed for; following could send it elsewhere, even in clear.
+    #[error(
+        "{url} answered HTTP {status} redirecting to {location}; certfleet does not follow redirects from an ACME server"
+    )]
+    Redirect {
+        url: String,
+        status: u16,
+        /// The `Location` header, escaped.
+        location: String,
+    },
+
+    /// A plain `http://` URL without `allow_http` (`--insecure-http-directory`).
+    #[error(
+        "{url} is plain http://: ACME requests (signed, with account and order data) would travel unencrypted; use an https:// directory (for a local test CA only: --insecure-http-directory)"
+    )]
+    InsecureHttp { url: String },
 
     /// The signing key failed.
     #[error(transparent)]

@@ -8,8 +8,38 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 use tracing::{debug, trace};
 
+use crate::escape::escaped;
 use crate::nonce::{NoncePool, replay_nonce};
 use crate::{AcmeError, Problem, ProblemKind, RetryAfter};
+
+/// Largest JSON response read (directory, account, order, authorization, problem, ARI).
+/// Real ones are a few KiB; an order for 100 names is ~20 KiB.
+pub const MAX_JSON_BYTES: usize = 1 << 20;
+/// Largest certificate chain read. Real chains are 2–10 KiB.
+pub const MAX_CHAIN_BYTES: usize = 1 << 20;
+
+/// How big a response body may get, by what it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BodyLimit {
+    Json,
+    Chain,
+}
+
+impl BodyLimit {
+    fn bytes(self) -> usize {
+        match self {
+            BodyLimit::Json => MAX_JSON_BYTES,
+            BodyLimit::Chain => MAX_CHAIN_BYTES,
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            BodyLimit::Json => "JSON",
+            BodyLimit::Chain => "certificate chain",
+        }
+    }
+}
 
 /// Request and signature counters of a client and all its clones.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -74,9 +104,9 @@ pub(crate) struct Response {
 
 impl Response {
     pub(crate) fn json<T: DeserializeOwned>(&self) -> Result<T, AcmeError> {
-        serde_json::from_slice(&self.body).map_err(|source| AcmeError::Json {
+        serde_json::from_slice(&self.body).map_err(|cause| AcmeError::Json {
             url: self.url.clone(),
-            source,
+            cause,
         })
     }
 
@@ -111,7 +141,8 @@ impl Response {
                     .chars()
                     .take(200)
                     .collect();
-                let excerpt = excerpt.trim();
+                let excerpt = escaped(excerpt.trim());
+                let excerpt = excerpt.as_str();
                 let detail = if excerpt.is_empty() {
                     reason.to_owned()
                 } else {
@@ -143,32 +174,78 @@ pub(crate) struct Transport {
     pub(crate) http: reqwest::Client,
     pub(crate) counters: Counters,
     pub(crate) nonces: NoncePool,
+    /// Plain `http://` URLs allowed (`--insecure-http-directory`, test CAs only).
+    pub(crate) allow_http: bool,
 }
 
 impl Transport {
-    /// Sends `req`, reads the whole body and keeps any `Replay-Nonce` (unless the caller
-    /// wants the nonce itself: `keep_nonce = false`). Error statuses are returned as
-    /// responses, not errors; only transport failures are errors.
+    /// Refuses a plain `http://` URL unless allowed: the directory's own, and every URL
+    /// the directory or a response hands out (a hostile directory could point requests
+    /// at `http://` endpoints).
+    pub(crate) fn check_scheme(&self, url: &str) -> Result<(), AcmeError> {
+        let plain = url
+            .get(..7)
+            .is_some_and(|s| s.eq_ignore_ascii_case("http://"));
+        if plain && !self.allow_http {
+            return Err(AcmeError::InsecureHttp { url: escaped(url) });
+        }
+        Ok(())
+    }
+
+    /// Sends `req`, reads the body (at most `limit`, while streaming: a hostile server
+    /// cannot make us buffer more) and keeps any `Replay-Nonce` (unless the caller wants
+    /// the nonce itself: `keep_nonce = false`). Error statuses are returned as responses,
+    /// not errors; transport failures, redirects and oversized bodies are errors.
     pub(crate) async fn execute(
         &self,
         method: Method,
         url: &str,
         req: RequestBuilder,
         keep_nonce: bool,
+        limit: BodyLimit,
     ) -> Result<Response, AcmeError> {
+        self.check_scheme(url)?;
         Counters::bump(&self.counters.http_requests);
         debug!(%method, url, "acme request");
         let http_err = |cause| AcmeError::Http {
             url: url.to_owned(),
             cause,
         };
-        let resp = req.send().await.map_err(http_err)?;
+        let mut resp = req.send().await.map_err(http_err)?;
         let status = resp.status();
         let headers = resp.headers().clone();
         if keep_nonce && let Some(nonce) = replay_nonce(&headers) {
             self.nonces.push(nonce);
         }
-        let body = resp.bytes().await.map_err(http_err)?.to_vec();
+        if status.is_redirection() {
+            let location = headers
+                .get(LOCATION)
+                .map(|v| escaped(&String::from_utf8_lossy(v.as_bytes())))
+                .unwrap_or_else(|| "(no Location)".to_owned());
+            return Err(AcmeError::Redirect {
+                url: url.to_owned(),
+                status: status.as_u16(),
+                location,
+            });
+        }
+        let too_large = || AcmeError::ResponseTooLarge {
+            url: url.to_owned(),
+            limit: limit.bytes(),
+            what: limit.what(),
+        };
+        if resp
+            .content_length()
+            .is_some_and(|n| n > limit.bytes() as u64)
+        {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(http_err)? {
+            if body.len() + chunk.len() > limit.bytes() {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
         debug!(
             %method,
             url,
@@ -179,7 +256,7 @@ impl Transport {
         );
         // Response bodies hold no secrets (EAB keys and private keys only ever travel in
         // requests, and requests are not logged).
-        trace!(url, body = %String::from_utf8_lossy(&body), "acme response body");
+        trace!(url, body = %escaped(&String::from_utf8_lossy(&body)), "acme response body");
         Ok(Response {
             url: url.to_owned(),
             status,
@@ -191,6 +268,7 @@ impl Transport {
     /// Unauthenticated GET (directory, renewalInfo).
     pub(crate) async fn get(&self, url: &str, accept: &str) -> Result<Response, AcmeError> {
         let req = self.http.get(url).header(reqwest::header::ACCEPT, accept);
-        self.execute(Method::GET, url, req, true).await
+        self.execute(Method::GET, url, req, true, BodyLimit::Json)
+            .await
     }
 }

@@ -68,6 +68,7 @@ mod client;
 mod directory;
 mod eab;
 mod error;
+mod escape;
 mod http;
 mod identifier;
 mod jws;
@@ -89,7 +90,9 @@ pub use authz::{
     Authorization, AuthorizationState, AuthorizationStatus, Challenge, ChallengeStatus,
     ChallengeType,
 };
-pub use certificate::{CertificateDownload, Link, parse_link_headers, parse_link_value};
+pub use certificate::{
+    CertificateDownload, Link, MAX_ALTERNATE_CHAINS, parse_link_headers, parse_link_value,
+};
 pub use chain::{
     CertificateChain, InvalidChain, choose_chain, issuer_common_name, pem_encode,
     subject_common_name,
@@ -98,7 +101,8 @@ pub use client::{AcmeClient, ClientConfig};
 pub use directory::{Directory, DirectoryMeta};
 pub use eab::{ExternalAccountBinding, InvalidEabKey, MacAlgorithm, UnknownMacAlgorithm};
 pub use error::AcmeError;
-pub use http::RequestStats;
+pub use escape::escape_ca_text;
+pub use http::{MAX_CHAIN_BYTES, MAX_JSON_BYTES, RequestStats};
 pub use identifier::{
     Identifier, IdentifierType, InvalidIdentifier, normalize_dns_name, validate_dns_name,
 };

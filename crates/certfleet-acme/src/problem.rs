@@ -12,6 +12,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::Identifier;
+use crate::escape::{escape_ca_text, escaped};
 
 /// The URN prefix of every ACME error type.
 pub const ACME_ERROR_PREFIX: &str = "urn:ietf:params:acme:error:";
@@ -195,7 +196,7 @@ impl fmt::Display for Problem {
 impl fmt::Display for Subproblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(id) = &self.identifier {
-            write!(f, "{id}: ")?;
+            write!(f, "{}: ", escape_ca_text(&id.to_string()))?;
         }
         f.write_str(&self.type_uri)?;
         if let Some(detail) = &self.detail {
@@ -221,17 +222,24 @@ struct WireProblem {
     subproblems: Vec<Subproblem>,
 }
 
+/// Every text member of a problem comes from the CA and ends up on terminals and in logs:
+/// escaped once, here, where it enters (escaping is idempotent, so stored problems read
+/// back unchanged).
+fn from_ca(text: Option<String>) -> Option<String> {
+    text.map(|t| escaped(&t))
+}
+
 impl From<WireProblem> for Problem {
     fn from(w: WireProblem) -> Problem {
         // RFC 7807 §4.2: an absent type means "about:blank".
-        let type_uri = w.type_uri.unwrap_or_else(|| "about:blank".to_owned());
+        let type_uri = escaped(w.type_uri.as_deref().unwrap_or("about:blank"));
         Problem {
             kind: ProblemKind::from_type_uri(&type_uri),
             type_uri,
-            title: w.title,
-            detail: w.detail,
+            title: from_ca(w.title),
+            detail: from_ca(w.detail),
             status: w.status,
-            instance: w.instance,
+            instance: from_ca(w.instance),
             subproblems: w.subproblems,
         }
     }
@@ -262,11 +270,11 @@ struct WireSubproblem {
 
 impl From<WireSubproblem> for Subproblem {
     fn from(w: WireSubproblem) -> Subproblem {
-        let type_uri = w.type_uri.unwrap_or_else(|| "about:blank".to_owned());
+        let type_uri = escaped(w.type_uri.as_deref().unwrap_or("about:blank"));
         Subproblem {
             kind: ProblemKind::from_type_uri(&type_uri),
             type_uri,
-            detail: w.detail,
+            detail: from_ca(w.detail),
             identifier: w.identifier,
         }
     }

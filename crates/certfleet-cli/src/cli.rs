@@ -42,6 +42,11 @@ pub struct Cli {
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
+    /// Accept a plain http:// ACME directory (local test CAs only: every request, signed
+    /// account and order data included, travels unencrypted)
+    #[arg(long, global = true)]
+    pub insecure_http_directory: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -89,7 +94,12 @@ pub enum BatchCommand {
         jobs: bool,
         /// State store: postgres://… (default: [batch] store, else the SQLite file in the
         /// state directory)
-        #[arg(long, env = "CERTFLEET_BATCH_STORE", value_name = "URL")]
+        #[arg(
+            long,
+            env = "CERTFLEET_BATCH_STORE",
+            hide_env_values = true,
+            value_name = "URL"
+        )]
         store: Option<String>,
     },
 }
@@ -114,7 +124,12 @@ pub struct BatchRunArgs {
     pub rate_limits: Option<String>,
     /// State store shared by several nodes: postgres://user@host:port/db?sslmode=disable
     /// (default: [batch] store, else the SQLite file in the state directory)
-    #[arg(long, env = "CERTFLEET_BATCH_STORE", value_name = "URL")]
+    #[arg(
+        long,
+        env = "CERTFLEET_BATCH_STORE",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
     pub store: Option<String>,
     #[command(flatten)]
     pub solver: SolverArgs,

@@ -38,6 +38,9 @@ pub struct Settings {
     /// `[plugins.NAME]`: each plugin's own settings, handed to it as JSON (it rejects unknown
     /// keys itself); `path` is the host's (where the library is).
     pub plugins: PluginSettings,
+    /// `--insecure-http-directory` (a flag only, never read from a file or the environment).
+    #[serde(skip)]
+    pub insecure_http_directory: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -209,6 +212,7 @@ impl Default for Settings {
             dns01: Dns01Settings::default(),
             batch: BatchSettings::default(),
             plugins: PluginSettings::default(),
+            insecure_http_directory: false,
         }
     }
 }
@@ -265,6 +269,10 @@ const ENV_KEYS: [&str; 7] = [
 /// Keys clap owns (their env vars are read by clap, so figment must not see them too).
 const CLAP_OWNED: [&str; 4] = ["config", "directory", "state_dir", "ca_roots"];
 
+fn is_plugin_key(key: &str) -> bool {
+    key.to_ascii_lowercase().starts_with("plugins.")
+}
+
 impl Settings {
     pub fn load(cli: &Cli) -> Result<Settings> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
@@ -272,20 +280,24 @@ impl Settings {
             check_readable(path)?;
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(
-            Env::prefixed("CERTFLEET_")
-                .split("__")
-                // Only keys we know, compared case-insensitively (env keys keep their case):
-                // clap reads its own variables, and a stray CERTFLEET_FOO in a cron job's
-                // environment must not break every run.
-                .filter(|k| {
-                    let key = k.as_str().to_ascii_lowercase();
-                    !CLAP_OWNED.contains(&key.as_str())
-                        && ENV_KEYS
-                            .iter()
-                            .any(|s| key == *s || key.starts_with(&format!("{s}.")))
-                }),
-        );
+        let env = Env::prefixed("CERTFLEET_")
+            .split("__")
+            // Only keys we know, compared case-insensitively (env keys keep their case):
+            // clap reads its own variables, and a stray CERTFLEET_FOO in a cron job's
+            // environment must not break every run.
+            .filter(|k| {
+                let key = k.as_str().to_ascii_lowercase();
+                !CLAP_OWNED.contains(&key.as_str())
+                    && ENV_KEYS
+                        .iter()
+                        .any(|s| key == *s || key.starts_with(&format!("{s}.")))
+            });
+        figment = figment.merge(env.clone().filter(|k| !is_plugin_key(k.as_str())));
+        // Plugin settings from the environment stay strings: figment would read an
+        // all-digit token as a number, and the plugin's type error would then quote it.
+        for (key, value) in env.filter(|k| is_plugin_key(k.as_str())).iter() {
+            figment = figment.merge(Serialized::default(key.as_str(), value));
+        }
         let mut settings: Settings = figment.extract().map_err(|e| {
             anyhow::anyhow!(
                 "invalid configuration: {e}\n(see configs/certfleet.example.toml for every key)"
@@ -297,6 +309,7 @@ impl Settings {
         if let Some(s) = &cli.state_dir {
             settings.state_dir = Some(s.clone());
         }
+        settings.insecure_http_directory = cli.insecure_http_directory;
         // Flags win over CERTFLEET_CA_ROOTS, which wins over the file. Only the variable is
         // split on ':' (a flag is one path, whatever characters it holds).
         if !cli.ca_roots.is_empty() {
@@ -519,6 +532,41 @@ mod tests {
                 format!("{err:#}").contains("/nonexistent/c.toml"),
                 "{err:#}"
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn plugin_settings_from_the_environment_stay_strings() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CERTFLEET_PLUGINS__CLOUDFLARE__API_TOKEN", "0123456789");
+            jail.set_env("CERTFLEET_PLUGINS__EXEC__ENV__FLAG", "true");
+            jail.set_env("CERTFLEET_NETWORK__TIMEOUT_SECS", "7");
+            let toml = "[plugins.cloudflare]\nzone = \"example.test\"\n";
+            let s = load(&[], Some(toml)).expect("settings");
+            let cf = &s.plugins.0["cloudflare"];
+            assert_eq!(cf["api_token"], serde_json::json!("0123456789"));
+            assert_eq!(
+                cf["zone"], "example.test",
+                "file values merge with env ones"
+            );
+            assert_eq!(
+                s.plugins.0["exec"]["env"]["flag"],
+                serde_json::json!("true")
+            );
+            // Certfleet's own settings are still typed.
+            assert_eq!(s.network.timeout_secs, 7);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn insecure_http_directory_is_a_flag_only() {
+        figment::Jail::expect_with(|_| {
+            let s = load(&["--insecure-http-directory"], None).expect("flag");
+            assert!(s.insecure_http_directory);
+            let s = load(&[], Some("insecure_http_directory = true\n"));
+            assert!(s.is_err(), "not settable from the file");
             Ok(())
         });
     }

@@ -138,6 +138,7 @@ impl Context {
         let config = ClientConfig {
             extra_roots_pem,
             only_extra_roots: self.settings.ca_roots_only,
+            allow_http: self.settings.insecure_http_directory,
             timeout: net.timeout(),
             // `connect_retries` counts retries after the first attempt.
             connect_retries: net.connect_attempts.max(1) - 1,

@@ -184,7 +184,7 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
 
 fn write_json<T: Serialize>(path: &Path, value: &T, mode: u32) -> Result<()> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
+        certfleet_fs::ensure_dir(parent, 0o700)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
     let mut json = serde_json::to_vec_pretty(value)?;

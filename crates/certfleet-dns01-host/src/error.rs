@@ -17,8 +17,10 @@ pub enum HostError {
         #[source]
         source: std::io::Error,
     },
-    #[error("plugin file {} is writable by group or others (mode {mode:o}); refusing to load it: chmod go-w it", .path.display())]
-    InsecurePermissions { path: PathBuf, mode: u32 },
+    /// The file or a directory above it could be changed by someone other than root or
+    /// the running user; `detail` names which one, its owner and mode.
+    #[error("plugin {detail}")]
+    Untrusted { detail: String },
     #[error("{} is not a certfleet plugin: {detail}", .path.display())]
     NotAPlugin { path: PathBuf, detail: String },
     #[error("plugin {} was built for plugin ABI version {plugin_version}, but this certfleet speaks version {host_version}; rebuild the plugin against certfleet-plugin-abi {host_version}", .path.display())]

@@ -1,16 +1,18 @@
 //! Finding, loading and calling plugins.
 //!
-//! A library is checked (owner-only writable), opened once, asked for its table, and the
-//! table's ABI version and size are checked before any other function in it runs. Libraries
+//! A library is opened once and checked ([`TrustedLibrary`]: the file and every directory
+//! above it owned by root or the running user and not writable by group or others), loaded
+//! from that very descriptor, asked for its table, and the table's ABI version and size are
+//! checked before any other function in it runs. Libraries
 //! are never unloaded: threads that ran plugin code keep references into it (TLS
 //! destructors), so `dlclose` is not reliably possible.
 
 use std::collections::BTreeMap;
 use std::ffi::c_void;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use certfleet_fs::{FsError, TrustedLibrary};
 use certfleet_plugin_abi::{
     ABI_VERSION, ENTRY_SYMBOL, EntryFn, ErrorBody, LOG_DEBUG, LOG_ERROR, LOG_INFO, LOG_TRACE,
     LOG_WARN, OwnedBuf, PluginVTable, RStr, STATUS_OK, STATUS_PANIC,
@@ -197,31 +199,26 @@ impl PluginLibrary {
 }
 
 fn open(path: &Path) -> Result<PluginLibrary, HostError> {
-    let meta = std::fs::metadata(path).map_err(|source| HostError::Unreadable {
-        path: path.to_owned(),
-        source,
-    })?;
-    if !meta.is_file() {
-        return Err(HostError::NotAPlugin {
-            path: path.to_owned(),
-            detail: "not a regular file".to_owned(),
-        });
-    }
-    let mode = meta.permissions().mode();
-    if mode & 0o022 != 0 {
-        return Err(HostError::InsecurePermissions {
-            path: path.to_owned(),
-            mode: mode & 0o7777,
-        });
-    }
     let not_a_plugin = |detail: String| HostError::NotAPlugin {
         path: path.to_owned(),
         detail,
     };
+    let trusted = TrustedLibrary::open(path).map_err(|e| match e {
+        FsError::Io { source, .. } => HostError::Unreadable {
+            path: path.to_owned(),
+            source,
+        },
+        FsError::WrongType { .. } => not_a_plugin("not a regular file".to_owned()),
+        other => HostError::Untrusted {
+            detail: other.to_string(),
+        },
+    })?;
     // SAFETY: loading runs the library's initialisers. That is the point of a plugin; the
-    // file passed the permission check, and plugins are trusted code by configuration.
-    let library = unsafe { libloading::Library::new(path) }
+    // file and its directories passed the trust check, it is loaded from the descriptor
+    // that was checked, and plugins are trusted code by configuration.
+    let library = unsafe { libloading::Library::new(trusted.load_path()) }
         .map_err(|e| not_a_plugin(format!("cannot load it as a shared library: {e}")))?;
+    drop(trusted);
     let library: &'static libloading::Library = Box::leak(Box::new(library));
     // SAFETY: the symbol's type is the documented entry point type.
     let entry = unsafe { library.get::<EntryFn>(ENTRY_SYMBOL.as_bytes()) }.map_err(|_| {

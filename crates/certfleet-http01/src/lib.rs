@@ -8,6 +8,7 @@
 //!
 //! Both implement [`Http01Solver`], which takes batches so many orders can share one server.
 
+mod on_demand;
 mod standalone;
 mod webroot;
 
@@ -16,7 +17,8 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 
-pub use standalone::StandaloneServer;
+pub use on_demand::OnDemandServer;
+pub use standalone::{ServerLimits, StandaloneServer};
 pub use webroot::Webroot;
 
 /// Path prefix the CA requests (RFC 8555 §8.3).

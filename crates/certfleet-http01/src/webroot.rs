@@ -1,13 +1,19 @@
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use async_trait::async_trait;
+use certfleet_fs::{Beneath, FsError};
 
 use crate::{Http01Error, Http01Response, Http01Solver, validate_token};
 
+/// The directory below the web root that challenge files go into.
+const CHALLENGE_DIR: [&str; 2] = [".well-known", "acme-challenge"];
+
 /// Writes `<root>/.well-known/acme-challenge/<token>` for a web server that already serves
 /// `<root>`, and removes exactly those files afterwards.
+///
+/// Below `<root>` nothing is followed: a symbolic link planted at `.well-known`,
+/// `acme-challenge` or a token name is refused or replaced, never written through, and
+/// token files are created `O_EXCL|O_NOFOLLOW`.
 #[derive(Debug, Clone)]
 pub struct Webroot {
     root: PathBuf,
@@ -28,26 +34,22 @@ impl Webroot {
         }
     }
 
-    fn challenge_dir(&self) -> PathBuf {
-        self.root.join(".well-known").join("acme-challenge")
+    /// The challenge directory, opened without following symlinks below the root; created
+    /// (0755: the web server usually runs as another user) when `create`.
+    fn challenge_dir(&self, create: bool) -> Result<Beneath, Http01Error> {
+        Beneath::open(&self.root, &CHALLENGE_DIR, create.then_some(0o755))
+            .map_err(|e| self.error(e))
     }
 
-    fn write_one(dir: &Path, r: &Http01Response) -> Result<(), Http01Error> {
-        let path = dir.join(&r.token);
-        let err = |source| Http01Error::Webroot {
-            path: path.clone(),
-            source,
+    fn error(&self, e: FsError) -> Http01Error {
+        let path = match &e {
+            FsError::Io { path, .. } | FsError::Symlink { path, .. } => path.clone(),
+            _ => self.root.clone(),
         };
-        // World-readable on purpose: the web server usually runs as another user.
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(&path)
-            .map_err(err)?;
-        f.write_all(r.key_authorization.as_bytes()).map_err(err)?;
-        Ok(())
+        Http01Error::Webroot {
+            path,
+            source: e.into(),
+        }
     }
 }
 
@@ -61,16 +63,15 @@ impl Http01Solver for Webroot {
         for r in responses {
             validate_token(&r.token)?;
         }
-        let dir = self.challenge_dir();
+        let this = self.clone();
         let responses = responses.to_vec();
         tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&dir).map_err(|source| Http01Error::Webroot {
-                path: dir.clone(),
-                source,
-            })?;
-            responses
-                .iter()
-                .try_for_each(|r| Webroot::write_one(&dir, r))
+            let dir = this.challenge_dir(true)?;
+            responses.iter().try_for_each(|r| {
+                // World-readable on purpose: the web server usually runs as another user.
+                dir.create_file(&r.token, r.key_authorization.as_bytes(), 0o644)
+                    .map_err(|e| this.error(e))
+            })
         })
         .await
         .map_err(|e| Http01Error::Webroot {
@@ -80,16 +81,30 @@ impl Http01Solver for Webroot {
     }
 
     async fn cleanup(&self, responses: &[Http01Response]) -> Result<(), Http01Error> {
-        let dir = self.challenge_dir();
         for r in responses {
             validate_token(&r.token)?;
-            let path = dir.join(&r.token);
-            match tokio::fs::remove_file(&path).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => return Err(Http01Error::Webroot { path, source }),
-            }
         }
-        Ok(())
+        let this = self.clone();
+        let responses = responses.to_vec();
+        tokio::task::spawn_blocking(move || {
+            let dir = match this.challenge_dir(false) {
+                Ok(dir) => dir,
+                // Nothing was ever presented: nothing to remove.
+                Err(Http01Error::Webroot { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
+            responses
+                .iter()
+                .try_for_each(|r| dir.remove_file(&r.token).map_err(|e| this.error(e)))
+        })
+        .await
+        .map_err(|e| Http01Error::Webroot {
+            path: self.root.clone(),
+            source: std::io::Error::other(e),
+        })?
     }
 }

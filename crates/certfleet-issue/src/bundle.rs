@@ -14,7 +14,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, symlink};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -100,7 +100,10 @@ impl BundleDir {
     pub fn stage(&self) -> Result<Staging, IssueError> {
         let created = create_parents(&self.parent)?;
         let dir = self.sibling(&[&format!("tmp-{}-{}", std::process::id(), unique())]);
-        let made = fs::DirBuilder::new().mode(0o755).create(&dir);
+        let made = fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&dir)
+            .and_then(|()| fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)));
         let staging = Staging {
             bundle: self.clone(),
             dir,
@@ -356,11 +359,17 @@ fn create_parents(dir: &Path) -> Result<Vec<PathBuf>, IssueError> {
     missing.reverse();
     for p in &missing {
         match fs::DirBuilder::new().mode(0o755).create(p) {
-            Ok(()) => {}
+            // Exactly 0755 whatever the umask: web servers running as another user read
+            // certificates from here.
+            Ok(()) => fs::set_permissions(p, fs::Permissions::from_mode(0o755))
+                .map_err(|e| io_err(p, e))?,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(io_err(p, e)),
         }
     }
+    // A symlinked or other-writable output directory is refused (someone else could swap
+    // what we write into).
+    certfleet_fs::ensure_dir(dir, 0o755).map_err(|e| io_err(dir, e.into()))?;
     Ok(missing)
 }
 

@@ -16,6 +16,8 @@ use cryptoki::mechanism::MechanismType;
 use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 
+use certfleet_fs::TrustedLibrary;
+
 use crate::pin::{Pin, PinSource};
 use crate::pin_memory::PinMemory;
 use crate::pool::{PoolStats, SessionPool, lock, session_gone};
@@ -101,7 +103,9 @@ impl Module {
         if let Some(m) = all.get(&canonical) {
             return Ok(Arc::clone(m));
         }
-        let pkcs11 = Pkcs11::new(&canonical).map_err(|e| load_err(e.to_string()))?;
+        // Checked (owner, mode, directories) and loaded from the same open descriptor.
+        let trusted = TrustedLibrary::open(&canonical).map_err(|e| load_err(e.to_string()))?;
+        let pkcs11 = Pkcs11::new(trusted.load_path()).map_err(|e| load_err(e.to_string()))?;
         match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
             // Someone else in this process initialized it first: the module is usable.
             Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}

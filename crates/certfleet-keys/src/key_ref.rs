@@ -86,8 +86,14 @@ impl fmt::Debug for KeyRef {
     }
 }
 
-/// `reference` with the value of every `pin-value=` query attribute replaced by `***`.
+/// `reference` with the value of every `pin-value=` query attribute replaced by `***`,
+/// and everything after any other attribute whose name starts with `pin` (other than
+/// `pin-source`) cut off: a PIN put in the wrong place (`;pin-value=` in the path, `pin=`)
+/// is never shown, whatever follows it.
 pub fn redact_pin_value(reference: &str) -> std::borrow::Cow<'_, str> {
+    if let Some(cut) = misplaced_pin(reference) {
+        return format!("{}***", &reference[..cut]).into();
+    }
     let Some((head, query)) = reference.split_once('?') else {
         return reference.into();
     };
@@ -108,6 +114,31 @@ pub fn redact_pin_value(reference: &str) -> std::borrow::Cow<'_, str> {
         })
         .collect();
     format!("{head}?{}", query.join("&")).into()
+}
+
+/// Where the value of a `pin…=` attribute starts, for any such attribute except the
+/// query's `pin-value` (redacted in place) and `pin-source` (names a file or variable).
+fn misplaced_pin(reference: &str) -> Option<usize> {
+    let query_start = reference.find('?').unwrap_or(reference.len());
+    let mut start = 0;
+    for (i, c) in reference.char_indices().chain([(reference.len(), ';')]) {
+        if !matches!(c, ':' | ';' | '?' | '&') {
+            continue;
+        }
+        let attr_start = start;
+        let attr = &reference[attr_start..i];
+        start = i + c.len_utf8();
+        let Some((name, _)) = attr.split_once('=') else {
+            continue;
+        };
+        let name = name.to_ascii_lowercase();
+        let in_query = attr_start > query_start;
+        let allowed = name == "pin-source" || (in_query && name == "pin-value");
+        if name.starts_with("pin") && !allowed {
+            return Some(attr_start + name.len() + 1);
+        }
+    }
+    None
 }
 
 impl FromStr for KeyRef {

@@ -66,6 +66,11 @@ pub fn is_postgres_url(url: &str) -> bool {
 /// `url` with any password in its user-info replaced by `***` — safe for logs and errors
 /// even when the URL does not parse.
 pub fn redact_url(url: &str) -> String {
+    // An unparsable URL is not shown at all: where its password ends cannot be known
+    // (a `/` or `@` in it moves every boundary).
+    if url::Url::parse(url.trim()).is_err() {
+        return "(an unparsable URL, not shown: it may contain a password)".to_owned();
+    }
     let Some(scheme_end) = url.find("://") else {
         return url.to_owned();
     };
@@ -235,11 +240,20 @@ mod tests {
             "postgres://fleet:***@db.example:6543/certs?sslmode=disable"
         );
         assert!(!format!("{u:?}").contains("s3cr"));
-        // Unparsable URLs are redacted too.
-        let bad = "postgres://fleet:hunter2@:x/db";
-        let err = StoreUrl::parse(bad, &PgOptions::default()).expect_err("bad port");
-        assert!(!err.to_string().contains("hunter2"), "{err}");
-        assert!(err.to_string().contains("fleet:***@"), "{err}");
+        // Unparsable URLs are not shown at all: with a `/` in the password, the
+        // authority's end (and so the password's) cannot be found.
+        for bad in [
+            "postgres://fleet:hunter2@:x/db",
+            "postgres://fleet:hun/ter2@db/x",
+        ] {
+            let err = StoreUrl::parse(bad, &PgOptions::default()).expect_err("unparsable");
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+            assert!(!err.to_string().contains("ter2"), "{err}");
+            assert!(
+                err.to_string().contains("unparsable URL, not shown"),
+                "{err}"
+            );
+        }
         assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
     }
 

@@ -66,13 +66,18 @@ impl SqliteStore {
     }
 
     fn open_blocking(state_dir: &Path) -> Result<SqliteStore, StoreError> {
-        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::Io {
+        certfleet_fs::ensure_dir(state_dir, 0o700).map_err(|e| StoreError::Io {
             path: state_dir.to_path_buf(),
-            source,
+            source: e.into(),
         })?;
         let db_path = state_dir.join(DB_FILE);
         let location = db_path.display().to_string();
-        let mut conn = Connection::open(&db_path).map_err(db_err(&location))?;
+        certfleet_fs::prepare_database_file(&db_path).map_err(|e| StoreError::Io {
+            path: db_path.clone(),
+            source: e.into(),
+        })?;
+        let flags = rusqlite::OpenFlags::default() | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        let mut conn = Connection::open_with_flags(&db_path, flags).map_err(db_err(&location))?;
         conn.busy_timeout(Duration::from_secs(10))
             .map_err(db_err(&location))?;
         // WAL + NORMAL: a commit survives the process being killed at any point (what

@@ -2,7 +2,7 @@
 //! the database, holding the holder's description as JSON. The kernel drops the lock when
 //! the process dies, however it dies, so a killed run never leaves a stale lock.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -25,13 +25,7 @@ pub(crate) fn acquire(
         path: path.to_path_buf(),
         source,
     };
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(io)?;
+    let mut file = certfleet_fs::open_private_file(path, 0o600).map_err(|e| io(e.into()))?;
     // SAFETY: flock on a file descriptor we own and keep open; no memory is involved.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {

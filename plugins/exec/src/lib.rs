@@ -9,21 +9,26 @@
 //! or a name on PATH), `timeout_secs` (default 60, per run), `env` (extra environment
 //! variables for the program; their values are treated as secrets and never logged or
 //! quoted in errors, and are blanked out of the program's output before it is reported).
+//!
+//! The program gets a clean environment: only `PATH`, `HOME`, `LANG` and `TZ` from
+//! certfleet's own (which may hold API tokens, database passwords, PINs and TSIG secrets),
+//! plus `env`. It runs in a process group of its own; at the timeout the whole group is
+//! killed, so a background grandchild cannot keep certfleet waiting. At most 64 KiB of its
+//! output is kept (the rest is read and discarded, with a note).
+
+mod run;
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use certfleet_plugin_abi::{
     CheckResult, ErrorKind, Logger, Plugin, PluginError, TxtRecord, export_plugin,
 };
 use serde::Deserialize;
 
-/// How often a running program is checked for exit (bounded by `timeout_secs`).
-const POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// Most output kept from a failing program for the error message.
 const OUTPUT_TAIL: usize = 600;
 
@@ -123,46 +128,21 @@ impl Exec {
         let shown = format!("{} {action} {}", self.command.display(), record.fqdn);
         self.log.debug(&format!("running {shown} VALUE"));
         self.runs.fetch_add(1, Ordering::Relaxed);
-        let mut child = Command::new(&self.command)
-            .arg(action)
-            .arg(&record.fqdn)
-            .arg(&record.value)
-            .envs(&self.env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| {
-                PluginError::new(ErrorKind::Provider, format!("cannot run {shown}: {e}"))
-                    .with_records(std::slice::from_ref(record))
-            })?;
-        let readers = [
-            child.stdout.take().map(drain),
-            child.stderr.take().map(drain),
-        ];
-        let started = Instant::now();
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break Ok(status),
-                Ok(None) if started.elapsed() >= self.timeout => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break Err(format!("did not finish within {:?}; killed", self.timeout));
-                }
-                Ok(None) => std::thread::sleep(POLL_INTERVAL),
-                Err(e) => break Err(format!("cannot wait for it: {e}")),
-            }
-        };
-        let mut output = String::new();
-        for reader in readers.into_iter().flatten() {
-            output.push_str(&reader.join().unwrap_or_default());
+        let mut command = Command::new(&self.command);
+        command.arg(action).arg(&record.fqdn).arg(&record.value);
+        let outcome = run::run(command, &self.env, self.timeout).map_err(|e| {
+            PluginError::new(ErrorKind::Provider, format!("cannot run {shown}: {e}"))
+                .with_records(std::slice::from_ref(record))
+        })?;
+        if let Some(note) = &outcome.discarded_note {
+            self.log.warn(&format!("{shown}: {note}"));
         }
-        let failure = match status {
+        let failure = match outcome.status {
             Ok(s) if s.success() => return Ok(()),
             Ok(s) => format!("exited with {s}"),
             Err(e) => e,
         };
-        let output = self.redact(output.trim());
+        let output = self.redact(outcome.output.trim());
         let tail: String = output
             .chars()
             .rev()
@@ -190,14 +170,6 @@ impl Exec {
         }
         out
     }
-}
-
-fn drain<R: Read + Send + 'static>(mut r: R) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = r.read_to_end(&mut buf);
-        String::from_utf8_lossy(&buf).into_owned()
-    })
 }
 
 fn is_executable(p: &Path) -> bool {

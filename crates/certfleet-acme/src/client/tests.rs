@@ -17,6 +17,8 @@ pub(super) fn config() -> ClientConfig {
     install_crypto_provider();
     ClientConfig {
         connect_backoff: Duration::from_millis(10),
+        // The mock CA is plain HTTP on loopback.
+        allow_http: true,
         ..ClientConfig::default()
     }
 }
@@ -414,3 +416,4 @@ async fn account_state_is_post_as_get() {
 }
 
 mod flows;
+mod hostile;

@@ -305,7 +305,8 @@ async fn solvers(ctx: &Context, args: &BatchRunArgs, batch: &BatchFile) -> Resul
     {
         out.http01 = Some(match http01_plan(ctx, &args.solver, None)? {
             Http01Plan::Standalone(addr) => {
-                Arc::new(certfleet_http01::StandaloneServer::bind(addr).await?)
+                // Bound only while some job serves a challenge (a batch may wait for days).
+                Arc::new(certfleet_http01::OnDemandServer::new(addr, Default::default()).await?)
             }
             Http01Plan::Webroot(dir) => Arc::new(certfleet_http01::Webroot::new(&dir)?),
         });

@@ -97,3 +97,29 @@ fn pin_values_are_redacted_in_display_debug_and_files() {
     let file: KeyRef = "file:/k.pem".parse().expect("parse");
     assert_eq!(file.file_mode(), 0o644);
 }
+
+#[test]
+fn a_pin_in_the_wrong_place_is_cut_off_with_everything_after_it() {
+    let cases = [
+        (
+            "pkcs11:token=t;pin-value=93748;object=k?module-path=/m.so",
+            "pkcs11:token=t;pin-value=***",
+        ),
+        (
+            "pkcs11:token=t;object=k?module-path=/m.so&pin=93748&x=1",
+            "pkcs11:token=t;object=k?module-path=/m.so&pin=***",
+        ),
+        ("pkcs11:PIN-VALUE=93748", "pkcs11:PIN-VALUE=***"),
+    ];
+    for (input, shown) in cases {
+        assert_eq!(redact_pin_value(input), shown, "{input}");
+        assert!(!redact_pin_value(input).contains("93748"));
+    }
+    // The usual places keep working: the query's pin-value masked in place, pin-source shown.
+    assert_eq!(
+        redact_pin_value("pkcs11:token=t?pin-value=93748&module-path=/m.so"),
+        "pkcs11:token=t?pin-value=***&module-path=/m.so"
+    );
+    let source = "pkcs11:token=t?pin-source=file:/etc/pin&module-path=/m.so";
+    assert_eq!(redact_pin_value(source), source);
+}
