@@ -2,7 +2,7 @@
 //! (modelled on rust-analyzer's `xtask/src/tidy.rs`), run first in `cargo xtask ci`.
 //!
 //! - **Dependency arrows point down**: from `cargo metadata`, no crate depends on one it
-//!   must not ([`FORBIDDEN_DEPS`]); plugins link only the ABI (and the HTTP helper).
+//!   must not ([`FORBIDDEN_DEPS`]); plugins link only the ABI (and [`PLUGIN_LIBS`]).
 //! - **Only the CLI reads the environment and prints**: library sources (`crates/*` but the
 //!   CLI) never call `std::env::var*` or `print!`/`eprint!` family macros, except where
 //!   [`ENV_ALLOWED`] says why.
@@ -134,10 +134,24 @@ const FORBIDDEN_DEPS: &[(&str, &str, &str)] = &[
     ),
     ("certfleet-dns01", "certfleet-", "the DNS-01 seam is a leaf"),
     (
+        "certfleet-dns-zones",
+        "certfleet-",
+        "the zone routine plugins link is a leaf",
+    ),
+    (
         "certfleet-plugin-abi",
         "certfleet-",
         "plugins link the ABI alone",
     ),
+];
+
+/// What a plugin may link: the ABI, and rlibs linked statically as shared code (never a
+/// second interface): the HTTP helper of the API plugins, and the zone routine the rfc2136
+/// plugin shares with the host's propagation checker.
+const PLUGIN_LIBS: &[&str] = &[
+    "certfleet-plugin-abi",
+    "certfleet-plugin-http",
+    "certfleet-dns-zones",
 ];
 
 /// Crates nothing in the workspace but the named ones may depend on.
@@ -294,12 +308,8 @@ fn check_deps(deps: &BTreeMap<String, Vec<String>>) -> Vec<String> {
                 }
             }
             if krate.starts_with("certfleet-plugin-")
-                && krate != "certfleet-plugin-abi"
-                && krate != "certfleet-plugin-http"
-                && !matches!(
-                    dep.as_str(),
-                    "certfleet-plugin-abi" | "certfleet-plugin-http"
-                )
+                && !PLUGIN_LIBS.contains(&krate.as_str())
+                && !PLUGIN_LIBS.contains(&dep.as_str())
             {
                 problems.push(format!(
                     "plugin {krate} depends on {dep}: plugins link only the ABI"
@@ -359,9 +369,7 @@ fn library_sources(root: &Path) -> Result<Vec<(String, PathBuf)>> {
 fn check_source(krate: &str, rel: &str, text: &str) -> Vec<String> {
     let mut problems = Vec::new();
     let allowed = |list: &[(&str, &str)]| list.iter().any(|(f, _)| *f == rel);
-    let is_plugin = krate.starts_with("certfleet-plugin-")
-        && krate != "certfleet-plugin-abi"
-        && krate != "certfleet-plugin-http";
+    let is_plugin = krate.starts_with("certfleet-plugin-") && !PLUGIN_LIBS.contains(&krate);
     for (i, line) in text.lines().enumerate() {
         let code = line.trim_start();
         if code.starts_with("#[cfg(test)]") {
