@@ -139,10 +139,15 @@ impl Rfc2136 {
         {
             Ok(()) => out.push(CheckResult::ok(
                 key_check,
-                format!(
-                    "the server accepted the signature ({})",
-                    self.auth.describe()
-                ),
+                match &self.auth {
+                    Auth::Hmac(_) => "the server accepted the TSIG key".to_owned(),
+                    Auth::Gss(g) => {
+                        format!(
+                            "the server accepted the GSS-TSIG signature ({})",
+                            g.describe()
+                        )
+                    }
+                },
             )),
             Err(e) => out.push(CheckResult::failed(key_check, e.message)),
         }

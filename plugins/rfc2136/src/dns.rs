@@ -286,7 +286,7 @@ pub async fn send_update(
                 attempt += 1;
             }
             rcode => {
-                let r = check_rcode(&what, &auth.describe(), rcode);
+                let r = check_rcode(&what, auth, rcode);
                 return match r {
                     Err(mut e) if attempt > 1 => {
                         e.message = format!("{} (after {attempt} attempts)", e.message);
@@ -310,7 +310,7 @@ impl Auth {
     /// Who signs, for messages: `key NAME (ALG)` or the GSS-TSIG principal.
     pub fn describe(&self) -> String {
         match self {
-            Auth::Hmac(k) => format!("key {} ({})", k.name, k.algorithm_name),
+            Auth::Hmac(k) => format!("key {}", k.name),
             Auth::Gss(g) => g.describe(),
         }
     }
@@ -410,20 +410,26 @@ fn tsig_rejected(what: &str, key: &TsigKey, why: &str) -> PluginError {
     )
 }
 
-fn check_rcode(what: &str, signer: &str, rcode: ResponseCode) -> Result<(), PluginError> {
+fn check_rcode(what: &str, auth: &Auth, rcode: ResponseCode) -> Result<(), PluginError> {
+    let signer = auth.describe();
     match rcode {
         ResponseCode::NoError => Ok(()),
         ResponseCode::NotAuth
         | ResponseCode::BADSIG
         | ResponseCode::BADKEY
-        | ResponseCode::BADTIME => Err(PluginError::new(
-            ErrorKind::Auth,
-            format!(
-                "{what}: signature rejected (server said {}): check key/principal and clock \
-                 ({signer})",
-                rcode_name(rcode)
+        | ResponseCode::BADTIME => Err(match auth {
+            Auth::Hmac(key) => {
+                tsig_rejected(what, key, &format!("server said {}", rcode_name(rcode)))
+            }
+            Auth::Gss(_) => PluginError::new(
+                ErrorKind::Auth,
+                format!(
+                    "{what}: GSS-TSIG signature rejected (server said {}): check the principal, \
+                     the server's service key and the clocks ({signer})",
+                    rcode_name(rcode)
+                ),
             ),
-        )),
+        }),
         ResponseCode::Refused => Err(PluginError::new(
             ErrorKind::Refused,
             format!(

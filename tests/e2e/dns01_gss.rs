@@ -1,0 +1,292 @@
+//! DNS-01 through the `rfc2136` plugin signed with GSS-TSIG (RFC 3645), issue 18: a real MIT
+//! KDC for the realm CORP.TEST, BIND with `tkey-gssapi-keytab` holding the
+//! `DNS/ns1.corp.test` key and `update-policy { grant acme@CORP.TEST zonesub TXT; }`, no
+//! HMAC key anywhere; Pebble validates through BIND. Then the errors an admin meets.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use certfleet_testenv::kdc::{Kdc, require_kdc};
+use certfleet_testenv::{Bind, BindExtra, BindOptions, BindZone, PebbleOptions};
+
+use crate::common::{Env, Run, check_issued};
+use crate::dns_env::{DnsEnv, bind_tools_present};
+use crate::hsm::run_with_env;
+
+const REALM: &str = "CORP.TEST";
+
+struct GssLab {
+    d: DnsEnv,
+    kdc: Kdc,
+    acme_keytab: PathBuf,
+}
+
+impl GssLab {
+    /// KDC, principals and keytabs, BIND (GSS-TSIG only when `gss_server`), Pebble.
+    async fn start(gss_server: bool) -> Option<GssLab> {
+        if !bind_tools_present() || !require_kdc() {
+            return None;
+        }
+        let kdc = Kdc::start(REALM, &["corp.test"]).await.expect("KDC starts");
+        let dns_keytab = kdc
+            .principal_with_keytab("DNS/ns1.corp.test", "dns.keytab")
+            .expect("service principal");
+        let acme_keytab = kdc
+            .principal_with_keytab("acme", "acme.keytab")
+            .expect("acme principal");
+        kdc.principal_with_keytab("intruder", "intruder.keytab")
+            .expect("intruder principal");
+        let options = BindOptions {
+            zones: vec![
+                BindZone::new("corp.test")
+                    .update_policy(&format!("grant acme@{REALM} zonesub TXT;")),
+            ],
+            keys: Vec::new(),
+            secondary: None,
+            resolver: false,
+            work_dir: None,
+        };
+        let extra = BindExtra {
+            primary_options: if gss_server {
+                format!("tkey-gssapi-keytab \"{}\";", dns_keytab.display())
+            } else {
+                String::new()
+            },
+            env: kdc.env(),
+        };
+        let bind = Bind::start_with(options, extra).await.expect("BIND starts");
+        let env =
+            Env::start(PebbleOptions::default().dns_server(bind.primary().to_string())).await?;
+        env.register_account().await;
+        Some(GssLab {
+            d: DnsEnv { env, bind },
+            kdc,
+            acme_keytab,
+        })
+    }
+
+    fn config(&self, file: &str, plugin: &str) -> String {
+        self.d
+            .config(file, &[&self.d.dns01_section(30), plugin])
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    fn plugin_with_keytab(&self, principal: &str, keytab: &str) -> String {
+        format!(
+            "[plugins.rfc2136]\nserver = \"{}\"\ngss_tsig = true\nkeytab = \"{keytab}\"\n\
+             principal = \"{principal}@{REALM}\"\n",
+            self.d.bind.primary()
+        )
+    }
+
+    async fn run(&self, args: &[&str], vars: &[(OsString, OsString)]) -> Run {
+        let mut all = self.kdc.env();
+        all.extend(vars.iter().cloned());
+        let run = run_with_env(&self.d.env, args, &all).await;
+        if !run.status.success() {
+            eprintln!("(BIND logs:)\n{}", self.d.bind.log_tails(15));
+        }
+        run
+    }
+}
+
+fn issue_args<'a>(config: &'a str, out: &'a str, names: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--config", config, "issue"];
+    for n in names {
+        args.extend(["--name", n]);
+    }
+    args.extend([
+        "--challenge",
+        "dns-01",
+        "--dns-plugin",
+        "rfc2136",
+        "--out",
+        out,
+        "-vv",
+    ]);
+    args
+}
+
+/// Acceptance 1: www + wildcard through GSS-TSIG with a keytab; one TKEY negotiation for
+/// the batch (BIND's TKEY query counter), one UPDATE to add and one to delete, nothing left.
+#[tokio::test]
+async fn gss_tsig_keytab_issues_www_and_wildcard_with_one_tkey_negotiation() {
+    let Some(lab) = GssLab::start(true).await else {
+        return;
+    };
+    let plugin = lab.plugin_with_keytab("acme", &lab.acme_keytab.display().to_string());
+    assert!(!plugin.contains("key_file") && !plugin.contains("secret"));
+    let config = lab.config("gss.toml", &plugin);
+
+    let check = lab
+        .run(
+            &[
+                "--config",
+                &config,
+                "plugin",
+                "check",
+                "rfc2136",
+                "--name",
+                "www.corp.test",
+            ],
+            &[],
+        )
+        .await;
+    check.assert_ok();
+    assert!(
+        check.stdout.contains("acme@CORP.TEST")
+            && check
+                .stdout
+                .contains("the server accepted the GSS-TSIG signature"),
+        "{check}"
+    );
+    let before = lab.d.bind.stats(lab.d.bind.primary()).await.expect("stats");
+
+    let out = lab.d.env.path("out").to_string_lossy().into_owned();
+    let names = ["www.corp.test", "*.corp.test"];
+    let run = lab.run(&issue_args(&config, &out, &names), &[]).await;
+    run.assert_ok();
+    let root = lab.d.env.issuing_root_file(0).await;
+    check_issued(&lab.d.env.path("out"), &names, &root);
+    lab.d.assert_no_txt(lab.d.bind.primary(), &names);
+    let after = lab.d.bind.stats(lab.d.bind.primary()).await.expect("stats");
+    assert_eq!(
+        after.updates - before.updates,
+        2,
+        "one UPDATE to add both records, one to delete them\n{run}"
+    );
+    assert_eq!(
+        after.tkey_queries - before.tkey_queries,
+        1,
+        "one TKEY negotiation (one round with Kerberos) for the batch\n{run}"
+    );
+    assert!(run.stderr.contains("tkey_negotiations=1"), "{run}");
+}
+
+/// Acceptance 2: each failure named, before ordering (`plugin check`) or at present time.
+#[tokio::test]
+async fn gss_tsig_errors_are_named_policy_ticket_keytab_and_server() {
+    let Some(lab) = GssLab::start(true).await else {
+        return;
+    };
+    // A principal the update policy does not name: REFUSED at present time, nothing ordered
+    // beyond the one order, no record written.
+    let intruder = lab.kdc.dir().join("intruder.keytab");
+    let config = lab.config(
+        "intruder.toml",
+        &lab.plugin_with_keytab("intruder", &intruder.display().to_string()),
+    );
+    let out = lab
+        .d
+        .env
+        .path("out-intruder")
+        .to_string_lossy()
+        .into_owned();
+    let run = lab
+        .run(&issue_args(&config, &out, &["www.corp.test"]), &[])
+        .await;
+    assert!(!run.status.success(), "{run}");
+    assert!(
+        run.stderr.contains("REFUSED by the server's update policy")
+            && run.stderr.contains("intruder@CORP.TEST"),
+        "{run}"
+    );
+    lab.d
+        .assert_no_txt(lab.d.bind.primary(), &["www.corp.test"]);
+
+    // No ticket: no keytab configured and an empty credentials cache.
+    let plugin = format!(
+        "[plugins.rfc2136]\nserver = \"{}\"\ngss_tsig = true\n",
+        lab.d.bind.primary()
+    );
+    let config = lab.config("ccache.toml", &plugin);
+    let empty = lab.kdc.dir().join("empty-ccache");
+    let vars = [(
+        OsString::from("KRB5CCNAME"),
+        OsString::from(format!("FILE:{}", empty.display())),
+    )];
+    let check = lab
+        .run(&["--config", &config, "plugin", "check", "rfc2136"], &vars)
+        .await;
+    assert!(
+        check.stdout.contains("FAIL") && check.stdout.contains("no valid Kerberos ticket"),
+        "{check}"
+    );
+
+    // After kinit from the keytab, the default ccache works.
+    let kinit = lab
+        .kdc
+        .tool("kinit")
+        .env("KRB5CCNAME", format!("FILE:{}", empty.display()))
+        .args(["-k", "-t"])
+        .arg(&lab.acme_keytab)
+        .arg(format!("acme@{REALM}"))
+        .status()
+        .expect("kinit");
+    assert!(kinit.success());
+    let check = lab
+        .run(
+            &[
+                "--config",
+                &config,
+                "plugin",
+                "check",
+                "rfc2136",
+                "--name",
+                "www.corp.test",
+            ],
+            &vars,
+        )
+        .await;
+    check.assert_ok();
+    assert!(
+        check
+            .stdout
+            .contains("the server accepted the GSS-TSIG signature"),
+        "{check}"
+    );
+
+    // An unreadable keytab: a configuration error naming the path, before anything else.
+    let missing = lab.kdc.dir().join("no-such.keytab");
+    let config = lab.config(
+        "missing.toml",
+        &lab.plugin_with_keytab("acme", &missing.display().to_string()),
+    );
+    let check = lab
+        .run(&["--config", &config, "plugin", "check", "rfc2136"], &[])
+        .await;
+    assert!(!check.status.success(), "{check}");
+    assert!(
+        check.stderr.contains("keytab unreadable") && check.stderr.contains("no-such.keytab"),
+        "{check}"
+    );
+}
+
+/// A server without GSS-TSIG (no tkey-gssapi-keytab): named by `plugin check`, no hang.
+#[tokio::test]
+async fn gss_tsig_against_a_server_without_it_is_named() {
+    let Some(lab) = GssLab::start(false).await else {
+        return;
+    };
+    let plugin = lab.plugin_with_keytab("acme", &lab.acme_keytab.display().to_string());
+    let config = lab.config("nogss.toml", &plugin);
+    let check = lab
+        .run(
+            &[
+                "--config",
+                &config,
+                "plugin",
+                "check",
+                "rfc2136",
+                "--name",
+                "www.corp.test",
+            ],
+            &[],
+        )
+        .await;
+    assert!(
+        check.stdout.contains("FAIL") && check.stdout.contains("does not speak GSS-TSIG"),
+        "{check}"
+    );
+}
