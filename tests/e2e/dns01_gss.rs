@@ -162,6 +162,10 @@ async fn gss_tsig_keytab_issues_www_and_wildcard_with_one_tkey_negotiation() {
         "one TKEY negotiation (one round with Kerberos) for the batch\n{run}"
     );
     assert!(run.stderr.contains("tkey_negotiations=1"), "{run}");
+    assert!(
+        run.stderr.contains("GSS-TSIG as acme@CORP.TEST"),
+        "the plugin said how it signs:\n{run}"
+    );
 }
 
 /// Acceptance 2: each failure named, before ordering (`plugin check`) or at present time.
