@@ -294,3 +294,66 @@ async fn gss_tsig_against_a_server_without_it_is_named() {
         "{check}"
     );
 }
+
+/// Sets a FILE ccache's KDC time offset (the v4 header's DeltaTime tag, which MIT Kerberos
+/// applies to every timestamp it sends when `kdc_timesync` is on, the default) to `secs`:
+/// to this client its clock is `secs` ahead of the KDC's and the DNS server's, a clock skew
+/// without changing the machine's clock (no libfaketime here).
+fn skew_ccache(path: &std::path::Path, secs: i32) {
+    let bytes = std::fs::read(path).expect("read ccache");
+    assert_eq!(&bytes[..2], &[5, 4], "a version 4 FILE ccache");
+    let header_len = usize::from(u16::from_be_bytes([bytes[2], bytes[3]]));
+    let mut out = vec![5, 4, 0, 12, 0, 1, 0, 8];
+    out.extend_from_slice(&secs.to_be_bytes());
+    out.extend_from_slice(&0i32.to_be_bytes());
+    out.extend_from_slice(&bytes[4 + header_len..]);
+    std::fs::write(path, out).expect("write ccache");
+}
+
+/// Acceptance 2, clock skew: a client 10 minutes ahead is named as clock skew by `plugin
+/// check`, before anything is ordered.
+#[tokio::test]
+async fn gss_tsig_ten_minute_clock_skew_is_named() {
+    let Some(lab) = GssLab::start(true).await else {
+        return;
+    };
+    let ccache = lab.kdc.dir().join("skewed-ccache");
+    let kinit = lab
+        .kdc
+        .tool("kinit")
+        .env("KRB5CCNAME", format!("FILE:{}", ccache.display()))
+        .args(["-k", "-t"])
+        .arg(&lab.acme_keytab)
+        .arg(format!("acme@{REALM}"))
+        .status()
+        .expect("kinit");
+    assert!(kinit.success());
+    skew_ccache(&ccache, 600);
+    let plugin = format!(
+        "[plugins.rfc2136]\nserver = \"{}\"\ngss_tsig = true\n",
+        lab.d.bind.primary()
+    );
+    let config = lab.config("skew.toml", &plugin);
+    let vars = [(
+        OsString::from("KRB5CCNAME"),
+        OsString::from(format!("FILE:{}", ccache.display())),
+    )];
+    let check = lab
+        .run(
+            &[
+                "--config",
+                &config,
+                "plugin",
+                "check",
+                "rfc2136",
+                "--name",
+                "www.corp.test",
+            ],
+            &vars,
+        )
+        .await;
+    assert!(
+        check.stdout.contains("FAIL") && check.stdout.contains("clock skew"),
+        "{check}"
+    );
+}
