@@ -357,3 +357,117 @@ async fn gss_tsig_ten_minute_clock_skew_is_named() {
         "{check}"
     );
 }
+
+/// Certificates in the GSS-TSIG batch (`CERTFLEET_E2E_GSS_BATCH`, default 100).
+fn gss_batch_size() -> usize {
+    std::env::var("CERTFLEET_E2E_GSS_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100)
+}
+
+/// Acceptance 3: a 100-certificate dns-01 batch through GSS-TSIG: every present and every
+/// cleanup round is one UPDATE for the zone (BIND's count equals the plugin's rounds), and
+/// one TKEY negotiation serves the whole run.
+#[tokio::test]
+async fn gss_tsig_batch_sends_one_update_per_zone_per_round() {
+    let Some(lab) = GssLab::start(true).await else {
+        return;
+    };
+    let plugin = lab.plugin_with_keytab("acme", &lab.acme_keytab.display().to_string());
+    let dns01 = lab
+        .d
+        .dns01_section(60)
+        .replacen("[dns01]\n", "[dns01]\nplugin = \"rfc2136\"\n", 1);
+    let config = lab
+        .d
+        .config("batch.toml", &[&dns01, &plugin])
+        .to_string_lossy()
+        .into_owned();
+    let n = gss_batch_size();
+    let names: Vec<String> = (0..n).map(|i| format!("h{i:03}.corp.test")).collect();
+    let file = lab.d.env.path("batch.txt");
+    std::fs::write(&file, names.join("\n") + "\n").expect("batch file");
+    let file = file.to_string_lossy().into_owned();
+    let report = lab.d.env.path("report.json");
+    let report_s = report.to_string_lossy().into_owned();
+    let before = lab.d.bind.stats(lab.d.bind.primary()).await.expect("stats");
+    let run = lab
+        .run(
+            &[
+                "--config",
+                &config,
+                "-v",
+                "batch",
+                "run",
+                &file,
+                "--report",
+                &report_s,
+                "--rate-limits",
+                "none",
+            ],
+            &[],
+        )
+        .await;
+    run.assert_ok();
+    let certs = crate::batch::report(&report);
+    assert_eq!(certs.len(), n, "{run}");
+    assert!(
+        certs.iter().all(|c| c["state"] == "issued"),
+        "every certificate issued: {:?}",
+        certs.iter().find(|c| c["state"] != "issued")
+    );
+    let rounds: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("rfc2136: adding") || l.contains("rfc2136: deleting"))
+        .collect();
+    assert!(
+        rounds
+            .iter()
+            .all(|l| l.contains("zone corp.test.") && l.contains("(1 UPDATE message(s))")),
+        "one UPDATE per zone per round:\n{}",
+        rounds.join("\n")
+    );
+    let records: usize = rounds
+        .iter()
+        .filter(|l| l.contains("adding"))
+        .filter_map(|l| {
+            l.split("adding ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .sum();
+    assert_eq!(
+        records,
+        n,
+        "every record presented once:\n{}",
+        rounds.join("\n")
+    );
+    let after = lab.d.bind.stats(lab.d.bind.primary()).await.expect("stats");
+    assert_eq!(
+        (after.updates - before.updates) as usize,
+        rounds.len(),
+        "BIND counted one UPDATE per round"
+    );
+    assert!(
+        rounds.len() < n,
+        "records batched: {} rounds for {n} certificates",
+        rounds.len()
+    );
+    assert_eq!(
+        after.tkey_queries - before.tkey_queries,
+        1,
+        "one TKEY negotiation for the whole batch"
+    );
+    eprintln!(
+        "GSS-TSIG batch: {n} certificates, {} UPDATE rounds, 1 TKEY negotiation, {:?}",
+        rounds.len(),
+        run.elapsed
+    );
+    lab.d
+        .assert_no_txt(lab.d.bind.primary(), &["h000.corp.test"]);
+}
