@@ -165,10 +165,10 @@ impl Plugin for Rfc2136 {
             .map_err(|e| {
                 PluginError::new(ErrorKind::Internal, format!("cannot start a runtime: {e}"))
             })?;
-        if let (Auth::Gss(g), Some(host)) = (&auth, c.server.as_deref().and_then(host_of)) {
-            if let Some(s) = server {
-                g.learn_host(s, &host);
-            }
+        if let (Auth::Gss(g), Some(host), Some(s)) =
+            (&auth, c.server.as_deref().and_then(host_of), server)
+        {
+            g.learn_host(s, &host);
         }
         log.debug(&format!(
             "rfc2136: {}, server {}, resolver {resolver}",
