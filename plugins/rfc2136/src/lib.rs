@@ -1,6 +1,7 @@
 //! `rfc2136`: a certfleet DNS-01 plugin that adds and removes `_acme-challenge` TXT records
-//! with RFC 2136 dynamic updates signed with TSIG (RFC 8945) — BIND, Knot, PowerDNS and
-//! Windows DNS all accept them.
+//! with RFC 2136 dynamic updates signed with TSIG (RFC 8945) — BIND, Knot and PowerDNS accept
+//! them — or with GSS-TSIG (RFC 3645, Kerberos; `gss_tsig = true`, see `gss.rs`), which Active
+//! Directory DNS with secure updates and Kerberized BIND require.
 //!
 //! For a batch it follows each name's CNAME (delegation into a validation zone), finds the
 //! zone that holds the final name by SOA queries (the shared `certfleet-dns-zones` routine the
@@ -17,7 +18,8 @@
 //! (where discovery queries go; default `server`, else the first `nameserver` of
 //! /etc/resolv.conf), `key_file` (BIND `key` statements or Knot `keymgr -t` YAML) or
 //! `key_name` + `algorithm` + `secret_env` / `secret_file` (base64 secret in an environment
-//! variable or a 0600 file), `ttl` (default 60), `timeout_secs` (default 10).
+//! variable or a 0600 file), or `gss_tsig = true` with optional `keytab`, `principal` and
+//! `server_principal`; `ttl` (default 60), `timeout_secs` (default 10).
 
 mod check;
 mod dns;
