@@ -18,35 +18,24 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::dns::{Counters, rcode_name};
+use crate::tkey::{algorithm_name, tcp_exchange, tkey_round};
 use certfleet_plugin_abi::{ErrorKind, PluginError};
-use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::NULL;
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::Name;
 use hickory_proto::rr::rdata::tsig::{
     TSIG, TsigAlgorithm, TsigError, make_tsig_record, message_tbs, signed_bitmessage_to_buf,
 };
-use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use libgssapi::context::{ClientCtx, CtxFlags, SecurityContext};
 use libgssapi::credential::{Cred, CredUsage};
 use libgssapi::name::Name as GssName;
 use libgssapi::oid::{GSS_MECH_KRB5, GSS_NT_HOSTBASED_SERVICE, GSS_NT_KRB5_PRINCIPAL};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-use crate::dns::{Counters, rcode_name};
-
-/// RR type TKEY (RFC 2930); hickory has no type for it.
-const TKEY: u16 = 249;
-/// TKEY mode 3: GSS-API negotiation.
-const MODE_GSSAPI: u16 = 3;
 /// TKEY rounds before giving up (Kerberos needs one or two).
 const MAX_ROUNDS: usize = 4;
 /// Renew a context this long before the server would drop it.
 const RENEW_MARGIN: Duration = Duration::from_secs(60);
 const FUDGE: u16 = 300;
-
-fn algorithm_name() -> Name {
-    Name::from_ascii("gss-tsig.").unwrap_or_else(|_| Name::root())
-}
 
 /// The `[plugins.rfc2136]` settings of GSS-TSIG.
 #[derive(Debug, Default)]
@@ -426,14 +415,17 @@ fn kerberos_error(what: &str, text: &str, g: &GssTsig) -> PluginError {
             "no valid Kerberos ticket: run `kinit` as the service account, or set keytab (and \
              principal) in [plugins.rfc2136]",
         )
-    } else if lower.contains("server not found in kerberos database") {
+    } else if lower.contains("client") && lower.contains("not found in kerberos database") {
+        (
+            ErrorKind::Config,
+            "the client principal is unknown to the KDC (check principal and the keytab)",
+        )
+    } else if lower.contains("not found in kerberos database") {
         (
             ErrorKind::Config,
             "the DNS server's service principal is unknown to the KDC (AD: the DC's \
              DNS/host SPN; BIND: DNS/host in its tkey-gssapi-keytab); set server_principal",
         )
-    } else if lower.contains("client") && lower.contains("not found") {
-        (ErrorKind::Config, "the principal is unknown to the KDC")
     } else {
         (ErrorKind::Auth, "Kerberos failure")
     };
@@ -461,173 +453,11 @@ fn unique_key_name() -> Result<Name, PluginError> {
         .map_err(|e| PluginError::new(ErrorKind::Internal, format!("TKEY key name: {e}")))
 }
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-/// The TKEY query of one round: question `KEYNAME TKEY ANY`, the TKEY RR (mode 3, the
-/// token as key data) in the additional section.
-pub(crate) fn tkey_query(key_name: &Name, token: &[u8], now: u64) -> Message {
-    let mut rdata = Vec::with_capacity(token.len() + 40);
-    let alg = algorithm_name();
-    for label in alg.iter() {
-        rdata.push(label.len() as u8);
-        rdata.extend_from_slice(label);
-    }
-    rdata.push(0);
-    let inception = now as u32;
-    rdata.extend_from_slice(&inception.to_be_bytes());
-    rdata.extend_from_slice(&(inception.wrapping_add(86_400)).to_be_bytes());
-    rdata.extend_from_slice(&MODE_GSSAPI.to_be_bytes());
-    rdata.extend_from_slice(&0u16.to_be_bytes());
-    rdata.extend_from_slice(&(token.len() as u16).to_be_bytes());
-    rdata.extend_from_slice(token);
-    rdata.extend_from_slice(&0u16.to_be_bytes());
-    let mut msg = Message::new(
-        (now as u16) ^ (token.len() as u16),
-        MessageType::Query,
-        OpCode::Query,
-    );
-    msg.metadata.recursion_desired = false;
-    let mut q = Query::new();
-    q.set_name(key_name.clone())
-        .set_query_type(RecordType::Unknown(TKEY))
-        .set_query_class(DNSClass::ANY);
-    msg.add_query(q);
-    let mut rr = Record::from_rdata(
-        key_name.clone(),
-        0,
-        RData::Unknown {
-            code: RecordType::Unknown(TKEY),
-            rdata: NULL::with(rdata),
-        },
-    );
-    rr.dns_class = DNSClass::ANY;
-    msg.add_additional(rr);
-    msg
-}
-
-/// The fields of a TKEY answer that matter: error and key data (the server's token).
-pub(crate) fn parse_tkey(rdata: &[u8]) -> Result<(u16, u16, Vec<u8>), String> {
-    let mut i = 0;
-    loop {
-        let len = *rdata.get(i).ok_or("truncated algorithm name")? as usize;
-        if len & 0xC0 != 0 {
-            return Err("compressed algorithm name".into());
-        }
-        i += 1 + len;
-        if len == 0 {
-            break;
-        }
-    }
-    let u16_at = |at: usize| -> Result<u16, String> {
-        rdata
-            .get(at..at + 2)
-            .map(|b| u16::from_be_bytes([b[0], b[1]]))
-            .ok_or_else(|| "truncated TKEY".to_owned())
-    };
-    let mode = u16_at(i + 8)?;
-    let error = u16_at(i + 10)?;
-    let key_len = u16_at(i + 12)? as usize;
-    let key = rdata
-        .get(i + 14..i + 14 + key_len)
-        .ok_or("truncated key data")?
-        .to_vec();
-    Ok((mode, error, key))
-}
-
-/// One TKEY round: returns the server's token and the raw answer.
-async fn tkey_round(
-    server: SocketAddr,
-    key_name: &Name,
-    token: &[u8],
-    timeout: Duration,
-    what: &str,
-) -> Result<(Vec<u8>, Vec<u8>), PluginError> {
-    let query = tkey_query(key_name, token, now_secs());
-    let bytes = query
-        .to_vec()
-        .map_err(|e| PluginError::new(ErrorKind::Internal, format!("{what}: {e}")))?;
-    let raw = tcp_exchange(server, &bytes, timeout)
-        .await
-        .map_err(|e| PluginError::new(ErrorKind::Network, format!("{what}: {e}")))?;
-    let answer = Message::from_vec(&raw).map_err(|e| {
-        PluginError::new(
-            ErrorKind::Provider,
-            format!("{what}: unreadable answer: {e}"),
-        )
-    })?;
-    let rcode = answer.metadata.response_code;
-    let no_gss = |detail: String| {
-        PluginError::new(
-            ErrorKind::Provider,
-            format!(
-                "{what}: the server does not speak GSS-TSIG ({detail}); BIND needs \
-                 tkey-gssapi-keytab (or tkey-gssapi-credential), AD DNS needs the zone's \
-                 dynamic updates set to Secure only"
-            ),
-        )
-    };
-    if rcode != ResponseCode::NoError {
-        return Err(match rcode {
-            ResponseCode::NotImp | ResponseCode::FormErr | ResponseCode::Refused => {
-                no_gss(format!("it answered {}", rcode_name(rcode)))
-            }
-            ResponseCode::NotAuth | ResponseCode::BADKEY | ResponseCode::BADSIG => {
-                no_gss(format!("it answered {}", rcode_name(rcode)))
-            }
-            other => PluginError::new(
-                ErrorKind::Provider,
-                format!("{what}: the server answered {}", rcode_name(other)),
-            ),
-        });
-    }
-    let tkey = answer
-        .answers
-        .iter()
-        .find_map(|r| match &r.data {
-            RData::Unknown { code, rdata } if u16::from(*code) == TKEY => {
-                Some(rdata.anything.clone())
-            }
-            _ => None,
-        })
-        .ok_or_else(|| no_gss("no TKEY record in its answer".into()))?;
-    let (mode, error, key) = parse_tkey(&tkey)
-        .map_err(|e| PluginError::new(ErrorKind::Provider, format!("{what}: TKEY answer: {e}")))?;
-    if error != 0 {
-        let name = match error {
-            16 => "BADSIG".to_owned(),
-            17 => "BADKEY".to_owned(),
-            18 => "BADTIME".to_owned(),
-            19 => "BADMODE".to_owned(),
-            20 => "BADNAME".to_owned(),
-            21 => "BADALG".to_owned(),
-            e => format!("error {e}"),
-        };
-        let hint = match error {
-            17 => {
-                "the server could not accept the Kerberos ticket: its keytab lacks the \
-                 service key, the ticket is for another principal, or the clocks differ by \
-                 more than the allowed skew"
-            }
-            18 => {
-                "clock skew: this host's clock and the server's differ too much; fix the time (NTP)"
-            }
-            19 | 21 => "the server does not do GSS-API TKEY (tkey-gssapi-keytab missing?)",
-            _ => "the server refused the TKEY negotiation",
-        };
-        return Err(PluginError::new(
-            ErrorKind::Auth,
-            format!("{what}: TKEY {name}: {hint}"),
-        ));
-    }
-    if mode != MODE_GSSAPI {
-        return Err(no_gss(format!("TKEY answered in mode {mode}")));
-    }
-    Ok((key, raw))
 }
 
 /// Adds the gss-tsig TSIG record to `msg`; returns its MAC (the request MAC of the answer).
@@ -720,57 +550,48 @@ fn tsig_error_name(e: TsigError) -> String {
     }
 }
 
-/// One DNS message over TCP (two-byte length prefix), bounded by `timeout`.
-async fn tcp_exchange(
-    server: SocketAddr,
-    msg: &[u8],
-    timeout: Duration,
-) -> Result<Vec<u8>, String> {
-    let work = async {
-        let mut s = TcpStream::connect(server)
-            .await
-            .map_err(|e| format!("connecting to {server}: {e}"))?;
-        let len = u16::try_from(msg.len()).map_err(|_| "message over 64 KiB".to_owned())?;
-        let mut out = Vec::with_capacity(msg.len() + 2);
-        out.extend_from_slice(&len.to_be_bytes());
-        out.extend_from_slice(msg);
-        s.write_all(&out)
-            .await
-            .map_err(|e| format!("sending to {server}: {e}"))?;
-        let mut len = [0u8; 2];
-        s.read_exact(&mut len)
-            .await
-            .map_err(|e| format!("reading from {server}: {e}"))?;
-        let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
-        s.read_exact(&mut buf)
-            .await
-            .map_err(|e| format!("reading from {server}: {e}"))?;
-        Ok::<_, String>(buf)
-    };
-    tokio::time::timeout(timeout, work)
-        .await
-        .map_err(|_| format!("no answer from {server} within {} s", timeout.as_secs()))?
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn tkey_query_carries_mode_3_and_the_token_in_the_additional_section() {
-        let key = unique_key_name().expect("name");
-        let msg = tkey_query(&key, b"token-bytes", 1_700_000_000);
-        assert_eq!(msg.queries[0].query_type(), RecordType::Unknown(TKEY));
-        assert_eq!(msg.queries[0].query_class(), DNSClass::ANY);
-        let wire = msg.to_vec().expect("encodes");
-        let back = Message::from_vec(&wire).expect("decodes");
-        let rdata = match &back.additionals[0].data {
-            RData::Unknown { rdata, .. } => rdata.anything.clone(),
-            other => panic!("expected TKEY, got {other:?}"),
-        };
-        let (mode, error, token) = parse_tkey(&rdata).expect("parses");
-        assert_eq!((mode, error, token.as_slice()), (3, 0, &b"token-bytes"[..]));
-        assert!(rdata.starts_with(b"\x08gss-tsig\x00"));
+    fn kerberos_failures_are_named_for_the_admin() {
+        let g = GssTsig::new(GssSettings {
+            principal: Some("acme@CORP.TEST".into()),
+            ..GssSettings::default()
+        })
+        .expect("no keytab to open");
+        let cases = [
+            (
+                "Unspecified GSS failure (Clock skew too great)",
+                "clock skew",
+            ),
+            (
+                "No credentials were supplied (No Kerberos credentials available)",
+                "no valid Kerberos ticket",
+            ),
+            ("(Ticket expired)", "no valid Kerberos ticket"),
+            ("(Key table file '/x' not found)", "keytab unreadable"),
+            (
+                "(Server DNS/ns9.corp.test@CORP.TEST not found in Kerberos database)",
+                "service principal is unknown to the KDC",
+            ),
+            (
+                "(Client 'nobody@CORP.TEST' not found in Kerberos database)",
+                "client principal is unknown to the KDC",
+            ),
+        ];
+        for (text, named) in cases {
+            let e = kerberos_error("negotiation", text, &g);
+            assert!(e.message.contains(named), "{text}: {}", e.message);
+            assert!(e.message.contains("acme@CORP.TEST"), "{}", e.message);
+        }
+        let e = GssTsig::new(GssSettings {
+            keytab: Some("/nonexistent/acme.keytab".into()),
+            ..GssSettings::default()
+        })
+        .expect_err("unreadable keytab");
+        assert!(e.message.contains("keytab unreadable") && e.message.contains("/nonexistent"));
     }
 
     #[test]

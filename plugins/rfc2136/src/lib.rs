@@ -24,6 +24,7 @@
 mod check;
 mod dns;
 mod gss;
+mod tkey;
 mod tsig;
 
 use std::collections::{BTreeMap, HashMap};
