@@ -251,6 +251,37 @@ async fn gss_tsig_errors_are_named_policy_ticket_keytab_and_server() {
         "{check}"
     );
 
+    // A service principal the KDC does not know (a typo in server_principal): named.
+    let config = lab.config(
+        "spn.toml",
+        &format!(
+            "{}server_principal = \"DNS/ns9.corp.test\"\n",
+            lab.plugin_with_keytab("acme", &lab.acme_keytab.display().to_string())
+        ),
+    );
+    let check = lab
+        .run(
+            &[
+                "--config",
+                &config,
+                "plugin",
+                "check",
+                "rfc2136",
+                "--name",
+                "www.corp.test",
+            ],
+            &[],
+        )
+        .await;
+    assert!(
+        check.stdout.contains("FAIL")
+            && check
+                .stdout
+                .contains("service principal is unknown to the KDC")
+            && check.stdout.contains("DNS/ns9.corp.test"),
+        "{check}"
+    );
+
     // An unreadable keytab: a configuration error naming the path, before anything else.
     let missing = lab.kdc.dir().join("no-such.keytab");
     let config = lab.config(
