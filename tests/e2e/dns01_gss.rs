@@ -80,6 +80,34 @@ impl GssLab {
         )
     }
 
+    /// `kinit -k -t acme.keytab acme@CORP.TEST` into the FILE ccache `ccache`.
+    fn kinit_acme(&self, ccache: &std::path::Path) {
+        let status = self
+            .kdc
+            .tool("kinit")
+            .env("KRB5CCNAME", format!("FILE:{}", ccache.display()))
+            .args(["-k", "-t"])
+            .arg(&self.acme_keytab)
+            .arg(format!("acme@{REALM}"))
+            .status()
+            .expect("kinit");
+        assert!(status.success(), "kinit from the acme keytab");
+    }
+
+    /// `plugin check rfc2136 --name www.corp.test` with `config`.
+    async fn check_www(&self, config: &str, vars: &[(OsString, OsString)]) -> Run {
+        let args = [
+            "--config",
+            config,
+            "plugin",
+            "check",
+            "rfc2136",
+            "--name",
+            "www.corp.test",
+        ];
+        self.run(&args, vars).await
+    }
+
     async fn run(&self, args: &[&str], vars: &[(OsString, OsString)]) -> Run {
         let mut all = self.kdc.env();
         all.extend(vars.iter().cloned());
@@ -119,20 +147,7 @@ async fn gss_tsig_keytab_issues_www_and_wildcard_with_one_tkey_negotiation() {
     assert!(!plugin.contains("key_file") && !plugin.contains("secret"));
     let config = lab.config("gss.toml", &plugin);
 
-    let check = lab
-        .run(
-            &[
-                "--config",
-                &config,
-                "plugin",
-                "check",
-                "rfc2136",
-                "--name",
-                "www.corp.test",
-            ],
-            &[],
-        )
-        .await;
+    let check = lab.check_www(&config, &[]).await;
     check.assert_ok();
     assert!(
         check.stdout.contains("acme@CORP.TEST")
@@ -219,30 +234,8 @@ async fn gss_tsig_errors_are_named_policy_ticket_keytab_and_server() {
     );
 
     // After kinit from the keytab, the default ccache works.
-    let kinit = lab
-        .kdc
-        .tool("kinit")
-        .env("KRB5CCNAME", format!("FILE:{}", empty.display()))
-        .args(["-k", "-t"])
-        .arg(&lab.acme_keytab)
-        .arg(format!("acme@{REALM}"))
-        .status()
-        .expect("kinit");
-    assert!(kinit.success());
-    let check = lab
-        .run(
-            &[
-                "--config",
-                &config,
-                "plugin",
-                "check",
-                "rfc2136",
-                "--name",
-                "www.corp.test",
-            ],
-            &vars,
-        )
-        .await;
+    lab.kinit_acme(&empty);
+    let check = lab.check_www(&config, &vars).await;
     check.assert_ok();
     assert!(
         check
@@ -259,20 +252,7 @@ async fn gss_tsig_errors_are_named_policy_ticket_keytab_and_server() {
             lab.plugin_with_keytab("acme", &lab.acme_keytab.display().to_string())
         ),
     );
-    let check = lab
-        .run(
-            &[
-                "--config",
-                &config,
-                "plugin",
-                "check",
-                "rfc2136",
-                "--name",
-                "www.corp.test",
-            ],
-            &[],
-        )
-        .await;
+    let check = lab.check_www(&config, &[]).await;
     assert!(
         check.stdout.contains("FAIL")
             && check
@@ -306,20 +286,7 @@ async fn gss_tsig_against_a_server_without_it_is_named() {
     };
     let plugin = lab.plugin_with_keytab("acme", &lab.acme_keytab.display().to_string());
     let config = lab.config("nogss.toml", &plugin);
-    let check = lab
-        .run(
-            &[
-                "--config",
-                &config,
-                "plugin",
-                "check",
-                "rfc2136",
-                "--name",
-                "www.corp.test",
-            ],
-            &[],
-        )
-        .await;
+    let check = lab.check_www(&config, &[]).await;
     assert!(
         check.stdout.contains("FAIL") && check.stdout.contains("does not speak GSS-TSIG"),
         "{check}"
@@ -349,16 +316,7 @@ async fn gss_tsig_ten_minute_clock_skew_is_named() {
         return;
     };
     let ccache = lab.kdc.dir().join("skewed-ccache");
-    let kinit = lab
-        .kdc
-        .tool("kinit")
-        .env("KRB5CCNAME", format!("FILE:{}", ccache.display()))
-        .args(["-k", "-t"])
-        .arg(&lab.acme_keytab)
-        .arg(format!("acme@{REALM}"))
-        .status()
-        .expect("kinit");
-    assert!(kinit.success());
+    lab.kinit_acme(&ccache);
     skew_ccache(&ccache, 600);
     let plugin = format!(
         "[plugins.rfc2136]\nserver = \"{}\"\ngss_tsig = true\n",
@@ -369,20 +327,7 @@ async fn gss_tsig_ten_minute_clock_skew_is_named() {
         OsString::from("KRB5CCNAME"),
         OsString::from(format!("FILE:{}", ccache.display())),
     )];
-    let check = lab
-        .run(
-            &[
-                "--config",
-                &config,
-                "plugin",
-                "check",
-                "rfc2136",
-                "--name",
-                "www.corp.test",
-            ],
-            &vars,
-        )
-        .await;
+    let check = lab.check_www(&config, &vars).await;
     assert!(
         check.stdout.contains("FAIL") && check.stdout.contains("clock skew"),
         "{check}"
