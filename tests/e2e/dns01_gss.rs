@@ -233,6 +233,30 @@ async fn gss_tsig_errors_are_named_policy_ticket_keytab_and_server() {
         "{check}"
     );
 
+    // KRB5_CLIENT_KTNAME: MIT Kerberos gets the ticket from that keytab by itself.
+    let kt_vars = [
+        (
+            OsString::from("KRB5CCNAME"),
+            OsString::from(format!(
+                "FILE:{}",
+                lab.kdc.dir().join("kt-ccache").display()
+            )),
+        ),
+        (
+            OsString::from("KRB5_CLIENT_KTNAME"),
+            lab.acme_keytab.clone().into_os_string(),
+        ),
+    ];
+    let check = lab.check_www(&config, &kt_vars).await;
+    check.assert_ok();
+    assert!(
+        check.stdout.contains("acme@CORP.TEST")
+            && check
+                .stdout
+                .contains("the server accepted the GSS-TSIG signature"),
+        "{check}"
+    );
+
     // After kinit from the keytab, the default ccache works.
     lab.kinit_acme(&empty);
     let check = lab.check_www(&config, &vars).await;
