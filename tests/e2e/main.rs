@@ -18,6 +18,7 @@ mod common;
 mod dns01;
 mod dns01_batch;
 mod dns01_errors;
+mod dns01_gss;
 mod dns01_lab;
 mod dns01_plugins;
 mod dns_api_cloudflare;

@@ -98,11 +98,21 @@ impl Default for BindOptions {
     }
 }
 
+/// What a GSS-TSIG test adds to the primary: options (`tkey-gssapi-keytab …;`) and the
+/// environment of `named` (KRB5_CONFIG of the test's realm).
+#[derive(Debug, Clone, Default)]
+pub struct BindExtra {
+    pub primary_options: String,
+    pub env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+}
+
 /// UPDATE and QUERY messages a server received, from its statistics channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct BindStats {
     pub updates: u64,
     pub queries: u64,
+    /// TKEY queries (GSS-TSIG negotiation rounds), from the incoming query types.
+    pub tkey_queries: u64,
 }
 
 #[derive(Debug)]
@@ -137,12 +147,18 @@ pub struct Bind {
     zones: Vec<String>,
     keys: Vec<(String, PathBuf)>,
     dir: Dir,
+    extra: BindExtra,
 }
 
 impl Bind {
     /// Writes keys, zones and configurations, starts the servers and waits until each one
     /// serves every zone (bounded; errors carry the log tails).
     pub async fn start(options: BindOptions) -> Result<Bind> {
+        Bind::start_with(options, BindExtra::default()).await
+    }
+
+    /// [`Bind::start`] with extra primary options and environment (GSS-TSIG tests).
+    pub async fn start_with(options: BindOptions, extra: BindExtra) -> Result<Bind> {
         let dir = match &options.work_dir {
             Some(p) => {
                 fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
@@ -172,6 +188,7 @@ impl Bind {
             zones: options.zones.iter().map(|z| z.name.clone()).collect(),
             keys,
             dir,
+            extra,
         };
         let mut last = None;
         for attempt in 1..=START_ATTEMPTS {
@@ -245,8 +262,11 @@ impl Bind {
                 file.display()
             ));
         }
-        let opts = "recursion no; allow-transfer { 127.0.0.1; };";
-        self.spawn("primary", &pdir, primary, &includes, opts, &zones)?;
+        let opts = format!(
+            "recursion no; allow-transfer {{ 127.0.0.1; }}; {}",
+            self.extra.primary_options
+        );
+        self.spawn("primary", &pdir, primary, &includes, &opts, &zones)?;
 
         // Secondary.
         if let Some(s) = secondary {
@@ -319,6 +339,7 @@ impl Bind {
         let log = dir.join("named.log");
         let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let mut cmd = Command::new("named");
+        cmd.envs(self.extra.env.iter().map(|(k, v)| (k, v)));
         cmd.arg("-g")
             .arg("-4")
             .arg("-c")
@@ -451,6 +472,7 @@ impl Bind {
         Ok(BindStats {
             updates: op("UPDATE"),
             queries: op("QUERY"),
+            tkey_queries: body["qtypes"]["TKEY"].as_u64().unwrap_or(0),
         })
     }
 

@@ -23,6 +23,7 @@ mod bind;
 mod ca_proxy;
 pub mod cloudflare_fake;
 pub mod dns_lab;
+pub mod kdc;
 pub mod loopback_http;
 pub mod moto;
 mod mount_ns;
@@ -44,7 +45,7 @@ use std::env;
 use std::path::PathBuf;
 use std::process::Command;
 
-pub use bind::{Bind, BindOptions, BindStats, BindZone, SecondaryMode};
+pub use bind::{Bind, BindExtra, BindOptions, BindStats, BindZone, SecondaryMode};
 pub use ca_proxy::{
     CaProxy, CaProxyOptions, JwsPeek, LimitSpec, ProxyLimits, ProxyStats, Refusal, go_duration,
     peek_jws,

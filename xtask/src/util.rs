@@ -68,6 +68,15 @@ pub const REQUIRED_TOOLS: &[(&str, &str)] = &[
     // Scale-out: a private PostgreSQL cluster per test (Debian keeps initdb and pg_ctl in
     // /usr/lib/postgresql/<version>/bin, off PATH).
     ("postgres:initdb", "postgresql"),
+    // GSS-TSIG (issue 18): MIT Kerberos headers for libgssapi-sys (krb5-gssapi.pc), libclang
+    // for its bindgen build step, and a private KDC realm made with kdb5_util/kadmin.local.
+    ("pkg-config:krb5-gssapi", "libkrb5-dev"),
+    ("lib:libclang-14.so.1", "libclang1-14"),
+    ("/usr/lib/llvm-14/lib/libclang.so", "libclang-dev"),
+    ("/usr/sbin/krb5kdc", "krb5-kdc"),
+    ("/usr/sbin/kdb5_util", "krb5-kdc"),
+    ("/usr/sbin/kadmin.local", "krb5-admin-server"),
+    ("kinit", "krb5-user"),
 ];
 
 /// The workspace root (the directory above xtask/).

@@ -8,6 +8,7 @@ use certfleet_dns_zones::Located;
 use certfleet_plugin_abi::CheckResult;
 use hickory_proto::rr::{Name, RData, RecordType};
 
+use crate::dns::Auth;
 use crate::{Rfc2136, dns, zone_error};
 
 impl Rfc2136 {
@@ -15,10 +16,16 @@ impl Rfc2136 {
     /// CNAME followed) or else every configured zone: the zone's SOA at its primary and a
     /// signed no-op UPDATE.
     pub(crate) async fn run_checks(&self, names: &[String]) -> Vec<CheckResult> {
-        let mut out = vec![CheckResult::ok(
-            format!("TSIG key {}", self.key.name),
-            format!("loaded ({})", self.key.algorithm_name),
-        )];
+        let mut out = vec![match &self.auth {
+            Auth::Hmac(key) => CheckResult::ok(
+                format!("TSIG key {}", key.name),
+                format!("loaded ({})", key.algorithm_name),
+            ),
+            Auth::Gss(g) => match g.check_credentials() {
+                Ok(detail) => CheckResult::ok("Kerberos credentials", detail),
+                Err(e) => CheckResult::failed("Kerberos credentials", e.message),
+            },
+        }];
         let mut zones: BTreeMap<Name, Option<SocketAddr>> = BTreeMap::new();
         for n in names {
             let base = n.trim_start_matches("*.").trim_end_matches('.');
@@ -123,7 +130,7 @@ impl Rfc2136 {
         let key_check = format!("{what}: signed no-op UPDATE");
         match dns::send_update(
             server,
-            &self.key,
+            &self.auth,
             dns::noop_update(zone),
             self.timeout,
             &self.counters,
@@ -132,7 +139,15 @@ impl Rfc2136 {
         {
             Ok(()) => out.push(CheckResult::ok(
                 key_check,
-                "the server accepted the TSIG key",
+                match &self.auth {
+                    Auth::Hmac(_) => "the server accepted the TSIG key".to_owned(),
+                    Auth::Gss(g) => {
+                        format!(
+                            "the server accepted the GSS-TSIG signature ({})",
+                            g.describe()
+                        )
+                    }
+                },
             )),
             Err(e) => out.push(CheckResult::failed(key_check, e.message)),
         }

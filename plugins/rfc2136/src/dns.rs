@@ -44,7 +44,7 @@ pub struct Counters {
 }
 
 impl Counters {
-    fn bump(c: &AtomicU64) {
+    pub(crate) fn bump(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -262,7 +262,7 @@ fn rand_id() -> u16 {
 /// answer is truncated or lost. The answer's rcode is mapped to a clear error.
 pub async fn send_update(
     server: SocketAddr,
-    key: &TsigKey,
+    auth: &Auth,
     msg: Message,
     timeout: Duration,
     counters: &Counters,
@@ -273,14 +273,20 @@ pub async fn send_update(
     // of times.
     let mut attempt = 1;
     loop {
-        match send_update_once(server, key, msg.clone(), timeout, counters).await? {
+        let what = format!("UPDATE of zone {} at {server}", zone_of_update(&msg));
+        let rcode = match auth {
+            Auth::Hmac(key) => {
+                send_update_once(server, key, msg.clone(), timeout, counters).await?
+            }
+            Auth::Gss(g) => g.exchange(server, &msg, timeout, counters, &what).await?,
+        };
+        match rcode {
             ResponseCode::ServFail if attempt < SERVFAIL_ATTEMPTS => {
                 tokio::time::sleep(SERVFAIL_PAUSE * attempt).await;
                 attempt += 1;
             }
             rcode => {
-                let what = format!("UPDATE of zone {} at {server}", zone_of_update(&msg));
-                let r = check_rcode(&what, key, rcode);
+                let r = check_rcode(&what, auth, rcode);
                 return match r {
                     Err(mut e) if attempt > 1 => {
                         e.message = format!("{} (after {attempt} attempts)", e.message);
@@ -289,6 +295,23 @@ pub async fn send_update(
                     other => other,
                 };
             }
+        }
+    }
+}
+
+/// How UPDATEs are signed: an HMAC TSIG key, or GSS-TSIG (Kerberos).
+#[derive(Debug)]
+pub enum Auth {
+    Hmac(TsigKey),
+    Gss(crate::gss::GssTsig),
+}
+
+impl Auth {
+    /// Who signs, for messages: `key NAME (ALG)` or the GSS-TSIG principal.
+    pub fn describe(&self) -> String {
+        match self {
+            Auth::Hmac(k) => format!("key {}", k.name),
+            Auth::Gss(g) => g.describe(),
         }
     }
 }
@@ -387,23 +410,32 @@ fn tsig_rejected(what: &str, key: &TsigKey, why: &str) -> PluginError {
     )
 }
 
-fn check_rcode(what: &str, key: &TsigKey, rcode: ResponseCode) -> Result<(), PluginError> {
+fn check_rcode(what: &str, auth: &Auth, rcode: ResponseCode) -> Result<(), PluginError> {
+    let signer = auth.describe();
     match rcode {
         ResponseCode::NoError => Ok(()),
         ResponseCode::NotAuth
         | ResponseCode::BADSIG
         | ResponseCode::BADKEY
-        | ResponseCode::BADTIME => Err(tsig_rejected(
-            what,
-            key,
-            &format!("server said {}", rcode_name(rcode)),
-        )),
+        | ResponseCode::BADTIME => Err(match auth {
+            Auth::Hmac(key) => {
+                tsig_rejected(what, key, &format!("server said {}", rcode_name(rcode)))
+            }
+            Auth::Gss(_) => PluginError::new(
+                ErrorKind::Auth,
+                format!(
+                    "{what}: GSS-TSIG signature rejected (server said {}): check the principal, \
+                     the server's service key and the clocks ({signer})",
+                    rcode_name(rcode)
+                ),
+            ),
+        }),
         ResponseCode::Refused => Err(PluginError::new(
             ErrorKind::Refused,
             format!(
-                "{what}: REFUSED by the server's update policy: key {} may not change these \
-                 TXT records (check update-policy / allow-update for the zone)",
-                key.name
+                "{what}: REFUSED by the server's update policy: {signer} may not change \
+                 these TXT records (check update-policy / allow-update for the zone; AD: the \
+                 zone's or record's security, Secure dynamic updates)"
             ),
         )),
         ResponseCode::NotZone => Err(PluginError::new(

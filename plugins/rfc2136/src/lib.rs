@@ -1,6 +1,7 @@
 //! `rfc2136`: a certfleet DNS-01 plugin that adds and removes `_acme-challenge` TXT records
-//! with RFC 2136 dynamic updates signed with TSIG (RFC 8945) — BIND, Knot, PowerDNS and
-//! Windows DNS all accept them.
+//! with RFC 2136 dynamic updates signed with TSIG (RFC 8945) — BIND, Knot and PowerDNS accept
+//! them — or with GSS-TSIG (RFC 3645, Kerberos; `gss_tsig = true`, see `gss.rs`), which Active
+//! Directory DNS with secure updates and Kerberized BIND require.
 //!
 //! For a batch it follows each name's CNAME (delegation into a validation zone), finds the
 //! zone that holds the final name by SOA queries (the shared `certfleet-dns-zones` routine the
@@ -17,10 +18,13 @@
 //! (where discovery queries go; default `server`, else the first `nameserver` of
 //! /etc/resolv.conf), `key_file` (BIND `key` statements or Knot `keymgr -t` YAML) or
 //! `key_name` + `algorithm` + `secret_env` / `secret_file` (base64 secret in an environment
-//! variable or a 0600 file), `ttl` (default 60), `timeout_secs` (default 10).
+//! variable or a 0600 file), or `gss_tsig = true` with optional `keytab`, `principal` and
+//! `server_principal`; `ttl` (default 60), `timeout_secs` (default 10).
 
 mod check;
 mod dns;
+mod gss;
+mod tkey;
 mod tsig;
 
 use std::collections::{BTreeMap, HashMap};
@@ -36,8 +40,8 @@ use certfleet_plugin_abi::{
 use hickory_proto::rr::{Name, RData, RecordType};
 use serde::Deserialize;
 
-use crate::dns::{Change, Counters, Discovery};
-use crate::tsig::TsigKey;
+use crate::dns::{Auth, Change, Counters, Discovery};
+use crate::gss::{GssSettings, GssTsig};
 
 /// `zone = "corp.test"` or `zone = ["corp.test", "acme.corp.test"]`.
 #[derive(Deserialize)]
@@ -66,6 +70,15 @@ struct Config {
     secret_env: Option<String>,
     #[serde(default)]
     secret_file: Option<String>,
+    /// Sign with GSS-TSIG (Kerberos, RFC 3645) instead of an HMAC key.
+    #[serde(default)]
+    gss_tsig: bool,
+    #[serde(default)]
+    keytab: Option<String>,
+    #[serde(default)]
+    principal: Option<String>,
+    #[serde(default)]
+    server_principal: Option<String>,
     #[serde(default = "default_ttl")]
     ttl: u32,
     #[serde(default = "default_timeout")]
@@ -86,7 +99,7 @@ pub struct Rfc2136 {
     server: Option<SocketAddr>,
     guard: Guard,
     resolver: SocketAddr,
-    key: TsigKey,
+    auth: Auth,
     ttl: u32,
     timeout: Duration,
     log: Logger,
@@ -115,7 +128,7 @@ impl std::fmt::Debug for Rfc2136 {
         f.debug_struct("Rfc2136")
             .field("server", &self.server)
             .field("guard", &self.guard)
-            .field("key", &self.key.name)
+            .field("auth", &self.auth.describe())
             .finish_non_exhaustive()
     }
 }
@@ -127,13 +140,7 @@ impl Plugin for Rfc2136 {
     fn create(config: serde_json::Value, log: Logger) -> Result<Self, PluginError> {
         let c: Config = serde_json::from_value(config)
             .map_err(|e| PluginError::config(format!("[plugins.rfc2136]: {e}")))?;
-        let key = tsig::load_key(&tsig::KeySettings {
-            key_file: c.key_file.as_deref(),
-            key_name: c.key_name.as_deref(),
-            algorithm: c.algorithm.as_deref(),
-            secret_env: c.secret_env.as_deref(),
-            secret_file: c.secret_file.as_deref(),
-        })?;
+        let auth = auth_of(&c)?;
         let server = c
             .server
             .as_deref()
@@ -161,17 +168,21 @@ impl Plugin for Rfc2136 {
             .map_err(|e| {
                 PluginError::new(ErrorKind::Internal, format!("cannot start a runtime: {e}"))
             })?;
+        if let (Auth::Gss(g), Some(host), Some(s)) =
+            (&auth, c.server.as_deref().and_then(host_of), server)
+        {
+            g.learn_host(s, &host);
+        }
         log.debug(&format!(
-            "rfc2136: key {} ({}), server {}, resolver {resolver}",
-            key.name,
-            key.algorithm_name,
+            "rfc2136: {}, server {}, resolver {resolver}",
+            auth.describe(),
             server.map_or("SOA MNAME".to_owned(), |s| s.to_string())
         ));
         Ok(Rfc2136 {
             server,
             guard,
             resolver,
-            key,
+            auth,
             ttl: c.ttl,
             timeout: Duration::from_secs(c.timeout_secs),
             log,
@@ -217,6 +228,13 @@ impl Plugin for Rfc2136 {
             (
                 "tcp_fallbacks".to_owned(),
                 c.tcp_fallbacks.load(Ordering::Relaxed),
+            ),
+            (
+                "tkey_negotiations".to_owned(),
+                match &self.auth {
+                    Auth::Gss(g) => g.negotiations.load(Ordering::Relaxed),
+                    Auth::Hmac(_) => 0,
+                },
             ),
         ])
     }
@@ -306,7 +324,7 @@ impl Rfc2136 {
                 messages.len()
             ));
             for msg in messages {
-                dns::send_update(b.server, &self.key, msg, self.timeout, &self.counters).await?;
+                dns::send_update(b.server, &self.auth, msg, self.timeout, &self.counters).await?;
             }
             if change == Change::Add {
                 self.read_back(b).await?;
@@ -367,6 +385,9 @@ impl Rfc2136 {
     /// The server to update for a located name: `server`, else the zone's SOA MNAME.
     async fn server_for(&self, l: &Located) -> Result<SocketAddr, PluginError> {
         if let Some(s) = self.server {
+            if let (Auth::Gss(g), Some(m)) = (&self.auth, &l.zone.primary) {
+                g.learn_host(s, &m.to_ascii());
+            }
             return Ok(s);
         }
         let apex = &l.zone.apex;
@@ -397,6 +418,9 @@ impl Rfc2136 {
                 })?,
         };
         let addr = self.primary_address(apex, &mname).await?;
+        if let Auth::Gss(g) = &self.auth {
+            g.learn_host(addr, &mname.to_ascii());
+        }
         self.primaries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -432,6 +456,61 @@ impl Rfc2136 {
             ),
         ))
     }
+}
+
+/// The signer the settings ask for: GSS-TSIG (`gss_tsig = true`, no HMAC settings) or an
+/// HMAC TSIG key.
+fn auth_of(c: &Config) -> Result<Auth, PluginError> {
+    let hmac_set = [
+        &c.key_file,
+        &c.key_name,
+        &c.algorithm,
+        &c.secret_env,
+        &c.secret_file,
+    ]
+    .iter()
+    .any(|s| s.is_some());
+    let gss_set = [&c.keytab, &c.principal, &c.server_principal]
+        .iter()
+        .any(|s| s.is_some());
+    if c.gss_tsig {
+        if hmac_set {
+            return Err(PluginError::config(
+                "gss_tsig = true: remove key_file, key_name, algorithm, secret_env and \
+                 secret_file (GSS-TSIG uses Kerberos, no HMAC key)",
+            ));
+        }
+        return Ok(Auth::Gss(GssTsig::new(GssSettings {
+            keytab: c.keytab.clone(),
+            principal: c.principal.clone(),
+            server_principal: c.server_principal.clone(),
+        })?));
+    }
+    if gss_set {
+        return Err(PluginError::config(
+            "keytab, principal and server_principal need gss_tsig = true",
+        ));
+    }
+    Ok(Auth::Hmac(tsig::load_key(&tsig::KeySettings {
+        key_file: c.key_file.as_deref(),
+        key_name: c.key_name.as_deref(),
+        algorithm: c.algorithm.as_deref(),
+        secret_env: c.secret_env.as_deref(),
+        secret_file: c.secret_file.as_deref(),
+    })?))
+}
+
+/// The host part of a `server` setting that is a name, not an address.
+fn host_of(server: &str) -> Option<String> {
+    if server.parse::<SocketAddr>().is_ok() || server.parse::<IpAddr>().is_ok() {
+        return None;
+    }
+    Some(
+        server
+            .rsplit_once(':')
+            .map_or(server, |(h, _)| h)
+            .to_owned(),
+    )
 }
 
 fn zone_error(e: certfleet_dns_zones::ZoneError) -> PluginError {
