@@ -73,6 +73,7 @@ mod identifier;
 mod jws;
 mod nonce;
 mod order;
+pub mod persist;
 mod poll;
 mod problem;
 mod revocation;

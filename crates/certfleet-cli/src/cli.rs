@@ -165,6 +165,7 @@ impl From<ChallengeArg> for certfleet_issue::ChallengeKind {
         match c {
             ChallengeArg::Http01 => certfleet_issue::ChallengeKind::Http01,
             ChallengeArg::Dns01 => certfleet_issue::ChallengeKind::Dns01,
+            ChallengeArg::DnsPersist01 => certfleet_issue::ChallengeKind::DnsPersist01,
         }
     }
 }
@@ -334,6 +335,8 @@ pub enum ChallengeArg {
     Http01,
     #[value(name = "dns-01")]
     Dns01,
+    #[value(name = "dns-persist-01")]
+    DnsPersist01,
 }
 
 #[derive(Debug, Args, Clone, Default)]

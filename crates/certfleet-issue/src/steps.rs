@@ -146,6 +146,8 @@ impl OrderSteps {
                     &state.identifier.value,
                     self.account.dns01_txt_value(&token),
                 )),
+                // Published once beforehand: no DNS write per order, just `{}`.
+                ChallengeKind::DnsPersist01 => {}
             }
             out.respond
                 .push(challenge.status == ChallengeStatus::Pending);

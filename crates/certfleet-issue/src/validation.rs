@@ -58,6 +58,20 @@ pub async fn explain_invalid_order(
                     ),
                 )
             });
+        if a.kind == ChallengeKind::DnsPersist01
+            && let Some(record) = authz
+                .state
+                .challenges
+                .iter()
+                .find(|c| c.kind == wanted)
+                .and_then(|c| persist_record_for(account, &a.name, c))
+        {
+            return IssueError::PersistRecordMissing {
+                name: a.name.clone(),
+                record,
+                problem: Box::new(problem),
+            };
+        }
         return IssueError::ValidationFailed {
             name: a.name.clone(),
             kind: a.kind.as_str(),
@@ -68,4 +82,22 @@ pub async fn explain_invalid_order(
         url: order_url.to_owned(),
         problem: order_problem.cloned().map(Box::new),
     }
+}
+
+/// The record a dns-persist-01 challenge asks for, for this account (`policy=wildcard`
+/// for a wildcard name).
+fn persist_record_for(
+    account: &Account,
+    name: &str,
+    challenge: &certfleet_acme::Challenge,
+) -> Option<String> {
+    let policy = certfleet_acme::persist::PersistPolicy {
+        issuer_domain_name: challenge.issuer_domain_names.first()?.clone(),
+        account_url: account.url().to_owned(),
+        wildcard: name.starts_with("*."),
+        persist_until: None,
+    };
+    certfleet_acme::persist::PersistRecord::new(name, &policy)
+        .ok()
+        .map(|r| r.to_string())
 }
