@@ -4,6 +4,7 @@
 //! Needs the Debian packages `pebble` and `openssl`; without them the tests skip locally and
 //! fail under CI (`CI` set).
 
+mod a2c_env;
 mod account;
 mod atomic;
 mod bad_input;
@@ -25,6 +26,7 @@ mod dns_api_powerdns;
 mod dns_api_route53;
 mod dns_api_support;
 mod dns_env;
+mod dns_persist;
 mod harness;
 mod hsm;
 mod issue;

@@ -1,0 +1,168 @@
+//! dns-persist-01 against acme2certifier (issue 17, acceptance 1): `persist records`
+//! published once in BIND, then certificates for `a.corp.test`, `*.corp.test` and
+//! `b.a.corp.test` with no DNS write during issuance (BIND's UPDATE counter); a missing
+//! record and a record naming another account are refused, with the record to publish.
+
+use crate::a2c_env::A2cEnv;
+use crate::common::check_issued;
+
+/// `persist records NAMES --json` → (name, value) pairs.
+async fn records(env: &A2cEnv, state: &str, args: &[&str]) -> Vec<(String, String)> {
+    let mut full = vec!["persist", "records", "--json"];
+    full.extend(args);
+    let run = env.run(state, &full).await;
+    run.assert_ok();
+    run.json()
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().expect("name").to_owned(),
+                r["value"].as_str().expect("value").to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn dns_persist_records_published_once_then_issuance_writes_no_dns() {
+    let Some(env) = A2cEnv::start(|_| {}).await else {
+        return;
+    };
+    env.register("main", "es256").await;
+    let account_json = env.run("main", &["account", "show"]).await;
+    account_json.assert_ok();
+
+    let plain = records(&env, "main", &["a.corp.test"]).await;
+    assert_eq!(plain.len(), 1, "{plain:?}");
+    assert_eq!(plain[0].0, "_validation-persist.a.corp.test");
+    assert!(
+        plain[0]
+            .1
+            .starts_with("ca.certfleet.test; accounturi=https://127.0.0.1:")
+            && !plain[0].1.contains("policy="),
+        "{plain:?}"
+    );
+    // The zone-file form names the same record.
+    let zone = env
+        .run("main", &["persist", "records", "a.corp.test"])
+        .await;
+    zone.assert_ok();
+    assert!(
+        zone.stdout.contains(&format!(
+            "_validation-persist.a.corp.test. 3600 IN TXT \"{}\"",
+            plain[0].1
+        )),
+        "{zone}"
+    );
+    let wild = records(
+        &env,
+        "main",
+        &["--wildcard", "*.corp.test", "b.a.corp.test"],
+    )
+    .await;
+    assert!(
+        wild.iter().all(|(_, v)| v.contains("; policy=wildcard")),
+        "{wild:?}"
+    );
+    let mut all = plain.clone();
+    all.extend(wild.iter().cloned());
+    env.publish(&all);
+
+    let primary = env.bind.primary();
+    let before = env.bind.stats(primary).await.expect("stats").updates;
+    let root = env.a2c.issuing_root_pem_path();
+    for (out, names) in [
+        ("out-a", vec!["a.corp.test"]),
+        ("out-wild", vec!["*.corp.test", "b.a.corp.test"]),
+    ] {
+        let out_s = env.path(out).to_string_lossy().into_owned();
+        let mut args = vec!["issue", "--challenge", "dns-persist-01", "--out", &out_s];
+        for n in &names {
+            args.extend(["--name", n]);
+        }
+        env.run("main", &args).await.assert_ok();
+        check_issued(&env.path(out), &names, &root);
+    }
+    let after = env.bind.stats(primary).await.expect("stats").updates;
+    assert_eq!(after, before, "no DNS write during dns-persist-01 issuance");
+    assert!(
+        env.a2c.log().contains("_validation-persist.corp.test"),
+        "the CA read the wildcard record"
+    );
+
+    // No record for c.corp.test: the error names the record to publish.
+    let out_s = env.path("out-c").to_string_lossy().into_owned();
+    let missing = env
+        .run(
+            "main",
+            &[
+                "issue",
+                "--challenge",
+                "dns-persist-01",
+                "--name",
+                "c.corp.test",
+                "--out",
+                &out_s,
+            ],
+        )
+        .await;
+    missing.assert_exit_1();
+    let expected = plain[0].1.clone();
+    assert!(
+        missing.stderr.contains(&format!(
+            "_validation-persist.c.corp.test TXT \"{expected}\""
+        )),
+        "the error names the exact record:\n{missing}"
+    );
+    assert!(
+        !env.path("out-c").exists(),
+        "nothing written for a refused name"
+    );
+
+    // A record naming another account: the CA refuses, and we say what is needed.
+    env.register("other", "es256").await;
+    let others = records(&env, "other", &["d.corp.test"]).await;
+    assert_ne!(others[0].1, expected, "two accounts, two values");
+    env.publish(&others);
+    let out_s = env.path("out-d").to_string_lossy().into_owned();
+    let foreign = env
+        .run(
+            "main",
+            &[
+                "issue",
+                "--challenge",
+                "dns-persist-01",
+                "--name",
+                "d.corp.test",
+                "--out",
+                &out_s,
+            ],
+        )
+        .await;
+    foreign.assert_exit_1();
+    assert!(
+        foreign.stderr.contains(&format!(
+            "_validation-persist.d.corp.test TXT \"{expected}\""
+        )) && foreign.stderr.contains("did not authorize")
+            && foreign.stderr.contains("naming another account"),
+        "refused, with this account's record:\n{foreign}"
+    );
+    // The other account can use its own record.
+    let out_s = env.path("out-d2").to_string_lossy().into_owned();
+    env.run(
+        "other",
+        &[
+            "issue",
+            "--challenge",
+            "dns-persist-01",
+            "--name",
+            "d.corp.test",
+            "--out",
+            &out_s,
+        ],
+    )
+    .await
+    .assert_ok();
+}
