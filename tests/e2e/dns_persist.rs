@@ -145,8 +145,8 @@ async fn dns_persist_records_published_once_then_issuance_writes_no_dns() {
     assert!(
         foreign.stderr.contains(&format!(
             "_validation-persist.d.corp.test TXT \"{expected}\""
-        )) && foreign.stderr.contains("did not authorize")
-            && foreign.stderr.contains("naming another account"),
+        )) && foreign.stderr.contains("naming another account")
+            && foreign.stderr.contains("persist records d.corp.test"),
         "refused, with this account's record:\n{foreign}"
     );
     // The other account can use its own record.

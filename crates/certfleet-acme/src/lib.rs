@@ -79,6 +79,7 @@ mod problem;
 mod revocation;
 #[cfg(test)]
 mod test_support;
+mod wire_log;
 mod x509;
 
 pub use account::{Account, AccountState, AccountStatus, NewAccount, NewAccountOutcome};

@@ -36,7 +36,7 @@ pub enum IssueError {
     /// dns-persist-01 refused: the record this account needs (published, it authorizes
     /// every later order for the name).
     #[error(
-        "{name}: dns-persist-01 validation failed: {problem}; the CA needs this TXT record for this account: {record} (publish it, e.g. with `certfleet persist records --provision`; a record naming another account or CA does not count)"
+        "{name}: dns-persist-01 validation failed: {problem}; the CA needs this TXT record for this account: {record} (publish it once: `certfleet persist records {name}` prints it; a record naming another account or CA does not count)"
     )]
     PersistRecordMissing {
         name: String,
