@@ -1,6 +1,7 @@
 //! An acme2certifier (the second, independent ACME server) with a BIND primary for
 //! `corp.test` as its resolver, and a certfleet state directory per account.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use certfleet_testenv::{A2c, A2cOptions, Bind, BindOptions, BindZone, require_a2c, require_tool};
@@ -44,6 +45,11 @@ impl A2cEnv {
 
     /// Runs certfleet with the state directory `state` (one per account).
     pub async fn run(&self, state: &str, args: &[&str]) -> Run {
+        self.run_env(state, args, &[]).await
+    }
+
+    /// [`Self::run`] with extra environment variables (e.g. a SoftHSM's configuration).
+    pub async fn run_env(&self, state: &str, args: &[&str], vars: &[(OsString, OsString)]) -> Run {
         let mut full: Vec<std::ffi::OsString> = vec![
             "--state-dir".into(),
             self.path(state).into(),
@@ -53,7 +59,11 @@ impl A2cEnv {
             self.a2c.tls_root_pem_path().into(),
         ];
         full.extend(args.iter().map(Into::into));
-        let run = certfleet_within(full, COMMAND_TIMEOUT).await;
+        let run = if vars.is_empty() {
+            certfleet_within(full, COMMAND_TIMEOUT).await
+        } else {
+            certfleet_with_env(full, vars).await
+        };
         if !run.status.success() {
             eprintln!(
                 "(certfleet failed; acme2certifier log tail:)\n{}",
@@ -120,4 +130,27 @@ fn nsupdate(key: &Path, script: &str) {
         "nsupdate failed: {}\n{script}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+async fn certfleet_with_env(args: Vec<OsString>, vars: &[(OsString, OsString)]) -> Run {
+    let mut cmd = tokio::process::Command::from(certfleet_testenv::certfleet_command());
+    cmd.args(&args)
+        .envs(vars.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let started = std::time::Instant::now();
+    let out = tokio::time::timeout(COMMAND_TIMEOUT, cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("certfleet {args:?} timed out"))
+        .expect("run certfleet");
+    Run {
+        args: args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        elapsed: started.elapsed(),
+    }
 }

@@ -8,9 +8,18 @@ use crate::common::check_issued;
 
 /// `persist records NAMES --json` → (name, value) pairs.
 async fn records(env: &A2cEnv, state: &str, args: &[&str]) -> Vec<(String, String)> {
+    records_env(env, state, args, &[]).await
+}
+
+async fn records_env(
+    env: &A2cEnv,
+    state: &str,
+    args: &[&str],
+    vars: &[(std::ffi::OsString, std::ffi::OsString)],
+) -> Vec<(String, String)> {
     let mut full = vec!["persist", "records", "--json"];
     full.extend(args);
-    let run = env.run(state, &full).await;
+    let run = env.run_env(state, &full, vars).await;
     run.assert_ok();
     run.json()
         .as_array()
@@ -165,4 +174,72 @@ async fn dns_persist_records_published_once_then_issuance_writes_no_dns() {
     )
     .await
     .assert_ok();
+
+    // Acceptance 2: the account moves to a SoftHSM key; the account URL, and so every
+    // published record, stays valid.
+    if !certfleet_testenv::require_softhsm() {
+        return;
+    }
+    let hsm = certfleet_testenv::SoftHsm::new().expect("softhsm dir");
+    hsm.init_token("persist", "87654321").expect("init token");
+    let pin_file = hsm.pin_file("pin", "87654321").expect("pin file");
+    let vars = [hsm.env()];
+    let module = hsm.module_path().to_string_lossy().into_owned();
+    let pin = format!("file:{}", pin_file.display());
+    let generated = env
+        .run_env(
+            "main",
+            &[
+                "key",
+                "generate",
+                "--backend",
+                "pkcs11",
+                "--alg",
+                "es256",
+                "--module",
+                &module,
+                "--token",
+                "persist",
+                "--label",
+                "acct-hsm",
+                "--pin-source",
+                &pin,
+            ],
+            &vars,
+        )
+        .await;
+    generated.assert_ok();
+    let new_key = generated.last_line();
+    env.run_env(
+        "main",
+        &["account", "rollover", "--new-key", &new_key],
+        &vars,
+    )
+    .await
+    .assert_ok();
+    let after_rollover = records_env(&env, "main", &["a.corp.test"], &vars).await;
+    assert_eq!(after_rollover, plain, "the records survive the key change");
+    let updates = env.bind.stats(primary).await.expect("stats").updates;
+    let out_s = env.path("out-hsm").to_string_lossy().into_owned();
+    env.run_env(
+        "main",
+        &[
+            "issue",
+            "--challenge",
+            "dns-persist-01",
+            "--name",
+            "a.corp.test",
+            "--out",
+            &out_s,
+        ],
+        &vars,
+    )
+    .await
+    .assert_ok();
+    check_issued(&env.path("out-hsm"), &["a.corp.test"], &root);
+    assert_eq!(
+        env.bind.stats(primary).await.expect("stats").updates,
+        updates,
+        "no DNS write after the rollover either"
+    );
 }
