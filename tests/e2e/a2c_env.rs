@@ -13,6 +13,8 @@ pub struct A2cEnv {
     pub a2c: A2c,
     pub bind: Bind,
     pub dir: TempDir,
+    /// Where acme2certifier fetches http-01 responses.
+    pub http01_port: u16,
 }
 
 impl A2cEnv {
@@ -36,7 +38,12 @@ impl A2cEnv {
         configure(&mut options);
         let a2c = A2c::start(options).await.expect("acme2certifier starts");
         let dir = tempfile::tempdir().expect("tempdir");
-        Some(A2cEnv { a2c, bind, dir })
+        Some(A2cEnv {
+            a2c,
+            bind,
+            dir,
+            http01_port: http01,
+        })
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {

@@ -5,6 +5,7 @@
 //! fail under CI (`CI` set).
 
 mod a2c_env;
+mod a2c_interop;
 mod account;
 mod atomic;
 mod bad_input;
