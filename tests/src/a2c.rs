@@ -257,7 +257,7 @@ impl A2c {
             make_pki(dir.path())?;
             std::fs::create_dir(dir.path().join("certs"))?;
             if !options.eab.is_empty() {
-                let mut csv = String::from("eab_kid,eab_hmac\n");
+                let mut csv = String::from("eab_kid,eab_mac\n");
                 for (kid, key) in &options.eab {
                     csv.push_str(&format!("{kid},{key}\n"));
                 }
