@@ -112,7 +112,24 @@ async fn a2c_core_flows_register_issue_renew_revoke_rollover_deactivate_batch() 
     let (renewed, _) = check_issued(&env.path("www"), &["www.corp.test"], &root);
     assert_ne!(first.serial_hex, renewed.serial_hex, "a new certificate");
 
+    // Revocation signed by the certificate key: refused by acme2certifier 0.46.3 (RFC 8555
+    // §7.6 allows it); certfleet says to revoke with the issuing account.
     let cert = env.path("www/cert.pem").to_string_lossy().into_owned();
+    let cert_key = env.path("www/privkey.pem").to_string_lossy().into_owned();
+    let by_key = env
+        .run(
+            "main",
+            &["revoke", "--cert", &cert, "--cert-key", &cert_key],
+        )
+        .await;
+    by_key.assert_exit_1();
+    assert!(
+        by_key
+            .stderr
+            .contains("revoke with the account that issued")
+            && by_key.stderr.contains("accountDoesNotExist"),
+        "{by_key}"
+    );
     let revoked = env.run("main", &["revoke", "--cert", &cert]).await;
     revoked.assert_ok();
 
@@ -163,6 +180,12 @@ async fn a2c_core_flows_register_issue_renew_revoke_rollover_deactivate_batch() 
     assert_eq!(shown.json()["key_ref"], new_ref.as_str(), "{shown}");
     let deactivated = env.run("main", &["account", "deactivate", "--yes"]).await;
     deactivated.assert_ok();
+    assert!(
+        deactivated
+            .stderr
+            .contains("dns-persist-01 records naming this account"),
+        "{deactivated}"
+    );
     let after = env
         .run(
             "main",
