@@ -46,6 +46,28 @@ impl A2cEnv {
         })
     }
 
+    /// A config file: the rfc2136 plugin and the propagation checker on this BIND.
+    pub fn config(&self) -> String {
+        let primary = self.bind.primary();
+        let text = format!(
+            "[dns01]\nplugin_dirs = [\"{}\"]\n[dns01.propagation]\ncheck = true\ntimeout_secs = 30\n\
+         interval_millis = 200\nquery_timeout_millis = 1000\ndiscovery_resolvers = [\"{primary}\"]\n\
+         nameserver_addresses = {{ {} }}\n\
+         [plugins.rfc2136]\nserver = \"{primary}\"\nkey_file = \"{}\"\n",
+            certfleet_testenv::plugin_dir().display(),
+            self.bind
+                .nameserver_addresses()
+                .into_iter()
+                .map(|(host, addr)| format!("\"{host}\" = [\"{addr}\"]"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.bind.key_file("acme-key").expect("key").display(),
+        );
+        let path = self.path("certfleet.toml");
+        std::fs::write(&path, text).expect("config");
+        path.to_string_lossy().into_owned()
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }

@@ -10,33 +10,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use crate::a2c_env::A2cEnv;
 use crate::common::check_issued;
 
-fn config(env: &A2cEnv) -> String {
-    let primary = env.bind.primary();
-    let text = format!(
-        "[dns01]\nplugin_dirs = [\"{}\"]\n[dns01.propagation]\ncheck = true\ntimeout_secs = 30\n\
-         interval_millis = 200\nquery_timeout_millis = 1000\ndiscovery_resolvers = [\"{primary}\"]\n\
-         nameserver_addresses = {{ {} }}\n\
-         [plugins.rfc2136]\nserver = \"{primary}\"\nkey_file = \"{}\"\n",
-        certfleet_testenv::plugin_dir().display(),
-        env.bind
-            .nameserver_addresses()
-            .into_iter()
-            .map(|(host, addr)| format!("\"{host}\" = [\"{addr}\"]"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        env.bind.key_file("acme-key").expect("key").display(),
-    );
-    let path = env.path("certfleet.toml");
-    std::fs::write(&path, text).expect("config");
-    path.to_string_lossy().into_owned()
-}
-
 #[tokio::test]
 async fn a2c_core_flows_register_issue_renew_revoke_rollover_deactivate_batch() {
     let Some(env) = A2cEnv::start(|_| {}).await else {
         return;
     };
-    let cfg = config(&env);
+    let cfg = env.config();
     let root = env.a2c.issuing_root_pem_path();
     for alg in ["es384", "rs256"] {
         let key = env.register(alg, alg).await;

@@ -243,3 +243,138 @@ async fn dns_persist_records_published_once_then_issuance_writes_no_dns() {
         "no DNS write after the rollover either"
     );
 }
+
+/// Names in the batch test (issue 17 acceptance 3 says 100; every name is checked).
+const BATCH_NAMES: usize = 100;
+const BATCH_MISSING: [usize; 3] = [7, 42, 99];
+
+#[tokio::test]
+async fn dns_persist_batch_reports_names_lacking_a_record_and_orders_nothing_for_them() {
+    let Some(env) = A2cEnv::start(|_| {}).await else {
+        return;
+    };
+    env.register("main", "es256").await;
+    let cfg = env.config();
+    let names: Vec<String> = (0..BATCH_NAMES)
+        .map(|i| format!("p{i}.corp.test"))
+        .collect();
+    let mut args: Vec<&str> = names.iter().map(String::as_str).collect();
+    args.insert(0, "--json");
+    args.splice(0..0, ["persist", "records"]);
+    let printed = env.run("main", &args).await;
+    printed.assert_ok();
+    let all: Vec<(String, String, String)> = printed
+        .json()
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|r| {
+            (
+                r["domain"].as_str().expect("domain").to_owned(),
+                r["name"].as_str().expect("name").to_owned(),
+                r["value"].as_str().expect("value").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(all.len(), BATCH_NAMES);
+    let published: Vec<(String, String)> = all
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !BATCH_MISSING.contains(i))
+        .map(|(_, (_, n, v))| (n.clone(), v.clone()))
+        .collect();
+    env.publish(&published);
+    let check = env
+        .run(
+            "main",
+            &[
+                "--config",
+                &cfg,
+                "persist",
+                "records",
+                "--check",
+                "p0.corp.test",
+                "p7.corp.test",
+            ],
+        )
+        .await;
+    check.assert_exit_1();
+    assert!(
+        check
+            .stdout
+            .contains("present  _validation-persist.p0.corp.test"),
+        "{check}"
+    );
+    assert!(
+        check
+            .stdout
+            .contains("MISSING  _validation-persist.p7.corp.test"),
+        "{check}"
+    );
+
+    let list = env.path("batch.txt");
+    std::fs::write(&list, names.join("\n") + "\n").expect("batch file");
+    let updates = env
+        .bind
+        .stats(env.bind.primary())
+        .await
+        .expect("stats")
+        .updates;
+    let batch = env
+        .run(
+            "main",
+            &[
+                "--config",
+                &cfg,
+                "batch",
+                "run",
+                &list.to_string_lossy(),
+                "--challenge",
+                "dns-persist-01",
+                "--rate-limits",
+                "none",
+                "--out",
+                &env.path("certs").to_string_lossy(),
+            ],
+        )
+        .await;
+    batch.assert_exit_1();
+    assert!(
+        batch.stderr.contains(&format!(
+            "{} certificates were not ordered",
+            BATCH_MISSING.len()
+        )) && batch
+            .stderr
+            .contains(&format!("{} issued", BATCH_NAMES - BATCH_MISSING.len())),
+        "{batch}"
+    );
+    let root = env.a2c.issuing_root_pem_path();
+    let log = env.a2c.log();
+    for (i, (domain, name, value)) in all.iter().enumerate() {
+        let dir = env.path(&format!("certs/{domain}"));
+        if BATCH_MISSING.contains(&i) {
+            assert!(
+                batch.stdout.contains(&format!(
+                    "not ordered: {domain}: publish {name}. 3600 IN TXT \"{value}\""
+                )),
+                "{domain} reported with its record:\n{batch}"
+            );
+            assert!(!dir.exists(), "nothing written for {domain}");
+            assert!(
+                !log.contains(&format!("\"{domain}\"")),
+                "{domain} was never ordered"
+            );
+        } else {
+            check_issued(&dir, &[domain.as_str()], &root);
+        }
+    }
+    assert_eq!(
+        env.bind
+            .stats(env.bind.primary())
+            .await
+            .expect("stats")
+            .updates,
+        updates,
+        "no DNS write during the batch"
+    );
+}

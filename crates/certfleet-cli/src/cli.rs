@@ -93,6 +93,9 @@ pub enum PersistCommand {
         /// Print JSON: [{domain, name, value}]
         #[arg(long)]
         json: bool,
+        /// Ask every authoritative server ([dns01.propagation]) whether each record is served
+        #[arg(long, conflicts_with = "json")]
+        check: bool,
     },
 }
 
