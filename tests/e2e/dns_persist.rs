@@ -350,6 +350,10 @@ async fn dns_persist_batch_reports_names_lacking_a_record_and_orders_nothing_for
     );
     let root = env.a2c.issuing_root_pem_path();
     let log = env.a2c.log();
+    assert!(
+        log.contains("p0.corp.test"),
+        "the CA logs the names it is asked for"
+    );
     for (i, (domain, name, value)) in all.iter().enumerate() {
         let dir = env.path(&format!("certs/{domain}"));
         if BATCH_MISSING.contains(&i) {
@@ -360,10 +364,7 @@ async fn dns_persist_batch_reports_names_lacking_a_record_and_orders_nothing_for
                 "{domain} reported with its record:\n{batch}"
             );
             assert!(!dir.exists(), "nothing written for {domain}");
-            assert!(
-                !log.contains(&format!("\"{domain}\"")),
-                "{domain} was never ordered"
-            );
+            assert!(!log.contains(domain.as_str()), "{domain} was never ordered");
         } else {
             check_issued(&dir, &[domain.as_str()], &root);
         }
