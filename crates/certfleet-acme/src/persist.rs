@@ -159,7 +159,7 @@ mod tests {
 
     #[test]
     fn record_name_and_value_follow_the_draft() {
-        let r = PersistRecord::new("a.corp.test", &policy(false)).unwrap();
+        let r = PersistRecord::new("a.corp.test", &policy(false)).expect("record");
         assert_eq!(r.name, "_validation-persist.a.corp.test");
         assert_eq!(r.value, "ca.example; accounturi=https://ca.example/acct/1");
         assert_eq!(
@@ -168,7 +168,7 @@ mod tests {
         );
         let mut p = policy(true);
         p.persist_until = Some(1_900_000_000);
-        let w = PersistRecord::new("*.corp.test", &p).unwrap();
+        let w = PersistRecord::new("*.corp.test", &p).expect("wildcard record");
         assert_eq!(w.name, "_validation-persist.corp.test");
         assert_eq!(
             w.value,
