@@ -222,6 +222,7 @@ async fn a2c_external_account_binding_hs256_and_hs512_with_a_64_byte_key() {
             .run(
                 state,
                 &[
+                    "-vv",
                     "account",
                     "register",
                     "--key",
@@ -238,5 +239,13 @@ async fn a2c_external_account_binding_hs256_and_hs512_with_a_64_byte_key() {
             .await;
         run.assert_ok();
         assert!(!run.stdout.contains(key.as_str()) && !run.stderr.contains(key.as_str()));
+        // -vv: the signed newAccount request, header and payload, signatures left out.
+        assert!(
+            run.stderr.contains("signed request (signature omitted)")
+                && run.stderr.contains(r#""alg":"ES256""#)
+                && run.stderr.contains("externalAccountBinding")
+                && run.stderr.contains("<omitted>"),
+            "{run}"
+        );
     }
 }
