@@ -4,6 +4,8 @@
 //! Needs the Debian packages `pebble` and `openssl`; without them the tests skip locally and
 //! fail under CI (`CI` set).
 
+mod a2c_env;
+mod a2c_interop;
 mod account;
 mod atomic;
 mod bad_input;
@@ -26,6 +28,7 @@ mod dns_api_powerdns;
 mod dns_api_route53;
 mod dns_api_support;
 mod dns_env;
+mod dns_persist;
 mod hardening;
 mod harness;
 mod hsm;

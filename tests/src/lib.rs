@@ -19,6 +19,7 @@
 //!
 //! Processes are killed when the [`Pebble`] value is dropped.
 
+pub mod a2c;
 mod bind;
 mod ca_proxy;
 pub mod cloudflare_fake;
@@ -45,6 +46,7 @@ use std::env;
 use std::path::PathBuf;
 use std::process::Command;
 
+pub use a2c::{A2c, A2cOptions, require_a2c};
 pub use bind::{Bind, BindExtra, BindOptions, BindStats, BindZone, SecondaryMode};
 pub use ca_proxy::{
     CaProxy, CaProxyOptions, JwsPeek, LimitSpec, ProxyLimits, ProxyStats, Refusal, go_duration,

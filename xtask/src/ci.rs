@@ -4,7 +4,9 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 
-use crate::util::{cargo, ensure_moto, ensure_packages, fmt_duration, run_cmd, step, target_dir};
+use crate::util::{
+    cargo, ensure_a2c, ensure_moto, ensure_packages, fmt_duration, run_cmd, step, target_dir,
+};
 
 pub fn run(args: &[String]) -> Result<()> {
     if let Some(a) = args.first() {
@@ -17,6 +19,7 @@ pub fn run(args: &[String]) -> Result<()> {
         ensure_packages,
     )?;
     step("moto (AWS API emulator) in a venv", ensure_moto)?;
+    step("acme2certifier (second ACME server) in a venv", ensure_a2c)?;
     step("tidy: the architecture's invariants", || {
         crate::tidy::run(&[])
     })?;

@@ -289,30 +289,7 @@ pub fn ensure_moto() -> Result<()> {
         println!("moto present: {}", server.display());
         return Ok(());
     }
-    let make_venv = || {
-        run_cmd(
-            Command::new("python3")
-                .arg("-m")
-                .arg("venv")
-                .arg("--clear")
-                .arg(&venv),
-        )
-    };
-    if make_venv().is_err() {
-        if !is_root() {
-            bail!(
-                "cannot create {}; install python3-venv: sudo apt-get install -y python3-venv",
-                venv.display()
-            );
-        }
-        run_cmd(Command::new("apt-get").arg("update"))?;
-        run_cmd(
-            Command::new("apt-get")
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .args(["install", "-y", "python3-venv"]),
-        )?;
-        make_venv()?;
-    }
+    make_venv(&venv)?;
     // moto 5: its /moto-api/reset-auth and signature checks are what the tests rely on.
     run_cmd(Command::new(venv.join("bin/pip")).args([
         "install",
@@ -324,4 +301,72 @@ pub fn ensure_moto() -> Result<()> {
         bail!("pip installed moto but {} is missing", server.display());
     }
     Ok(())
+}
+
+/// `python3 -m venv --clear VENV`; a Debian python3 needs `python3-venv`, installed (as
+/// root) when the first attempt fails.
+fn make_venv(venv: &Path) -> Result<()> {
+    let make = || {
+        run_cmd(
+            Command::new("python3")
+                .arg("-m")
+                .arg("venv")
+                .arg("--clear")
+                .arg(venv),
+        )
+    };
+    if make().is_ok() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "cannot create {}; install python3-venv: sudo apt-get install -y python3-venv",
+            venv.display()
+        );
+    }
+    run_cmd(Command::new("apt-get").arg("update"))?;
+    run_cmd(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "python3-venv"]),
+    )?;
+    make()
+}
+
+/// The acme2certifier version the tests run against (tests/src/a2c.rs `A2C_VERSION`).
+pub const A2C_VERSION: &str = "0.46.3";
+
+/// Where acme2certifier (the second ACME server of the tests) is installed; the harness
+/// (`certfleet_testenv::a2c`) looks here.
+pub fn a2c_venv() -> Result<PathBuf> {
+    let home = std::env::var_os("HOME").context("HOME is not set")?;
+    Ok(PathBuf::from(home).join(".cache/certfleet-a2c-venv"))
+}
+
+/// Installs acme2certifier [`A2C_VERSION`] from PyPI into [`a2c_venv`] unless that
+/// version is there already.
+pub fn ensure_a2c() -> Result<()> {
+    let venv = a2c_venv()?;
+    let python = venv.join("bin/python");
+    let installed = python.is_file()
+        && Command::new(&python)
+            .args([
+                "-c",
+                &format!(
+                    "import importlib.metadata as m, sys; sys.exit(m.version('acme2certifier') != '{A2C_VERSION}')"
+                ),
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+    if installed {
+        println!("acme2certifier {A2C_VERSION} present: {}", venv.display());
+        return Ok(());
+    }
+    make_venv(&venv)?;
+    run_cmd(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        &format!("acme2certifier=={A2C_VERSION}"),
+    ]))
 }

@@ -56,6 +56,8 @@ pub enum ChallengeType {
     Http01,
     Dns01,
     TlsAlpn01,
+    /// dns-persist-01 (see [`crate::persist`]).
+    DnsPersist01,
     Other(String),
 }
 
@@ -65,6 +67,7 @@ impl ChallengeType {
             ChallengeType::Http01 => "http-01",
             ChallengeType::Dns01 => "dns-01",
             ChallengeType::TlsAlpn01 => "tls-alpn-01",
+            ChallengeType::DnsPersist01 => crate::persist::DNS_PERSIST_01,
             ChallengeType::Other(s) => s,
         }
     }
@@ -89,6 +92,7 @@ impl<'de> Deserialize<'de> for ChallengeType {
             "http-01" => ChallengeType::Http01,
             "dns-01" => ChallengeType::Dns01,
             "tls-alpn-01" => ChallengeType::TlsAlpn01,
+            crate::persist::DNS_PERSIST_01 => ChallengeType::DnsPersist01,
             _ => ChallengeType::Other(s),
         })
     }
@@ -111,6 +115,16 @@ pub struct Challenge {
     pub validated: Option<OffsetDateTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<Problem>,
+    /// dns-persist-01: the issuer domain names the CA accepts in the record.
+    #[serde(
+        default,
+        rename = "issuer-domain-names",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub issuer_domain_names: Vec<String>,
+    /// dns-persist-01 (acme2certifier): the account URL the record must name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accounturi: Option<String>,
 }
 
 /// The authorization object as the server last returned it. For a wildcard order the

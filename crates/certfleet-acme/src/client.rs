@@ -226,6 +226,7 @@ impl AcmeClient {
             };
             Counters::bump(&t.counters.signatures);
             let jws = jws::sign(key, identity, Some(&nonce), url, payload).await?;
+            crate::wire_log::log_request(url, &jws);
             let body = serde_json::to_vec(&jws).map_err(|cause| AcmeError::Json {
                 url: url.to_owned(),
                 cause,

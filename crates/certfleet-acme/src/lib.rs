@@ -74,11 +74,13 @@ mod identifier;
 mod jws;
 mod nonce;
 mod order;
+pub mod persist;
 mod poll;
 mod problem;
 mod revocation;
 #[cfg(test)]
 mod test_support;
+mod wire_log;
 mod x509;
 
 pub use account::{Account, AccountState, AccountStatus, NewAccount, NewAccountOutcome};

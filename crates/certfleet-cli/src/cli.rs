@@ -71,6 +71,37 @@ pub enum Command {
     /// Issue many certificates from a batch file: durable, resumable, rate-limit aware
     #[command(subcommand)]
     Batch(BatchCommand),
+    /// dns-persist-01: the persistent `_validation-persist` records for this account and CA
+    #[command(subcommand)]
+    Persist(PersistCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PersistCommand {
+    /// Print the TXT records to publish once (zone-file lines, or JSON with --json)
+    Records {
+        /// Names to authorize (`*.example.com` gets policy=wildcard)
+        #[arg(value_name = "NAME", required = true)]
+        names: Vec<String>,
+        /// Issuer domain name the CA accepts (default: the directory's first caaIdentities)
+        #[arg(long, value_name = "DOMAIN")]
+        issuer: Option<String>,
+        /// Add policy=wildcard: the record also authorizes wildcards and subdomains
+        #[arg(long)]
+        wildcard: bool,
+        /// Add persistUntil=UNIX_SECONDS: the CA ignores the record afterwards
+        #[arg(long, value_name = "UNIX_SECONDS")]
+        persist_until: Option<u64>,
+        /// TTL of the zone-file lines
+        #[arg(long, default_value_t = 3600)]
+        ttl: u32,
+        /// Print JSON: [{domain, name, value}]
+        #[arg(long)]
+        json: bool,
+        /// Ask every authoritative server ([dns01.propagation]) whether each record is served
+        #[arg(long, conflicts_with = "json")]
+        check: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -180,6 +211,7 @@ impl From<ChallengeArg> for certfleet_issue::ChallengeKind {
         match c {
             ChallengeArg::Http01 => certfleet_issue::ChallengeKind::Http01,
             ChallengeArg::Dns01 => certfleet_issue::ChallengeKind::Dns01,
+            ChallengeArg::DnsPersist01 => certfleet_issue::ChallengeKind::DnsPersist01,
         }
     }
 }
@@ -349,6 +381,8 @@ pub enum ChallengeArg {
     Http01,
     #[value(name = "dns-01")]
     Dns01,
+    #[value(name = "dns-persist-01")]
+    DnsPersist01,
 }
 
 #[derive(Debug, Args, Clone, Default)]

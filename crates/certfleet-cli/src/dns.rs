@@ -77,10 +77,16 @@ pub async fn load_solver(settings: &Settings, name: &str) -> Result<PluginSolver
 
 /// The propagation check `[dns01.propagation]` asks for, if any.
 pub fn propagation(settings: &Settings) -> Result<Option<Arc<dyn PropagationCheck>>> {
-    let p = &settings.dns01.propagation;
-    if !p.check {
+    if !settings.dns01.propagation.check {
         return Ok(None);
     }
+    Ok(Some(Arc::new(authoritative_check(settings)?)))
+}
+
+/// The authoritative-server check configured in `[dns01.propagation]` (also used, once, to
+/// see which dns-persist-01 records are published).
+pub fn authoritative_check(settings: &Settings) -> Result<AuthoritativeCheck> {
+    let p = &settings.dns01.propagation;
     let addrs = |list: &[String]| -> Result<Vec<std::net::SocketAddr>> {
         list.iter()
             .map(|a| {
@@ -107,5 +113,5 @@ pub fn propagation(settings: &Settings) -> Result<Option<Arc<dyn PropagationChec
         nameserver_addresses,
         ..PropagationConfig::default()
     };
-    Ok(Some(Arc::new(AuthoritativeCheck::new(config)?)))
+    Ok(AuthoritativeCheck::new(config)?)
 }

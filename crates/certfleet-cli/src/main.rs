@@ -156,5 +156,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Revoke(args) => commands::revoke::run(&ctx, args).await,
         Command::Plugin(cmd) => commands::plugin::run(&ctx, cmd).await,
         Command::Batch(cmd) => commands::batch::run(&ctx, cmd).await,
+        Command::Persist(cmd) => commands::persist::run(&ctx, cmd).await,
     }
 }

@@ -269,6 +269,27 @@ impl AuthoritativeCheck {
         Ok(targets.into_values().collect())
     }
 
+    /// Asks every authoritative server (and configured resolver) once, without waiting:
+    /// per record, the servers that do not serve it yet, each with what it answered.
+    pub async fn check_once(
+        &self,
+        records: &[TxtRecord],
+    ) -> Result<Vec<(TxtRecord, Vec<String>)>, DiscoveryError> {
+        let mut out: Vec<(TxtRecord, Vec<String>)> =
+            records.iter().map(|r| (r.clone(), Vec::new())).collect();
+        for mut t in self.targets(records).await? {
+            if self.probe(&mut t).await {
+                continue;
+            }
+            for r in &t.records {
+                if let Some((_, missing)) = out.iter_mut().find(|(o, _)| o == r) {
+                    missing.push(format!("{}: {}", t.server, t.last));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Asks `t`'s server once; true when every expected value is served.
     async fn probe(&self, t: &mut Target) -> bool {
         match self

@@ -146,6 +146,10 @@ pub fn pick_challenge<'a>(
                 .collect::<Vec<_>>()
                 .join(", "),
         })?;
+    // dns-persist-01 carries no token (the record names the account instead).
+    if kind == ChallengeKind::DnsPersist01 {
+        return Ok((challenge, challenge.token.clone().unwrap_or_default()));
+    }
     let token = challenge.token.clone().ok_or_else(|| {
         IssueError::from(certfleet_acme::AcmeError::InvalidResponse {
             url: challenge.url.clone(),
@@ -160,5 +164,6 @@ pub fn challenge_type(kind: ChallengeKind) -> ChallengeType {
     match kind {
         ChallengeKind::Http01 => ChallengeType::Http01,
         ChallengeKind::Dns01 => ChallengeType::Dns01,
+        ChallengeKind::DnsPersist01 => ChallengeType::DnsPersist01,
     }
 }

@@ -33,6 +33,16 @@ pub enum IssueError {
         kind: &'static str,
         problem: Box<Problem>,
     },
+    /// dns-persist-01 refused: the record this account needs (published, it authorizes
+    /// every later order for the name).
+    #[error(
+        "{name}: dns-persist-01 validation failed: {problem}; the CA needs this TXT record for this account: {record} (publish it once: `certfleet persist records {name}` prints it; a record naming another account or CA does not count)"
+    )]
+    PersistRecordMissing {
+        name: String,
+        record: String,
+        problem: Box<Problem>,
+    },
     #[error("{name}: authorization is {status} (expected pending or valid)")]
     AuthorizationUnusable { name: String, status: String },
     #[error("order {url} became invalid{}", .problem.as_ref().map(|p| format!(": {p}")).unwrap_or_default())]

@@ -26,6 +26,16 @@ impl ChallengeSolvers {
         }
     }
 
+    /// dns-persist-01: no solver, the CA reads records published beforehand.
+    pub fn dns_persist01() -> ChallengeSolvers {
+        ChallengeSolvers {
+            preferred: ChallengeKind::DnsPersist01,
+            http01: None,
+            dns01: None,
+            dns01_propagation: None,
+        }
+    }
+
     pub fn dns01(solver: Arc<dyn Dns01Solver>) -> ChallengeSolvers {
         ChallengeSolvers {
             preferred: ChallengeKind::Dns01,
@@ -38,7 +48,7 @@ impl ChallengeSolvers {
     /// The challenge type for `name`, or an error before anything is ordered when no
     /// configured solver can prove it.
     pub fn kind_for(&self, name: &str) -> Result<ChallengeKind, IssueError> {
-        let kind = if name.starts_with("*.") {
+        let kind = if name.starts_with("*.") && self.preferred != ChallengeKind::DnsPersist01 {
             ChallengeKind::Dns01
         } else {
             self.preferred
@@ -46,6 +56,8 @@ impl ChallengeSolvers {
         let available = match kind {
             ChallengeKind::Http01 => self.http01.is_some(),
             ChallengeKind::Dns01 => self.dns01.is_some(),
+            // Nothing to present: the record was published once, beforehand.
+            ChallengeKind::DnsPersist01 => true,
         };
         if available {
             Ok(kind)

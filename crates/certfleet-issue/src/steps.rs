@@ -26,6 +26,10 @@ use crate::poll::Poller;
 use crate::validation::{AnsweredChallenge, explain_invalid_order};
 use crate::{CertificateInfo, ChallengeKind, ChallengeSolvers, IssueError, IssuedCertificate};
 
+/// Every this many order polls that still say `pending`, the answered authorizations are
+/// read too.
+const STALLED_ORDER_CHECK_EVERY: u32 = 4;
+
 /// What a driver does between steps. `E` is the driver's error type, so a batch store
 /// error travels through the steps unchanged.
 #[async_trait]
@@ -146,6 +150,8 @@ impl OrderSteps {
                     &state.identifier.value,
                     self.account.dns01_txt_value(&token),
                 )),
+                // Published once beforehand: no DNS write per order, just `{}`.
+                ChallengeKind::DnsPersist01 => {}
             }
             out.respond
                 .push(challenge.status == ChallengeStatus::Pending);
@@ -267,7 +273,21 @@ impl OrderSteps {
             attempt += 1;
             let order = self.account.order(order_url).await?;
             match order.state.status {
-                OrderStatus::Pending => retry_after = order.retry_after,
+                OrderStatus::Pending => {
+                    retry_after = order.retry_after;
+                    // A CA that leaves the order pending after an authorization failed
+                    // (acme2certifier) would otherwise be polled until the timeout.
+                    if attempt % STALLED_ORDER_CHECK_EVERY == 0
+                        && let Some(e) = crate::validation::failed_authorization(
+                            &self.account,
+                            order.state.error.as_ref(),
+                            answered,
+                        )
+                        .await?
+                    {
+                        return Err(e);
+                    }
+                }
                 OrderStatus::Invalid => {
                     return Err(explain_invalid_order(
                         &self.account,

@@ -29,11 +29,26 @@ pub async fn explain_invalid_order(
     order_problem: Option<&Problem>,
     answered: &[AnsweredChallenge],
 ) -> IssueError {
+    match failed_authorization(account, order_problem, answered).await {
+        Ok(Some(e)) | Err(e) => e,
+        Ok(None) => IssueError::OrderInvalid {
+            url: order_url.to_owned(),
+            problem: order_problem.cloned().map(Box::new),
+        },
+    }
+}
+
+/// The first answered authorization the CA decided against, explained; `None` while every
+/// one is valid or pending. Also read while an order stays `pending`: acme2certifier
+/// 0.46.3 leaves the order `pending` after an authorization turned `invalid` (RFC 8555
+/// §7.1.6 says the order becomes `invalid`).
+pub async fn failed_authorization(
+    account: &Account,
+    order_problem: Option<&Problem>,
+    answered: &[AnsweredChallenge],
+) -> Result<Option<IssueError>, IssueError> {
     for a in answered {
-        let authz = match account.authorization(&a.authz_url).await {
-            Ok(authz) => authz,
-            Err(e) => return e.into(),
-        };
+        let authz = account.authorization(&a.authz_url).await?;
         let status = authz.state.status;
         if matches!(
             status,
@@ -58,14 +73,43 @@ pub async fn explain_invalid_order(
                     ),
                 )
             });
-        return IssueError::ValidationFailed {
+        if a.kind == ChallengeKind::DnsPersist01
+            && let Some(record) = authz
+                .state
+                .challenges
+                .iter()
+                .find(|c| c.kind == wanted)
+                .and_then(|c| persist_record_for(account, &a.name, c))
+        {
+            return Ok(Some(IssueError::PersistRecordMissing {
+                name: a.name.clone(),
+                record,
+                problem: Box::new(problem),
+            }));
+        }
+        return Ok(Some(IssueError::ValidationFailed {
             name: a.name.clone(),
             kind: a.kind.as_str(),
             problem: Box::new(problem),
-        };
+        }));
     }
-    IssueError::OrderInvalid {
-        url: order_url.to_owned(),
-        problem: order_problem.cloned().map(Box::new),
-    }
+    Ok(None)
+}
+
+/// The record a dns-persist-01 challenge asks for, for this account (`policy=wildcard`
+/// for a wildcard name).
+fn persist_record_for(
+    account: &Account,
+    name: &str,
+    challenge: &certfleet_acme::Challenge,
+) -> Option<String> {
+    let policy = certfleet_acme::persist::PersistPolicy {
+        issuer_domain_name: challenge.issuer_domain_names.first()?.clone(),
+        account_url: account.url().to_owned(),
+        wildcard: name.starts_with("*."),
+        persist_until: None,
+    };
+    certfleet_acme::persist::PersistRecord::new(name, &policy)
+        .ok()
+        .map(|r| r.to_string())
 }

@@ -63,6 +63,11 @@ pub async fn run(ctx: &Context, cmd: AccountCommand) -> Result<()> {
             record.deactivated_at = Some(OffsetDateTime::now_utc());
             ctx.state.save_account(&record)?;
             tracing::info!(account = account.url(), "account deactivated");
+            tracing::warn!(
+                account = account.url(),
+                "dns-persist-01 records naming this account (accounturi=…) stop authorizing anything; \
+                 remove them, and publish new ones for the next account (`certfleet persist records`)"
+            );
             print_account(ctx, account.url(), &record.key_ref.to_string(), &state)
         }
     }

@@ -130,7 +130,8 @@ fn load(
 }
 
 async fn run_batch(ctx: &Context, args: BatchRunArgs) -> Result<()> {
-    let batch = load(ctx, &args.file, args.skip_invalid, &args.solver, &args.cert)?;
+    let mut batch = load(ctx, &args.file, args.skip_invalid, &args.solver, &args.cert)?;
+    let lacking = drop_unpublished(ctx, &mut batch).await?;
     let limits = limits(ctx, args.rate_limits.as_deref())?;
     let store = ctx.open_store(args.store.as_deref()).await?;
     let holder = RunHolder::this_process(OffsetDateTime::now_utc(), &crate::context::hostname());
@@ -239,6 +240,13 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs) -> Result<()> {
         "batch finished: {}",
         format_counts(counts)
     );
+    if lacking > 0 {
+        bail!(
+            "{lacking} certificates were not ordered: their dns-persist-01 records are missing (listed above); \
+             {} issued",
+            counts.get(JobStatus::Issued)
+        );
+    }
     if !summary.all_issued() {
         bail!(
             "{} of {} certificates were not issued",
@@ -469,4 +477,52 @@ async fn node_list(ctx: &Context, url: &str) -> Result<serde_json::Value> {
             })
         })
         .collect())
+}
+
+/// dns-persist-01 certificates whose records are not served by every authoritative server
+/// are left out before anything is ordered, each reported with the exact record to
+/// publish. Returns how many were left out.
+async fn drop_unpublished(ctx: &Context, batch: &mut BatchFile) -> Result<usize> {
+    if !batch
+        .certs
+        .iter()
+        .any(|c| c.challenge == Some(Challenge::DnsPersist01))
+    {
+        return Ok(0);
+    }
+    let (client, account) = ctx.account().await?;
+    let issuer = crate::commands::persist::issuer_name(ctx, &client, None)?;
+    let mut records = Vec::new();
+    for c in batch
+        .certs
+        .iter()
+        .filter(|c| c.challenge == Some(Challenge::DnsPersist01))
+    {
+        for name in &c.names {
+            records.push(crate::commands::persist::record_for(
+                &account, &issuer, name,
+            )?);
+        }
+    }
+    let missing: Vec<_> = crate::commands::persist::missing_records(ctx, &records)
+        .await?
+        .into_iter()
+        .filter(|(_, servers)| !servers.is_empty())
+        .collect();
+    if missing.is_empty() {
+        return Ok(0);
+    }
+    let before = batch.certs.len();
+    batch.certs.retain(|c| {
+        c.challenge != Some(Challenge::DnsPersist01)
+            || !c
+                .names
+                .iter()
+                .any(|n| missing.iter().any(|(r, _)| &r.domain == n))
+    });
+    for (r, servers) in &missing {
+        println!("not ordered: {}: publish {}", r.domain, r.zone_line(3600));
+        tracing::warn!(name = %r.domain, "dns-persist-01 record missing: {}", servers.join("; "));
+    }
+    Ok(before - batch.certs.len())
 }

@@ -41,7 +41,7 @@ pub async fn run(ctx: &Context, args: IssueArgs) -> Result<()> {
             .map_err(anyhow::Error::msg)?,
     };
     if let Some(wild) = names.iter().find(|n| n.starts_with("*."))
-        && challenge != ChallengeKind::Dns01
+        && challenge == ChallengeKind::Http01
     {
         bail!(
             "--name {wild:?}: wildcard names can only be validated with dns-01: add --challenge dns-01 --dns-plugin NAME"
@@ -134,7 +134,7 @@ pub async fn run(ctx: &Context, args: IssueArgs) -> Result<()> {
         },
         dns_plugin: match &plan {
             SolverPlan::Dns01 { plugin } => Some(plugin.clone()),
-            SolverPlan::Http01(_) => None,
+            SolverPlan::Http01(_) | SolverPlan::DnsPersist01 => None,
         },
         profile,
         preferred_chain,
@@ -186,6 +186,8 @@ pub enum SolverPlan {
     Dns01 {
         plugin: String,
     },
+    /// dns-persist-01: records published beforehand, nothing presented per order.
+    DnsPersist01,
 }
 
 impl SolverPlan {
@@ -193,6 +195,7 @@ impl SolverPlan {
         match self {
             SolverPlan::Http01(_) => "http-01",
             SolverPlan::Dns01 { .. } => "dns-01",
+            SolverPlan::DnsPersist01 => "dns-persist-01",
         }
     }
 }
@@ -212,6 +215,14 @@ pub fn solver_plan(
         Some(entry) => entry.challenge.as_str(),
         None => challenge,
     };
+    if challenge == "dns-persist-01" {
+        if let Some(p) = &flags.dns_plugin {
+            bail!(
+                "--dns-plugin {p}: dns-persist-01 writes no DNS record at issuance (publish the records once with `certfleet persist records --provision --dns-plugin {p}`)"
+            );
+        }
+        return Ok(SolverPlan::DnsPersist01);
+    }
     if challenge != "dns-01" {
         if let Some(p) = &flags.dns_plugin {
             bail!("--dns-plugin {p}: only used with --challenge dns-01");
@@ -282,6 +293,10 @@ pub async fn prepare_solvers(ctx: &Context, plan: &SolverPlan) -> Result<Prepare
         },
         SolverPlan::Http01(Http01Plan::Webroot(dir)) => PreparedSolvers {
             solvers: ChallengeSolvers::http01(Arc::new(Webroot::new(dir)?)),
+            dns: None,
+        },
+        SolverPlan::DnsPersist01 => PreparedSolvers {
+            solvers: ChallengeSolvers::dns_persist01(),
             dns: None,
         },
         SolverPlan::Dns01 { plugin } => {

@@ -4,6 +4,7 @@ pub mod account;
 pub mod batch;
 pub mod issue;
 pub mod key;
+pub mod persist;
 pub mod plugin;
 pub mod renew;
 pub mod revoke;

@@ -31,9 +31,21 @@ pub async fn run(ctx: &Context, args: RevokeArgs) -> Result<()> {
                 );
             }
             let client = ctx.client().await?;
-            client
+            let revoked = client
                 .revoke_with_certificate_key(key.as_ref(), &der, reason)
-                .await?;
+                .await;
+            if let Err(e) = revoked {
+                // RFC 8555 §7.6 lets the certificate key revoke; some CAs (acme2certifier
+                // 0.46.3) look for an account of that key instead.
+                if e.problem_kind() == Some(&certfleet_acme::ProblemKind::AccountDoesNotExist) {
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "this CA refuses revocation signed by the certificate key (RFC 8555 §7.6 allows it);                          revoke with the account that issued {}: certfleet revoke --cert {} (without --cert-key)",
+                        info.serial_hex,
+                        args.cert.display()
+                    )));
+                }
+                return Err(e.into());
+            }
         }
         None => {
             let (_, account) = ctx.account().await?;

@@ -37,7 +37,11 @@ impl InventoryWriter {
             key_ref,
             http_listen: self.http_listen.clone().filter(|_| http01),
             webroot: self.webroot.clone().filter(|_| http01),
-            dns_plugin: job.spec.dns_plugin.clone().filter(|_| !http01),
+            dns_plugin: job
+                .spec
+                .dns_plugin
+                .clone()
+                .filter(|_| challenge == ChallengeKind::Dns01),
             challenge: challenge.as_str().to_owned(),
             profile: job.spec.profile.clone(),
             preferred_chain: job.spec.preferred_chain.clone(),
