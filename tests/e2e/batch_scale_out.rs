@@ -272,7 +272,7 @@ async fn bad_store_input_is_refused_clearly() {
     run.assert_exit_1();
     assert!(
         run.stderr
-            .contains("schema version 42, newer than version 1"),
+            .contains("schema version 42, newer than version 2"),
         "{run}"
     );
     assert_eq!(fleet.proxy.stats().new_orders, 0, "nothing was ordered");

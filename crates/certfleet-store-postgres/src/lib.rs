@@ -26,6 +26,7 @@ mod fenced;
 mod jobs;
 mod nodes;
 mod schema;
+mod shared;
 mod store;
 mod url;
 
