@@ -44,7 +44,7 @@ use tokio_postgres::types::ToSql;
 pub use error::PgError;
 pub use nodes::NodeInfo;
 pub use schema::SCHEMA_VERSION;
-pub use url::{PgOptions, is_postgres_url, redact_url};
+pub use url::{PgOptions, SessionTimeouts, is_postgres_url, redact_url};
 
 /// Default connections per store.
 const DEFAULT_POOL: usize = 8;
@@ -152,6 +152,19 @@ impl PgStore {
     /// The nodes that have run against this database, newest heartbeat first.
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError> {
         nodes::list(&self.db).await
+    }
+
+    /// A setting of the pool's sessions (`current_setting`), e.g. the session timeouts.
+    pub async fn session_setting(&self, name: &str) -> Result<String, StoreError> {
+        let rows = self
+            .db
+            .rows("SELECT current_setting($1)", &[&name])
+            .await?;
+        let row = rows.first().ok_or_else(|| StoreError::Corrupt {
+            location: self.db.location.clone(),
+            detail: format!("no value for setting {name}"),
+        })?;
+        row.try_get(0).map_err(|e| self.db.err(e))
     }
 
     /// Sets the stored schema version (tests of the "newer schema" refusal).

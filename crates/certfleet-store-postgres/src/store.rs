@@ -27,6 +27,10 @@ impl StateStore for PgStore {
         Ok(RunGuard::new(holder.clone(), Box::new(guard)))
     }
 
+    async fn end_run(&self, holder: &RunHolder) -> Result<(), StoreError> {
+        nodes::end(&self.db, &holder.node).await
+    }
+
     async fn open_batch(
         &self,
         batch: &NewBatch,

@@ -22,6 +22,43 @@ pub struct PgOptions {
     /// Connection attempts at open before giving up (default 5, backoff doubling from
     /// 200 ms).
     pub connect_attempts: Option<u32>,
+    /// Session timeouts set on every connection ([`SessionTimeouts::default`]).
+    pub timeouts: SessionTimeouts,
+}
+
+/// PostgreSQL session settings that keep one stuck node from stalling the others: a node
+/// paused inside a transaction (holding row locks on a rate bucket) is cut off by the
+/// server, a lock wait or a statement that runs too long fails instead of waiting forever.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionTimeouts {
+    /// `idle_in_transaction_session_timeout` (default 10 s).
+    pub idle_in_transaction: Duration,
+    /// `lock_timeout` (default 5 s).
+    pub lock: Duration,
+    /// `statement_timeout` (default 30 s).
+    pub statement: Duration,
+}
+
+impl Default for SessionTimeouts {
+    fn default() -> Self {
+        SessionTimeouts {
+            idle_in_transaction: Duration::from_secs(10),
+            lock: Duration::from_secs(5),
+            statement: Duration::from_secs(30),
+        }
+    }
+}
+
+impl SessionTimeouts {
+    /// The `options` startup parameter that sets them.
+    pub fn startup_options(&self) -> String {
+        format!(
+            "-c idle_in_transaction_session_timeout={} -c lock_timeout={} -c statement_timeout={}",
+            self.idle_in_transaction.as_millis().max(1),
+            self.lock.as_millis().max(1),
+            self.statement.as_millis().max(1)
+        )
+    }
 }
 
 impl std::fmt::Debug for PgOptions {
@@ -35,6 +72,7 @@ impl std::fmt::Debug for PgOptions {
             .field("password_file", &self.password_file)
             .field("pool_size", &self.pool_size)
             .field("connect_attempts", &self.connect_attempts)
+            .field("timeouts", &self.timeouts)
             .finish()
     }
 }
@@ -49,6 +87,7 @@ pub(crate) struct StoreUrl {
     pub database: String,
     pub sslmode: String,
     pub connect_timeout: Duration,
+    pub timeouts: SessionTimeouts,
 }
 
 impl std::fmt::Debug for StoreUrl {
@@ -171,6 +210,7 @@ impl StoreUrl {
             database,
             sslmode,
             connect_timeout,
+            timeouts: options.timeouts,
         })
     }
 
@@ -200,6 +240,7 @@ impl StoreUrl {
             .dbname(&self.database)
             .application_name("certfleet")
             .connect_timeout(self.connect_timeout)
+            .options(self.timeouts.startup_options())
             // No TLS is offered (see `sslmode`): `prefer`/`allow` fall back to plain.
             .ssl_mode(tokio_postgres::config::SslMode::Disable);
         if let Some(p) = &self.password {

@@ -228,6 +228,13 @@ pub trait StateStore: Send + Sync + fmt::Debug {
     /// [`StoreError::Locked`] and end leases of earlier (dead) runs.
     async fn begin_run(&self, holder: &RunHolder) -> Result<RunGuard, StoreError>;
 
+    /// Marks the run ended (written before the process exits; dropping the guard alone
+    /// may race the exit).
+    async fn end_run(&self, holder: &RunHolder) -> Result<(), StoreError> {
+        let _ = holder;
+        Ok(())
+    }
+
     /// Opens the batch with this name and digest, creating it if needed; `true` if created.
     async fn open_batch(
         &self,

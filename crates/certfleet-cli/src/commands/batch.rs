@@ -247,6 +247,9 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs) -> Result<()> {
     if let (Some(r), Some(path)) = (report, &args.report) {
         r.write(path)?;
     }
+    if let Err(e) = store.end_run(guard.holder()).await {
+        tracing::warn!("could not record the end of this run: {e}");
+    }
     drop(guard);
     let counts = &summary.counts;
     tracing::info!(
