@@ -156,10 +156,7 @@ impl PgStore {
 
     /// A setting of the pool's sessions (`current_setting`), e.g. the session timeouts.
     pub async fn session_setting(&self, name: &str) -> Result<String, StoreError> {
-        let rows = self
-            .db
-            .rows("SELECT current_setting($1)", &[&name])
-            .await?;
+        let rows = self.db.rows("SELECT current_setting($1)", &[&name]).await?;
         let row = rows.first().ok_or_else(|| StoreError::Corrupt {
             location: self.db.location.clone(),
             detail: format!("no value for setting {name}"),

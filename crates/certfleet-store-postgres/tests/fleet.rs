@@ -66,14 +66,30 @@ async fn a_stale_lease_stores_no_bundle_and_no_key() {
     let old = a.claim_jobs(&req("A", T0)).await.unwrap().remove(0).lease;
     // A is paused past its lease; B takes the job over.
     let later = T0 + time::Duration::seconds(120);
-    let new = b.claim_jobs(&req("B", later)).await.unwrap().remove(0).lease;
+    let new = b
+        .claim_jobs(&req("B", later))
+        .await
+        .unwrap()
+        .remove(0)
+        .lease;
     let id = new.job;
     let err = a.put_job_key(&old, &[9, 9]).await.unwrap_err();
     assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
-    let err = a.put_bundle(&old, &bundle(id, "aa", "A")).await.unwrap_err();
+    let err = a
+        .put_bundle(&old, &bundle(id, "aa", "A"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
-    assert_eq!(b.job_key(id).await.unwrap(), None, "the stale key was not stored");
-    assert_eq!(b.bundle(id).await.unwrap(), None, "the stale bundle was not stored");
+    assert_eq!(
+        b.job_key(id).await.unwrap(),
+        None,
+        "the stale key was not stored"
+    );
+    assert_eq!(
+        b.bundle(id).await.unwrap(),
+        None,
+        "the stale bundle was not stored"
+    );
     assert_eq!(
         cluster
             .pg
@@ -110,7 +126,14 @@ async fn issuances_unique_by_serial_timeouts_and_ended_at() {
         return;
     };
     let url = cluster.fresh_db();
-    let db = url.rsplit('/').next().unwrap().split('?').next().unwrap().to_owned();
+    let db = url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
     let store = cluster.open(&url).await;
     let rec = IssuanceRecord {
         name_set: "a.example".into(),
@@ -124,7 +147,10 @@ async fn issuances_unique_by_serial_timeouts_and_ended_at() {
     store.record_issuance(&rec).await.unwrap();
     store.record_issuance(&rec).await.unwrap();
     assert_eq!(
-        cluster.pg.psql(&db, "SELECT count(*) FROM issuances").unwrap(),
+        cluster
+            .pg
+            .psql(&db, "SELECT count(*) FROM issuances")
+            .unwrap(),
         "1",
         "one row per serial"
     );
@@ -136,7 +162,10 @@ async fn issuances_unique_by_serial_timeouts_and_ended_at() {
         "10s"
     );
     assert_eq!(store.session_setting("lock_timeout").await.unwrap(), "5s");
-    assert_eq!(store.session_setting("statement_timeout").await.unwrap(), "30s");
+    assert_eq!(
+        store.session_setting("statement_timeout").await.unwrap(),
+        "30s"
+    );
     let holder = RunHolder::this_process(time::OffsetDateTime::now_utc(), "h1");
     let guard = store.begin_run(&holder).await.unwrap();
     store.end_run(&holder).await.unwrap();
@@ -144,7 +173,10 @@ async fn issuances_unique_by_serial_timeouts_and_ended_at() {
         .pg
         .psql(
             &db,
-            &format!("SELECT ended_at IS NOT NULL FROM nodes WHERE node = '{}'", holder.node),
+            &format!(
+                "SELECT ended_at IS NOT NULL FROM nodes WHERE node = '{}'",
+                holder.node
+            ),
         )
         .unwrap();
     assert_eq!(ended, "t", "ended_at written before the guard is dropped");

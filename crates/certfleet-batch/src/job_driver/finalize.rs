@@ -173,7 +173,18 @@ impl JobDriver {
         {
             tracing::warn!(job = %self.job.id, "could not remove {}: {e}", pending.display());
         }
+        // Fenced: a node whose lease was taken over stores no bundle and so records no
+        // issuance; a crash before `issued` is repeated by the next owner with the same
+        // serial, which the store records once.
         self.store_bundle(&issued, &meta, generated).await?;
+        sh.governor
+            .certificate_issued(
+                &self.ctx,
+                &issued.info.serial_hex,
+                issued.info.not_after,
+                now(),
+            )
+            .await?;
         let mut update = JobUpdate::issued(IssuedCert {
             serial: issued.info.serial_hex.clone(),
             not_after: issued.info.not_after,
@@ -183,15 +194,6 @@ impl JobDriver {
         // From now on the key is the bundle's (a renewal keeps it).
         update.cert_key = Some(key_ref.to_string());
         self.write(update).await?;
-        // After `issued` was accepted: a fenced node records nothing.
-        sh.governor
-            .certificate_issued(
-                &self.ctx,
-                &issued.info.serial_hex,
-                issued.info.not_after,
-                now(),
-            )
-            .await?;
         tracing::info!(job = %self.job.id, names = %self.job.spec.names.join(","), serial = %issued.info.serial_hex, "certificate issued");
         if let Some(hook) = sh.issued_hook.clone() {
             let job = self.job.clone();
