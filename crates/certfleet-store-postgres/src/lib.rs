@@ -28,6 +28,7 @@ mod nodes;
 mod schema;
 mod shared;
 mod store;
+mod tls;
 mod url;
 
 use std::sync::Arc;
@@ -117,13 +118,13 @@ impl PgStore {
     pub async fn open(url: &str, options: &PgOptions) -> Result<PgStore, StoreError> {
         let parsed = url::StoreUrl::parse(url, options).map_err(|e| db(&redact_url(url), e))?;
         let location = parsed.redacted();
-        let manager = Manager::from_config(
-            parsed.driver_config(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match tls::connector(&parsed.tls).map_err(|e| db(&location, e))? {
+            Some(tls) => Manager::from_config(parsed.driver_config(), tls, manager_config),
+            None => Manager::from_config(parsed.driver_config(), NoTls, manager_config),
+        };
         let pool = Pool::builder(manager)
             .max_size(options.pool_size.unwrap_or(DEFAULT_POOL).max(1))
             .build()
@@ -206,6 +207,21 @@ async fn first_connection(
                     });
                 }
                 last = error_chain(&e);
+                if last.contains("invalid peer certificate") || last.contains("TLS to PostgreSQL") {
+                    // Not trusted: retrying will not change the certificate.
+                    return Err(PgError::Tls(format!(
+                        "{} (sslmode {}): {last}; check sslrootcert and the server's certificate",
+                        url.address(),
+                        url.sslmode
+                    )));
+                }
+                if last.contains("server does not support TLS") {
+                    return Err(PgError::Tls(format!(
+                        "{} does not offer TLS (sslmode {}): {last}",
+                        url.address(),
+                        url.sslmode
+                    )));
+                }
             }
             Err(other) => last = other.to_string(),
         }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::PgError;
+use crate::tls::{TlsMode, TlsSettings};
 
 /// How to reach the database besides the URL. The caller reads the environment
 /// (`PGUSER`, `PGPASSWORD`) and passes what it found: this library reads none.
@@ -88,6 +89,7 @@ pub(crate) struct StoreUrl {
     pub sslmode: String,
     pub connect_timeout: Duration,
     pub timeouts: SessionTimeouts,
+    pub tls: TlsSettings,
 }
 
 impl std::fmt::Debug for StoreUrl {
@@ -164,6 +166,7 @@ impl StoreUrl {
         };
         let mut sslmode = "prefer".to_owned();
         let mut connect_timeout = Duration::from_secs(5);
+        let mut tls = TlsSettings::default();
         for (k, v) in url.query_pairs() {
             match k.as_ref() {
                 "sslmode" => sslmode = v.into_owned(),
@@ -174,24 +177,29 @@ impl StoreUrl {
                     connect_timeout = Duration::from_secs(secs.max(1));
                 }
                 "application_name" => {}
+                "sslrootcert" => tls.root = Some(PathBuf::from(v.into_owned())),
+                "sslcert" => tls.client_cert = Some(PathBuf::from(v.into_owned())),
+                "sslkey" => tls.client_key = Some(PathBuf::from(v.into_owned())),
                 other => {
                     return Err(invalid(format!(
-                        "unknown parameter {other:?} (known: sslmode, connect_timeout, \
-                         application_name)"
+                        "unknown parameter {other:?} (known: sslmode, sslrootcert, sslcert, \
+                         sslkey, connect_timeout, application_name)"
                     )));
                 }
             }
         }
-        match sslmode.as_str() {
-            "disable" | "prefer" | "allow" => {}
-            "require" | "verify-ca" | "verify-full" => {
-                return Err(PgError::TlsUnsupported {
-                    url: redact_url(raw),
-                    sslmode,
-                });
+        tls.mode = match sslmode.as_str() {
+            "disable" | "prefer" | "allow" => TlsMode::Off,
+            "require" => TlsMode::Require,
+            "verify-ca" => TlsMode::VerifyCa,
+            "verify-full" => TlsMode::VerifyFull,
+            other => {
+                return Err(invalid(format!(
+                    "sslmode={other:?} is not a known mode (disable, allow, prefer, require, \
+                     verify-ca, verify-full)"
+                )));
             }
-            other => return Err(invalid(format!("sslmode={other:?} is not a known mode"))),
-        }
+        };
         let password = match url.password() {
             Some(p) => Some(decode(p)),
             None => match &options.default_password {
@@ -211,6 +219,7 @@ impl StoreUrl {
             sslmode,
             connect_timeout,
             timeouts: options.timeouts,
+            tls,
         })
     }
 
@@ -241,8 +250,12 @@ impl StoreUrl {
             .application_name("certfleet")
             .connect_timeout(self.connect_timeout)
             .options(self.timeouts.startup_options())
-            // No TLS is offered (see `sslmode`): `prefer`/`allow` fall back to plain.
-            .ssl_mode(tokio_postgres::config::SslMode::Disable);
+            // `prefer`/`allow` connect in the clear; the TLS modes insist on TLS.
+            .ssl_mode(if self.tls.mode == TlsMode::Off {
+                tokio_postgres::config::SslMode::Disable
+            } else {
+                tokio_postgres::config::SslMode::Require
+            });
         if let Some(p) = &self.password {
             c.password(p.as_bytes());
         }
@@ -285,10 +298,21 @@ mod tests {
     }
 
     #[test]
-    fn tls_modes_and_unknown_parameters_are_refused_clearly() {
-        let err = StoreUrl::parse("postgres://u@h/db?sslmode=require", &PgOptions::default())
-            .expect_err("require");
-        assert!(err.to_string().contains("sslmode=require"), "{err}");
+    fn tls_modes_parse_and_unknown_parameters_are_refused_clearly() {
+        let u = StoreUrl::parse(
+            "postgres://u@h/db?sslmode=verify-full&sslrootcert=/r.pem&sslcert=/c.pem&sslkey=/k.pem",
+            &PgOptions::default(),
+        )
+        .expect("verify-full");
+        assert_eq!(u.tls.mode, TlsMode::VerifyFull);
+        assert_eq!(u.tls.root.as_deref(), Some(std::path::Path::new("/r.pem")));
+        assert_eq!(
+            u.tls.client_key.as_deref(),
+            Some(std::path::Path::new("/k.pem"))
+        );
+        let err = StoreUrl::parse("postgres://u@h/db?sslmode=verify", &PgOptions::default())
+            .expect_err("unknown mode");
+        assert!(err.to_string().contains("sslmode=\"verify\""), "{err}");
         let err = StoreUrl::parse("postgres://u@h/db?sslmod=disable", &PgOptions::default())
             .expect_err("typo");
         assert!(err.to_string().contains("\"sslmod\""), "{err}");
