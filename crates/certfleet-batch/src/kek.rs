@@ -190,14 +190,16 @@ mod tests {
 
     #[test]
     fn sealed_keys_open_for_their_job_only() {
-        let kek = Kek::parse(A).unwrap();
-        let sealed = kek.seal(JobId(7), b"-----BEGIN PRIVATE KEY-----").unwrap();
+        let kek = Kek::parse(A).expect("must succeed");
+        let sealed = kek
+            .seal(JobId(7), b"-----BEGIN PRIVATE KEY-----")
+            .expect("must succeed");
         assert!(
             !sealed.windows(5).any(|w| w == b"BEGIN"),
             "not in the clear"
         );
         assert_eq!(
-            kek.open(JobId(7), &sealed).unwrap(),
+            kek.open(JobId(7), &sealed).expect("must succeed"),
             b"-----BEGIN PRIVATE KEY-----"
         );
         assert_eq!(
@@ -205,7 +207,7 @@ mod tests {
             Err(KekError::Open { job: JobId(8) })
         );
         let mut altered = sealed.clone();
-        *altered.last_mut().unwrap() ^= 1;
+        *altered.last_mut().expect("must succeed") ^= 1;
         assert_eq!(
             kek.open(JobId(7), &altered),
             Err(KekError::Open { job: JobId(7) })
@@ -214,12 +216,15 @@ mod tests {
 
     #[test]
     fn rotation_seals_with_the_first_and_opens_with_any_listed() {
-        let old = Kek::parse(A).unwrap();
-        let sealed_old = old.seal(JobId(1), b"old key").unwrap();
-        let rotated = Kek::parse(&format!("# new first\n{B}\n{A}\n")).unwrap();
-        assert_eq!(rotated.open(JobId(1), &sealed_old).unwrap(), b"old key");
-        let sealed_new = rotated.seal(JobId(1), b"new key").unwrap();
-        let err = old.open(JobId(1), &sealed_new).unwrap_err();
+        let old = Kek::parse(A).expect("must succeed");
+        let sealed_old = old.seal(JobId(1), b"old key").expect("must succeed");
+        let rotated = Kek::parse(&format!("# new first\n{B}\n{A}\n")).expect("must succeed");
+        assert_eq!(
+            rotated.open(JobId(1), &sealed_old).expect("must succeed"),
+            b"old key"
+        );
+        let sealed_new = rotated.seal(JobId(1), b"new key").expect("must succeed");
+        let err = old.open(JobId(1), &sealed_new).expect_err("must fail");
         assert!(
             matches!(&err, KekError::UnknownKek { kek_id, .. } if *kek_id == rotated.ids()[0]),
             "{err}"
@@ -230,13 +235,13 @@ mod tests {
     #[test]
     fn bad_kek_text_is_refused_naming_the_line() {
         assert_eq!(
-            Kek::parse("\n# only a comment\n").unwrap_err(),
+            Kek::parse("\n# only a comment\n").expect_err("must fail"),
             KekError::Empty
         );
         assert_eq!(
-            Kek::parse(&format!("{A}\nzz")).unwrap_err(),
+            Kek::parse(&format!("{A}\nzz")).expect_err("must fail"),
             KekError::BadLine { line: 2, found: 2 }
         );
-        assert_eq!(Kek::generate_line().unwrap().len(), 64);
+        assert_eq!(Kek::generate_line().expect("must succeed").len(), 64);
     }
 }

@@ -47,7 +47,7 @@ async fn a_stale_lease_stores_no_bundle_and_no_key() {
             T0,
         )
         .await
-        .unwrap();
+        .expect("must succeed");
     let job = NewJob {
         key: "k".into(),
         spec: JobSpec {
@@ -55,7 +55,9 @@ async fn a_stale_lease_stores_no_bundle_and_no_key() {
             ..JobSpec::default()
         },
     };
-    a.add_jobs(batch.id, &[job], T0).await.unwrap();
+    a.add_jobs(batch.id, &[job], T0)
+        .await
+        .expect("must succeed");
     let req = |node: &str, now| ClaimRequest {
         batch: batch.id,
         node: node.into(),
@@ -63,46 +65,56 @@ async fn a_stale_lease_stores_no_bundle_and_no_key() {
         lease_for: LEASE,
         max_jobs: 1,
     };
-    let old = a.claim_jobs(&req("A", T0)).await.unwrap().remove(0).lease;
+    let old = a
+        .claim_jobs(&req("A", T0))
+        .await
+        .expect("must succeed")
+        .remove(0)
+        .lease;
     // A is paused past its lease; B takes the job over.
     let later = T0 + time::Duration::seconds(120);
     let new = b
         .claim_jobs(&req("B", later))
         .await
-        .unwrap()
+        .expect("must succeed")
         .remove(0)
         .lease;
     let id = new.job;
-    let err = a.put_job_key(&old, &[9, 9]).await.unwrap_err();
+    let err = a.put_job_key(&old, &[9, 9]).await.expect_err("must fail");
     assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
     let err = a
         .put_bundle(&old, &bundle(id, "aa", "A"))
         .await
-        .unwrap_err();
+        .expect_err("must fail");
     assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
     assert_eq!(
-        b.job_key(id).await.unwrap(),
+        b.job_key(id).await.expect("must succeed"),
         None,
         "the stale key was not stored"
     );
     assert_eq!(
-        b.bundle(id).await.unwrap(),
+        b.bundle(id).await.expect("must succeed"),
         None,
         "the stale bundle was not stored"
     );
     assert_eq!(
         cluster
             .pg
-            .psql(url.rsplit('/').next().unwrap().split('?').next().unwrap(), "SELECT count(*) FROM fenced_writes WHERE operation IN ('put_bundle', 'put_job_key')")
-            .unwrap(),
+            .psql(url.rsplit('/').next().expect("must succeed").split('?').next().expect("must succeed"), "SELECT count(*) FROM fenced_writes WHERE operation IN ('put_bundle', 'put_job_key')")
+            .expect("must succeed"),
         "2",
         "both refusals recorded"
     );
     // The holder's writes are stored and read back by any node.
-    b.put_job_key(&new, &[7, 7]).await.unwrap();
-    b.put_bundle(&new, &bundle(id, "bb", "B")).await.unwrap();
-    assert_eq!(a.job_key(id).await.unwrap(), Some(vec![7, 7]));
-    assert_eq!(a.bundle(id).await.unwrap(), Some(bundle(id, "bb", "B")));
+    b.put_job_key(&new, &[7, 7]).await.expect("must succeed");
+    b.put_bundle(&new, &bundle(id, "bb", "B"))
+        .await
+        .expect("must succeed");
+    assert_eq!(a.job_key(id).await.expect("must succeed"), Some(vec![7, 7]));
+    assert_eq!(
+        a.bundle(id).await.expect("must succeed"),
+        Some(bundle(id, "bb", "B"))
+    );
     // Deployments: one row per job and host, the newest wins.
     for serial in ["bb", "cc"] {
         a.record_deployment(&Deployment {
@@ -113,9 +125,9 @@ async fn a_stale_lease_stores_no_bundle_and_no_key() {
             at: T0,
         })
         .await
-        .unwrap();
+        .expect("must succeed");
     }
-    let d = b.deployments(batch.id).await.unwrap();
+    let d = b.deployments(batch.id).await.expect("must succeed");
     assert_eq!(d.len(), 1, "{d:?}");
     assert_eq!(d[0].serial, "cc");
 }
@@ -129,10 +141,10 @@ async fn issuances_unique_by_serial_timeouts_and_ended_at() {
     let db = url
         .rsplit('/')
         .next()
-        .unwrap()
+        .expect("must succeed")
         .split('?')
         .next()
-        .unwrap()
+        .expect("must succeed")
         .to_owned();
     let store = cluster.open(&url).await;
     let rec = IssuanceRecord {
@@ -144,13 +156,13 @@ async fn issuances_unique_by_serial_timeouts_and_ended_at() {
         not_after: T0 + time::Duration::days(90),
         replaces: None,
     };
-    store.record_issuance(&rec).await.unwrap();
-    store.record_issuance(&rec).await.unwrap();
+    store.record_issuance(&rec).await.expect("must succeed");
+    store.record_issuance(&rec).await.expect("must succeed");
     assert_eq!(
         cluster
             .pg
             .psql(&db, "SELECT count(*) FROM issuances")
-            .unwrap(),
+            .expect("must succeed"),
         "1",
         "one row per serial"
     );
@@ -158,17 +170,26 @@ async fn issuances_unique_by_serial_timeouts_and_ended_at() {
         store
             .session_setting("idle_in_transaction_session_timeout")
             .await
-            .unwrap(),
+            .expect("must succeed"),
         "10s"
     );
-    assert_eq!(store.session_setting("lock_timeout").await.unwrap(), "5s");
     assert_eq!(
-        store.session_setting("statement_timeout").await.unwrap(),
+        store
+            .session_setting("lock_timeout")
+            .await
+            .expect("must succeed"),
+        "5s"
+    );
+    assert_eq!(
+        store
+            .session_setting("statement_timeout")
+            .await
+            .expect("must succeed"),
         "30s"
     );
     let holder = RunHolder::this_process(time::OffsetDateTime::now_utc(), "h1");
-    let guard = store.begin_run(&holder).await.unwrap();
-    store.end_run(&holder).await.unwrap();
+    let guard = store.begin_run(&holder).await.expect("must succeed");
+    store.end_run(&holder).await.expect("must succeed");
     let ended = cluster
         .pg
         .psql(
@@ -178,7 +199,7 @@ async fn issuances_unique_by_serial_timeouts_and_ended_at() {
                 holder.node
             ),
         )
-        .unwrap();
+        .expect("must succeed");
     assert_eq!(ended, "t", "ended_at written before the guard is dropped");
     drop(guard);
 }

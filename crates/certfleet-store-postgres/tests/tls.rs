@@ -35,10 +35,10 @@ async fn verify_full_works_and_a_wrong_root_fails_clearly() {
     let db = url
         .rsplit('/')
         .next()
-        .unwrap()
+        .expect("must succeed")
         .split('?')
         .next()
-        .unwrap()
+        .expect("must succeed")
         .to_owned();
     let encrypted = cluster
         .pg
