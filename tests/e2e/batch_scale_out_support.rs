@@ -46,7 +46,16 @@ impl Fleet {
             .expect("PostgreSQL starts");
         pg.create_database(DB).expect("create database");
         let url = pg.url(DB);
-        let config = write_config(&env, extra_config);
+        // The fleet's key-encryption key, held by every node (issue 14).
+        let kek = env.path("fleet.kek");
+        certfleet_keys_write_kek(&kek);
+        let extra = extra_config.replacen(
+            "[batch]\n",
+            &format!("[batch]\nkey_encryption_key_file = \"{}\"\n", kek.display()),
+            1,
+        );
+        assert_ne!(extra, extra_config, "the fleet config has a [batch] table");
+        let config = write_config(&env, &extra);
         Some(Fleet {
             env,
             proxy,
@@ -78,6 +87,51 @@ impl Fleet {
 
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(self.log_path(i)).unwrap_or_default()
+    }
+
+    /// Starts node `i` as a separate host: in a mount namespace of its own where its state
+    /// directory is bind-mounted over the one path every node uses (`<env>/host`), so the
+    /// paths other nodes store lead nowhere here — as on separate machines. The pid is
+    /// certfleet's (`unshare` and `sh` exec it).
+    pub fn spawn_host(&self, i: usize, args: &[&str]) -> tokio::process::Child {
+        let host = self.host_path();
+        std::fs::create_dir_all(&host).expect("host mount point");
+        let node = self.node_dir(i);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(i))
+            .expect("log file");
+        let inner = certfleet_command();
+        let mut cmd = tokio::process::Command::new("unshare");
+        cmd.args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg("mount --bind \"$1\" \"$2\" && shift 2 && exec \"$@\"")
+            .arg("sh")
+            .arg(&node)
+            .arg(&host)
+            .arg(inner.get_program())
+            .arg("--state-dir")
+            .arg(&host)
+            .args(["--directory", &self.proxy.directory_url(), "--ca-root"])
+            .arg(self.env.pebble.tls_root_pem_path())
+            .args(["--config", &self.config])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true);
+        for (k, v) in inner.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        cmd.spawn().expect("certfleet starts")
+    }
+
+    /// The one state-directory path every host uses (each sees its own directory there).
+    pub fn host_path(&self) -> PathBuf {
+        self.env.path("host")
     }
 
     /// Starts node `i` on `file` (killed if dropped).
@@ -175,4 +229,27 @@ pub fn signal(child: &tokio::process::Child, signal: libc::c_int) {
     // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
     let rc = unsafe { libc::kill(pid, signal) };
     assert_eq!(rc, 0, "kill({pid}, {signal})");
+}
+
+/// Writes a fresh key-encryption key file with mode 0600.
+fn certfleet_keys_write_kek(path: &std::path::Path) {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut bytes = [0u8; 32];
+    getrandom_fill(&mut bytes);
+    let line: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut f = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .expect("kek file");
+    writeln!(f, "{line}").expect("write kek");
+}
+
+fn getrandom_fill(buf: &mut [u8]) {
+    use std::io::Read as _;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(buf))
+        .expect("/dev/urandom");
 }

@@ -10,6 +10,7 @@ mod account;
 mod atomic;
 mod bad_input;
 mod batch;
+mod batch_fleet_hosts;
 mod batch_limits;
 mod batch_renewal;
 mod batch_resume;

@@ -252,3 +252,72 @@ fn check(out: std::io::Result<Output>, what: &str) -> Result<Output> {
     }
     Ok(out)
 }
+
+impl Postgres {
+    /// Turns TLS on (`ssl = on`, reloaded) with a server certificate for `names` (DNS names
+    /// or IP addresses) signed by a fresh CA; returns the CA's PEM path (the `sslrootcert`).
+    pub fn enable_tls(&self, names: &[&str]) -> Result<PathBuf> {
+        let (ca_pem, issuer) = new_ca("certfleet test PostgreSQL CA")?;
+        let key = rcgen::KeyPair::generate().context("server key")?;
+        let mut params = rcgen::CertificateParams::new(
+            names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
+        )?;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            names.first().copied().unwrap_or("db"),
+        );
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &issuer)?;
+        let data = self.data_dir();
+        let (crt, kf) = (data.join("server.crt"), data.join("server.key"));
+        std::fs::write(&crt, cert.pem())?;
+        std::fs::write(&kf, key.serialize_pem())?;
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&kf, std::fs::Permissions::from_mode(0o600))?;
+        if is_root() {
+            let ok = Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(&crt)
+                .arg(&kf)
+                .status()
+                .context("chown")?
+                .success();
+            if !ok {
+                bail!("chown of the server certificate failed");
+            }
+        }
+        let root = self.dir.path().join("pg-tls-root.pem");
+        std::fs::write(&root, ca_pem)?;
+        self.psql("postgres", "ALTER SYSTEM SET ssl = on")?;
+        self.psql("postgres", "SELECT pg_reload_conf()")?;
+        // Bounded: the postmaster reloads within moments.
+        for _ in 0..100 {
+            if self.psql("postgres", "SHOW ssl")? == "on" {
+                return Ok(root);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        bail!(
+            "PostgreSQL did not turn TLS on; log:\n{}",
+            std::fs::read_to_string(self.log_path()).unwrap_or_default()
+        )
+    }
+}
+
+/// A fresh CA: its PEM and the issuer that signs with it.
+pub fn new_ca(name: &str) -> Result<(String, rcgen::Issuer<'static, rcgen::KeyPair>)> {
+    let key = rcgen::KeyPair::generate().context("CA key")?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let cert = params.self_signed(&key)?;
+    Ok((cert.pem(), rcgen::Issuer::new(params, key)))
+}

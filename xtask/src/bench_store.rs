@@ -134,6 +134,7 @@ async fn issue(store: &PgStore, c: certfleet_batch::ClaimedJob, i: usize) -> Res
         serial: format!("{i:x}"),
         not_after: now,
         cert_dir: "/x".into(),
+        node: None,
     };
     store.update_job(l, &JobUpdate::issued(cert), now).await?;
     let names = c.job.spec.names.clone();

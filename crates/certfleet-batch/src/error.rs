@@ -69,6 +69,9 @@ pub enum RunError {
     Issue(#[from] certfleet_issue::IssueError),
     #[error(transparent)]
     Key(#[from] certfleet_keys::KeyError),
+    /// A sealed key could not be sealed or opened (the fleet's key-encryption key).
+    #[error(transparent)]
+    Kek(#[from] crate::kek::KekError),
     /// A coalesced DNS-01 present, propagation check or cleanup failed for every order in
     /// the round.
     #[error("dns-01: {0}")]

@@ -23,6 +23,7 @@ use crate::store::{ClaimedJob, Job, JobStatus, JobUpdate, Lease};
 
 mod authorize;
 mod finalize;
+mod fleet;
 
 /// Steps one job may take in one claim (a bound on the state loop).
 const MAX_STEPS: usize = 12;
@@ -119,7 +120,7 @@ impl JobDriver {
             return Ok(JobStatus::Authorizing);
         }
         let sh = self.sh.clone();
-        self.replaces_issued_certificate();
+        self.replaces_issued_certificate().await;
         let new_order_url = sh.account.client().directory().new_order.clone();
         let t = now();
         let cost = sh.governor.order_cost(&self.ctx, &new_order_url, t).await?;
@@ -184,7 +185,7 @@ impl JobDriver {
 
     /// A renewal (a job issued before and queued again) names the certificate it replaces
     /// when the CA offers ARI (RFC 9773 §5), read from that certificate's meta.json.
-    fn replaces_issued_certificate(&mut self) {
+    async fn replaces_issued_certificate(&mut self) {
         if self.ctx.replaces.is_some()
             || self.sh.account.client().directory().renewal_info.is_none()
         {
@@ -193,7 +194,11 @@ impl JobDriver {
         let Some(issued) = &self.job.issued else {
             return;
         };
-        match CertificateMeta::read(std::path::Path::new(&issued.cert_dir)) {
+        let meta = match self.stored_meta().await {
+            Some(m) => Ok(m),
+            None => CertificateMeta::read(std::path::Path::new(&issued.cert_dir)),
+        };
+        match meta {
             Ok(meta) if meta.ari_cert_id.is_some() => {
                 self.ctx.replaces = meta.ari_cert_id;
                 self.ctx.in_renewal_window = true;

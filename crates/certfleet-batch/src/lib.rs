@@ -31,6 +31,7 @@ pub mod batch_file;
 mod error;
 pub mod governor;
 mod job_driver;
+pub mod kek;
 mod limits;
 pub mod orchestrator;
 pub mod plan;

@@ -97,6 +97,9 @@ pub struct RunSolvers {
 pub struct RunKeys {
     pub backends: Vec<Arc<dyn KeyBackend>>,
     pub maker: Arc<dyn KeyMaker>,
+    /// The fleet's key-encryption key: generated keys are stored sealed with it in a
+    /// server-backed store so every node can use them.
+    pub kek: Option<Arc<crate::kek::Kek>>,
 }
 
 /// What a run did.
@@ -126,6 +129,7 @@ pub(crate) struct Shared {
     pub(crate) solvers: ChallengeSolvers,
     pub(crate) key_backends: Vec<Arc<dyn KeyBackend>>,
     pub(crate) key_maker: Arc<dyn KeyMaker>,
+    pub(crate) kek: Option<Arc<crate::kek::Kek>>,
     pub(crate) config: OrchestratorConfig,
     pub(crate) issued_hook: Option<Arc<dyn IssuedHook>>,
     zones: Mutex<HashMap<String, Arc<Semaphore>>>,
@@ -191,6 +195,7 @@ impl Orchestrator {
                 },
                 key_backends: keys.backends,
                 key_maker: keys.maker,
+                kek: keys.kek,
                 config,
                 issued_hook: None,
                 zones: Mutex::new(HashMap::new()),

@@ -133,6 +133,19 @@ pub enum BatchCommand {
         )]
         store: Option<String>,
     },
+    /// Write the certificates of the newest batch from a fleet's store into DIR (one
+    /// directory per certificate, written whole, only when changed)
+    Deploy {
+        /// Directory to deploy into (`DIR/<first name>/`)
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// Deploy only the certificates holding NAME (repeatable; default: all)
+        #[arg(long = "name", value_name = "NAME")]
+        names: Vec<String>,
+        /// State store: postgres://… (default: [batch] store)
+        #[arg(long, env = "CERTFLEET_BATCH_STORE", value_name = "URL")]
+        store: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -142,6 +142,10 @@ pub struct BatchSettings {
     /// How long a node's lease on a job lasts before another node may take the job over,
     /// seconds (renewed every third of it while the job runs).
     pub lease_secs: u64,
+    /// The fleet's key-encryption key (0600 file, lines of 64 hex characters, the first
+    /// seals): generated keys are stored sealed in a PostgreSQL store so every node, and
+    /// `batch deploy`, can use them (docs/scale-out.md).
+    pub key_encryption_key_file: Option<PathBuf>,
 }
 
 /// A store URL; `Debug` hides any password in it.
@@ -169,6 +173,7 @@ impl Default for BatchSettings {
             store: None,
             store_password_file: None,
             lease_secs: 120,
+            key_encryption_key_file: None,
         }
     }
 }

@@ -144,8 +144,22 @@ impl Staging {
     /// Writes the bundle's files, syncs them and swaps the bundle in. Returns the stable
     /// path.
     pub fn commit(
-        mut self,
+        self,
         issued: &IssuedCertificate,
+        key: KeyOutput<'_>,
+        meta: &CertificateMeta,
+    ) -> Result<PathBuf, IssueError> {
+        let leaf = issued.chain.leaf_pem();
+        let issuers = issued.chain.issuer_chain_pem();
+        self.commit_pems(&leaf, &issuers, key, meta)
+    }
+
+    /// [`Staging::commit`] from the PEM texts (a bundle read back from a fleet's store).
+    /// [`KeyOutput::InStaging`] expects `privkey.pem` written into [`Staging::key_path`].
+    pub fn commit_pems(
+        mut self,
+        leaf: &str,
+        issuers: &str,
         key: KeyOutput<'_>,
         meta: &CertificateMeta,
     ) -> Result<PathBuf, IssueError> {
@@ -166,8 +180,6 @@ impl Staging {
                 r.file_mode(),
             )?,
         }
-        let leaf = issued.chain.leaf_pem();
-        let issuers = issued.chain.issuer_chain_pem();
         write_synced(&dir.join(CERT_FILE), leaf.as_bytes(), 0o644)?;
         write_synced(&dir.join(CHAIN_FILE), issuers.as_bytes(), 0o644)?;
         write_synced(

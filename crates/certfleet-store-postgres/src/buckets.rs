@@ -189,7 +189,7 @@ pub(crate) async fn record_issuance(db: &Db, rec: &IssuanceRecord) -> Result<(),
         .map_err(|e| corrupt(&db.location, format!("cannot encode names: {e}")))?;
     db.exec(
         "INSERT INTO issuances (name_set, names, account, serial, issued_at, not_after, replaces) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (serial) DO NOTHING",
         &[
             &rec.name_set,
             &names,

@@ -12,12 +12,9 @@ pub enum PgError {
     #[error("invalid PostgreSQL store URL {url}: {detail}")]
     Url { url: String, detail: String },
 
-    #[error(
-        "{url}: sslmode={sslmode} asks for TLS, which this certfleet does not support for the \
-         state store yet; use sslmode=disable on a trusted network (loopback, VPN, private \
-         link) — see docs/scale-out.md"
-    )]
-    TlsUnsupported { url: String, sslmode: String },
+    /// TLS to the server could not be set up or the server was not trusted.
+    #[error("TLS to PostgreSQL: {0}")]
+    Tls(String),
 
     #[error("cannot read the PostgreSQL password file {}: {source}", path.display())]
     PasswordFile {

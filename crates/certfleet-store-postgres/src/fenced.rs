@@ -57,6 +57,19 @@ async fn diagnose(db: &Db, lease: &Lease, operation: &str) -> Result<JobStatus, 
     status.parse().map_err(|e| corrupt(&db.location, e))
 }
 
+/// For a fenced insert that matched no job: [`StoreError::Fenced`] (recorded) or no such
+/// job; `Ok` if the lease is current after all (the caller's write then raced a claim and
+/// is treated as refused).
+pub(crate) async fn check_lease(db: &Db, lease: &Lease, operation: &str) -> Result<(), StoreError> {
+    diagnose(db, lease, operation).await?;
+    Err(StoreError::Fenced {
+        job: lease.job,
+        presented: lease.token,
+        current: lease.token,
+        holder: "(changed concurrently)".to_owned(),
+    })
+}
+
 pub(crate) async fn renew_lease(
     db: &Db,
     lease: &Lease,

@@ -26,7 +26,9 @@ mod fenced;
 mod jobs;
 mod nodes;
 mod schema;
+mod shared;
 mod store;
+mod tls;
 mod url;
 
 use std::sync::Arc;
@@ -43,7 +45,7 @@ use tokio_postgres::types::ToSql;
 pub use error::PgError;
 pub use nodes::NodeInfo;
 pub use schema::SCHEMA_VERSION;
-pub use url::{PgOptions, is_postgres_url, redact_url};
+pub use url::{PgOptions, SessionTimeouts, is_postgres_url, redact_url};
 
 /// Default connections per store.
 const DEFAULT_POOL: usize = 8;
@@ -116,13 +118,13 @@ impl PgStore {
     pub async fn open(url: &str, options: &PgOptions) -> Result<PgStore, StoreError> {
         let parsed = url::StoreUrl::parse(url, options).map_err(|e| db(&redact_url(url), e))?;
         let location = parsed.redacted();
-        let manager = Manager::from_config(
-            parsed.driver_config(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match tls::connector(&parsed.tls).map_err(|e| db(&location, e))? {
+            Some(tls) => Manager::from_config(parsed.driver_config(), tls, manager_config),
+            None => Manager::from_config(parsed.driver_config(), NoTls, manager_config),
+        };
         let pool = Pool::builder(manager)
             .max_size(options.pool_size.unwrap_or(DEFAULT_POOL).max(1))
             .build()
@@ -151,6 +153,16 @@ impl PgStore {
     /// The nodes that have run against this database, newest heartbeat first.
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError> {
         nodes::list(&self.db).await
+    }
+
+    /// A setting of the pool's sessions (`current_setting`), e.g. the session timeouts.
+    pub async fn session_setting(&self, name: &str) -> Result<String, StoreError> {
+        let rows = self.db.rows("SELECT current_setting($1)", &[&name]).await?;
+        let row = rows.first().ok_or_else(|| StoreError::Corrupt {
+            location: self.db.location.clone(),
+            detail: format!("no value for setting {name}"),
+        })?;
+        row.try_get(0).map_err(|e| self.db.err(e))
     }
 
     /// Sets the stored schema version (tests of the "newer schema" refusal).
@@ -195,6 +207,21 @@ async fn first_connection(
                     });
                 }
                 last = error_chain(&e);
+                if last.contains("invalid peer certificate") || last.contains("TLS to PostgreSQL") {
+                    // Not trusted: retrying will not change the certificate.
+                    return Err(PgError::Tls(format!(
+                        "{} (sslmode {}): {last}; check sslrootcert and the server's certificate",
+                        url.address(),
+                        url.sslmode
+                    )));
+                }
+                if last.contains("server does not support TLS") {
+                    return Err(PgError::Tls(format!(
+                        "{} does not offer TLS (sslmode {}): {last}",
+                        url.address(),
+                        url.sslmode
+                    )));
+                }
             }
             Err(other) => last = other.to_string(),
         }

@@ -53,6 +53,11 @@ async fn touch(db: &Db, node: &str, ended: bool) -> Result<(), StoreError> {
     .map(drop)
 }
 
+/// Marks the node ended now.
+pub(crate) async fn end(db: &Db, node: &str) -> Result<(), StoreError> {
+    touch(db, node, true).await
+}
+
 /// Keeps the heartbeat going until dropped; then marks the node ended (best effort: the
 /// process may be exiting).
 pub(crate) struct NodeGuard {

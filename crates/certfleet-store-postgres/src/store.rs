@@ -5,12 +5,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use certfleet_store::gcra::{BucketKey, BucketState, TokenRequest};
 use certfleet_store::{
-    BatchId, BatchRecord, ClaimRequest, ClaimedJob, IssuanceRecord, Job, JobId, JobUpdate, Lease,
-    NewBatch, NewJob, RunGuard, RunHolder, StateStore, StatusCounts, StoreError, TakeOutcome,
+    BatchId, BatchRecord, ClaimRequest, ClaimedJob, Deployment, IssuanceRecord, Job, JobId,
+    JobUpdate, Lease, NewBatch, NewJob, RunGuard, RunHolder, StateStore, StatusCounts, StoreError,
+    StoredBundle, TakeOutcome,
 };
 use time::OffsetDateTime;
 
-use crate::{PgStore, buckets, fenced, jobs, nodes};
+use crate::{PgStore, buckets, fenced, jobs, nodes, shared};
 
 #[async_trait]
 impl StateStore for PgStore {
@@ -24,6 +25,10 @@ impl StateStore for PgStore {
         nodes::register(&self.db, holder).await?;
         let guard = nodes::NodeGuard::start(self.db.clone(), holder.node.clone());
         Ok(RunGuard::new(holder.clone(), Box::new(guard)))
+    }
+
+    async fn end_run(&self, holder: &RunHolder) -> Result<(), StoreError> {
+        nodes::end(&self.db, &holder.node).await
     }
 
     async fn open_batch(
@@ -153,5 +158,33 @@ impl StateStore for PgStore {
 
     async fn last_issuance(&self, name_set: &str) -> Result<Option<IssuanceRecord>, StoreError> {
         buckets::last_issuance(&self.db, name_set).await
+    }
+
+    fn shares_bundles(&self) -> bool {
+        true
+    }
+
+    async fn put_bundle(&self, lease: &Lease, bundle: &StoredBundle) -> Result<(), StoreError> {
+        shared::put_bundle(&self.db, lease, bundle).await
+    }
+
+    async fn bundle(&self, job: JobId) -> Result<Option<StoredBundle>, StoreError> {
+        shared::bundle(&self.db, job).await
+    }
+
+    async fn put_job_key(&self, lease: &Lease, sealed: &[u8]) -> Result<(), StoreError> {
+        shared::put_job_key(&self.db, lease, sealed).await
+    }
+
+    async fn job_key(&self, job: JobId) -> Result<Option<Vec<u8>>, StoreError> {
+        shared::job_key(&self.db, job).await
+    }
+
+    async fn record_deployment(&self, deployment: &Deployment) -> Result<(), StoreError> {
+        shared::record_deployment(&self.db, deployment).await
+    }
+
+    async fn deployments(&self, batch: BatchId) -> Result<Vec<Deployment>, StoreError> {
+        shared::deployments(&self.db, batch).await
     }
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::PgError;
+use crate::tls::{TlsMode, TlsSettings};
 
 /// How to reach the database besides the URL. The caller reads the environment
 /// (`PGUSER`, `PGPASSWORD`) and passes what it found: this library reads none.
@@ -22,6 +23,43 @@ pub struct PgOptions {
     /// Connection attempts at open before giving up (default 5, backoff doubling from
     /// 200 ms).
     pub connect_attempts: Option<u32>,
+    /// Session timeouts set on every connection ([`SessionTimeouts::default`]).
+    pub timeouts: SessionTimeouts,
+}
+
+/// PostgreSQL session settings that keep one stuck node from stalling the others: a node
+/// paused inside a transaction (holding row locks on a rate bucket) is cut off by the
+/// server, a lock wait or a statement that runs too long fails instead of waiting forever.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionTimeouts {
+    /// `idle_in_transaction_session_timeout` (default 10 s).
+    pub idle_in_transaction: Duration,
+    /// `lock_timeout` (default 5 s).
+    pub lock: Duration,
+    /// `statement_timeout` (default 30 s).
+    pub statement: Duration,
+}
+
+impl Default for SessionTimeouts {
+    fn default() -> Self {
+        SessionTimeouts {
+            idle_in_transaction: Duration::from_secs(10),
+            lock: Duration::from_secs(5),
+            statement: Duration::from_secs(30),
+        }
+    }
+}
+
+impl SessionTimeouts {
+    /// The `options` startup parameter that sets them.
+    pub fn startup_options(&self) -> String {
+        format!(
+            "-c idle_in_transaction_session_timeout={} -c lock_timeout={} -c statement_timeout={}",
+            self.idle_in_transaction.as_millis().max(1),
+            self.lock.as_millis().max(1),
+            self.statement.as_millis().max(1)
+        )
+    }
 }
 
 impl std::fmt::Debug for PgOptions {
@@ -35,6 +73,7 @@ impl std::fmt::Debug for PgOptions {
             .field("password_file", &self.password_file)
             .field("pool_size", &self.pool_size)
             .field("connect_attempts", &self.connect_attempts)
+            .field("timeouts", &self.timeouts)
             .finish()
     }
 }
@@ -49,6 +88,8 @@ pub(crate) struct StoreUrl {
     pub database: String,
     pub sslmode: String,
     pub connect_timeout: Duration,
+    pub timeouts: SessionTimeouts,
+    pub tls: TlsSettings,
 }
 
 impl std::fmt::Debug for StoreUrl {
@@ -130,6 +171,7 @@ impl StoreUrl {
         };
         let mut sslmode = "prefer".to_owned();
         let mut connect_timeout = Duration::from_secs(5);
+        let mut tls = TlsSettings::default();
         for (k, v) in url.query_pairs() {
             match k.as_ref() {
                 "sslmode" => sslmode = v.into_owned(),
@@ -140,24 +182,29 @@ impl StoreUrl {
                     connect_timeout = Duration::from_secs(secs.max(1));
                 }
                 "application_name" => {}
+                "sslrootcert" => tls.root = Some(PathBuf::from(v.into_owned())),
+                "sslcert" => tls.client_cert = Some(PathBuf::from(v.into_owned())),
+                "sslkey" => tls.client_key = Some(PathBuf::from(v.into_owned())),
                 other => {
                     return Err(invalid(format!(
-                        "unknown parameter {other:?} (known: sslmode, connect_timeout, \
-                         application_name)"
+                        "unknown parameter {other:?} (known: sslmode, sslrootcert, sslcert, \
+                         sslkey, connect_timeout, application_name)"
                     )));
                 }
             }
         }
-        match sslmode.as_str() {
-            "disable" | "prefer" | "allow" => {}
-            "require" | "verify-ca" | "verify-full" => {
-                return Err(PgError::TlsUnsupported {
-                    url: redact_url(raw),
-                    sslmode,
-                });
+        tls.mode = match sslmode.as_str() {
+            "disable" | "prefer" | "allow" => TlsMode::Off,
+            "require" => TlsMode::Require,
+            "verify-ca" => TlsMode::VerifyCa,
+            "verify-full" => TlsMode::VerifyFull,
+            other => {
+                return Err(invalid(format!(
+                    "sslmode={other:?} is not a known mode (disable, allow, prefer, require, \
+                     verify-ca, verify-full)"
+                )));
             }
-            other => return Err(invalid(format!("sslmode={other:?} is not a known mode"))),
-        }
+        };
         let password = match url.password() {
             Some(p) => Some(decode(p)),
             None => match &options.default_password {
@@ -176,6 +223,8 @@ impl StoreUrl {
             database,
             sslmode,
             connect_timeout,
+            timeouts: options.timeouts,
+            tls,
         })
     }
 
@@ -205,8 +254,13 @@ impl StoreUrl {
             .dbname(&self.database)
             .application_name("certfleet")
             .connect_timeout(self.connect_timeout)
-            // No TLS is offered (see `sslmode`): `prefer`/`allow` fall back to plain.
-            .ssl_mode(tokio_postgres::config::SslMode::Disable);
+            .options(self.timeouts.startup_options())
+            // `prefer`/`allow` connect in the clear; the TLS modes insist on TLS.
+            .ssl_mode(if self.tls.mode == TlsMode::Off {
+                tokio_postgres::config::SslMode::Disable
+            } else {
+                tokio_postgres::config::SslMode::Require
+            });
         if let Some(p) = &self.password {
             c.password(p.as_bytes());
         }
@@ -258,10 +312,21 @@ mod tests {
     }
 
     #[test]
-    fn tls_modes_and_unknown_parameters_are_refused_clearly() {
-        let err = StoreUrl::parse("postgres://u@h/db?sslmode=require", &PgOptions::default())
-            .expect_err("require");
-        assert!(err.to_string().contains("sslmode=require"), "{err}");
+    fn tls_modes_parse_and_unknown_parameters_are_refused_clearly() {
+        let u = StoreUrl::parse(
+            "postgres://u@h/db?sslmode=verify-full&sslrootcert=/r.pem&sslcert=/c.pem&sslkey=/k.pem",
+            &PgOptions::default(),
+        )
+        .expect("verify-full");
+        assert_eq!(u.tls.mode, TlsMode::VerifyFull);
+        assert_eq!(u.tls.root.as_deref(), Some(std::path::Path::new("/r.pem")));
+        assert_eq!(
+            u.tls.client_key.as_deref(),
+            Some(std::path::Path::new("/k.pem"))
+        );
+        let err = StoreUrl::parse("postgres://u@h/db?sslmode=verify", &PgOptions::default())
+            .expect_err("unknown mode");
+        assert!(err.to_string().contains("sslmode=\"verify\""), "{err}");
         let err = StoreUrl::parse("postgres://u@h/db?sslmod=disable", &PgOptions::default())
             .expect_err("typo");
         assert!(err.to_string().contains("\"sslmod\""), "{err}");

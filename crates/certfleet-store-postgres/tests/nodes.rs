@@ -78,7 +78,7 @@ async fn nodes_share_one_batch_safely() {
             "SELECT count(*), max(version) FROM schema_version",
         )
         .expect("psql");
-    assert_eq!(versions, "1|1", "migrated exactly once");
+    assert_eq!(versions, "1|2", "migrated exactly once, to version 2");
 
     // Concurrent claims from three nodes: every job claimed exactly once, by all nodes.
     let id = batch(&stores[0], 300).await;

@@ -152,6 +152,7 @@ pub async fn happy_path_and_fields(store: &dyn StateStore) {
         serial: "0a1b".into(),
         not_after: T0 + secs(86_400 * 90),
         cert_dir: "/certs/n0.example.com".into(),
+        node: None,
     };
     let j = store
         .update_job(l, &JobUpdate::issued(cert.clone()), T0 + secs(5))
@@ -639,6 +640,7 @@ pub async fn renewal_requeues_issued_only(store: &dyn StateStore) {
         serial: "0c0d".into(),
         not_after: T0 + secs(86_400 * 90),
         cert_dir: "/certs/n0.example.com".into(),
+        node: None,
     };
     let issued = claimed.remove(0);
     let finalizing = JobUpdate::finalizing("file:/keys/n0.pem");

@@ -79,6 +79,14 @@ pub enum StoreError {
         source: std::io::Error,
     },
 
+    /// The backend does not keep what was asked for (a single-host store and a fleet
+    /// operation).
+    #[error("the state store {location} does not support {what}; use a server-backed store")]
+    Unsupported {
+        location: String,
+        what: &'static str,
+    },
+
     /// The store's worker is gone (it panicked or the store was closed).
     #[error("the state store {location} is closed")]
     Closed { location: String },

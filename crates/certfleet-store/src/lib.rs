@@ -15,7 +15,7 @@ pub mod store;
 
 pub use error::{LimitsError, StoreError};
 pub use store::{
-    BatchId, BatchRecord, ClaimRequest, ClaimedJob, FencingToken, IssuanceRecord, IssuedCert, Job,
-    JobId, JobSpec, JobStatus, JobUpdate, Lease, LeaseInfo, NewBatch, NewJob, RunGuard, RunHolder,
-    SCHEMA_VERSION, StateStore, StatusCounts, TakeOutcome,
+    BatchId, BatchRecord, ClaimRequest, ClaimedJob, Deployment, FencingToken, IssuanceRecord,
+    IssuedCert, Job, JobId, JobSpec, JobStatus, JobUpdate, Lease, LeaseInfo, NewBatch, NewJob,
+    RunGuard, RunHolder, SCHEMA_VERSION, StateStore, StatusCounts, StoredBundle, TakeOutcome,
 };

@@ -43,6 +43,7 @@
 //! checks all of this for any backend.
 
 mod job;
+mod shared;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -55,6 +56,7 @@ use time::OffsetDateTime;
 pub use job::{
     BatchId, FencingToken, IssuedCert, Job, JobId, JobSpec, JobStatus, JobUpdate, LeaseInfo, NewJob,
 };
+pub use shared::{Deployment, StoredBundle};
 
 use crate::error::StoreError;
 use crate::gcra::{BucketKey, DenyCause, TokenRequest};
@@ -226,6 +228,13 @@ pub trait StateStore: Send + Sync + fmt::Debug {
     /// [`StoreError::Locked`] and end leases of earlier (dead) runs.
     async fn begin_run(&self, holder: &RunHolder) -> Result<RunGuard, StoreError>;
 
+    /// Marks the run ended (written before the process exits; dropping the guard alone
+    /// may race the exit).
+    async fn end_run(&self, holder: &RunHolder) -> Result<(), StoreError> {
+        let _ = holder;
+        Ok(())
+    }
+
     /// Opens the batch with this name and digest, creating it if needed; `true` if created.
     async fn open_batch(
         &self,
@@ -344,4 +353,55 @@ pub trait StateStore: Send + Sync + fmt::Debug {
 
     /// The latest issuance of this name set ([`IssuanceRecord::name_set`]).
     async fn last_issuance(&self, name_set: &str) -> Result<Option<IssuanceRecord>, StoreError>;
+
+    /// Whether the store holds the bundles and keys of a fleet (a server-backed store):
+    /// then decisions (due, up to date) come from [`StateStore::bundle`], never from files
+    /// of the node that issued, and generated keys are stored sealed
+    /// ([`StateStore::put_job_key`]). Single-host stores keep bundles on disk only.
+    fn shares_bundles(&self) -> bool {
+        false
+    }
+
+    /// Stores the bundle of the leaseholder's job, fenced like [`StateStore::update_job`]
+    /// (a stale lease writes nothing). Replaces an earlier bundle of the job.
+    async fn put_bundle(&self, lease: &Lease, bundle: &StoredBundle) -> Result<(), StoreError> {
+        let _ = (lease, bundle);
+        Err(StoreError::Unsupported {
+            location: self.location(),
+            what: "storing certificate bundles",
+        })
+    }
+
+    /// The stored bundle of a job (`None`: none stored, or the store keeps none).
+    async fn bundle(&self, job: JobId) -> Result<Option<StoredBundle>, StoreError> {
+        let _ = job;
+        Ok(None)
+    }
+
+    /// Stores the sealed key the leaseholder's job will finalize with, fenced.
+    async fn put_job_key(&self, lease: &Lease, sealed: &[u8]) -> Result<(), StoreError> {
+        let _ = (lease, sealed);
+        Err(StoreError::Unsupported {
+            location: self.location(),
+            what: "storing sealed keys",
+        })
+    }
+
+    /// The sealed key stored for a job.
+    async fn job_key(&self, job: JobId) -> Result<Option<Vec<u8>>, StoreError> {
+        let _ = job;
+        Ok(None)
+    }
+
+    /// Records that `deployment.host` materialised a bundle (one row per job and host).
+    async fn record_deployment(&self, deployment: &Deployment) -> Result<(), StoreError> {
+        let _ = deployment;
+        Ok(())
+    }
+
+    /// Where the jobs of a batch were deployed.
+    async fn deployments(&self, batch: BatchId) -> Result<Vec<Deployment>, StoreError> {
+        let _ = batch;
+        Ok(Vec::new())
+    }
 }

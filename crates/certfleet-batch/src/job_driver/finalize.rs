@@ -23,21 +23,14 @@ impl JobDriver {
     /// `finalizing` before finalize.
     pub(super) async fn cert_key(&mut self) -> Result<Arc<dyn SigningKey>, RunError> {
         let bundle = self.bundle()?;
-        if let Some(r) = self.job.cert_key.clone() {
-            let key_ref: KeyRef = r.parse()?;
-            let key = match self.sh.load_key(&r).await {
-                Ok(k) => k,
-                // The pending key went into the bundle in a run killed before it stored
-                // `issued`; the bundle's key is that key.
-                Err(e) if in_bundle(&key_ref, &bundle) => {
-                    let current = KeyRef::file(&bundle.current_key())?;
-                    self.sh.load_key(current.as_str()).await.map_err(|_| e)?
-                }
-                Err(e) => return Err(e.into()),
-            };
+        if let Some(r) = self.job.cert_key.clone()
+            && let Some((key, r)) = self.stored_cert_key(r, &bundle).await?
+        {
             // A renewal keeps the key of the certificate it replaces; its status still
-            // has to say `finalizing` before finalize.
-            if self.job.status != JobStatus::Finalizing {
+            // has to say `finalizing` (with the key as this node names it) before finalize.
+            if self.job.status != JobStatus::Finalizing
+                || self.job.cert_key.as_deref() != Some(r.as_str())
+            {
                 self.write(JobUpdate::finalizing(r)).await?;
             }
             return Ok(key);
@@ -51,18 +44,53 @@ impl JobDriver {
                     path: bundle.parent().to_owned(),
                     source,
                 })?;
-                match self.sh.key_maker.generate(alg, &path).await {
+                let key = match self.sh.key_maker.generate(alg, &path).await {
                     // Ours from an attempt that died before writing `finalizing`.
                     Err(KeyError::AlreadyExists { .. }) => {
                         self.sh.load_key(KeyRef::file(&path)?.as_str()).await?
                     }
                     other => other?,
-                }
+                };
+                self.store_new_key(&path).await?;
+                key
             }
         };
         self.write(JobUpdate::finalizing(key.key_ref().to_string()))
             .await?;
         Ok(key)
+    }
+
+    /// The key the job names (`reference`), as `(key, reference on this node)`: loaded here,
+    /// else from the bundle a killed run committed, else (a fleet) from the store. `None`
+    /// when the key is gone everywhere and the job makes its own: a new key before the CSR,
+    /// never a failure loop. A key named by the spec (token, file) is never replaced.
+    async fn stored_cert_key(
+        &mut self,
+        reference: String,
+        bundle: &BundleDir,
+    ) -> Result<Option<(Arc<dyn SigningKey>, String)>, RunError> {
+        let key_ref: KeyRef = reference.parse()?;
+        let err = match self.sh.load_key(&reference).await {
+            Ok(k) => return Ok(Some((k, reference))),
+            Err(e) => e,
+        };
+        // The pending key went into the bundle in a run killed before it stored `issued`;
+        // the bundle's key is that key.
+        if in_bundle(&key_ref, bundle) {
+            let current = KeyRef::file(&bundle.current_key())?;
+            if let Ok(k) = self.sh.load_key(current.as_str()).await {
+                return Ok(Some((k, current.to_string())));
+            }
+        }
+        if let Some(k) = self.key_from_store(&bundle.pending_key()).await? {
+            let r = k.key_ref().to_string();
+            return Ok(Some((k, r)));
+        }
+        if self.fleet() && self.job.spec.key.is_none() {
+            tracing::warn!(job = %self.job.id, "the certificate key {reference} is not on this node and not in the store ({err}); making a new one");
+            return Ok(None);
+        }
+        Err(err.into())
     }
 
     /// `<output_dir>/<first name>` (`*` written `_`), the run's root when the job names
@@ -129,6 +157,8 @@ impl JobDriver {
             sh.account.url(),
             sh.account.client().directory_url(),
         );
+        // A node whose lease was taken over writes no file, bundle or issuance row.
+        self.check_lease().await?;
         let pending = bundle.pending_key();
         let current = bundle.current_key();
         let key_output = match generated {
@@ -143,14 +173,23 @@ impl JobDriver {
         {
             tracing::warn!(job = %self.job.id, "could not remove {}: {e}", pending.display());
         }
-        let t = now();
+        // Fenced: a node whose lease was taken over stores no bundle and so records no
+        // issuance; a crash before `issued` is repeated by the next owner with the same
+        // serial, which the store records once.
+        self.store_bundle(&issued, &meta, generated).await?;
         sh.governor
-            .certificate_issued(&self.ctx, &issued.info.serial_hex, issued.info.not_after, t)
+            .certificate_issued(
+                &self.ctx,
+                &issued.info.serial_hex,
+                issued.info.not_after,
+                now(),
+            )
             .await?;
         let mut update = JobUpdate::issued(IssuedCert {
             serial: issued.info.serial_hex.clone(),
             not_after: issued.info.not_after,
             cert_dir: bundle.stable().display().to_string(),
+            node: Some(self.lease.node.clone()),
         });
         // From now on the key is the bundle's (a renewal keeps it).
         update.cert_key = Some(key_ref.to_string());

@@ -23,6 +23,7 @@ use crate::cli::{BatchCommand, BatchRunArgs, CertOptions, SolverArgs};
 use crate::commands::issue::{Http01Plan, http01_plan};
 use crate::context::Context;
 
+mod fleet;
 mod inventory;
 mod renewal;
 mod report;
@@ -50,6 +51,9 @@ pub async fn run(ctx: &Context, cmd: BatchCommand) -> Result<()> {
             Ok(())
         }
         BatchCommand::Status { jobs, store } => status(ctx, jobs, store.as_deref()).await,
+        BatchCommand::Deploy { to, names, store } => {
+            fleet::deploy(ctx, &to, &names, store.as_deref()).await
+        }
     }
 }
 
@@ -182,6 +186,14 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs) -> Result<()> {
     let s = &ctx.settings.batch;
     let output_root = ctx.state.root().join("certs");
     sweep_output_dirs(&batch, &output_root, &ctx.state.root().join("inventory"))?;
+    let kek = fleet::load_kek(ctx)?;
+    if store.shares_bundles() && kek.is_none() {
+        tracing::warn!(
+            "no [batch] key_encryption_key_file: generated keys stay on the node that made \
+             them; other nodes cannot finish or renew those certificates and batch deploy \
+             cannot write them"
+        );
+    }
     let mut config = OrchestratorConfig::new(output_root);
     config.concurrency = args.concurrency.unwrap_or(s.concurrency).max(1);
     config.per_zone = s.per_zone.max(1);
@@ -202,6 +214,7 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs) -> Result<()> {
         RunKeys {
             backends: ctx.key_backends(),
             maker: ctx.key_maker(),
+            kek: kek.clone(),
         },
         config,
         guard.holder().node.clone(),
@@ -221,8 +234,11 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs) -> Result<()> {
                 r.push(j)?;
             }
             if j.status == JobStatus::Issued {
-                // Entries the hook could not write (or jobs issued by a killed run).
-                inventory.save(j)?;
+                // Entries the hook could not write (or jobs issued by a killed run); on a
+                // fleet only certificates this host holds.
+                if !store.shares_bundles() || fleet::deployed_here(j) {
+                    inventory.save(j)?;
+                }
             } else {
                 not_issued.note(j);
             }
@@ -231,6 +247,9 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs) -> Result<()> {
     not_issued.finish();
     if let (Some(r), Some(path)) = (report, &args.report) {
         r.write(path)?;
+    }
+    if let Err(e) = store.end_run(guard.holder()).await {
+        tracing::warn!("could not record the end of this run: {e}");
     }
     drop(guard);
     let counts = &summary.counts;
@@ -428,6 +447,7 @@ async fn status(ctx: &Context, list_jobs: bool, store_flag: Option<&str>) -> Res
     if list_jobs && let Some(b) = batches.last() {
         let jobs = all_jobs(store, b.id).await?;
         let now = OffsetDateTime::now_utc();
+        let mut deployed = fleet::job_details(store, b.id).await?;
         value["jobs"] = jobs
             .iter()
             .map(|j| {
@@ -440,6 +460,11 @@ async fn status(ctx: &Context, list_jobs: bool, store_flag: Option<&str>) -> Res
                     "deferred_until": j.deferred_until.map(rfc3339),
                     "node": j.lease.as_ref().filter(|l| l.expires_at > now).map(|l| &l.node),
                     "lease_expires": j.lease.as_ref().map(|l| rfc3339(l.expires_at)),
+                    "issued_by": j.issued.as_ref().and_then(|i| i.node.clone()),
+                    "serial": j.issued.as_ref().map(|i| &i.serial),
+                    "not_after": j.issued.as_ref().map(|i| rfc3339(i.not_after)),
+                    "cert_dir": j.issued.as_ref().map(|i| &i.cert_dir),
+                    "deployed": deployed.remove(&j.id).map_or_else(|| json!([]), |d| d["deployed"].clone()),
                 })
             })
             .collect();

@@ -183,8 +183,12 @@ pub struct IssuedCert {
     /// Serial number, lowercase hex.
     pub serial: String,
     pub not_after: OffsetDateTime,
-    /// Directory the certificate was written to.
+    /// Directory the certificate was written to (on the issuing node).
     pub cert_dir: String,
+    /// The node that issued it (left out when unknown: certificates issued before it
+    /// was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// Who holds a job's lease right now (as stored; see [`crate::Lease`] for the holder's copy).

@@ -45,7 +45,7 @@ pub async fn requeue_due(
         .filter(|j| j.status == JobStatus::Issued)
         .collect();
     let due: Vec<Option<JobId>> = futures::stream::iter(issued.iter().copied())
-        .map(|job| async move { is_due(client, job, now).await.then_some(job.id) })
+        .map(|job| async move { is_due(client, store, job, now).await.then_some(job.id) })
         .buffer_unordered(ARI_CONCURRENCY)
         .collect()
         .await;
@@ -61,19 +61,45 @@ pub async fn requeue_due(
     })
 }
 
-/// Whether an issued job's certificate is due. A certificate directory that cannot be
-/// read (moved, deleted) is due: the batch promises the certificate is there.
-async fn is_due(client: &AcmeClient, job: &Job, now: OffsetDateTime) -> bool {
+/// Whether an issued job's certificate is due. On a fleet's store the decision comes from
+/// the stored bundle, never from this host's files (the certificate may have been issued on
+/// another host); a certificate without a stored bundle is read from its directory, and
+/// there a directory that cannot be read (moved, deleted) is due on a single-host store —
+/// the batch promises the certificate is there — but not on a fleet's.
+async fn is_due(
+    client: &AcmeClient,
+    store: &dyn StateStore,
+    job: &Job,
+    now: OffsetDateTime,
+) -> bool {
     let Some(issued) = &job.issued else {
         return false;
     };
     let first = job.spec.names.first().map_or("?", String::as_str);
-    let meta = match CertificateMeta::read(Path::new(&issued.cert_dir)) {
-        Ok(m) => m,
+    let stored = match store.bundle(job.id).await {
+        Ok(b) => b.and_then(|b| serde_json::from_str::<CertificateMeta>(&b.meta_json).ok()),
         Err(e) => {
-            tracing::warn!("{first}: {e}; issuing it again");
-            return true;
+            // Unknown is not due: a store that cannot answer must not cause a re-issue.
+            tracing::warn!("{first}: cannot read the stored certificate ({e}); not renewing now");
+            return false;
         }
+    };
+    let meta = match stored {
+        Some(m) => m,
+        None => match CertificateMeta::read(Path::new(&issued.cert_dir)) {
+            Ok(m) => m,
+            Err(e) if store.shares_bundles() => {
+                tracing::warn!(
+                    "{first}: no stored bundle and {e}; issued on another node, deciding by \
+                     its recorded lifetime"
+                );
+                return lifetime_due(now, issued.not_after);
+            }
+            Err(e) => {
+                tracing::warn!("{first}: {e}; issuing it again");
+                return true;
+            }
+        },
     };
     let cert_id = meta
         .ari_cert_id
@@ -107,4 +133,9 @@ async fn is_due(client: &AcmeClient, job: &Job, now: OffsetDateTime) -> bool {
             false
         }
     }
+}
+
+/// Due when less than a third of a 90-day lifetime is left (no notBefore known).
+fn lifetime_due(now: OffsetDateTime, not_after: OffsetDateTime) -> bool {
+    not_after - now < time::Duration::days(30)
 }

@@ -1,0 +1,136 @@
+//! TLS to PostgreSQL (issue 14, acceptance 5): a private cluster with `ssl = on` and a
+//! certificate for 127.0.0.1 from a fresh CA. `verify-full` with that root works (the
+//! session is encrypted); a wrong root fails at once and says why; `verify-ca` accepts a
+//! certificate for another name where `verify-full` refuses it; `require` encrypts.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use certfleet_store::StateStore;
+use certfleet_store_postgres::{PgOptions, PgStore};
+use certfleet_testenv::postgres::new_ca;
+
+fn with(url: &str, params: &str) -> String {
+    url.replace("sslmode=disable", params)
+}
+
+#[tokio::test]
+async fn verify_full_works_and_a_wrong_root_fails_clearly() {
+    let Some(cluster) = common::Cluster::start().await else {
+        return;
+    };
+    let root = cluster.pg.enable_tls(&["127.0.0.1"]).expect("TLS on");
+    let url = cluster.fresh_db();
+    assert!(url.contains("sslmode=disable"), "{url}");
+    let full = with(
+        &url,
+        &format!("sslmode=verify-full&sslrootcert={}", root.display()),
+    );
+    let store = PgStore::open(&full, &PgOptions::default())
+        .await
+        .expect("verify-full with the right root");
+    assert!(store.location().contains("sslmode=verify-full"));
+    assert!(store.batches().await.expect("a query over TLS").is_empty());
+    let db = url
+        .rsplit('/')
+        .next()
+        .expect("must succeed")
+        .split('?')
+        .next()
+        .expect("must succeed")
+        .to_owned();
+    let encrypted = cluster
+        .pg
+        .psql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+                 WHERE s.ssl AND a.datname = '{db}' AND a.application_name = 'certfleet'"
+            ),
+        )
+        .expect("psql");
+    assert_ne!(encrypted, "0", "the store's sessions are encrypted");
+
+    // A root that did not sign the server's certificate: refused at once, clearly.
+    let (other, _) = new_ca("some other CA").expect("CA");
+    let wrong = cluster.pg.dir().join("wrong-root.pem");
+    std::fs::write(&wrong, other).expect("write");
+    let started = Instant::now();
+    let err = PgStore::open(
+        &with(
+            &url,
+            &format!("sslmode=verify-full&sslrootcert={}", wrong.display()),
+        ),
+        &PgOptions::default(),
+    )
+    .await
+    .expect_err("wrong root");
+    let msg = format!(
+        "{err}: {}",
+        std::error::Error::source(&err)
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    );
+    assert!(msg.contains("TLS to PostgreSQL"), "{msg}");
+    assert!(msg.contains("UnknownIssuer"), "names the cause: {msg}");
+    assert!(msg.contains("sslrootcert"), "names what to check: {msg}");
+    assert!(started.elapsed() < Duration::from_secs(5), "no retries");
+    // A missing root file is named.
+    let err = PgStore::open(
+        &with(
+            &url,
+            "sslmode=verify-full&sslrootcert=/nonexistent/root.pem",
+        ),
+        &PgOptions::default(),
+    )
+    .await
+    .expect_err("missing root");
+    let msg = format!(
+        "{err}: {}",
+        std::error::Error::source(&err)
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    );
+    assert!(msg.contains("/nonexistent/root.pem"), "{msg}");
+    // `require` encrypts without checking the server.
+    PgStore::open(&with(&url, "sslmode=require"), &PgOptions::default())
+        .await
+        .expect("require");
+}
+
+#[tokio::test]
+async fn verify_ca_ignores_the_name_verify_full_does_not() {
+    let Some(cluster) = common::Cluster::start().await else {
+        return;
+    };
+    let root = cluster.pg.enable_tls(&["db.example"]).expect("TLS on");
+    let url = cluster.fresh_db();
+    // The server still takes plain connections (pg_hba's `host`): sslmode=disable works.
+    cluster.open(&url).await;
+    PgStore::open(
+        &with(
+            &url,
+            &format!("sslmode=verify-ca&sslrootcert={}", root.display()),
+        ),
+        &PgOptions::default(),
+    )
+    .await
+    .expect("verify-ca: the chain is trusted");
+    let err = PgStore::open(
+        &with(
+            &url,
+            &format!("sslmode=verify-full&sslrootcert={}", root.display()),
+        ),
+        &PgOptions::default(),
+    )
+    .await
+    .expect_err("verify-full: the certificate names db.example, not 127.0.0.1");
+    let msg = format!(
+        "{err}: {}",
+        std::error::Error::source(&err)
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    );
+    assert!(msg.contains("not valid for name"), "{msg}");
+}
