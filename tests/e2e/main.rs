@@ -28,6 +28,7 @@ mod dns_env;
 mod harness;
 mod hsm;
 mod issue;
+mod operations;
 mod pins;
 mod revoke;
 mod tokens;
