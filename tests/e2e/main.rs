@@ -27,6 +27,7 @@ mod dns_api_support;
 mod dns_env;
 mod harness;
 mod hsm;
+mod install;
 mod issue;
 mod operations;
 mod pins;

@@ -182,4 +182,27 @@ async fn two_forced_renewals_at_once_one_renews_the_other_names_the_holder() {
         "{v}"
     );
     assert!(v["message"].is_string(), "{v}");
+
+    // `account register` again with another contact updates it; `account show` still
+    // works after deactivation.
+    let key = env.path("account.pem").display().to_string();
+    env.run(&[
+        "account",
+        "register",
+        "--key",
+        &key,
+        "--contact",
+        "mailto:new@certfleet.test",
+        "--agree-tos",
+    ])
+    .await
+    .assert_ok();
+    let shown = env.run(&["account", "show"]).await.json();
+    assert_eq!(shown["contact"][0], "mailto:new@certfleet.test", "{shown}");
+    env.run(&["account", "deactivate", "--yes"])
+        .await
+        .assert_ok();
+    let shown = env.run(&["account", "show"]).await;
+    shown.assert_ok();
+    assert_eq!(shown.json()["status"], "deactivated", "{shown}");
 }

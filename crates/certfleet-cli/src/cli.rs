@@ -332,13 +332,19 @@ pub enum AccountCommand {
 #[derive(Debug, Args)]
 pub struct EabArgs {
     /// External account binding key id given by the CA
-    #[arg(long, value_name = "KID", requires = "eab_hmac_key")]
+    #[arg(
+        long,
+        value_name = "KID",
+        requires = "eab_hmac_key",
+        allow_hyphen_values = true
+    )]
     pub eab_kid: Option<String>,
     /// External account binding MAC key (base64url) given by the CA
     #[arg(
         long,
         value_name = "B64URL",
         requires = "eab_kid",
+        allow_hyphen_values = true,
         env = "CERTFLEET_EAB_HMAC_KEY",
         hide_env_values = true
     )]

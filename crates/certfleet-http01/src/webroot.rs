@@ -1,5 +1,5 @@
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -46,9 +46,34 @@ impl Webroot {
             .mode(0o644)
             .open(&path)
             .map_err(err)?;
+        // The mode above passed through the umask (027 makes it 0640): set it explicitly.
+        f.set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(err)?;
         f.write_all(r.key_authorization.as_bytes()).map_err(err)?;
         Ok(())
     }
+}
+
+/// Creates the directories from `root` down to `dir` that are missing, each 0755 whatever
+/// the umask (a web server running as another user must traverse them); existing ones are
+/// left as they are.
+fn create_readable_dirs(root: &Path, dir: &Path) -> Result<(), Http01Error> {
+    let rel = dir.strip_prefix(root).unwrap_or(dir);
+    let mut path = root.to_path_buf();
+    for part in rel.components() {
+        path.push(part);
+        let err = |source| Http01Error::Webroot {
+            path: path.clone(),
+            source,
+        };
+        match std::fs::DirBuilder::new().mode(0o755).create(&path) {
+            Ok(()) => std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                .map_err(err)?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(err(e)),
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -62,12 +87,10 @@ impl Http01Solver for Webroot {
             validate_token(&r.token)?;
         }
         let dir = self.challenge_dir();
+        let root = self.root.clone();
         let responses = responses.to_vec();
         tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&dir).map_err(|source| Http01Error::Webroot {
-                path: dir.clone(),
-                source,
-            })?;
+            create_readable_dirs(&root, &dir)?;
             responses
                 .iter()
                 .try_for_each(|r| Webroot::write_one(&dir, r))
@@ -91,5 +114,34 @@ impl Http01Solver for Webroot {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod umask_tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn under_umask_027_challenge_dirs_are_0755_and_files_0644() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let webroot = Webroot::new(root.path()).expect("webroot");
+        let token = "tok-umask_027";
+        // SAFETY: umask only changes this process's creation mask; it is restored below.
+        let old = unsafe { libc::umask(0o027) };
+        let result = webroot
+            .present(&[Http01Response {
+                token: token.into(),
+                key_authorization: "ka".into(),
+            }])
+            .await;
+        unsafe { libc::umask(old) };
+        result.expect("present");
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        let wk = root.path().join(".well-known");
+        assert_eq!(mode(&wk), 0o755);
+        assert_eq!(mode(&wk.join("acme-challenge")), 0o755);
+        assert_eq!(mode(&wk.join("acme-challenge").join(token)), 0o644);
     }
 }
