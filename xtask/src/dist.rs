@@ -119,6 +119,12 @@ pub fn stage_tree(from: &Path, stage: &Path) -> Result<()> {
         bail!("{}: not built (run without --no-build)", bin.display());
     }
     copy(&bin, "usr/bin/certfleet", 0o755)?;
+    // Debug information stays out of the package (a dev build is mostly that).
+    run_cmd(
+        Command::new("strip")
+            .arg("--strip-debug")
+            .arg(stage.join("usr/bin/certfleet")),
+    )?;
     for p in PLUGINS {
         let file = format!("libcertfleet_plugin_{}.so", p.replace('-', "_"));
         copy(

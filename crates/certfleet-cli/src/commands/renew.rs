@@ -77,7 +77,7 @@ pub async fn run(ctx: &Context, args: RenewArgs, quiet: bool) -> Result<()> {
         for entry in entries {
             let first = &entry.names[0];
             let outcome = match crate::lock::certificate(&ctx.state, first, what) {
-                Ok(_lock) => renew_one(&ca_ctx, &client, &account, entry, &args).await,
+                Ok(_lock) => renew_one(&ca_ctx, &client, &account, entry, &args, quiet).await,
                 Err(e) => Err(e),
             };
             match outcome {
@@ -119,6 +119,7 @@ async fn renew_one(
     account: &certfleet_acme::Account,
     entry: &InventoryEntry,
     args: &RenewArgs,
+    quiet: bool,
 ) -> Result<Outcome> {
     let first = &entry.names[0];
     if std::fs::symlink_metadata(&entry.out_dir).is_err() {
@@ -269,7 +270,9 @@ async fn renew_one(
     if &updated != entry {
         ctx.state.save_inventory(&updated)?;
     }
-    report(&issued, &entry.out_dir, client);
+    if !quiet {
+        report(&issued, &entry.out_dir, client);
+    }
     let hook = updated
         .deploy_hook
         .clone()
