@@ -25,6 +25,7 @@ mod bench_keys;
 mod bench_store;
 mod ci;
 mod demo;
+mod dist;
 mod fuzz;
 mod pebble;
 mod tidy;
@@ -63,6 +64,10 @@ tasks:
                               default 2000), the SoftHSM 4-vs-1 ratio, signatures per certificate
   ci                          install missing Debian packages (as root), then tidy, cargo fmt
                               --check, clippy -D warnings, build, test (with CI=1)
+  dist [--dev] [--no-build] [--from DIR] [--out DIR] [--no-deb]
+                              install artifacts in <target>/dist: a tarball to unpack at / and
+                              a .deb (dpkg-deb): certfleet, the real DNS plugins in
+                              /usr/lib/certfleet/plugins, certfleet-renew.service + .timer
   tidy                        the architecture's invariants: dependency arrows (cargo metadata),
                               no environment, printing, sleeping or concrete backends in
                               libraries but where allowed (xtask/src/tidy.rs)
@@ -95,6 +100,7 @@ fn main() -> ExitCode {
         Some("ci") => ci::run(&args[1..]),
         Some("demo") => demo::run(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
+        Some("dist") => dist::run(&args[1..]),
         Some("pebble") => pebble::run(&args[1..]),
         Some("tidy") => tidy::run(&args[1..]),
         Some("help" | "-h" | "--help") => {

@@ -32,6 +32,15 @@ impl MacAlgorithm {
         }
     }
 
+    /// The shortest key RFC 7518 §3.2 allows: as long as the hash output.
+    pub fn min_key_bytes(self) -> usize {
+        match self {
+            MacAlgorithm::HS256 => 32,
+            MacAlgorithm::HS384 => 48,
+            MacAlgorithm::HS512 => 64,
+        }
+    }
+
     /// The MAC of `message` under `key`.
     pub fn mac(self, key: &[u8], message: &[u8]) -> Vec<u8> {
         // `new_from_slice` accepts keys of any length for HMAC, so it cannot fail here.

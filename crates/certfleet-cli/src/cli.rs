@@ -47,8 +47,24 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub insecure_http_directory: bool,
 
+    /// Log lines as text (RFC 3339 timestamps to the millisecond) or one JSON object each
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        value_name = "FORMAT"
+    )]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,6 +81,10 @@ pub enum Command {
     Renew(RenewArgs),
     /// Revoke a certificate
     Revoke(RevokeArgs),
+    /// List the certificates in the inventory: names, serial, expiry, renewal time, status
+    Certificates(CertificatesArgs),
+    /// Delete a certificate: its files and its inventory entry (optionally revoke it first)
+    Delete(DeleteArgs),
     /// List and check DNS-01 provider plugins
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -372,13 +392,19 @@ pub enum AccountCommand {
 #[derive(Debug, Args)]
 pub struct EabArgs {
     /// External account binding key id given by the CA
-    #[arg(long, value_name = "KID", requires = "eab_hmac_key")]
+    #[arg(
+        long,
+        value_name = "KID",
+        requires = "eab_hmac_key",
+        allow_hyphen_values = true
+    )]
     pub eab_kid: Option<String>,
     /// External account binding MAC key (base64url) given by the CA
     #[arg(
         long,
         value_name = "B64URL",
         requires = "eab_kid",
+        allow_hyphen_values = true,
         env = "CERTFLEET_EAB_HMAC_KEY",
         hide_env_values = true
     )]
@@ -427,6 +453,20 @@ pub struct IssueArgs {
     pub cert: CertOptions,
     #[command(flatten)]
     pub solver: SolverArgs,
+    #[command(flatten)]
+    pub hooks: HookArgs,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct HookArgs {
+    /// Shell command run after the certificate was written (recorded for renewals), with
+    /// RENEWED_LINEAGE, RENEWED_DOMAINS and CERTFLEET_* variables; '' removes a recorded one
+    #[arg(long, value_name = "CMD", allow_hyphen_values = true)]
+    pub deploy_hook: Option<String>,
+    /// Keep the certificate key on renewal (recorded; default: a new key every renewal;
+    /// never after a keyCompromise revocation)
+    #[arg(long)]
+    pub reuse_key: bool,
 }
 
 #[derive(Debug, Args)]
@@ -448,6 +488,25 @@ pub struct RenewArgs {
     /// Override the challenge settings recorded at issuance
     #[command(flatten)]
     pub solver: SolverArgs,
+    #[command(flatten)]
+    pub hooks: HookArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CertificatesArgs {
+    /// One JSON object per certificate, as a JSON array
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// First name of the certificate to delete (as `certfleet certificates` shows it)
+    #[arg(long = "name", value_name = "NAME")]
+    pub name: String,
+    /// Revoke the certificate at its CA first (reason cessationOfOperation)
+    #[arg(long)]
+    pub revoke: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -35,6 +35,7 @@ pub struct Settings {
     pub network: NetworkSettings,
     pub dns01: Dns01Settings,
     pub batch: BatchSettings,
+    pub hooks: HookSettings,
     /// `[plugins.NAME]`: each plugin's own settings, handed to it as JSON (it rejects unknown
     /// keys itself); `path` is the host's (where the library is).
     pub plugins: PluginSettings,
@@ -111,6 +112,31 @@ pub struct PropagationSettings {
     /// Test/lab override: addresses for NS host names (`"ns1.example.test." = ["127.0.0.1:5301"]`)
     /// instead of their A/AAAA records.
     pub nameserver_addresses: BTreeMap<String, Vec<String>>,
+}
+
+/// `[hooks]`: commands run after certificates were written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HookSettings {
+    /// Deploy hook for certificates whose inventory records none (`--deploy-hook` wins).
+    pub deploy: Option<String>,
+    /// Longest run of one hook, seconds; it is killed after that.
+    pub timeout_secs: u64,
+}
+
+impl Default for HookSettings {
+    fn default() -> Self {
+        HookSettings {
+            deploy: None,
+            timeout_secs: 600,
+        }
+    }
+}
+
+impl HookSettings {
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.timeout_secs.max(1))
+    }
 }
 
 /// `[batch]`: how `certfleet batch run` paces itself.
@@ -216,6 +242,7 @@ impl Default for Settings {
             network: NetworkSettings::default(),
             dns01: Dns01Settings::default(),
             batch: BatchSettings::default(),
+            hooks: HookSettings::default(),
             plugins: PluginSettings::default(),
             insecure_http_directory: false,
         }

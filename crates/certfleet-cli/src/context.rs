@@ -62,6 +62,18 @@ impl Context {
         Context::tpm_backend()
     }
 
+    /// The same context for another CA directory (a renewal goes to the CA a certificate
+    /// came from).
+    pub fn for_directory(&self, directory: &str) -> Context {
+        let mut settings = self.settings.clone();
+        settings.directory = directory.to_owned();
+        Context {
+            settings,
+            state: self.state.clone(),
+            backends: self.backends.clone(),
+        }
+    }
+
     pub fn directory(&self) -> &str {
         &self.settings.directory
     }

@@ -5,23 +5,23 @@ mod commands;
 mod config;
 mod context;
 mod dns;
+mod hooks;
+mod lock;
+mod logging;
 mod names;
 mod state;
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
-
-use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command};
 use crate::config::Settings;
 use crate::context::Context;
+use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     quiet_tss_logging(&cli);
-    init_logging(&cli);
+    logging::init(&cli);
     // Released on every way out of main, panics included.
     let hardware = KeyHardware;
     // reqwest is built without a default rustls provider so the whole tree uses ring.
@@ -127,33 +127,18 @@ fn quiet_tss_logging(cli: &Cli) {
     }
 }
 
-fn init_logging(cli: &Cli) {
-    let default = match (cli.quiet, cli.verbose) {
-        (true, _) => "error",
-        (false, 0) => "info,hyper=warn,reqwest=warn,rustls=warn,tss_esapi=off",
-        (false, 1) => "debug,hyper=info,rustls=info,h2=info",
-        _ => "trace",
-    };
-    let filter =
-        EnvFilter::try_from_env("CERTFLEET_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(cli.verbose > 0)
-        .with_ansi(std::io::stderr().is_terminal())
-        .without_time()
-        .init();
-}
-
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(&cli)?;
     let ctx = Context::new(settings)?;
+    let quiet = cli.quiet;
     match cli.command {
         Command::Key(cmd) => commands::key::run(&ctx, cmd).await,
         Command::Account(cmd) => commands::account::run(&ctx, cmd).await,
         Command::Issue(args) => commands::issue::run(&ctx, args).await,
-        Command::Renew(args) => commands::renew::run(&ctx, args).await,
+        Command::Renew(args) => commands::renew::run(&ctx, args, quiet).await,
         Command::Revoke(args) => commands::revoke::run(&ctx, args).await,
+        Command::Certificates(args) => commands::certificates::list(&ctx, args),
+        Command::Delete(args) => commands::certificates::delete(&ctx, args).await,
         Command::Plugin(cmd) => commands::plugin::run(&ctx, cmd).await,
         Command::Batch(cmd) => commands::batch::run(&ctx, cmd).await,
         Command::Persist(cmd) => commands::persist::run(&ctx, cmd).await,

@@ -51,6 +51,32 @@ pub struct InventoryEntry {
     #[serde(default)]
     pub preferred_chain: Option<String>,
     pub directory: String,
+    /// Shell command run after each renewal (`--deploy-hook`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy_hook: Option<String>,
+    /// Keep the certificate key on renewal (`--reuse-key`); default: a new key each time.
+    #[serde(default)]
+    pub reuse_key: bool,
+    /// Set when certfleet revoked the current certificate: renewal is then due at once
+    /// (and, after keyCompromise, never with the same key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<Revocation>,
+}
+
+/// A revocation certfleet made, recorded in the inventory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Revocation {
+    pub serial: String,
+    /// The RFC 5280 reason name (`keyCompromise`, `unspecified`, …).
+    pub reason: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+impl Revocation {
+    pub fn key_compromised(&self) -> bool {
+        self.reason == "keyCompromise"
+    }
 }
 
 impl StateDir {
@@ -117,6 +143,16 @@ impl StateDir {
             entry,
             entry.key_ref.file_mode(),
         )
+    }
+
+    /// Removes a certificate's inventory entry; `false` when there was none.
+    pub fn remove_inventory(&self, first_name: &str) -> Result<bool> {
+        let path = self.inventory_path(first_name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+        }
     }
 
     pub fn load_inventory(&self, first_name: &str) -> Result<Option<InventoryEntry>> {
@@ -227,11 +263,17 @@ mod tests {
             profile: None,
             preferred_chain: None,
             directory: "https://ca/dir".into(),
+            deploy_hook: None,
+            reuse_key: false,
+            revoked: None,
         };
         state.save_inventory(&entry).expect("save");
         let all = state.inventory().expect("list");
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].names, entry.names);
         assert!(state.load_inventory("a.test").expect("load").is_some());
+        assert!(state.remove_inventory("a.test").expect("remove"));
+        assert!(!state.remove_inventory("a.test").expect("gone"));
+        assert!(state.inventory().expect("list").is_empty());
     }
 }

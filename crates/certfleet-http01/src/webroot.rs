@@ -108,3 +108,33 @@ impl Http01Solver for Webroot {
         })?
     }
 }
+
+#[cfg(test)]
+mod umask_tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn under_umask_027_challenge_dirs_are_0755_and_files_0644() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let webroot = Webroot::new(root.path()).expect("webroot");
+        let token = "tok-umask_027";
+        // SAFETY: umask only changes this process's creation mask; it is restored below.
+        let old = unsafe { libc::umask(0o027) };
+        let result = webroot
+            .present(&[Http01Response {
+                token: token.into(),
+                key_authorization: "ka".into(),
+            }])
+            .await;
+        unsafe { libc::umask(old) };
+        result.expect("present");
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        let wk = root.path().join(".well-known");
+        assert_eq!(mode(&wk), 0o755);
+        assert_eq!(mode(&wk.join("acme-challenge")), 0o755);
+        assert_eq!(mode(&wk.join("acme-challenge").join(token)), 0o644);
+    }
+}

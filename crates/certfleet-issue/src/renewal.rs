@@ -42,14 +42,16 @@ pub fn decide(
         return if now >= renew_at {
             RenewalDecision::Due(format!(
                 "inside the CA's renewal window {} .. {}",
-                window.start, window.end
+                rfc3339(window.start),
+                rfc3339(window.end)
             ))
         } else {
             RenewalDecision::NotYet {
                 renew_at,
                 reason: format!(
                     "the CA's renewal window is {} .. {}",
-                    window.start, window.end
+                    rfc3339(window.start),
+                    rfc3339(window.end)
                 ),
             }
         };
@@ -64,6 +66,14 @@ pub fn decide(
             reason: "renews with a third of its lifetime left".to_owned(),
         }
     }
+}
+
+/// A time in a message: RFC 3339 in UTC, to the second.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let t = t.replace_nanosecond(0).unwrap_or(t);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
 /// A number in [0, 1) derived from `seed`.

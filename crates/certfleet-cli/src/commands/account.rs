@@ -17,16 +17,7 @@ pub async fn run(ctx: &Context, cmd: AccountCommand) -> Result<()> {
             agree_tos,
             eab,
         } => register(ctx, &key, contact, agree_tos, &eab).await,
-        AccountCommand::Show => {
-            let (_, account) = ctx.account().await?;
-            let state = account.state().await?;
-            print_account(
-                ctx,
-                account.url(),
-                &account.key().key_ref().to_string(),
-                &state,
-            )
-        }
+        AccountCommand::Show => show(ctx).await,
         AccountCommand::Find { key } => find(ctx, &key).await,
         AccountCommand::Update { contact } => {
             validate_contacts(&contact)?;
@@ -113,6 +104,31 @@ async fn register(
         external_account_binding,
     };
     let account = client.new_account(key.clone(), &request).await?;
+    // The CA returns an existing account for a known key and ignores the contact sent:
+    // bring it in line, or say what it is.
+    let mut contact = contact;
+    let state = account.state().await?;
+    let mut have = state.contact.clone();
+    let mut want = contact.clone();
+    have.sort();
+    want.sort();
+    if have != want {
+        if contact.is_empty() {
+            tracing::info!(
+                "the account exists already; its contact stays {:?} (`account update --contact` changes it)",
+                state.contact
+            );
+            contact = state.contact.clone();
+        } else {
+            let updated = account.update_contact(&contact).await?;
+            tracing::info!(
+                "the account exists already; contact updated from {:?} to {:?}",
+                state.contact,
+                updated.contact
+            );
+            contact = updated.contact;
+        }
+    }
     let record = AccountRecord {
         directory: ctx.directory().to_owned(),
         url: account.url().to_owned(),
@@ -125,6 +141,30 @@ async fn register(
     tracing::info!(account = account.url(), state_dir = %ctx.state.root().display(), "account registered");
     println!("{}", account.url());
     Ok(())
+}
+
+/// `account show`; a deactivated account is shown from the local record (the CA no longer
+/// answers for it).
+async fn show(ctx: &Context) -> Result<()> {
+    let record = ctx.state.load_account(ctx.directory())?;
+    if let Some(r) = record.as_ref().filter(|r| r.deactivated_at.is_some()) {
+        return super::print_json(&json!({
+            "url": r.url,
+            "status": "deactivated",
+            "contact": r.contact,
+            "key_ref": r.key_ref.to_string(),
+            "directory": ctx.directory(),
+            "deactivated_at": r.deactivated_at.map(crate::logging::to_second),
+        }));
+    }
+    let (_, account) = ctx.account().await?;
+    let state = account.state().await?;
+    print_account(
+        ctx,
+        account.url(),
+        &account.key().key_ref().to_string(),
+        &state,
+    )
 }
 
 async fn find(ctx: &Context, key: &str) -> Result<()> {
@@ -179,6 +219,13 @@ fn eab_from_args(eab: &EabArgs) -> Result<Option<ExternalAccountBinding>> {
     if hmac_key.is_empty() {
         bail!("--eab-hmac-key is empty");
     }
+    if hmac_key.len() < algorithm.min_key_bytes() {
+        bail!(
+            "--eab-hmac-key is {} bytes long, but {algorithm} needs at least {} (RFC 7518 §3.2): check --eab-alg against what your CA gave you (the key is not shown)",
+            hmac_key.len(),
+            algorithm.min_key_bytes()
+        );
+    }
     Ok(Some(ExternalAccountBinding {
         key_id: kid.clone(),
         hmac_key,
@@ -209,4 +256,52 @@ fn print_account(ctx: &Context, url: &str, key_ref: &str, state: &AccountState) 
         "key_ref": key_ref,
         "directory": ctx.directory(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(key: &str, alg: &str) -> EabArgs {
+        EabArgs {
+            eab_kid: Some("kid".into()),
+            eab_hmac_key: Some(key.into()),
+            eab_alg: alg.into(),
+        }
+    }
+
+    #[test]
+    fn mac_key_length_is_checked_against_the_algorithm_and_hyphen_keys_parse() {
+        let k32 = URL_SAFE_NO_PAD.encode([7u8; 32]);
+        let k64 = URL_SAFE_NO_PAD.encode([7u8; 64]);
+        assert!(eab_from_args(&args(&k32, "HS256")).expect("ok").is_some());
+        let err = eab_from_args(&args(&k32, "HS512")).expect_err("short");
+        let text = err.to_string();
+        assert!(
+            text.contains("32 bytes") && text.contains("at least 64"),
+            "{text}"
+        );
+        assert!(!text.contains(&k32), "the key must not be shown: {text}");
+        assert!(eab_from_args(&args(&k64, "HS512")).expect("ok").is_some());
+        // A base64url key may start with '-'.
+        use clap::Parser as _;
+        let hyphen = format!("-{}", &k64[1..]);
+        let cli = crate::cli::Cli::try_parse_from([
+            "certfleet",
+            "account",
+            "register",
+            "--key",
+            "k.pem",
+            "--eab-kid",
+            "-kid",
+            "--eab-hmac-key",
+            &hyphen,
+        ])
+        .expect("hyphen-leading EAB values parse");
+        let crate::cli::Command::Account(AccountCommand::Register { eab, .. }) = cli.command else {
+            panic!("not register");
+        };
+        assert_eq!(eab.eab_hmac_key.as_deref(), Some(hyphen.as_str()));
+        assert_eq!(eab.eab_kid.as_deref(), Some("-kid"));
+    }
 }

@@ -48,6 +48,7 @@ pub async fn run(ctx: &Context, args: IssueArgs) -> Result<()> {
         );
     }
     let plan = solver_plan(ctx, &args.solver, challenge.as_str(), None)?;
+    let _lock = crate::lock::certificate(&ctx.state, &names[0], "issue")?;
     let prepared = prepare_solvers(ctx, &plan).await?;
     let out_dir = opts
         .out
@@ -118,6 +119,11 @@ pub async fn run(ctx: &Context, args: IssueArgs) -> Result<()> {
         KeyOutput::Reference(&key_ref)
     };
     staging.commit(&issued, key_output, &meta)?;
+    let deploy_hook = args
+        .hooks
+        .deploy_hook
+        .clone()
+        .filter(|h| !h.trim().is_empty());
     ctx.state.save_inventory(&InventoryEntry {
         names: names.clone(),
         out_dir: bundle.stable().to_owned(),
@@ -139,20 +145,68 @@ pub async fn run(ctx: &Context, args: IssueArgs) -> Result<()> {
         profile,
         preferred_chain,
         directory: ctx.directory().to_owned(),
+        deploy_hook: deploy_hook.clone(),
+        reuse_key: args.hooks.reuse_key,
+        revoked: None,
     })?;
     report(&issued, &out_dir, &client);
+    let hook = deploy_hook.or_else(|| ctx.settings.hooks.deploy.clone());
+    if let Some(hook) = hook {
+        deploy(
+            ctx,
+            &hook,
+            "issued",
+            &issued,
+            bundle.stable(),
+            &meta,
+            generated,
+        )
+        .await?;
+    }
     Ok(())
+}
+
+/// Runs the deploy hook for a certificate just written; a failure names the certificate,
+/// which stays in place.
+pub async fn deploy(
+    ctx: &Context,
+    hook: &str,
+    event: &str,
+    issued: &IssuedCertificate,
+    lineage: &Path,
+    meta: &CertificateMeta,
+    key_in_dir: bool,
+) -> Result<()> {
+    let cert = crate::hooks::Deployed {
+        event,
+        names: &issued.names,
+        lineage,
+        serial: &issued.info.serial_hex,
+        not_after: issued.info.not_after,
+        key_ref: meta.key_ref.to_string(),
+        key_in_dir,
+        ca: &meta.directory,
+    };
+    crate::hooks::run_deploy_hook(hook, &cert, ctx.settings.hooks.timeout())
+        .await
+        .with_context(|| {
+            format!(
+                "the certificate for {} was {event} and written to {}, but its deploy hook failed",
+                issued.names.join(", "),
+                lineage.display()
+            )
+        })
 }
 
 /// The checkpoint of `issue`: the key exists, or is made in the new bundle's staging
 /// directory right before finalize (so a failed order leaves no key behind).
 #[derive(Debug)]
-struct NewBundle {
-    bundle: BundleDir,
-    choice: KeyChoice,
-    existing: Option<Arc<dyn SigningKey>>,
-    maker: Arc<dyn KeyMaker>,
-    staging: Option<Staging>,
+pub struct NewBundle {
+    pub bundle: BundleDir,
+    pub choice: KeyChoice,
+    pub existing: Option<Arc<dyn SigningKey>>,
+    pub maker: Arc<dyn KeyMaker>,
+    pub staging: Option<Staging>,
 }
 
 #[async_trait::async_trait]

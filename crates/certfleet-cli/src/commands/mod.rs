@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod batch;
+pub mod certificates;
 pub mod issue;
 pub mod key;
 pub mod persist;

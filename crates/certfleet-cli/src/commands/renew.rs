@@ -1,23 +1,44 @@
+//! `renew`: each certificate in the inventory against the CA directory it came from, with a
+//! new key by default, one writer per certificate (and per state directory for `--all`).
+
+use std::collections::BTreeMap;
+
 use anyhow::{Context as _, Result, bail};
 use certfleet_acme::{AcmeClient, CertId};
 use certfleet_issue::bundle::{self, BundleDir, KeyOutput};
 use certfleet_issue::output::CertificateMeta;
 use certfleet_issue::renewal::{RenewalDecision, decide};
-use certfleet_issue::{CertificateRequest, ExistingKey};
+use certfleet_issue::{CertificateRequest, ExistingKey, KeyChoice};
 use time::OffsetDateTime;
 
-use super::issue::{issue_with, prepare_solvers, report, solver_plan};
+use super::issue::{NewBundle, deploy, issue_with, prepare_solvers, report, solver_plan};
 use crate::cli::RenewArgs;
 use crate::context::Context;
+use crate::logging::to_second;
 use crate::state::InventoryEntry;
 
-pub async fn run(ctx: &Context, args: RenewArgs) -> Result<()> {
+/// What happened to one certificate.
+enum Outcome {
+    Renewed { hook_failed: bool },
+    NotDue,
+}
+
+pub async fn run(ctx: &Context, args: RenewArgs, quiet: bool) -> Result<()> {
+    let what = if args.all {
+        "renew --all"
+    } else {
+        "renew --name"
+    };
+    let _all = match args.all {
+        true => Some(crate::lock::state_dir(&ctx.state, what)?),
+        false => None,
+    };
     let entries: Vec<InventoryEntry> = match &args.name {
         Some(name) => {
             let name = crate::names::normalize(std::slice::from_ref(name))?.remove(0);
             let entry = ctx.state.load_inventory(&name)?.with_context(|| {
                 format!(
-                    "--name {name:?}: no certificate with that first name in the inventory of {}",
+                    "--name {name:?}: no certificate with that first name in the inventory of {} (`certfleet certificates` lists them)",
                     ctx.state.root().display()
                 )
             })?;
@@ -25,49 +46,88 @@ pub async fn run(ctx: &Context, args: RenewArgs) -> Result<()> {
         }
         None => ctx.state.inventory()?,
     };
-    let entries: Vec<_> = entries
-        .into_iter()
-        .filter(|e| e.directory == ctx.directory())
-        .collect();
     if entries.is_empty() {
-        println!(
-            "nothing to renew: no certificates from {} in the inventory",
-            ctx.directory()
-        );
+        if !quiet {
+            println!(
+                "nothing to renew: the inventory in {} is empty",
+                ctx.state.root().display()
+            );
+        }
         return Ok(());
     }
-    let (client, account) = ctx.account().await?;
-    let (mut renewed, mut skipped, mut failed) = (0usize, 0usize, Vec::new());
-    for entry in &entries {
-        let first = &entry.names[0];
-        match renew_one(ctx, &client, &account, entry, &args).await {
-            Ok(true) => renewed += 1,
-            Ok(false) => skipped += 1,
+    // Each certificate renews at the CA it came from, whatever `--directory` says.
+    let mut by_ca: BTreeMap<String, Vec<InventoryEntry>> = BTreeMap::new();
+    for e in entries {
+        by_ca.entry(e.directory.clone()).or_default().push(e);
+    }
+    let (mut renewed, mut skipped, mut failed, mut hooks_failed) =
+        (0usize, 0usize, Vec::new(), Vec::new());
+    for (directory, entries) in &by_ca {
+        let ca_ctx = ctx.for_directory(directory);
+        let (client, account) = match ca_ctx.account().await {
+            Ok(pair) => pair,
             Err(e) => {
-                tracing::error!("{first}: renewal failed: {e:#}");
-                failed.push(first.clone());
+                for entry in entries {
+                    tracing::error!("{}: renewal failed: {e:#}", entry.names[0]);
+                    failed.push(entry.names[0].clone());
+                }
+                continue;
+            }
+        };
+        for entry in entries {
+            let first = &entry.names[0];
+            let outcome = match crate::lock::certificate(&ctx.state, first, what) {
+                Ok(_lock) => renew_one(&ca_ctx, &client, &account, entry, &args, quiet).await,
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(Outcome::Renewed { hook_failed }) => {
+                    renewed += 1;
+                    if hook_failed {
+                        hooks_failed.push(first.clone());
+                    }
+                }
+                Ok(Outcome::NotDue) => skipped += 1,
+                Err(e) => {
+                    tracing::error!("{first}: renewal failed: {e:#}");
+                    failed.push(first.clone());
+                }
             }
         }
     }
-    println!(
-        "renewed {renewed}, not due {skipped}, failed {}",
-        failed.len()
-    );
-    if !failed.is_empty() {
-        bail!("renewal failed for {}", failed.join(", "));
+    if !quiet {
+        println!(
+            "renewed {renewed}, not due {skipped}, failed {}, deploy hooks failed {}",
+            failed.len(),
+            hooks_failed.len()
+        );
     }
-    Ok(())
+    match (failed.is_empty(), hooks_failed.is_empty()) {
+        (true, true) => Ok(()),
+        (false, _) => bail!("renewal failed for {}", failed.join(", ")),
+        (true, false) => bail!(
+            "renewed, but the deploy hook failed for {} (the new certificates are in place)",
+            hooks_failed.join(", ")
+        ),
+    }
 }
 
-/// Renews one certificate if due (or forced). Returns whether it was renewed.
+/// Renews one certificate if due (or forced).
 async fn renew_one(
     ctx: &Context,
     client: &AcmeClient,
     account: &certfleet_acme::Account,
     entry: &InventoryEntry,
     args: &RenewArgs,
-) -> Result<bool> {
+    quiet: bool,
+) -> Result<Outcome> {
     let first = &entry.names[0];
+    if std::fs::symlink_metadata(&entry.out_dir).is_err() {
+        bail!(
+            "the certificate directory {} is gone; `certfleet delete --name {first}` removes the certificate from the inventory",
+            entry.out_dir.display()
+        );
+    }
     let meta = CertificateMeta::read(&entry.out_dir)
         .with_context(|| format!("{first}: reading the current certificate's meta.json"))?;
     let ari = client.directory().renewal_info.is_some();
@@ -81,34 +141,56 @@ async fn renew_one(
         }
         None => None,
     };
-    let window = match (&cert_id, ari) {
-        (Some(id), true) => match client.renewal_info(id).await {
-            Ok(info) => Some(info.window),
-            Err(e) => {
-                tracing::warn!(
-                    "{first}: renewal info unavailable ({e}); using the certificate's lifetime"
-                );
-                None
-            }
-        },
-        _ => None,
+    let revoked = entry.revoked.as_ref().filter(|r| r.serial == meta.serial);
+    let decision = match revoked {
+        Some(r) => RenewalDecision::Due(format!("revoked ({}) at {}", r.reason, to_second(r.at))),
+        None => {
+            let window = match (&cert_id, ari) {
+                (Some(id), true) => match client.renewal_info(id).await {
+                    Ok(info) => Some(info.window),
+                    Err(e) => {
+                        tracing::warn!(
+                            "{first}: renewal info unavailable ({e}); using the certificate's lifetime"
+                        );
+                        None
+                    }
+                },
+                _ => None,
+            };
+            decide(
+                OffsetDateTime::now_utc(),
+                meta.not_before,
+                meta.not_after,
+                window.as_ref(),
+                &meta.serial,
+            )
+        }
     };
-    let decision = decide(
-        OffsetDateTime::now_utc(),
-        meta.not_before,
-        meta.not_after,
-        window.as_ref(),
-        &meta.serial,
-    );
     match (&decision, args.force) {
         (RenewalDecision::NotYet { renew_at, reason }, false) => {
-            tracing::info!("{first}: not due ({reason}); renews from {renew_at}");
-            return Ok(false);
+            tracing::info!(
+                "{first}: not due ({reason}); renews from {}",
+                to_second(*renew_at)
+            );
+            return Ok(Outcome::NotDue);
         }
         (RenewalDecision::NotYet { .. }, true) => tracing::info!("{first}: renewing (forced)"),
         (RenewalDecision::Due(why), _) => tracing::info!("{first}: renewing: {why}"),
     }
-    let cert_key = ctx.load_key(&entry.key_ref).await?;
+    let compromised = revoked.is_some_and(|r| r.key_compromised());
+    let wants_reuse = args.hooks.reuse_key || entry.reuse_key;
+    if wants_reuse && compromised {
+        tracing::warn!(
+            "{first}: not reusing the key: the certificate was revoked for keyCompromise"
+        );
+    }
+    let reuse = wants_reuse && !compromised;
+    if compromised && !entry.key_in_out_dir {
+        bail!(
+            "{first}: the key {} was reported compromised and certfleet does not manage it: issue again with a new key (`certfleet issue --name {first} --key NEWREF` or `--key-alg ALG`)",
+            entry.key_ref
+        );
+    }
     let plan = solver_plan(ctx, &args.solver, &entry.challenge, Some(entry))?;
     let prepared = prepare_solvers(ctx, &plan).await?;
     let bundle = BundleDir::new(&entry.out_dir)?;
@@ -118,22 +200,53 @@ async fn renew_one(
         profile: entry.profile.clone(),
         // Only CAs that offer ARI know what `replaces` means (RFC 9773 §5); one that
         // refuses it is asked again without it (the order steps do that).
-        replaces: if ari { meta.ari_cert_id.clone() } else { None },
+        replaces: if ari && revoked.is_none() {
+            meta.ari_cert_id.clone()
+        } else {
+            None
+        },
         preferred_chain: entry.preferred_chain.clone(),
     };
-    let issued = issue_with(
-        ctx,
-        account,
-        &prepared,
-        &request,
-        &mut ExistingKey(cert_key),
-    )
-    .await?;
     let current_key = bundle.current_key();
-    let key_output = if entry.key_in_out_dir {
-        KeyOutput::LinkFrom(&current_key)
+    // A key certfleet made (privkey.pem in the bundle) is replaced on every renewal unless
+    // --reuse-key; a key the user named (file elsewhere, token, TPM) is theirs to rotate.
+    let new_key = entry.key_in_out_dir && !reuse;
+    let (issued, staging) = if new_key {
+        let alg = match ctx.load_key(&entry.key_ref).await {
+            Ok(k) => k.algorithm(),
+            Err(e) => {
+                tracing::warn!(
+                    "{first}: cannot read the current key ({e}); the new key is {}",
+                    ctx.settings.issue.key_alg
+                );
+                ctx.settings.issue.key_alg
+            }
+        };
+        let mut checkpoint = NewBundle {
+            bundle: bundle.clone(),
+            choice: KeyChoice::Generate(alg),
+            existing: None,
+            maker: ctx.key_maker(),
+            staging: None,
+        };
+        let issued = issue_with(ctx, account, &prepared, &request, &mut checkpoint).await?;
+        (issued, checkpoint.staging.take())
     } else {
-        KeyOutput::Reference(&entry.key_ref)
+        let cert_key = ctx.load_key(&entry.key_ref).await?;
+        let issued = issue_with(
+            ctx,
+            account,
+            &prepared,
+            &request,
+            &mut ExistingKey(cert_key),
+        )
+        .await?;
+        (issued, None)
+    };
+    let key_output = match (&staging, entry.key_in_out_dir) {
+        (Some(_), _) => KeyOutput::InStaging,
+        (None, true) => KeyOutput::LinkFrom(&current_key),
+        (None, false) => KeyOutput::Reference(&entry.key_ref),
     };
     let new_meta = CertificateMeta::new(
         &issued,
@@ -141,7 +254,44 @@ async fn renew_one(
         account.url(),
         ctx.directory(),
     );
-    bundle.stage()?.commit(&issued, key_output, &new_meta)?;
-    report(&issued, &entry.out_dir, client);
-    Ok(true)
+    let staging = match staging {
+        Some(s) => s,
+        None => bundle.stage()?,
+    };
+    staging.commit(&issued, key_output, &new_meta)?;
+    let mut updated = entry.clone();
+    updated.revoked = None;
+    if let Some(hook) = &args.hooks.deploy_hook {
+        updated.deploy_hook = Some(hook.clone()).filter(|h| !h.trim().is_empty());
+    }
+    if args.hooks.reuse_key {
+        updated.reuse_key = true;
+    }
+    if &updated != entry {
+        ctx.state.save_inventory(&updated)?;
+    }
+    if !quiet {
+        report(&issued, &entry.out_dir, client);
+    }
+    let hook = updated
+        .deploy_hook
+        .clone()
+        .or_else(|| ctx.settings.hooks.deploy.clone());
+    let mut hook_failed = false;
+    if let Some(hook) = hook
+        && let Err(e) = deploy(
+            ctx,
+            &hook,
+            "renewed",
+            &issued,
+            &entry.out_dir,
+            &new_meta,
+            entry.key_in_out_dir,
+        )
+        .await
+    {
+        tracing::error!("{first}: {e:#}");
+        hook_failed = true;
+    }
+    Ok(Outcome::Renewed { hook_failed })
 }

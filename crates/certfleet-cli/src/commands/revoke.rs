@@ -1,6 +1,7 @@
 use anyhow::{Context as _, Result};
 use certfleet_acme::RevocationReason;
 use certfleet_issue::CertificateInfo;
+use clap::ValueEnum as _;
 
 use crate::cli::{ReasonArg, RevokeArgs};
 use crate::context::Context;
@@ -53,6 +54,35 @@ pub async fn run(ctx: &Context, args: RevokeArgs) -> Result<()> {
         }
     }
     tracing::info!(serial = %info.serial_hex, names = %info.dns_names.join(","), "certificate revoked");
+    record_revocation(ctx, &info.serial_hex, args.reason)?;
     println!("revoked {}", info.serial_hex);
+    Ok(())
+}
+
+/// Marks the inventory entry whose current certificate has `serial` as revoked, so the next
+/// `renew` replaces it (with a new key after keyCompromise).
+fn record_revocation(ctx: &Context, serial: &str, reason: Option<ReasonArg>) -> Result<()> {
+    let norm = |s: &str| s.trim_start_matches('0').to_ascii_lowercase();
+    for mut entry in ctx.state.inventory()? {
+        let Ok(meta) = certfleet_issue::output::CertificateMeta::read(&entry.out_dir) else {
+            continue;
+        };
+        if norm(&meta.serial) != norm(serial) {
+            continue;
+        }
+        let reason = reason
+            .and_then(|r| r.to_possible_value())
+            .map_or("unspecified".to_owned(), |v| v.get_name().to_owned());
+        tracing::info!(
+            "{}: recorded as revoked ({reason}); the next `certfleet renew` replaces it",
+            entry.names[0]
+        );
+        entry.revoked = Some(crate::state::Revocation {
+            serial: meta.serial,
+            reason,
+            at: time::OffsetDateTime::now_utc(),
+        });
+        ctx.state.save_inventory(&entry)?;
+    }
     Ok(())
 }

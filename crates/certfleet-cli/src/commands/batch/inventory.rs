@@ -46,18 +46,24 @@ impl InventoryWriter {
             profile: job.spec.profile.clone(),
             preferred_chain: job.spec.preferred_chain.clone(),
             directory: self.directory.clone(),
+            deploy_hook: None,
+            reuse_key: false,
+            revoked: None,
         }))
     }
 
     /// Writes the entry of `job` unless the stored one already says the same.
     pub fn save(&self, job: &Job) -> Result<()> {
-        let Some(entry) = self.entry(job)? else {
+        let Some(mut entry) = self.entry(job)? else {
             return Ok(());
         };
-        if let Some(stored) = self.state.load_inventory(&entry.names[0])?
-            && stored == entry
-        {
-            return Ok(());
+        if let Some(stored) = self.state.load_inventory(&entry.names[0])? {
+            // What the operator set for renewals stays.
+            entry.deploy_hook = stored.deploy_hook.clone();
+            entry.reuse_key = stored.reuse_key;
+            if stored == entry {
+                return Ok(());
+            }
         }
         self.state.save_inventory(&entry)
     }
