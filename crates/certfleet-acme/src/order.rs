@@ -180,34 +180,6 @@ impl Account {
         })
     }
 
-    /// The URLs in the account's orders list (§7.1.2.1), following `Link: rel="next"` for
-    /// at most `max_pages` pages. Empty when the CA offers no list (Boulder does not).
-    pub async fn order_urls(&self, max_pages: usize) -> Result<Vec<String>, AcmeError> {
-        #[derive(Deserialize)]
-        struct OrdersPage {
-            #[serde(default)]
-            orders: Vec<String>,
-        }
-        let Some(mut url) = self.state().await?.orders else {
-            return Ok(Vec::new());
-        };
-        let mut out = Vec::new();
-        for _ in 0..max_pages {
-            let resp = self.post_as_get(&url, None).await?;
-            let links = crate::certificate::parse_link_headers(&resp.headers);
-            let next = crate::certificate::link_targets(&links, "next", &url)
-                .into_iter()
-                .next();
-            let page: OrdersPage = resp.json()?;
-            out.extend(page.orders);
-            match next {
-                Some(n) => url = n,
-                None => break,
-            }
-        }
-        Ok(out)
-    }
-
     /// Fetches an order (POST-as-GET).
     pub async fn order(&self, url: &str) -> Result<Order, AcmeError> {
         let resp = self.post_as_get(url, None).await?;

@@ -28,10 +28,6 @@ mod fleet;
 /// Steps one job may take in one claim (a bound on the state loop).
 const MAX_STEPS: usize = 12;
 
-/// Orders of the account read, newest first, when looking for the order an interrupted run
-/// created but never stored (a bound on that one-time scan per such job).
-const MAX_LOST_ORDER_SCAN: usize = 2_000;
-
 pub(crate) struct JobDriver {
     sh: Arc<Shared>,
     lease: Lease,
@@ -45,9 +41,6 @@ pub(crate) struct JobDriver {
     order: Option<(Order, bool)>,
     /// The order's authorizations as read under the order gate, for `collect`.
     prefetched: Vec<Authorization>,
-    /// Claimed in `ordering` with no order URL: a run was stopped between newOrder and
-    /// storing the order's URL, so the CA may hold an order for this job already.
-    maybe_lost_order: bool,
 }
 
 impl JobDriver {
@@ -71,14 +64,12 @@ impl JobDriver {
             reservation: None,
             order: None,
             prefetched: Vec::new(),
-            maybe_lost_order: false,
         }
     }
 
     /// Runs the job until it is issued, deferred or failed; returns it as stored.
     pub(crate) async fn run(mut self) -> Result<Job, RunError> {
         let mut status = self.job.status;
-        self.maybe_lost_order = status == JobStatus::Ordering && self.job.order_url.is_none();
         if status == JobStatus::Deferred {
             // A claimed deferred job resumes at its stored status, written first so every
             // later transition starts from there.
@@ -129,25 +120,6 @@ impl JobDriver {
             return Ok(JobStatus::Authorizing);
         }
         let sh = self.sh.clone();
-        if std::mem::take(&mut self.maybe_lost_order)
-            && let Some(order) = self
-                .steps
-                .find_open_order(&self.job.spec.names, MAX_LOST_ORDER_SCAN)
-                .await?
-        {
-            // No second order for the job: continue the one the interrupted run created.
-            tracing::info!(job = %self.job.id, order = %order.url, "continuing the order an interrupted run created");
-            self.write(JobUpdate::order_created(
-                order.url.clone(),
-                order.state.authorizations.clone(),
-            ))
-            .await?;
-            let gate = sh.order_gate.lock().await;
-            self.prefetched = self.steps.read_authorizations(&order).await?;
-            drop(gate);
-            self.order = Some((order, false));
-            return Ok(JobStatus::Authorizing);
-        }
         self.replaces_issued_certificate().await;
         let new_order_url = sh.account.client().directory().new_order.clone();
         let t = now();

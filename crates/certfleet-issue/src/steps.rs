@@ -103,40 +103,6 @@ impl OrderSteps {
         }
     }
 
-    /// An order of this account for exactly `names` that is still `pending` or `ready`,
-    /// found in the account's orders list (§7.1.2.1), newest first, reading at most
-    /// `max_orders` orders. A batch job interrupted between newOrder and storing the order
-    /// URL adopts it instead of ordering a second time. `None` when the CA keeps no list.
-    pub async fn find_open_order(
-        &self,
-        names: &[String],
-        max_orders: usize,
-    ) -> Result<Option<Order>, IssueError> {
-        const MAX_PAGES: usize = 20;
-        let want: std::collections::BTreeSet<String> =
-            names.iter().map(|n| n.to_ascii_lowercase()).collect();
-        let urls = self.account.order_urls(MAX_PAGES).await?;
-        for url in urls.iter().rev().take(max_orders) {
-            let order = self.account.order(url).await?;
-            if !matches!(
-                order.state.status,
-                OrderStatus::Pending | OrderStatus::Ready
-            ) {
-                continue;
-            }
-            let have: std::collections::BTreeSet<String> = order
-                .state
-                .identifiers
-                .iter()
-                .map(|i| i.value.to_ascii_lowercase())
-                .collect();
-            if have == want {
-                return Ok(Some(order));
-            }
-        }
-        Ok(None)
-    }
-
     /// Reads the order's authorizations (right after newOrder; see the batch's order gate).
     pub async fn read_authorizations(
         &self,
