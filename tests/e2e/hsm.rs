@@ -153,7 +153,11 @@ pub fn assert_no_private_keys(dirs: &[&Path]) {
         );
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         assert!(
-            name.ends_with(".json") || name.ends_with(".pem") || name == "key.ref",
+            name.ends_with(".json")
+                || name.ends_with(".pem")
+                || name == "key.ref"
+                // Per-certificate writer locks: the holder's pid, host and command.
+                || name.ends_with(".lock"),
             "unexpected file {} in the state",
             path.display()
         );

@@ -371,6 +371,8 @@ async fn terminated_while_waiting_for_the_ca(
         .arg(env.path("sigterm-state"))
         .arg("--directory")
         .arg(&url)
+        // A plain-HTTP stand-in CA that never answers: allowed explicitly.
+        .arg("--insecure-http-directory")
         .args(["account", "register", "--key", key, "--agree-tos"])
         .envs(vars.iter().map(|(k, v)| (k, v)))
         .stdin(std::process::Stdio::null())
