@@ -257,7 +257,8 @@ async fn knot_primary_wildcard_into_delegated_zone_20_of_20() {
     wildcard_runs(LabPrimary::Knot).await;
 }
 
-// Failed 1 of 3 CI runs of the merged tree (under full parallel load) and passed the others:
+// Failed 1 of 2 CI runs of the merged tree (under full parallel load; the CA resolver still
+// held the previous run's value) and passed the other:
 // run it by name (`-- --ignored dns01_lab::powerdns`) until the cause is found (issue 11).
 #[tokio::test]
 #[ignore = "flaky under the full CI load; run with --ignored (issue 11 stays open for it)"]
