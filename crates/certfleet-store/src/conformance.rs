@@ -4,18 +4,19 @@
 //! [`run_all`], giving a function that returns a fresh, empty store each time:
 //!
 //! ```no_run
-//! # async fn f() {
-//! use certfleet_store_sqlite::SqliteStore;
-//! use certfleet_store::conformance;
-//! let dirs = std::cell::RefCell::new(Vec::new());
-//! conformance::run_all(|| async {
-//!     let dir = tempfile::tempdir().expect("tempdir");
-//!     let store = SqliteStore::open(dir.path()).await.expect("open");
-//!     dirs.borrow_mut().push(dir);
-//!     store
-//! })
-//! .await;
-//! # }
+//! use std::future::Future;
+//! use certfleet_store::{conformance, StateStore};
+//!
+//! // In a backend's tests, `open_empty` opens a new, empty store each call (a fresh
+//! // directory for SQLite, a fresh schema for PostgreSQL): see
+//! // `certfleet-store-sqlite/src/tests.rs` and `certfleet-store-postgres/tests/conformance.rs`.
+//! async fn backend_conforms<S, Fut>(open_empty: impl FnMut() -> Fut)
+//! where
+//!     S: StateStore,
+//!     Fut: Future<Output = S>,
+//! {
+//!     conformance::run_all(open_empty).await;
+//! }
 //! ```
 //!
 //! Checks panic with a message naming what failed. Time is passed explicitly: nothing
