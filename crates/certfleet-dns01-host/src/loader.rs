@@ -216,12 +216,9 @@ fn open(path: &Path) -> Result<PluginLibrary, HostError> {
     // SAFETY: loading runs the library's initialisers. That is the point of a plugin; the
     // file and its directories passed the trust check, it is loaded from the descriptor
     // that was checked, and plugins are trusted code by configuration.
-    let library = unsafe { libloading::Library::new(trusted.load_path()) }
+    let library = trusted
+        .load_and_keep(|path| unsafe { libloading::Library::new(path) })
         .map_err(|e| not_a_plugin(format!("cannot load it as a shared library: {e}")))?;
-    // The descriptor stays open for the life of the process (the library is never
-    // unloaded): dlopen knows a library by its path name, so a reused `/proc/self/fd/N`
-    // would hand the next plugin the library loaded first through that number.
-    std::mem::forget(trusted);
     let library: &'static libloading::Library = Box::leak(Box::new(library));
     // SAFETY: the symbol's type is the documented entry point type.
     let entry = unsafe { library.get::<EntryFn>(ENTRY_SYMBOL.as_bytes()) }.map_err(|_| {

@@ -44,6 +44,37 @@ fn trusted_library_is_loaded_from_the_checked_descriptor() {
 }
 
 #[test]
+fn a_loaded_library_keeps_its_descriptor_and_a_failed_load_closes_it() {
+    let (_tmp, lib) = library_in_dir();
+    let mut seen = PathBuf::new();
+    let t = TrustedLibrary::open(&lib).expect("trusted");
+    let bytes = t
+        .load_and_keep(|p| {
+            seen = p.to_owned();
+            std::fs::read(p)
+        })
+        .expect("load");
+    assert_eq!(bytes, b"library bytes");
+    // Still the same file under the same number: the loader's name for it stays valid.
+    assert_eq!(std::fs::read(&seen).expect("kept open"), b"library bytes");
+
+    let t = TrustedLibrary::open(&lib).expect("trusted");
+    let mut failed = PathBuf::new();
+    let err = t
+        .load_and_keep(|p| {
+            failed = p.to_owned();
+            Err::<(), _>("not a library")
+        })
+        .expect_err("load fails");
+    assert_eq!(err, "not a library");
+    assert_ne!(failed, seen, "a second library gets its own descriptor");
+    assert!(
+        std::fs::read_link(&failed).map_or(true, |target| target != lib),
+        "the descriptor of a failed load is closed"
+    );
+}
+
+#[test]
 fn library_owned_by_another_user_is_refused_naming_file_and_owner() {
     if euid() != 0 {
         eprintln!("skipped: chown to another user needs root");

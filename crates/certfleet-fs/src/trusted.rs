@@ -1,7 +1,7 @@
 //! Shared libraries we run code from: plugins and PKCS#11 modules.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, IntoRawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -11,9 +11,9 @@ use crate::{FsError, describe_owner, euid};
 const GROUP_OTHER_WRITE: u32 = 0o022;
 const STICKY: u32 = 0o1000;
 
-/// A library file, open, that passed the trust checks. Load it through
-/// [`TrustedLibrary::load_path`] (`/proc/self/fd/N`) while this value is alive: the loader
-/// then maps exactly the file that was checked, whatever happens to its name meanwhile.
+/// A library file, open, that passed the trust checks. Load it with
+/// [`TrustedLibrary::load_and_keep`]: the loader is given `/proc/self/fd/N`, so it maps
+/// exactly the file that was checked, whatever happens to its name meanwhile.
 #[derive(Debug)]
 pub struct TrustedLibrary {
     file: File,
@@ -56,8 +56,18 @@ impl TrustedLibrary {
         Ok(TrustedLibrary { file, real_path })
     }
 
-    /// The path to hand to `dlopen` (or a library that calls it): `/proc/self/fd/N`.
-    pub fn load_path(&self) -> PathBuf {
+    /// Runs `load` (`dlopen`, or a library that calls it) on `/proc/self/fd/N`. When it
+    /// succeeds the descriptor stays open for the life of the process: dlopen knows a loaded
+    /// library by its path name, so were the number reused, the next library loaded through
+    /// it would be handed this one. When it fails the descriptor is closed.
+    pub fn load_and_keep<T, E>(self, load: impl FnOnce(&Path) -> Result<T, E>) -> Result<T, E> {
+        let loaded = load(&self.load_path())?;
+        let _kept_open_for_the_loader = self.file.into_raw_fd();
+        Ok(loaded)
+    }
+
+    /// `/proc/self/fd/N` for the checked descriptor.
+    pub(crate) fn load_path(&self) -> PathBuf {
         fd_path(&self.file)
     }
 

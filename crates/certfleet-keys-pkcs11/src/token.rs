@@ -105,10 +105,9 @@ impl Module {
         }
         // Checked (owner, mode, directories) and loaded from the same open descriptor.
         let trusted = TrustedLibrary::open(&canonical).map_err(|e| load_err(e.to_string()))?;
-        let pkcs11 = Pkcs11::new(trusted.load_path()).map_err(|e| load_err(e.to_string()))?;
-        // Kept open for the life of the process: dlopen knows a library by its path name, so
-        // a reused `/proc/self/fd/N` would hand the next module the one loaded first.
-        std::mem::forget(trusted);
+        let pkcs11 = trusted
+            .load_and_keep(|module| Pkcs11::new(module))
+            .map_err(|e| load_err(e.to_string()))?;
         match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
             // Someone else in this process initialized it first: the module is usable.
             Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}

@@ -335,11 +335,21 @@ async fn concurrent_signers_use_several_sessions() {
     let key = generate(f, "pool", "pooled", KeyAlgorithm::EcP256).await;
     let before = key.pool_stats();
     let messages: Vec<Vec<u8>> = (0..16).map(|i| format!("m{i}").into_bytes()).collect();
-    let signs: Vec<_> = messages.iter().map(|m| key.sign(m)).collect();
-    for result in futures_join(signs).await {
-        result.expect("sign");
-    }
-    let after = key.pool_stats();
+    // Two signatures on two sessions at the same instant depend on the blocking threads
+    // being scheduled together, which a loaded machine may not do in one round: rounds
+    // continue (bounded) until they overlap once.
+    let mut rounds = 0;
+    let after = loop {
+        rounds += 1;
+        let signs: Vec<_> = messages.iter().map(|m| key.sign(m)).collect();
+        for result in futures_join(signs).await {
+            result.expect("sign");
+        }
+        let stats = key.pool_stats();
+        if stats.peak_busy >= 2 || rounds == 50 {
+            break stats;
+        }
+    };
     assert_eq!(after.size, certfleet_keys_pkcs11::DEFAULT_POOL_SIZE);
     assert_eq!(
         after.peak_in_use, after.size,
@@ -347,14 +357,21 @@ async fn concurrent_signers_use_several_sessions() {
     );
     // A session is only opened when none is idle, i.e. all open ones are busy: a second
     // session proves two signatures ran on different sessions at the same moment.
-    assert!(after.sessions_opened >= 2, "{after:?}");
-    assert!(after.peak_busy >= 2, "{after:?}");
+    assert!(
+        after.sessions_opened >= 2,
+        "after {rounds} rounds: {after:?}"
+    );
+    assert!(after.peak_busy >= 2, "after {rounds} rounds: {after:?}");
     assert!(
         after.waited > before.waited,
         "the other 12 waited for a session: {after:?}"
     );
     assert_eq!(after.in_use, 0, "{after:?}");
-    assert_eq!(after.operations - before.operations, 16, "{after:?}");
+    assert_eq!(
+        after.operations - before.operations,
+        16 * rounds,
+        "{after:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
