@@ -1,11 +1,9 @@
 //! Public keys read from token attributes: algorithm, JWK and SubjectPublicKeyInfo.
 
-use certfleet_keys::{Jwk, KeyAlgorithm};
+use certfleet_keys::{Jwk, KeyAlgorithm, spki_parts};
 use const_oid::ObjectIdentifier;
-use const_oid::db::{rfc5912, rfc8410};
-use der::asn1::BitString;
-use der::{Any, Decode, Encode};
-use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
+use const_oid::db::rfc5912;
+use der::Decode;
 
 /// DER of the named-curve OIDs as `CKA_EC_PARAMS` holds them.
 pub(crate) const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
@@ -49,7 +47,7 @@ pub(crate) fn from_ec(
     let point = unwrap_octet_string(point, len)
         .ok_or_else(|| bad("CKA_EC_POINT", format!("{} bytes", point.len())))?;
     if algorithm == KeyAlgorithm::Ed25519 {
-        let spki = spki_der(rfc8410::ID_ED_25519, None, point)?;
+        let spki = spki_parts::ed25519_spki(point).map_err(|e| bad("public key", e.to_string()))?;
         return Ok(PublicKey {
             algorithm,
             jwk: Jwk::okp("Ed25519", point),
@@ -66,8 +64,7 @@ pub(crate) fn from_ec(
     };
     let coordinate = (len - 1) / 2;
     let jwk = Jwk::ec(crv, &point[1..1 + coordinate], &point[1 + coordinate..]);
-    let params = Any::encode_from(&curve).map_err(|e| bad("EC parameters", e.to_string()))?;
-    let spki = spki_der(rfc5912::ID_EC_PUBLIC_KEY, Some(params), point)?;
+    let spki = spki_parts::ec_spki(curve, point).map_err(|e| bad("public key", e.to_string()))?;
     Ok(PublicKey {
         algorithm,
         jwk,
@@ -87,41 +84,12 @@ pub(crate) fn from_rsa(modulus: &[u8], exponent: &[u8]) -> Result<PublicKey, Pub
         _ => return Err(unsupported(format!("an RSA key of {bits} bits"))),
     };
     let e = strip_zeros(exponent);
-    let rsa = pkcs1_public_key(n, e).map_err(|e| bad("RSA public key", e.to_string()))?;
-    let spki = spki_der(rfc5912::RSA_ENCRYPTION, Some(Any::null()), &rsa)?;
+    let spki = spki_parts::rsa_spki(n, e).map_err(|e| bad("RSA public key", e.to_string()))?;
     Ok(PublicKey {
         algorithm,
         jwk: Jwk::rsa(n, e),
         spki,
     })
-}
-
-/// DER `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }`.
-fn pkcs1_public_key(n: &[u8], e: &[u8]) -> der::Result<Vec<u8>> {
-    #[derive(der::Sequence)]
-    struct RsaPublicKey<'a> {
-        modulus: der::asn1::UintRef<'a>,
-        public_exponent: der::asn1::UintRef<'a>,
-    }
-    RsaPublicKey {
-        modulus: der::asn1::UintRef::new(n)?,
-        public_exponent: der::asn1::UintRef::new(e)?,
-    }
-    .to_der()
-}
-
-fn spki_der(
-    oid: ObjectIdentifier,
-    parameters: Option<Any>,
-    key: &[u8],
-) -> Result<Vec<u8>, PublicError> {
-    SubjectPublicKeyInfoOwned {
-        algorithm: AlgorithmIdentifierOwned { oid, parameters },
-        subject_public_key: BitString::from_bytes(key)
-            .map_err(|e| bad("public key", e.to_string()))?,
-    }
-    .to_der()
-    .map_err(|e| bad("public key", e.to_string()))
 }
 
 /// The point itself, from either the DER OCTET STRING PKCS#11 specifies or the raw form

@@ -4,12 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use certfleet_keys::{Jwk, KeyAlgorithm, KeyError, KeyRef, SigningKey};
+use certfleet_keys::{Jwk, KeyAlgorithm, KeyError, KeyRef, SigningKey, spki_parts};
 use const_oid::db::rfc5912;
-use der::asn1::BitString;
-use der::{Any, Encode};
 use sha2::{Digest as _, Sha256, Sha384};
-use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use tss_esapi::interface_types::algorithm::HashingAlgorithm;
 use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::key_bits::RsaKeyBits;
@@ -226,9 +223,7 @@ pub(crate) fn public_parts(public: &Public) -> Result<PublicParts, String> {
             let mut point = vec![0x04];
             point.extend(&x);
             point.extend(&y);
-            let params = Any::encode_from(&curve).map_err(encode_err)?;
-            let spki =
-                spki_der(rfc5912::ID_EC_PUBLIC_KEY, Some(params), &point).map_err(encode_err)?;
+            let spki = spki_parts::ec_spki(curve, &point).map_err(encode_err)?;
             Ok(PublicParts {
                 algorithm,
                 jwk: Jwk::ec(crv, &x, &y),
@@ -263,9 +258,7 @@ pub(crate) fn public_parts(public: &Public) -> Result<PublicParts, String> {
             .to_be_bytes();
             let e = &e[e.iter().position(|b| *b != 0).unwrap_or(3)..];
             let n = unique.value();
-            let rsa = rsa_public_key(n, e).map_err(encode_err)?;
-            let spki =
-                spki_der(rfc5912::RSA_ENCRYPTION, Some(Any::null()), &rsa).map_err(encode_err)?;
+            let spki = spki_parts::rsa_spki(n, e).map_err(encode_err)?;
             Ok(PublicParts {
                 algorithm,
                 jwk: Jwk::rsa(n, e),
@@ -275,29 +268,4 @@ pub(crate) fn public_parts(public: &Public) -> Result<PublicParts, String> {
         }
         _ => Err("not an asymmetric key".to_owned()),
     }
-}
-
-fn rsa_public_key(n: &[u8], e: &[u8]) -> der::Result<Vec<u8>> {
-    #[derive(der::Sequence)]
-    struct RsaPublicKey<'a> {
-        modulus: der::asn1::UintRef<'a>,
-        public_exponent: der::asn1::UintRef<'a>,
-    }
-    RsaPublicKey {
-        modulus: der::asn1::UintRef::new(n)?,
-        public_exponent: der::asn1::UintRef::new(e)?,
-    }
-    .to_der()
-}
-
-fn spki_der(
-    oid: const_oid::ObjectIdentifier,
-    parameters: Option<Any>,
-    key: &[u8],
-) -> der::Result<Vec<u8>> {
-    SubjectPublicKeyInfoOwned {
-        algorithm: AlgorithmIdentifierOwned { oid, parameters },
-        subject_public_key: BitString::from_bytes(key)?,
-    }
-    .to_der()
 }

@@ -26,6 +26,7 @@ pub mod fs;
 mod jwk;
 mod key_ref;
 mod signer;
+pub mod spki_parts;
 #[cfg(test)]
 mod test_support;
 
