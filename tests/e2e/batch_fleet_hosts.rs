@@ -388,7 +388,11 @@ async fn a_node_stopped_in_the_publish_window_publishes_nothing_once_its_lease_i
         n,
         "one issuance row per serial"
     );
-    assert_eq!(fleet.certs_of(0) + fleet.certs_of(1), n, "each published once");
+    assert_eq!(
+        fleet.certs_of(0) + fleet.certs_of(1),
+        n,
+        "each published once"
+    );
 }
 
 /// The state letter of `/proc/<pid>/stat` (`T` stopped), `None` once the process is gone.

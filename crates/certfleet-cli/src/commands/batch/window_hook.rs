@@ -28,8 +28,7 @@ impl StopAtWindow {
 
 impl WindowHook for StopAtWindow {
     fn before_fenced_publish(&self, job: &Job) {
-        if job.spec.names.first() != Some(&self.name) || self.done.swap(true, Ordering::SeqCst)
-        {
+        if job.spec.names.first() != Some(&self.name) || self.done.swap(true, Ordering::SeqCst) {
             return;
         }
         // The test waits for this line before it lets the lease run out.
