@@ -38,6 +38,15 @@ async fn finish(child: tokio::process::Child) -> (Option<i32>, String) {
     )
 }
 
+/// A fleet whose nodes run as separate hosts; `None` (skipped) without mount namespaces,
+/// Pebble or PostgreSQL outside CI.
+async fn start(config: &str) -> Option<Fleet> {
+    if !require_mount_namespaces() {
+        return None;
+    }
+    Fleet::start(CaProxyOptions::default(), config).await
+}
+
 fn count(fleet: &Fleet, sql: &str) -> usize {
     fleet.sql(sql).parse().expect("a count")
 }
@@ -78,10 +87,7 @@ impl FleetBatch {
 
 #[tokio::test]
 async fn separate_hosts_issue_each_certificate_once_and_a_fourth_host_deploys_them() {
-    if !require_mount_namespaces() {
-        return;
-    }
-    let Some(fleet) = Fleet::start(CaProxyOptions::default(), FAST).await else {
+    let Some(fleet) = start(FAST).await else {
         return;
     };
     let n = size();
@@ -233,11 +239,8 @@ async fn separate_hosts_issue_each_certificate_once_and_a_fourth_host_deploys_th
 /// node wrote no certificate directory for the jobs taken over from it.
 #[tokio::test]
 async fn separate_hosts_with_a_killed_and_a_paused_node_issue_once_and_write_nothing_stale() {
-    if !require_mount_namespaces() {
-        return;
-    }
     let config = format!("{FAST}lease_secs = 3\n");
-    let Some(fleet) = Fleet::start(CaProxyOptions::default(), &config).await else {
+    let Some(fleet) = start(&config).await else {
         return;
     };
     let n = size();
@@ -312,11 +315,8 @@ async fn separate_hosts_with_a_killed_and_a_paused_node_issue_once_and_write_not
 /// and the store holds one issuance row per serial.
 #[tokio::test]
 async fn a_node_stopped_in_the_publish_window_publishes_nothing_once_its_lease_is_taken_over() {
-    if !require_mount_namespaces() {
-        return;
-    }
     let config = format!("{FAST}lease_secs = 3\n");
-    let Some(fleet) = Fleet::start(CaProxyOptions::default(), &config).await else {
+    let Some(fleet) = start(&config).await else {
         return;
     };
     let n = 6;

@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use certfleet_batch::gcra::{BucketKey, Limit, TokenRequest};
+use certfleet_batch::store::StoredBundle;
 use certfleet_batch::{
     ClaimRequest, IssuanceRecord, IssuedCert, JobSpec, JobStatus, JobUpdate, NewBatch, NewJob,
     StateStore,
 };
-use certfleet_batch::store::StoredBundle;
 use certfleet_store_postgres::{PgOptions, PgStore};
 use certfleet_testenv::postgres::Postgres;
 use time::OffsetDateTime;

@@ -66,12 +66,7 @@ async fn verify_full_works_and_a_wrong_root_fails_clearly() {
     )
     .await
     .expect_err("wrong root");
-    let msg = format!(
-        "{err}: {}",
-        std::error::Error::source(&err)
-            .map(|s| s.to_string())
-            .unwrap_or_default()
-    );
+    let msg = chain(&err);
     assert!(msg.contains("TLS to PostgreSQL"), "{msg}");
     assert!(msg.contains("UnknownIssuer"), "names the cause: {msg}");
     assert!(msg.contains("sslrootcert"), "names what to check: {msg}");
@@ -86,12 +81,7 @@ async fn verify_full_works_and_a_wrong_root_fails_clearly() {
     )
     .await
     .expect_err("missing root");
-    let msg = format!(
-        "{err}: {}",
-        std::error::Error::source(&err)
-            .map(|s| s.to_string())
-            .unwrap_or_default()
-    );
+    let msg = chain(&err);
     assert!(msg.contains("/nonexistent/root.pem"), "{msg}");
     // `require` encrypts without checking the server.
     PgStore::open(&with(&url, "sslmode=require"), &PgOptions::default())
@@ -126,12 +116,7 @@ async fn verify_ca_ignores_the_name_verify_full_does_not() {
     )
     .await
     .expect_err("verify-full: the certificate names db.example, not 127.0.0.1");
-    let msg = format!(
-        "{err}: {}",
-        std::error::Error::source(&err)
-            .map(|s| s.to_string())
-            .unwrap_or_default()
-    );
+    let msg = chain(&err);
     assert!(msg.contains("not valid for name"), "{msg}");
 }
 
