@@ -4,7 +4,7 @@
 //! different times. The store is the source of truth: exactly one certificate per name set
 //! (acceptance 1), a fourth host deploys every bundle from the store (2), a restarted node
 //! orders and fails nothing (3), one issuance row per serial and a paused-then-resumed node
-//! writes no certificate (4).
+//! writes no certificate (4; with the publish window itself stopped in by a test hook).
 //!
 //! Size: `CERTFLEET_E2E_FLEET_SIZE` certificates (default 120 to keep CI under ~2 minutes;
 //! the issue's 600 × 5 runs: `CERTFLEET_E2E_FLEET_SIZE=600`, the assertions are the same).
@@ -38,34 +38,64 @@ async fn finish(child: tokio::process::Child) -> (Option<i32>, String) {
     )
 }
 
+/// A fleet whose nodes run as separate hosts; `None` (skipped) without mount namespaces,
+/// Pebble or PostgreSQL outside CI.
+async fn start(config: &str) -> Option<Fleet> {
+    if !require_mount_namespaces() {
+        return None;
+    }
+    Fleet::start(CaProxyOptions::default(), config).await
+}
+
 fn count(fleet: &Fleet, sql: &str) -> usize {
     fleet.sql(sql).parse().expect("a count")
 }
 
+/// A fleet's batch: `n` name sets `<prefix><i>.<zone><i % zones>.test` in a list file.
+struct FleetBatch {
+    names: Vec<String>,
+    file: String,
+    url: String,
+}
+
+impl FleetBatch {
+    fn new(fleet: &Fleet, prefix: &str, zone: &str, zones: usize, n: usize) -> FleetBatch {
+        let names: Vec<String> = (0..n)
+            .map(|i| format!("{prefix}{i}.{zone}{}.test", i % zones))
+            .collect();
+        let file = write_list(&fleet.env, &format!("{prefix}.txt"), &names);
+        FleetBatch {
+            names,
+            file,
+            url: fleet.url.clone(),
+        }
+    }
+
+    /// A node's `batch run` arguments with `concurrency` jobs at once.
+    fn run<'a>(&'a self, concurrency: &'a str) -> [&'a str; 7] {
+        [
+            "batch",
+            "run",
+            &self.file,
+            "--store",
+            &self.url,
+            "--concurrency",
+            concurrency,
+        ]
+    }
+}
+
 #[tokio::test]
 async fn separate_hosts_issue_each_certificate_once_and_a_fourth_host_deploys_them() {
-    if !require_mount_namespaces() {
-        return;
-    }
-    let Some(fleet) = Fleet::start(CaProxyOptions::default(), FAST).await else {
+    let Some(fleet) = start(FAST).await else {
         return;
     };
     let n = size();
-    let names: Vec<String> = (0..n).map(|i| format!("h{i}.host{}.test", i % 7)).collect();
-    let file = write_list(&fleet.env, "hosts.txt", &names);
-    let run = [
-        "batch",
-        "run",
-        &file,
-        "--store",
-        &fleet.url,
-        "--concurrency",
-        "8",
-    ];
+    let batch = FleetBatch::new(&fleet, "h", "host", 7, n);
+    let names = &batch.names;
+    let run = batch.run("8");
     // The first node works slower, so the later ones find work left when they join.
-    let mut slow = run.to_vec();
-    slow[6] = "4";
-    let first = fleet.spawn_host(0, &slow);
+    let first = fleet.spawn_host(0, &batch.run("4"));
     // Nodes 2 and 3 join after node 1 has issued some (40 of 600 in the issue).
     let head_start = 40.min(n / 3);
     assert!(
@@ -209,25 +239,13 @@ async fn separate_hosts_issue_each_certificate_once_and_a_fourth_host_deploys_th
 /// node wrote no certificate directory for the jobs taken over from it.
 #[tokio::test]
 async fn separate_hosts_with_a_killed_and_a_paused_node_issue_once_and_write_nothing_stale() {
-    if !require_mount_namespaces() {
-        return;
-    }
     let config = format!("{FAST}lease_secs = 3\n");
-    let Some(fleet) = Fleet::start(CaProxyOptions::default(), &config).await else {
+    let Some(fleet) = start(&config).await else {
         return;
     };
     let n = size();
-    let names: Vec<String> = (0..n).map(|i| format!("k{i}.kill{}.test", i % 5)).collect();
-    let file = write_list(&fleet.env, "kill.txt", &names);
-    let run = [
-        "batch",
-        "run",
-        &file,
-        "--store",
-        &fleet.url,
-        "--concurrency",
-        "8",
-    ];
+    let batch = FleetBatch::new(&fleet, "k", "kill", 5, n);
+    let run = batch.run("8");
     let mut killed = fleet.spawn_host(0, &run);
     let mut paused = fleet.spawn_host(1, &run);
     let paused_pid = paused.id().expect("pid");
@@ -287,4 +305,99 @@ async fn separate_hosts_with_a_killed_and_a_paused_node_issue_once_and_write_not
         "the paused node wrote no directory for jobs taken over from it:\n{}",
         fleet.log(1)
     );
+}
+
+/// Acceptance 4, the lease window made deterministic: node 0 stops itself (SIGSTOP, the
+/// `CERTFLEET_TEST_STOP_BEFORE_FENCED_PUBLISH` hook) with one certificate downloaded and its
+/// directory staged, right before the fenced store writes; its lease runs out, node 1 takes
+/// the job over and issues it; node 0 resumes. Node 0's store write is refused (recorded in
+/// `fenced_writes`), it publishes no certificate directory and leaves no staging behind,
+/// and the store holds one issuance row per serial.
+#[tokio::test]
+async fn a_node_stopped_in_the_publish_window_publishes_nothing_once_its_lease_is_taken_over() {
+    let config = format!("{FAST}lease_secs = 3\n");
+    let Some(fleet) = start(&config).await else {
+        return;
+    };
+    let n = 6;
+    let batch = FleetBatch::new(&fleet, "w", "window", 2, n);
+    let target = batch.names[0].as_str();
+    let hook = "CERTFLEET_TEST_STOP_BEFORE_FENCED_PUBLISH";
+    // One job at a time, so node 0 holds little besides the job it stops in.
+    let mut stale = fleet.spawn_host_env(0, &batch.run("1"), &[(hook, target)]);
+    let stale_pid = stale.id().expect("pid");
+    let stopped_line = format!("stopping before the fenced publish of {target}");
+    let stopped = wait_until(Duration::from_secs(120), || {
+        fleet.log(0).contains(&stopped_line) && process_state(stale_pid) == Some('T')
+    })
+    .await;
+    assert!(stopped, "node 0 stopped in the window:\n{}", fleet.log(0));
+    // Node 1 claims node 0's jobs once their leases run out and issues all of them.
+    let (code, _) = finish(fleet.spawn_host(1, &batch.run("8"))).await;
+    assert_eq!(code, Some(0), "node 1:\n{}", fleet.log(1));
+    let stale_node = format!("%/{stale_pid}/%");
+    let its_bundles = format!("SELECT count(*) FROM bundles WHERE node LIKE '{stale_node}'");
+    let before = count(&fleet, &its_bundles);
+    signal(&stale, libc::SIGCONT);
+    let code = wait_exit(&mut stale, BATCH_TIMEOUT).await;
+    assert_eq!(code, Some(0), "node 0 after resuming:\n{}", fleet.log(0));
+    assert!(
+        count(
+            &fleet,
+            &format!(
+                "SELECT count(*) FROM fenced_writes WHERE node LIKE '{stale_node}' \
+                 AND operation = 'put_bundle'"
+            )
+        ) >= 1,
+        "node 0 reached its fenced publish and was refused:\n{}",
+        fleet.log(0)
+    );
+    let entries: Vec<String> = std::fs::read_dir(fleet.node_dir(0).join("certs"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let stale_writes: Vec<&String> = entries
+        .iter()
+        .filter(|f| *f == target || f.starts_with(&format!(".{target}.v")) || f.contains(".tmp-"))
+        .collect();
+    assert!(
+        stale_writes.is_empty(),
+        "node 0 published nothing for the job taken over and left no staging: {entries:?}"
+    );
+    assert_eq!(
+        count(&fleet, &its_bundles),
+        before,
+        "node 0 stored no bundle after resuming"
+    );
+    assert_eq!(
+        fleet.certs_of(0),
+        before,
+        "node 0's directories are the bundles it stored before it stopped: {entries:?}"
+    );
+    fleet.assert_finalized_once(n);
+    assert_eq!(
+        count(&fleet, "SELECT count(*) FROM jobs WHERE status = 'issued'"),
+        n
+    );
+    assert_eq!(count(&fleet, "SELECT count(*) FROM issuances"), n);
+    assert_eq!(
+        count(&fleet, "SELECT count(DISTINCT serial) FROM issuances"),
+        n,
+        "one issuance row per serial"
+    );
+    assert_eq!(
+        fleet.certs_of(0) + fleet.certs_of(1),
+        n,
+        "each published once"
+    );
+}
+
+/// The state letter of `/proc/<pid>/stat` (`T` stopped), `None` once the process is gone.
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) S …`: the state follows the last ')'.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }

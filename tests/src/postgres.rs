@@ -63,6 +63,9 @@ pub fn require_postgres() -> bool {
     false
 }
 
+mod client_certs;
+pub use client_certs::{ClientCa, untrusted_client_cert};
+
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and touches no memory.
     unsafe { libc::geteuid() == 0 }

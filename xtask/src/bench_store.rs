@@ -2,19 +2,22 @@
 //!
 //! 1. **Store level** (default 10,000 jobs): 1 node, then 3 nodes (3 stores with their own
 //!    connection pools, as 3 processes would have) drain one batch through the store calls a
-//!    real issuance makes — claim, `ordering`, `authorizing`, `validating`, `finalizing`,
-//!    `issued`, one token debit, one issuance record — without the CA. Reports jobs claimed
+//!    real issuance on a fleet makes — claim, `ordering`, `authorizing`, `validating`, the
+//!    sealed key stored, `finalizing`, the lease checked, the sealed key read back, the bundle
+//!    stored, `issued`, one token debit, one issuance record — without the CA. Reports jobs claimed
 //!    per second, certificates per second, p50/p99 claim latency and round-trips per
 //!    certificate (counted by the store, [`PgStore::stats`]).
 //! 2. **End to end** (`--e2e N`, default 300; 0 skips): `certfleet batch run --store …`
-//!    against an always-valid Pebble, 1 process vs 3 processes, wall time and database
-//!    transactions per certificate (from `pg_stat_database`).
+//!    against an always-valid Pebble, 1 process vs 3 processes (each its own state
+//!    directory, one key-encryption key), wall time and database transactions per
+//!    certificate (from `pg_stat_database`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use certfleet_batch::gcra::{BucketKey, Limit, TokenRequest};
+use certfleet_batch::store::StoredBundle;
 use certfleet_batch::{
     ClaimRequest, IssuanceRecord, IssuedCert, JobSpec, JobStatus, JobUpdate, NewBatch, NewJob,
     StateStore,
@@ -127,8 +130,31 @@ async fn issue(store: &PgStore, c: certfleet_batch::ClaimedJob, i: usize) -> Res
     store
         .update_job(l, &JobUpdate::to(JobStatus::Validating), now)
         .await?;
+    // A generated key, sealed (the size of a sealed P-256 PEM), stored before `finalizing`.
+    let sealed = vec![7u8; 280];
+    store.put_job_key(l, &sealed).await?;
     store
         .update_job(l, &JobUpdate::finalizing("file:/k.pem"), now)
+        .await?;
+    // After the CA's answer: the lease checked, the bundle stored (fenced) with its key.
+    let l = &store.renew_lease(l, now, Duration::from_secs(300)).await?;
+    let sealed_key = store.job_key(l.job).await?;
+    store
+        .put_bundle(
+            l,
+            &StoredBundle {
+                job: l.job,
+                serial: format!("{i:x}"),
+                not_after: now,
+                cert_pem: "-----BEGIN CERTIFICATE-----\n".repeat(12),
+                chain_pem: "-----BEGIN CERTIFICATE-----\n".repeat(12),
+                meta_json: "{}".into(),
+                key_ref: "file:/k.pem".into(),
+                sealed_key,
+                node: l.node.clone(),
+                stored_at: now,
+            },
+        )
         .await?;
     let cert = IssuedCert {
         serial: format!("{i:x}"),
@@ -317,17 +343,21 @@ async fn e2e_run(bin: &std::path::Path, url: &str, n: usize, nodes: usize) -> Re
             .args(["account", "register", "--agree-tos", "--key"])
             .arg(&key),
     )?;
+    // The fleet's key-encryption key (generated keys are stored sealed, as on a fleet).
+    let kek = dir.path().join("fleet.kek");
+    write_kek(&kek)?;
     let config = dir.path().join("c.toml");
     // dns-01 through the challtestsrv plugin, as the batch tests do (always-valid Pebble
     // checks nothing; the plugin call stays in the path).
     std::fs::write(
         &config,
         format!(
-            "[batch]\nrate_limits = \"none\"\n\
+            "[batch]\nrate_limits = \"none\"\nkey_encryption_key_file = \"{}\"\n\
              [dns01]\nplugin = \"challtestsrv\"\nplugin_dirs = [\"{}\"]\n\
              [dns01.propagation]\ncheck = false\n\
              [plugins.challtestsrv]\nurl = \"{}\"\n\
              [network]\npoll_initial_millis = 50\npoll_max_interval_secs = 1\n",
+            kek.display(),
             bin.parent().unwrap_or(bin).display(),
             pebble.challtestsrv_url()
         ),
@@ -360,4 +390,21 @@ async fn e2e_run(bin: &std::path::Path, url: &str, n: usize, nodes: usize) -> Re
         }
     }
     Ok(started.elapsed().as_secs_f64())
+}
+
+/// A fresh 256-bit key-encryption key, hex, created 0600.
+fn write_kek(path: &std::path::Path) -> Result<()> {
+    use std::io::{Read as _, Write as _};
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut f = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(f, "{hex}")?;
+    Ok(())
 }

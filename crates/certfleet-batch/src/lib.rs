@@ -46,7 +46,7 @@ pub use error::{BatchFileError, Diagnostic, LimitsError, RunError, StoreError};
 pub use limits::{Limits, Preset, format_duration, parse_duration};
 pub use orchestrator::{
     DEFAULT_CONCURRENCY, IssuedHook, Orchestrator, OrchestratorConfig, RunKeys, RunSolvers,
-    RunSummary,
+    RunSummary, WindowHook,
 };
 pub use store::{
     BatchId, BatchRecord, ClaimRequest, ClaimedJob, FencingToken, IssuanceRecord, IssuedCert, Job,

@@ -84,6 +84,13 @@ pub trait IssuedHook: Send + Sync + std::fmt::Debug {
     fn issued(&self, job: &crate::Job) -> Result<(), String>;
 }
 
+/// A test hook at the one window of a fleet's publish: the certificate directory is staged
+/// and the fenced store writes (bundle, `issued`) are next. Tests stop the node here
+/// (SIGSTOP) to show that a node whose lease is taken over meanwhile publishes nothing.
+pub trait WindowHook: Send + Sync + std::fmt::Debug {
+    fn before_fenced_publish(&self, job: &crate::Job);
+}
+
 /// The solvers a run may use; a job asks for one by its challenge.
 #[derive(Clone, Debug, Default)]
 pub struct RunSolvers {
@@ -132,6 +139,7 @@ pub(crate) struct Shared {
     pub(crate) kek: Option<Arc<crate::kek::Kek>>,
     pub(crate) config: OrchestratorConfig,
     pub(crate) issued_hook: Option<Arc<dyn IssuedHook>>,
+    pub(crate) window_hook: Option<Arc<dyn WindowHook>>,
     zones: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Held from taking the new-order tokens until the order URL is stored: at any moment
     /// at most one order exists that the store does not know, so a crash costs at most one
@@ -198,6 +206,7 @@ impl Orchestrator {
                 kek: keys.kek,
                 config,
                 issued_hook: None,
+                window_hook: None,
                 zones: Mutex::new(HashMap::new()),
                 order_gate: tokio::sync::Mutex::new(()),
             }),
@@ -210,6 +219,14 @@ impl Orchestrator {
         Arc::get_mut(&mut self.shared)
             .expect("no job runs before the orchestrator is started")
             .issued_hook = Some(hook);
+        self
+    }
+
+    /// Calls `hook` at each fleet publish window ([`WindowHook`]).
+    pub fn with_window_hook(mut self, hook: Arc<dyn WindowHook>) -> Orchestrator {
+        Arc::get_mut(&mut self.shared)
+            .expect("no job runs before the orchestrator is started")
+            .window_hook = Some(hook);
         self
     }
 

@@ -163,6 +163,31 @@ impl Staging {
         key: KeyOutput<'_>,
         meta: &CertificateMeta,
     ) -> Result<PathBuf, IssueError> {
+        self.fill_pems(leaf, issuers, key, meta)?;
+        self.publish()
+    }
+
+    /// [`Staging::commit`] in two steps: the files written and synced under the staging
+    /// name, published later by [`Staging::publish`] (a fleet publishes only after its
+    /// fenced store write; dropped unpublished, nothing appears at the stable path).
+    pub fn fill(
+        &mut self,
+        issued: &IssuedCertificate,
+        key: KeyOutput<'_>,
+        meta: &CertificateMeta,
+    ) -> Result<(), IssueError> {
+        let leaf = issued.chain.leaf_pem();
+        let issuers = issued.chain.issuer_chain_pem();
+        self.fill_pems(&leaf, &issuers, key, meta)
+    }
+
+    fn fill_pems(
+        &mut self,
+        leaf: &str,
+        issuers: &str,
+        key: KeyOutput<'_>,
+        meta: &CertificateMeta,
+    ) -> Result<(), IssueError> {
         let dir = self.dir.clone();
         match key {
             KeyOutput::InStaging => {
@@ -192,6 +217,11 @@ impl Staging {
         // Holds the key reference (PIN redacted): 0600 for a token key.
         write_synced(&dir.join(META_FILE), &json, meta.key_ref.file_mode())?;
         sync_dir(&dir)?;
+        Ok(())
+    }
+
+    /// Swaps the filled staging directory in; returns the stable path.
+    pub fn publish(mut self) -> Result<PathBuf, IssueError> {
         self.swap_in()?;
         self.committed = true;
         Ok(self.bundle.stable.clone())

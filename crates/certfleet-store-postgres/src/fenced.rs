@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use certfleet_store::{FencingToken, Job, JobStatus, JobUpdate, Lease, StoreError};
+use certfleet_store::{Job, JobStatus, JobUpdate, Lease, StoreError};
 use time::OffsetDateTime;
 
 use crate::error::corrupt;
@@ -26,7 +26,7 @@ async fn diagnose(db: &Db, lease: &Lease, operation: &str) -> Result<JobStatus, 
     let status: String = row.try_get(0).map_err(e)?;
     let fence: i64 = row.try_get(1).map_err(e)?;
     let node: Option<String> = row.try_get(2).map_err(e)?;
-    if fence != lease.token.0 || node.as_deref() != Some(lease.node.as_str()) {
+    if let Err(refused) = certfleet_store::fence::check(lease, fence, node.clone()) {
         db.stats
             .fenced
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -47,12 +47,7 @@ async fn diagnose(db: &Db, lease: &Lease, operation: &str) -> Result<JobStatus, 
             )
             .await;
         tracing::warn!(job = %lease.job, node = %lease.node, operation, "fenced: write refused, the lease is stale");
-        return Err(StoreError::Fenced {
-            job: lease.job,
-            presented: lease.token,
-            current: FencingToken(fence),
-            holder: node.unwrap_or_else(|| "nobody".to_owned()),
-        });
+        return Err(refused);
     }
     status.parse().map_err(|e| corrupt(&db.location, e))
 }
@@ -62,12 +57,7 @@ async fn diagnose(db: &Db, lease: &Lease, operation: &str) -> Result<JobStatus, 
 /// is treated as refused).
 pub(crate) async fn check_lease(db: &Db, lease: &Lease, operation: &str) -> Result<(), StoreError> {
     diagnose(db, lease, operation).await?;
-    Err(StoreError::Fenced {
-        job: lease.job,
-        presented: lease.token,
-        current: lease.token,
-        holder: "(changed concurrently)".to_owned(),
-    })
+    Err(certfleet_store::fence::changed_concurrently(lease))
 }
 
 pub(crate) async fn renew_lease(
@@ -181,10 +171,5 @@ pub(crate) async fn update(
         });
     }
     // The row changed between the two statements (a racing claim): it is no longer ours.
-    Err(StoreError::Fenced {
-        job: lease.job,
-        presented: lease.token,
-        current: lease.token,
-        holder: "(changed concurrently)".to_owned(),
-    })
+    Err(certfleet_store::fence::changed_concurrently(lease))
 }

@@ -190,6 +190,9 @@ async fn first_connection(
             Err(deadpool_postgres::PoolError::Backend(e)) => {
                 if let Some(dbe) = e.as_db_error() {
                     let code = dbe.code();
+                    if let Some(tls) = tls::diagnose(url, "", Some(dbe.message())) {
+                        return Err(tls);
+                    }
                     if *code == SqlState::INVALID_PASSWORD
                         || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
                     {
@@ -207,20 +210,9 @@ async fn first_connection(
                     });
                 }
                 last = error_chain(&e);
-                if last.contains("invalid peer certificate") || last.contains("TLS to PostgreSQL") {
-                    // Not trusted: retrying will not change the certificate.
-                    return Err(PgError::Tls(format!(
-                        "{} (sslmode {}): {last}; check sslrootcert and the server's certificate",
-                        url.address(),
-                        url.sslmode
-                    )));
-                }
-                if last.contains("server does not support TLS") {
-                    return Err(PgError::Tls(format!(
-                        "{} does not offer TLS (sslmode {}): {last}",
-                        url.address(),
-                        url.sslmode
-                    )));
+                // Not trusted either way: retrying will not change a certificate.
+                if let Some(tls) = tls::diagnose(url, &last, None) {
+                    return Err(tls);
                 }
             }
             Err(other) => last = other.to_string(),

@@ -26,6 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
 
 use crate::PgError;
+use crate::url::StoreUrl;
 
 /// What the URL asked of TLS.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -47,56 +48,60 @@ pub(crate) enum TlsMode {
 
 /// Builds the connector; `None` when TLS is off.
 pub(crate) fn connector(s: &TlsSettings) -> Result<Option<RustlsConnect>, PgError> {
-    if s.mode == TlsMode::Off {
-        return Ok(None);
-    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mode = match (s.mode, &s.root) {
         (TlsMode::Require, Some(_)) => TlsMode::VerifyCa,
         (m, _) => m,
     };
-    let mut roots = RootCertStore::empty();
-    if mode != TlsMode::Require {
-        for cert in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(cert);
-        }
-        if let Some(path) = &s.root {
-            let certs = read_certs(path, "sslrootcert")?;
-            for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| tls_file(path, "sslrootcert", e))?;
+    let verifier = match mode {
+        TlsMode::Require => ServerCheck {
+            provider: provider.clone(),
+            chain: None,
+            check_name: false,
+        },
+        TlsMode::VerifyCa | TlsMode::VerifyFull => {
+            let mut roots = RootCertStore::empty();
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
             }
-        }
-    }
-    let verifier: Arc<dyn ServerCertVerifier> = match mode {
-        TlsMode::Require => Arc::new(NoServerCheck(provider.clone())),
-        _ => {
+            if let Some(path) = &s.root {
+                for cert in read_certs(path, "sslrootcert")? {
+                    roots
+                        .add(cert)
+                        .map_err(|e| tls_file(path, "sslrootcert", e))?;
+                }
+            }
             let webpki =
                 WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                     .build()
                     .map_err(|e| {
                         PgError::Tls(format!("no trusted root for verify-ca/verify-full: {e}"))
                     })?;
-            Arc::new(Verify {
-                inner: webpki,
+            ServerCheck {
+                provider: provider.clone(),
+                chain: Some(webpki),
                 check_name: mode == TlsMode::VerifyFull,
-            })
+            }
         }
+        TlsMode::Off => return Ok(None),
     };
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| PgError::Tls(e.to_string()))?
         .dangerous()
-        .with_custom_certificate_verifier(verifier);
+        .with_custom_certificate_verifier(Arc::new(verifier));
     let config = match (&s.client_cert, &s.client_key) {
         (Some(cert), Some(key)) => {
             let chain = read_certs(cert, "sslcert")?;
             let key_der =
                 PrivateKeyDer::from_pem_file(key).map_err(|e| tls_file(key, "sslkey", e))?;
-            builder
-                .with_client_auth_cert(chain, key_der)
-                .map_err(|e| tls_file(cert, "sslcert", e))?
+            builder.with_client_auth_cert(chain, key_der).map_err(|e| {
+                PgError::Tls(format!(
+                    "sslkey={} is not the key of sslcert={}: {e}",
+                    key.display(),
+                    cert.display()
+                ))
+            })?
         }
         (None, None) => builder.with_no_client_auth(),
         _ => {
@@ -123,14 +128,18 @@ fn tls_file(path: &Path, what: &str, e: impl std::fmt::Display) -> PgError {
     PgError::Tls(format!("{what}={}: {e}", path.display()))
 }
 
-/// verify-ca / verify-full over the webpki verifier.
+/// The server check of every mode: `chain` (verify-ca, verify-full) checks the chain
+/// against the roots and, with `check_name`, the host name; without it (`require` without
+/// a root, libpq's meaning) the session is encrypted but the server not authenticated.
+/// Handshake signatures are checked in every mode.
 #[derive(Debug)]
-struct Verify {
-    inner: Arc<WebPkiServerVerifier>,
+struct ServerCheck {
+    provider: Arc<CryptoProvider>,
+    chain: Option<Arc<WebPkiServerVerifier>>,
     check_name: bool,
 }
 
-impl ServerCertVerifier for Verify {
+impl ServerCertVerifier for ServerCheck {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -139,10 +148,10 @@ impl ServerCertVerifier for Verify {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) if !self.check_name => Ok(ServerCertVerified::assertion()),
@@ -156,51 +165,11 @@ impl ServerCertVerifier for Verify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// `require` without a root: encrypted, the server not authenticated (libpq's meaning);
-/// handshake signatures are still checked.
-#[derive(Debug)]
-struct NoServerCheck(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for NoServerCheck {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls12_signature(
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
@@ -214,13 +183,73 @@ impl ServerCertVerifier for NoServerCheck {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
+}
+
+/// Why a first connection failed, when TLS is the cause and no retry can help: the
+/// server's certificate not trusted, no TLS offered, or the client certificate missing
+/// or refused. `error` is the driver's error chain; `server` the server's own message
+/// when it answered.
+pub(crate) fn diagnose(url: &StoreUrl, error: &str, server: Option<&str>) -> Option<PgError> {
+    let (address, mode) = (url.address(), &url.sslmode);
+    let s = &url.tls;
+    let client_cert = || match &s.client_cert {
+        Some(p) => format!("sslcert={}", p.display()),
+        None => "no sslcert".to_owned(),
+    };
+    if let Some(msg) = server {
+        if s.client_cert.is_some() && msg.contains("password authentication failed") {
+            // `clientcert=verify-full` checks the CN after the password and reports a
+            // mismatch as a failed password (the reason is only in the server's log).
+            return Some(PgError::Tls(format!(
+                "{address} refused user {:?}: {msg}; check the password (URL, PGPASSWORD or \
+                 [batch] store_password_file) and, for clientcert=verify-full, that the CN of \
+                 {} is the user name",
+                url.user,
+                client_cert()
+            )));
+        }
+        // `clientcert=verify-ca|verify-full` or `cert` in pg_hba.conf.
+        return msg.contains("certificate").then(|| {
+            PgError::Tls(format!(
+                "{address} (sslmode {mode}) requires a client certificate it accepts:                  {msg}; {} — set sslcert and sslkey to a certificate from the CA the server                  trusts (ssl_ca_file), whose CN is the user name {:?}",
+                client_cert(),
+                url.user
+            ))
+        });
+    }
+    const CLIENT_CERT_ALERTS: [&str; 5] = [
+        "alert: UnknownCA",
+        "alert: BadCertificate",
+        "alert: CertificateRequired",
+        "alert: CertificateUnknown",
+        "alert: AccessDenied",
+    ];
+    if CLIENT_CERT_ALERTS.iter().any(|a| error.contains(a)) {
+        return Some(PgError::Tls(format!(
+            "{address} (sslmode {mode}) refused the client certificate ({}): {error};              check sslcert and sslkey",
+            client_cert()
+        )));
+    }
+    if error.contains("invalid peer certificate") || error.contains("TLS to PostgreSQL") {
+        return Some(PgError::Tls(format!(
+            "{address} (sslmode {mode}): {error}; check sslrootcert and the server's certificate"
+        )));
+    }
+    if error.contains("server does not support TLS") {
+        return Some(PgError::Tls(format!(
+            "{address} does not offer TLS (sslmode {mode}): {error}"
+        )));
+    }
+    None
 }
 
 /// tokio-postgres's `MakeTlsConnect` over tokio-rustls.

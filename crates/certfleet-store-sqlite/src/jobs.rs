@@ -271,14 +271,7 @@ fn check_fence(conn: &Connection, loc: &str, lease: &Lease) -> Result<JobStatus,
         .optional()
         .map_err(db_err(loc))?;
     let (status, fence, node) = row.ok_or(StoreError::NoSuchJob(lease.job))?;
-    if fence != lease.token.0 || node.as_deref() != Some(lease.node.as_str()) {
-        return Err(StoreError::Fenced {
-            job: lease.job,
-            presented: lease.token,
-            current: FencingToken(fence),
-            holder: node.unwrap_or_else(|| "nobody".to_owned()),
-        });
-    }
+    certfleet_store::fence::check(lease, fence, node)?;
     status.parse().map_err(|e| corrupt(loc, e))
 }
 

@@ -10,6 +10,7 @@
 pub mod conformance;
 pub mod duration;
 mod error;
+pub mod fence;
 pub mod gcra;
 pub mod store;
 

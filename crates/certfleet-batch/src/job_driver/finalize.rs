@@ -157,7 +157,7 @@ impl JobDriver {
             sh.account.url(),
             sh.account.client().directory_url(),
         );
-        // A node whose lease was taken over writes no file, bundle or issuance row.
+        // Saves the work of staging when the lease is already lost; not the fence itself.
         self.check_lease().await?;
         let pending = bundle.pending_key();
         let current = bundle.current_key();
@@ -166,13 +166,19 @@ impl JobDriver {
             true => KeyOutput::LinkFrom(&current),
             false => KeyOutput::Reference(&key_ref),
         };
-        bundle.stage()?.commit(&issued, key_output, &meta)?;
-        if generated
-            && let Err(e) = std::fs::remove_file(&pending)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(job = %self.job.id, "could not remove {}: {e}", pending.display());
-        }
+        let mut staging = bundle.stage()?;
+        staging.fill(&issued, key_output, &meta)?;
+        let unpublished = if self.fleet() {
+            if let Some(hook) = sh.window_hook.clone() {
+                hook.before_fenced_publish(&self.job);
+            }
+            Some(staging)
+        } else {
+            // One host: the directory before `issued`, so a crash in between repeats the
+            // download (same serial) and never leaves `issued` without files.
+            staging.publish()?;
+            None
+        };
         // Fenced: a node whose lease was taken over stores no bundle and so records no
         // issuance; a crash before `issued` is repeated by the next owner with the same
         // serial, which the store records once.
@@ -194,6 +200,20 @@ impl JobDriver {
         // From now on the key is the bundle's (a renewal keeps it).
         update.cert_key = Some(key_ref.to_string());
         self.write(update).await?;
+        if let Some(staging) = unpublished {
+            // A fleet publishes only after its fenced `issued` write: a node that lost the
+            // lease at any point before it (paused, partitioned) drops the staging
+            // directory unpublished. Once `issued`, no other node takes the job, so this
+            // publish is the owner's (a crash here leaves the bundle in the store, where
+            // `batch deploy` and the due decisions read it).
+            staging.publish()?;
+        }
+        if generated
+            && let Err(e) = std::fs::remove_file(&pending)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(job = %self.job.id, "could not remove {}: {e}", pending.display());
+        }
         tracing::info!(job = %self.job.id, names = %self.job.spec.names.join(","), serial = %issued.info.serial_hex, "certificate issued");
         if let Some(hook) = sh.issued_hook.clone() {
             let job = self.job.clone();

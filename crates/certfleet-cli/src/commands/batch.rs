@@ -27,6 +27,7 @@ mod fleet;
 mod inventory;
 mod renewal;
 mod report;
+mod window_hook;
 
 use inventory::InventoryWriter;
 use renewal::RenewalCheck;
@@ -220,7 +221,10 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs) -> Result<()> {
         guard.holder().node.clone(),
     );
     let inventory = Arc::new(inventory_writer(ctx, &args));
-    let orchestrator = orchestrator.with_issued_hook(inventory.clone());
+    let mut orchestrator = orchestrator.with_issued_hook(inventory.clone());
+    if let Some(hook) = window_hook::StopAtWindow::from_env() {
+        orchestrator = orchestrator.with_window_hook(Arc::new(hook));
+    }
     let progress = tokio::spawn(show_progress(store.clone(), record.id));
     let summary = orchestrator.run(record.id).await;
     progress.abort();
