@@ -133,7 +133,8 @@ pub enum BatchCommand {
     Plan {
         #[arg(value_name = "FILE")]
         file: PathBuf,
-        /// Rate-limit preset (default: [batch] rate_limits, else letsencrypt)
+        /// Rate-limit preset: auto | letsencrypt | letsencrypt-staging | none (default:
+        /// [batch] rate_limits, else auto: by the directory URL)
         #[arg(long, value_name = "PRESET")]
         rate_limits: Option<String>,
     },
@@ -183,9 +184,15 @@ pub struct BatchRunArgs {
     /// Orders in flight at once (default: [batch] concurrency, 32)
     #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,
-    /// Rate-limit preset: letsencrypt | letsencrypt-staging | none
+    /// Rate-limit preset: auto | letsencrypt | letsencrypt-staging | none (default:
+    /// [batch] rate_limits, else auto: Let's Encrypt's presets for its directories, none
+    /// for other CAs)
     #[arg(long, value_name = "PRESET")]
     pub rate_limits: Option<String>,
+    /// Exit (status 75, report written) instead of waiting when nothing is due within
+    /// DURATION (e.g. 1m, 2h); deferred jobs are listed with the time they are due
+    #[arg(long, value_name = "DURATION")]
+    pub max_wait: Option<String>,
     /// State store shared by several nodes: postgres://user@host:port/db?sslmode=disable
     /// (default: [batch] store, else the SQLite file in the state directory)
     #[arg(

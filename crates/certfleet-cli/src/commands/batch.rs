@@ -11,7 +11,7 @@ use certfleet_batch::batch_file::{BatchFile, CertDefaults, Challenge, KeySource,
 use certfleet_batch::governor::Governor;
 use certfleet_batch::zone_batcher::BatcherConfig;
 use certfleet_batch::{
-    BatchId, Job, JobStatus, Limits, NewBatch, Orchestrator, OrchestratorConfig, Preset, RunHolder,
+    BatchId, Job, JobStatus, Limits, NewBatch, Orchestrator, OrchestratorConfig, RunHolder,
     RunKeys, RunSolvers, StateStore, StatusCounts, plan,
 };
 use certfleet_dns01::Dns01Solver as _;
@@ -22,9 +22,11 @@ use time::OffsetDateTime;
 use crate::cli::{BatchCommand, BatchRunArgs, CertOptions, SolverArgs};
 use crate::commands::issue::{Http01Plan, http01_plan};
 use crate::context::Context;
+use crate::stop::{Exit, Stop};
 
 mod fleet;
 mod inventory;
+mod preset;
 mod renewal;
 mod report;
 
@@ -32,9 +34,9 @@ use inventory::InventoryWriter;
 use renewal::RenewalCheck;
 use report::{JobPages, NotIssued, Report, rfc3339};
 
-pub async fn run(ctx: &Context, cmd: BatchCommand) -> Result<()> {
+pub async fn run(ctx: &Context, cmd: BatchCommand, stop: &Stop) -> Result<()> {
     match cmd {
-        BatchCommand::Run(args) => run_batch(ctx, *args).await,
+        BatchCommand::Run(args) => run_batch(ctx, *args, stop).await,
         BatchCommand::Plan { file, rate_limits } => {
             let batch = load(
                 ctx,
@@ -43,7 +45,11 @@ pub async fn run(ctx: &Context, cmd: BatchCommand) -> Result<()> {
                 &SolverArgs::default(),
                 &CertOptions::default(),
             )?;
-            let limits = limits(ctx, rate_limits.as_deref())?;
+            let (chosen, limits) = limits(ctx, rate_limits.as_deref())?;
+            println!(
+                "rate-limit preset: {} (from {})",
+                chosen.name, chosen.source
+            );
             print!(
                 "{}",
                 plan::plan(&batch.certs, &limits, OffsetDateTime::now_utc())
@@ -57,13 +63,13 @@ pub async fn run(ctx: &Context, cmd: BatchCommand) -> Result<()> {
     }
 }
 
-/// The governor's limits: the preset (flag, else config) with the config's overrides.
-fn limits(ctx: &Context, flag: Option<&str>) -> Result<Limits> {
-    let name = flag.unwrap_or(&ctx.settings.batch.rate_limits);
-    let preset: Preset = name.parse().context("--rate-limits")?;
-    let limits = Limits::preset(preset).with_overrides(&ctx.settings.batch.limits);
+/// The governor's limits: the preset (flag, else config, else by the directory URL) with
+/// the config's overrides.
+fn limits(ctx: &Context, flag: Option<&str>) -> Result<(preset::Chosen, Limits)> {
+    let chosen = preset::choose(flag, &ctx.settings.batch.rate_limits, ctx.directory())?;
+    let limits = Limits::preset(chosen.preset).with_overrides(&ctx.settings.batch.limits);
     limits.validate().context("batch.limits")?;
-    Ok(limits)
+    Ok((chosen, limits))
 }
 
 /// Reads and validates the whole batch file; every problem is reported with its line.
@@ -133,10 +139,20 @@ fn load(
     Ok(batch)
 }
 
-async fn run_batch(ctx: &Context, args: BatchRunArgs) -> Result<()> {
+async fn run_batch(ctx: &Context, args: BatchRunArgs, stop: &Stop) -> Result<()> {
+    let max_wait = args
+        .max_wait
+        .as_deref()
+        .map(|w| {
+            certfleet_batch::parse_duration(w).with_context(|| {
+                format!("--max-wait {w:?}: expected a duration such as 30s, 1m, 2h or 1d")
+            })
+        })
+        .transpose()?;
     let mut batch = load(ctx, &args.file, args.skip_invalid, &args.solver, &args.cert)?;
     let lacking = drop_unpublished(ctx, &mut batch).await?;
-    let limits = limits(ctx, args.rate_limits.as_deref())?;
+    let (chosen, limits) = limits(ctx, args.rate_limits.as_deref())?;
+    preset::announce(&chosen, &limits, ctx.directory());
     let store = ctx.open_store(args.store.as_deref()).await?;
     let holder = RunHolder::this_process(OffsetDateTime::now_utc(), &crate::context::hostname());
     let guard = store.begin_run(&holder).await?;
@@ -159,6 +175,10 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs) -> Result<()> {
     let retried = store
         .requeue_failed(record.id, OffsetDateTime::now_utc())
         .await?;
+    // Deferrals our governor made under earlier limits are decided again under these.
+    let reevaluated = store
+        .redue_governed(record.id, OffsetDateTime::now_utc())
+        .await?;
     let (client, account) = ctx.account().await?;
     let run_started = OffsetDateTime::now_utc();
     let mut renewal = RenewalCheck::default();
@@ -173,6 +193,7 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs) -> Result<()> {
         certificates = batch.certs.len(),
         added,
         retried,
+        reevaluated,
         renewing = renewal.requeued,
         up_to_date = renewal.up_to_date,
         resumed = !created,
@@ -200,6 +221,7 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs) -> Result<()> {
     config.max_attempts = s.max_attempts.max(1);
     config.retry_backoff = Duration::from_secs(s.retry_backoff_secs);
     config.lease_for = Duration::from_secs(s.lease_secs.max(1));
+    config.max_wait = max_wait;
     config.poll = ctx.poll_policy();
     config.batcher = BatcherConfig {
         window: Duration::from_millis(s.gather_millis),
@@ -220,7 +242,9 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs) -> Result<()> {
         guard.holder().node.clone(),
     );
     let inventory = Arc::new(inventory_writer(ctx, &args));
-    let orchestrator = orchestrator.with_issued_hook(inventory.clone());
+    let orchestrator = orchestrator
+        .with_issued_hook(inventory.clone())
+        .with_stop(stop.flag(), Duration::from_secs(s.stop_grace_secs));
     let progress = tokio::spawn(show_progress(store.clone(), record.id));
     let summary = orchestrator.run(record.id).await;
     progress.abort();
@@ -259,6 +283,39 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs) -> Result<()> {
         "batch finished: {}",
         format_counts(counts)
     );
+    let issued = counts.get(JobStatus::Issued);
+    let report_note = args.report.as_ref().map_or_else(
+        || " (no --report given)".to_owned(),
+        |p| format!("; report written to {}", p.display()),
+    );
+    if let Some(signal) = stop.requested() {
+        return Err(Exit(
+            signal.0,
+            format!(
+                "batch stopped by {}: {issued} of {} certificates issued{report_note}; run the \
+                 same command again to continue",
+                signal.1,
+                counts.total()
+            ),
+        )
+        .into());
+    }
+    if summary.stopped_early {
+        let next = store.next_due(record.id, OffsetDateTime::now_utc()).await?;
+        return Err(Exit(
+            75,
+            format!(
+                "nothing is due within --max-wait {}: {issued} of {} certificates issued, {} \
+                 deferred, the next due at {}{report_note}; run the same command again then \
+                 to continue",
+                args.max_wait.as_deref().unwrap_or_default(),
+                counts.total(),
+                counts.get(JobStatus::Deferred),
+                next.map_or_else(|| "(unknown)".to_owned(), rfc3339)
+            ),
+        )
+        .into());
+    }
     if lacking > 0 {
         bail!(
             "{lacking} certificates were not ordered: their dns-persist-01 records are missing (listed above); \

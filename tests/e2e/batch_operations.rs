@@ -1,0 +1,207 @@
+//! Batches that explain themselves (issue 15, acceptance 5 and 6): the rate-limit preset
+//! follows the directory and is printed; under the Let's Encrypt preset the first deferral
+//! names the limit, its scope and the time, `--max-wait` exits with a report, and a later
+//! run under looser limits re-evaluates the stored deferrals; SIGTERM and SIGINT stop a
+//! batch with its report and a non-zero exit, and a rerun finishes it.
+
+use std::time::{Duration, Instant};
+
+use certfleet_testenv::{CaProxy, CaProxyOptions, PebbleOptions, certfleet_command};
+use serde_json::Value;
+
+use crate::batch::{batch_run, report, write_config, write_list};
+use crate::common::Env;
+
+fn states(certs: &[Value]) -> (usize, usize) {
+    let issued = certs.iter().filter(|c| c["state"] == "issued").count();
+    let deferred = certs.iter().filter(|c| c["state"] == "deferred").count();
+    (issued, deferred)
+}
+
+#[tokio::test]
+async fn preset_follows_the_directory_max_wait_reports_and_deferrals_are_reevaluated() {
+    let Some(env) = Env::start(PebbleOptions::default().nonce_reject(0)).await else {
+        return;
+    };
+    env.register_account().await;
+    let config = write_config(&env, "[batch]\nretry_backoff_secs = 1\n");
+    let names: Vec<String> = (0..120).map(|i| format!("n{i}.ops.test")).collect();
+    let file = write_list(&env, "ops.txt", &names);
+    let directory = env.pebble.directory_url();
+
+    // Under Let's Encrypt's limits: 50 certificates per registered domain, then nothing is
+    // due for hours, so --max-wait 1m ends the run with a report.
+    let started = Instant::now();
+    let run = batch_run(
+        &env,
+        &directory,
+        &config,
+        &file,
+        &["--rate-limits", "letsencrypt", "--max-wait", "1m"],
+    )
+    .await;
+    eprintln!("letsencrypt run: {:?}", started.elapsed());
+    assert_eq!(run.code(), Some(75), "--max-wait exits 75:\n{run}");
+    assert!(
+        run.stderr
+            .contains("rate-limit preset: letsencrypt (from --rate-limits)"),
+        "{run}"
+    );
+    assert!(
+        run.stderr.contains("use --rate-limits none"),
+        "hint for a non-LE CA:\n{run}"
+    );
+    let info: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("rate limit certificates_per_registered_domain (50 per 7d)"))
+        .collect();
+    assert_eq!(info.len(), 1, "one INFO line for the limit:\n{run}");
+    assert!(
+        info[0].contains(" INFO ")
+            && info[0].contains("reached for domain:ops.test: deferring orders until 20"),
+        "{}",
+        info[0]
+    );
+    assert!(
+        run.stderr.contains("nothing is due within --max-wait 1m: 50 of 120 certificates issued, 70 deferred, the next due at 20"),
+        "{run}"
+    );
+    let certs = report(&env.path("report.json"));
+    assert_eq!(certs.len(), 120);
+    assert_eq!(states(&certs), (50, 70), "50 issued, 70 deferred");
+    for c in certs.iter().filter(|c| c["state"] == "deferred") {
+        let until = c["deferred_until"].as_str().expect("deferred_until");
+        let until =
+            time::OffsetDateTime::parse(until, &time::format_description::well_known::Rfc3339)
+                .expect("RFC 3339");
+        assert!(
+            until > time::OffsetDateTime::now_utc() + Duration::from_secs(3600),
+            "deferred for hours: {c}"
+        );
+    }
+
+    // Default options against Pebble: the `none` preset, chosen by the directory, and the
+    // stored deferrals are decided again under it, so the batch finishes now.
+    let run = batch_run(&env, &directory, &config, &file, &[]).await;
+    run.assert_ok();
+    assert!(
+        run.stderr
+            .contains("rate-limit preset: none (from the directory URL)"),
+        "{run}"
+    );
+    assert!(run.stderr.contains("reevaluated=70"), "{run}");
+    let certs = report(&env.path("report.json"));
+    assert_eq!(states(&certs), (120, 0), "all 120 issued");
+}
+
+/// Starts `batch run` on `file` as a child process (its own stderr captured).
+fn spawn_batch(
+    env: &Env,
+    directory: &str,
+    config: &str,
+    file: &str,
+    stderr: &std::path::Path,
+) -> tokio::process::Child {
+    let mut cmd = tokio::process::Command::from(certfleet_command());
+    cmd.arg("--state-dir")
+        .arg(env.state_dir())
+        .args(["--directory", directory, "--ca-root"])
+        .arg(env.pebble.tls_root_pem_path())
+        .args(["--config", config, "batch", "run", file, "--report"])
+        .arg(env.path("report.json"))
+        .args(["--concurrency", "8"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(stderr).expect("stderr file"))
+        .kill_on_drop(true);
+    cmd.spawn().expect("certfleet starts")
+}
+
+/// Waits (bounded) until the proxy saw `orders` new orders, then sends `signal`.
+async fn signal_when_busy(
+    child: &tokio::process::Child,
+    proxy: &CaProxy,
+    orders: u64,
+    signal: i32,
+) {
+    let by = Instant::now() + Duration::from_secs(60);
+    while proxy.stats().new_orders < orders && Instant::now() < by {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(proxy.stats().new_orders >= orders, "the batch got busy");
+    let pid = child.id().expect("running") as libc::pid_t;
+    // SAFETY: plain kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "signal sent");
+}
+
+#[tokio::test]
+async fn sigterm_and_sigint_stop_a_batch_with_its_report_and_a_rerun_finishes() {
+    let Some(env) = Env::start(PebbleOptions::default().nonce_reject(0)).await else {
+        return;
+    };
+    let proxy = CaProxy::start(&env.pebble, CaProxyOptions::default())
+        .await
+        .expect("proxy");
+    crate::batch_limits::register(&env, &proxy).await;
+    let config = write_config(
+        &env,
+        "[batch]\nrate_limits = \"none\"\nretry_backoff_secs = 1\nstop_grace_secs = 20\n",
+    );
+    let n = 60;
+    let names: Vec<String> = (0..n).map(|i| format!("s{i}.stop.test")).collect();
+    let file = write_list(&env, "stop.txt", &names);
+    let directory = proxy.directory_url();
+    let report_path = env.path("report.json");
+    let mut issued_before = 0;
+    for (round, (signal, code, name)) in [
+        (libc::SIGTERM, 143, "SIGTERM"),
+        (libc::SIGINT, 130, "SIGINT"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let _ = std::fs::remove_file(&report_path);
+        let stderr = env.path(&format!("stop-{round}.log"));
+        let mut child = spawn_batch(&env, &directory, &config, &file, &stderr);
+        let busy = proxy.stats().new_orders + 5;
+        signal_when_busy(&child, &proxy, busy, signal).await;
+        let signalled = Instant::now();
+        let status = tokio::time::timeout(Duration::from_secs(90), child.wait())
+            .await
+            .expect("the stopped batch exits within the grace period")
+            .expect("status");
+        let log = std::fs::read_to_string(&stderr).expect("stderr");
+        eprintln!("{name}: exited {status} after {:?}", signalled.elapsed());
+        assert_eq!(status.code(), Some(code), "{name}: exit 128+signal:\n{log}");
+        assert!(
+            log.contains(&format!("batch stopped by {name}:")) && log.contains("report written to"),
+            "{name}:\n{log}"
+        );
+        let certs = report(&report_path);
+        assert_eq!(certs.len(), n, "{name}: the report lists every certificate");
+        let (issued, _) = states(&certs);
+        assert!(
+            issued > issued_before && issued < n,
+            "{name}: some more issued, not all: {issued} (before {issued_before})"
+        );
+        issued_before = issued;
+    }
+    let run = batch_run(&env, &directory, &config, &file, &[]).await;
+    run.assert_ok();
+    let certs = report(&report_path);
+    assert_eq!(states(&certs), (n, 0), "the rerun finishes the batch");
+    let stats = proxy.stats();
+    assert_eq!(stats.finalizations.len(), n, "{stats:?}");
+    assert!(
+        stats.finalizations.values().all(|c| *c == 1),
+        "finalized once each: {stats:?}"
+    );
+    // Each stop costs at most one order the store did not know (an order aborted after the
+    // grace period); a graceful stop within it costs none.
+    assert!(
+        stats.new_orders <= n as u64 + 2,
+        "{} orders for {n} certificates",
+        stats.new_orders
+    );
+}
