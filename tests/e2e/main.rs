@@ -41,3 +41,4 @@ mod pins;
 mod revoke;
 mod tokens;
 mod tpm;
+mod webroot_user;
