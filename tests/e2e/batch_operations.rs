@@ -205,3 +205,104 @@ async fn sigterm_and_sigint_stop_a_batch_with_its_report_and_a_rerun_finishes() 
         stats.new_orders
     );
 }
+
+#[tokio::test]
+async fn batch_deploy_hooks_per_entry_and_the_batch_hook_run_for_changed_certificates() {
+    let Some(env) = Env::start(PebbleOptions::default().nonce_reject(0)).await else {
+        return;
+    };
+    env.register_account().await;
+    let config = write_config(&env, "");
+    let log = env.path("hooks.log");
+    let batch_log = env.path("batch-hook.log");
+    let q = |p: &std::path::Path| p.display().to_string();
+    let file = env.path("hooks.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[defaults]\n\
+             deploy_hook = 'echo \"default $CERTFLEET_NAMES $CERTFLEET_SERIAL $RENEWED_LINEAGE\" >> {log}'\n\
+             [[cert]]\nnames = [\"a.hooks.test\", \"www.a.hooks.test\"]\n\
+             [[cert]]\nnames = [\"b.hooks.test\"]\n\
+             deploy_hook = 'echo \"own $CERTFLEET_NAMES\" >> {log}'\n\
+             [[cert]]\nnames = [\"c.hooks.test\"]\ndeploy_hook = ''\n\
+             [[cert]]\nnames = [\"d.hooks.test\"]\ndeploy_hook = 'exit 3'\n",
+            log = q(&log)
+        ),
+    )
+    .expect("batch file");
+    let file = q(&file);
+    let batch_hook = format!(
+        "printf '%s|%s\\n' \"$CERTFLEET_CHANGED_COUNT\" \"$CERTFLEET_CHANGED_NAMES\" >> {}",
+        q(&batch_log)
+    );
+    let directory = env.pebble.directory_url();
+    let run = batch_run(
+        &env,
+        &directory,
+        &config,
+        &file,
+        &["--batch-hook", &batch_hook],
+    )
+    .await;
+    // The failing hook makes the run exit 1 but every certificate is in place.
+    assert_eq!(run.code(), Some(1), "{run}");
+    assert!(
+        run.stderr.contains("1 of 4 hooks failed") && run.stderr.contains("d.hooks.test"),
+        "{run}"
+    );
+    let certs = report(&env.path("report.json"));
+    assert_eq!(states(&certs), (4, 0), "all issued");
+    let lines = std::fs::read_to_string(&log).expect("deploy hooks ran");
+    let lines: Vec<&str> = lines.lines().collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let a_dir = env.state_dir().join("certs").join("a.hooks.test");
+    assert!(
+        lines[0].starts_with("default a.hooks.test www.a.hooks.test ")
+            && lines[0].ends_with(&format!(" {}", a_dir.display())),
+        "{lines:?}"
+    );
+    assert_eq!(lines[1], "own b.hooks.test");
+    let batch_lines = std::fs::read_to_string(&batch_log).expect("batch hook ran");
+    assert_eq!(
+        batch_lines,
+        "4|a.hooks.test www.a.hooks.test\nb.hooks.test\nc.hooks.test\nd.hooks.test\n"
+    );
+    // Recorded for renewals.
+    let listed = env.run(&["certificates", "--json"]).await;
+    listed.assert_ok();
+    let hook_of = |name: &str| {
+        listed
+            .json()
+            .as_array()
+            .expect("list")
+            .iter()
+            .find(|c| c["names"][0] == name)
+            .map(|c| c["deploy_hook"].clone())
+            .unwrap_or_else(|| panic!("{name} listed:\n{listed}"))
+    };
+    assert!(
+        hook_of("b.hooks.test")
+            .as_str()
+            .is_some_and(|h| h.starts_with("echo \"own"))
+    );
+    assert_eq!(hook_of("c.hooks.test"), Value::Null);
+    // Nothing changes on a rerun: no hook runs.
+    let run = batch_run(
+        &env,
+        &directory,
+        &config,
+        &file,
+        &["--batch-hook", &batch_hook],
+    )
+    .await;
+    run.assert_ok();
+    assert_eq!(
+        std::fs::read_to_string(&batch_log)
+            .expect("batch log")
+            .lines()
+            .count(),
+        4,
+        "the batch hook did not run again"
+    );
+}

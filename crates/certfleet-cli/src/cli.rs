@@ -193,6 +193,15 @@ pub struct BatchRunArgs {
     /// DURATION (e.g. 1m, 2h); deferred jobs are listed with the time they are due
     #[arg(long, value_name = "DURATION")]
     pub max_wait: Option<String>,
+    /// Deploy hook of the batch's certificates whose entry sets none (the entry's
+    /// deploy_hook wins; default [hooks] deploy); run after the batch for each certificate
+    /// this run issued, and recorded for renewals
+    #[arg(long, value_name = "CMD", allow_hyphen_values = true)]
+    pub deploy_hook: Option<String>,
+    /// Run once after the batch if it issued any certificate, with CERTFLEET_CHANGED_DIRS
+    /// and CERTFLEET_CHANGED_NAMES (one line per certificate) (default: [hooks] batch)
+    #[arg(long, value_name = "CMD", allow_hyphen_values = true)]
+    pub batch_hook: Option<String>,
     /// State store shared by several nodes: postgres://user@host:port/db?sslmode=disable
     /// (default: [batch] store, else the SQLite file in the state directory)
     #[arg(

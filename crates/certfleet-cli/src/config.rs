@@ -122,6 +122,9 @@ pub struct HookSettings {
     pub deploy: Option<String>,
     /// Longest run of one hook, seconds; it is killed after that.
     pub timeout_secs: u64,
+    /// Run once after a `batch run` that issued certificates (`--batch-hook` wins), with
+    /// the list of changed certificates.
+    pub batch: Option<String>,
 }
 
 impl Default for HookSettings {
@@ -129,6 +132,7 @@ impl Default for HookSettings {
         HookSettings {
             deploy: None,
             timeout_secs: 600,
+            batch: None,
         }
     }
 }

@@ -25,6 +25,7 @@ use crate::context::Context;
 use crate::stop::{Exit, Stop};
 
 mod fleet;
+mod hooks;
 mod inventory;
 mod preset;
 mod renewal;
@@ -44,6 +45,7 @@ pub async fn run(ctx: &Context, cmd: BatchCommand, stop: &Stop) -> Result<()> {
                 false,
                 &SolverArgs::default(),
                 &CertOptions::default(),
+                None,
             )?;
             let (chosen, limits) = limits(ctx, rate_limits.as_deref())?;
             println!(
@@ -80,6 +82,7 @@ fn load(
     skip_invalid: bool,
     solver: &SolverArgs,
     cert: &CertOptions,
+    deploy_hook: Option<&str>,
 ) -> Result<BatchFile> {
     let flagged = solver.dns_plugin.is_some();
     let http_flags = solver.http_listen.is_some() || solver.webroot.is_some();
@@ -126,6 +129,7 @@ fn load(
                 .clone()
                 .or_else(|| ctx.settings.issue.preferred_chain.clone()),
             output_dir: cert.out.clone(),
+            deploy_hook: deploy_hook.map(str::to_owned),
         },
         ..ParseOptions::default()
     };
@@ -149,7 +153,15 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs, stop: &Stop) -> Result<()>
             })
         })
         .transpose()?;
-    let mut batch = load(ctx, &args.file, args.skip_invalid, &args.solver, &args.cert)?;
+    let mut batch = load(
+        ctx,
+        &args.file,
+        args.skip_invalid,
+        &args.solver,
+        &args.cert,
+        args.deploy_hook.as_deref(),
+    )?;
+    let batch_hooks = hooks::BatchHooks::new(ctx, &batch, args.batch_hook.as_deref());
     let lacking = drop_unpublished(ctx, &mut batch).await?;
     let (chosen, limits) = limits(ctx, args.rate_limits.as_deref())?;
     preset::announce(&chosen, &limits, ctx.directory());
@@ -241,7 +253,7 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs, stop: &Stop) -> Result<()>
         config,
         guard.holder().node.clone(),
     );
-    let inventory = Arc::new(inventory_writer(ctx, &args));
+    let inventory = Arc::new(inventory_writer(ctx, &args, &batch_hooks));
     let orchestrator = orchestrator
         .with_issued_hook(inventory.clone())
         .with_stop(stop.flag(), Duration::from_secs(s.stop_grace_secs));
@@ -251,12 +263,14 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs, stop: &Stop) -> Result<()>
     let summary = summary?;
     let mut report = args.report.as_ref().map(|_| Report::new(run_started));
     let mut not_issued = NotIssued::default();
+    let mut hook_run = hooks::HookRun::new(&batch_hooks, run_started);
     let mut pages = JobPages::new(store.as_ref(), record.id);
     while let Some(page) = pages.next_page().await? {
         for j in &page {
             if let Some(r) = report.as_mut() {
                 r.push(j)?;
             }
+            hook_run.note(j);
             if j.status == JobStatus::Issued {
                 // Entries the hook could not write (or jobs issued by a killed run); on a
                 // fleet only certificates this host holds.
@@ -283,6 +297,9 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs, stop: &Stop) -> Result<()>
         "batch finished: {}",
         format_counts(counts)
     );
+    let hooks_done = hook_run
+        .finish(ctx.directory(), &args.file, args.report.as_deref())
+        .await;
     let issued = counts.get(JobStatus::Issued);
     let report_note = args.report.as_ref().map_or_else(
         || " (no --report given)".to_owned(),
@@ -321,6 +338,13 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs, stop: &Stop) -> Result<()>
             "{lacking} certificates were not ordered: their dns-persist-01 records are missing (listed above); \
              {} issued",
             counts.get(JobStatus::Issued)
+        );
+    }
+    if hooks_done.failed > 0 {
+        bail!(
+            "{} of {} hooks failed (logged above); the certificates are in place",
+            hooks_done.failed,
+            hooks_done.ran
         );
     }
     if !summary.all_issued() {
@@ -400,8 +424,13 @@ async fn solvers(ctx: &Context, args: &BatchRunArgs, batch: &BatchFile) -> Resul
 
 /// Records every issued certificate in the renewal inventory, so `renew --all` covers
 /// batch certificates too.
-fn inventory_writer(ctx: &Context, args: &BatchRunArgs) -> InventoryWriter {
+fn inventory_writer(
+    ctx: &Context,
+    args: &BatchRunArgs,
+    hooks: &hooks::BatchHooks,
+) -> InventoryWriter {
     InventoryWriter {
+        deploy_hooks: hooks.per_cert().clone(),
         state: ctx.state.clone(),
         http_listen: args.solver.http_listen.map(|a| a.to_string()),
         webroot: args.solver.webroot.clone(),
