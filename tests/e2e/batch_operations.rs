@@ -25,9 +25,24 @@ async fn preset_follows_the_directory_max_wait_reports_and_deferrals_are_reevalu
     };
     env.register_account().await;
     let config = write_config(&env, "[batch]\nretry_backoff_secs = 1\n");
+    let directory = env.pebble.directory_url();
+    // A fresh 120-name batch under one domain with default options: the `none` preset,
+    // chosen by the (Pebble) directory URL, issues all of it in one run.
+    let fresh: Vec<String> = (0..120).map(|i| format!("f{i}.fresh.test")).collect();
+    let fresh = write_list(&env, "fresh.txt", &fresh);
+    let started = Instant::now();
+    let run = batch_run(&env, &directory, &config, &fresh, &[]).await;
+    eprintln!("default run: {:?}", started.elapsed());
+    run.assert_ok();
+    assert!(
+        run.stderr
+            .contains("rate-limit preset: none (from the directory URL)"),
+        "{run}"
+    );
+    assert_eq!(states(&report(&env.path("report.json"))), (120, 0));
+
     let names: Vec<String> = (0..120).map(|i| format!("n{i}.ops.test")).collect();
     let file = write_list(&env, "ops.txt", &names);
-    let directory = env.pebble.directory_url();
 
     // Under Let's Encrypt's limits: 50 certificates per registered domain, then nothing is
     // due for hours, so --max-wait 1m ends the run with a report.
