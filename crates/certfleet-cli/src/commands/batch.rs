@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 use crate::cli::{BatchCommand, BatchRunArgs, CertOptions, SolverArgs};
 use crate::commands::issue::{Http01Plan, http01_plan};
 use crate::context::Context;
-use crate::stop::{Exit, Stop};
+use crate::stop::Stop;
 
 mod fleet;
 mod hooks;
@@ -30,6 +30,7 @@ mod inventory;
 mod preset;
 mod renewal;
 mod report;
+mod stopped;
 
 use inventory::InventoryWriter;
 use renewal::RenewalCheck;
@@ -144,15 +145,7 @@ fn load(
 }
 
 async fn run_batch(ctx: &Context, args: BatchRunArgs, stop: &Stop) -> Result<()> {
-    let max_wait = args
-        .max_wait
-        .as_deref()
-        .map(|w| {
-            certfleet_batch::parse_duration(w).with_context(|| {
-                format!("--max-wait {w:?}: expected a duration such as 30s, 1m, 2h or 1d")
-            })
-        })
-        .transpose()?;
+    let max_wait = stopped::max_wait(&args)?;
     let mut batch = load(
         ctx,
         &args.file,
@@ -300,39 +293,15 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs, stop: &Stop) -> Result<()>
     let hooks_done = hook_run
         .finish(ctx.directory(), &args.file, args.report.as_deref())
         .await;
-    let issued = counts.get(JobStatus::Issued);
-    let report_note = args.report.as_ref().map_or_else(
-        || " (no --report given)".to_owned(),
-        |p| format!("; report written to {}", p.display()),
-    );
-    if let Some(signal) = stop.requested() {
-        return Err(Exit(
-            signal.0,
-            format!(
-                "batch stopped by {}: {issued} of {} certificates issued{report_note}; run the \
-                 same command again to continue",
-                signal.1,
-                counts.total()
-            ),
-        )
-        .into());
-    }
-    if summary.stopped_early {
-        let next = store.next_due(record.id, OffsetDateTime::now_utc()).await?;
-        return Err(Exit(
-            75,
-            format!(
-                "nothing is due within --max-wait {}: {issued} of {} certificates issued, {} \
-                 deferred, the next due at {}{report_note}; run the same command again then \
-                 to continue",
-                args.max_wait.as_deref().unwrap_or_default(),
-                counts.total(),
-                counts.get(JobStatus::Deferred),
-                next.map_or_else(|| "(unknown)".to_owned(), rfc3339)
-            ),
-        )
-        .into());
-    }
+    stopped::early_exit(
+        stop,
+        summary.stopped_early,
+        counts,
+        store.as_ref(),
+        record.id,
+        &args,
+    )
+    .await?;
     if lacking > 0 {
         bail!(
             "{lacking} certificates were not ordered: their dns-persist-01 records are missing (listed above); \
@@ -486,17 +455,20 @@ async fn show_progress(store: Arc<dyn StateStore>, batch: BatchId) {
             continue;
         };
         let done = counts.get(JobStatus::Issued) + counts.get(JobStatus::Failed);
+        // With certificates deferred, when the next one is due.
+        let mut message = format_counts(&counts);
+        if counts.get(JobStatus::Deferred) > 0
+            && let Ok(Some(next)) = store.next_due(batch, OffsetDateTime::now_utc()).await
+        {
+            message.push_str(&format!("; next due {}", rfc3339(next)));
+        }
         match &bar {
             Some(bar) => {
                 bar.set_length(counts.total());
                 bar.set_position(done);
-                bar.set_message(format_counts(&counts));
+                bar.set_message(message);
             }
-            None => tracing::info!(
-                "progress: {done}/{} ({})",
-                counts.total(),
-                format_counts(&counts)
-            ),
+            None => tracing::info!("progress: {done}/{} ({message})", counts.total()),
         }
     }
 }
