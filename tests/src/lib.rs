@@ -40,6 +40,7 @@ mod swtpm;
 mod token_tools;
 mod tpm2_pkcs11;
 mod tpm_admin;
+mod user_http;
 mod x509;
 
 use std::env;
@@ -68,6 +69,7 @@ pub use token_tools::{
 };
 pub use tpm_admin::{admin_persistent_key, tpm_handles_in_use, tpm2_tools};
 pub use tpm2_pkcs11::{TPM2_PKCS11_MODULE, Tpm2Pkcs11, require_tpm2_pkcs11};
+pub use user_http::UserHttpServer;
 pub use x509::{
     CertInfo, openssl_verify, private_key_spki_der, read_cert, read_certs, spki_matches_jwk,
 };

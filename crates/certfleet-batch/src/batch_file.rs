@@ -10,6 +10,7 @@
 //! profile = "tlsserver"
 //! preferred_chain = "ISRG Root X1"
 //! output_dir = "/etc/certfleet/certs"   # each certificate goes to <output_dir>/<first name>
+//! deploy_hook = "systemctl reload nginx" # run after this run issued the certificate
 //!
 //! [[cert]]
 //! names = ["example.com", "www.example.com"]
@@ -81,6 +82,9 @@ pub struct CertDefaults {
     pub preferred_chain: Option<String>,
     /// Parent of the certificate directories (`<output_dir>/<first name>`).
     pub output_dir: Option<PathBuf>,
+    /// Shell command run by the caller after it issued the certificate (not part of the
+    /// job: changing it neither changes the batch's digest nor re-orders anything).
+    pub deploy_hook: Option<String>,
 }
 
 /// Parsing options (from the command line).
@@ -117,6 +121,8 @@ pub struct CertRequest {
     pub profile: Option<String>,
     pub preferred_chain: Option<String>,
     pub output_dir: Option<PathBuf>,
+    /// See [`CertDefaults::deploy_hook`]; `deploy_hook = ""` in an entry unsets the default.
+    pub deploy_hook: Option<String>,
 }
 
 impl CertRequest {
@@ -255,6 +261,7 @@ pub(crate) struct CertFields {
     pub profile: Option<String>,
     pub preferred_chain: Option<String>,
     pub output_dir: Option<PathBuf>,
+    pub deploy_hook: Option<String>,
     pub line_of_dns_plugin: Option<usize>,
 }
 
@@ -305,6 +312,7 @@ impl<'o> Validator<'o> {
         d.profile = fields.profile.or(d.profile.take());
         d.preferred_chain = fields.preferred_chain.or(d.preferred_chain.take());
         d.output_dir = fields.output_dir.or(d.output_dir.take());
+        d.deploy_hook = fields.deploy_hook.or(d.deploy_hook.take());
     }
 
     pub(crate) fn fatal(&mut self, d: Diagnostic) {
@@ -358,6 +366,11 @@ impl<'o> Validator<'o> {
                 .clone()
                 .or_else(|| d.preferred_chain.clone()),
             output_dir: fields.output_dir.clone().or_else(|| d.output_dir.clone()),
+            deploy_hook: fields
+                .deploy_hook
+                .clone()
+                .or_else(|| d.deploy_hook.clone())
+                .filter(|h| !h.trim().is_empty()),
             names: normalized,
         };
         if cert.challenge == Some(Challenge::Http01) {

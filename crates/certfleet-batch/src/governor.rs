@@ -83,6 +83,27 @@ pub enum Charge {
     EndpointPause,
 }
 
+impl Charge {
+    /// The [`Limits`] field this charge counts against.
+    pub fn limit_name(self) -> &'static str {
+        match self {
+            Charge::NewOrder => "new_orders_per_account",
+            Charge::RegisteredDomain => "certificates_per_registered_domain",
+            Charge::NameSet => "certificates_per_name_set",
+            Charge::FailedAuthorizationCheck => "failed_authorizations_per_name",
+            Charge::EndpointPause => "endpoint pause",
+        }
+    }
+}
+
+/// An instant in RFC 3339 to the second, as the logs print times.
+fn seconds(t: OffsetDateTime) -> String {
+    t.replace_nanosecond(0)
+        .unwrap_or(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}
+
 /// The tokens one order needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OrderCost {
@@ -135,6 +156,8 @@ pub struct Governor {
     /// Endpoint pauses, also persisted; kept here too so per-request checks cost nothing.
     endpoints: Mutex<HashMap<BucketKey, OffsetDateTime>>,
     grant_slack: std::time::Duration,
+    /// Buckets whose first deferral this run has already logged at INFO.
+    announced: Mutex<std::collections::HashSet<BucketKey>>,
 }
 
 impl Governor {
@@ -145,6 +168,7 @@ impl Governor {
             defaults: ReactiveDefaults::default(),
             endpoints: Mutex::new(HashMap::new()),
             grant_slack: GRANT_SLACK,
+            announced: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -243,6 +267,58 @@ impl Governor {
     /// moment after we take our token (signing, sending), and that moment varies from one
     /// request to the next, so a grant right at the boundary could arrive a hair early.
     pub async fn reserve(
+        &self,
+        cost: &OrderCost,
+        now: OffsetDateTime,
+    ) -> Result<Reserve, StoreError> {
+        let answer = self.reserve_quietly(cost, now).await?;
+        if let Reserve::Wait { until, key, cause } = &answer {
+            self.announce(cost, key, *cause, *until);
+        }
+        Ok(answer)
+    }
+
+    /// The first deferral per bucket in this run is logged at INFO with the limit, its
+    /// scope and the time the tokens are back; later ones at DEBUG.
+    fn announce(
+        &self,
+        cost: &OrderCost,
+        key: &BucketKey,
+        cause: DenyCause,
+        until: Option<OffsetDateTime>,
+    ) {
+        let first = self
+            .announced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone());
+        let Some((charge, request)) = cost.charges.iter().find(|(_, r)| &r.key == key) else {
+            return;
+        };
+        let limit = match (cause, request.limit) {
+            (DenyCause::Paused, _) => "a pause the CA asked for".to_owned(),
+            (_, Some(l)) => format!(
+                "{} ({} per {})",
+                charge.limit_name(),
+                l.capacity,
+                crate::format_duration(l.period)
+            ),
+            (_, None) => charge.limit_name().to_owned(),
+        };
+        let until = until.map_or_else(|| "never (the order exceeds the limit)".to_owned(), seconds);
+        if first {
+            tracing::info!(
+                limit = %limit,
+                scope = %key,
+                until = %until,
+                "rate limit {limit} reached for {key}: deferring orders until {until}"
+            );
+        } else {
+            tracing::debug!(scope = %key, until = %until, "deferring an order: {limit}");
+        }
+    }
+
+    async fn reserve_quietly(
         &self,
         cost: &OrderCost,
         now: OffsetDateTime,

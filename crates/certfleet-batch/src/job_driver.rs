@@ -149,10 +149,10 @@ impl JobDriver {
                     until + crate::gcra::to_time(sh.config.issuance_margin)
                 };
                 tracing::debug!(job = %self.job.id, bucket = %key, until = %until, "waiting for rate-limit tokens");
-                self.write(JobUpdate::deferred(
+                self.write(JobUpdate::governed(
                     until,
                     JobStatus::Ordering,
-                    format!("waiting for rate limit {key}"),
+                    &key.to_string(),
                 ))
                 .await?;
                 return Ok(JobStatus::Deferred);

@@ -172,6 +172,14 @@ impl Shared {
 pub struct Orchestrator {
     shared: Arc<Shared>,
     node: String,
+    stop: Option<StopRequest>,
+}
+
+/// A request to stop a run early (SIGINT/SIGTERM): see [`Orchestrator::with_stop`].
+#[derive(Debug)]
+struct StopRequest {
+    requested: tokio::sync::watch::Receiver<bool>,
+    grace: Duration,
 }
 
 impl Orchestrator {
@@ -211,7 +219,22 @@ impl Orchestrator {
                 order_gate: tokio::sync::Mutex::new(()),
             }),
             node: node.into(),
+            stop: None,
         }
+    }
+
+    /// Once `requested` turns true the run claims nothing more, lets the jobs in flight
+    /// reach their next stored checkpoint (issued, deferred, failed) for up to `grace`,
+    /// then aborts the rest and gives their leases up (each resumes from its last stored
+    /// step on the next run; an abort costs at most the one order the store does not know
+    /// yet), and returns with [`RunSummary::stopped_early`].
+    pub fn with_stop(
+        mut self,
+        requested: tokio::sync::watch::Receiver<bool>,
+        grace: Duration,
+    ) -> Orchestrator {
+        self.stop = Some(StopRequest { requested, grace });
+        self
     }
 
     /// Calls `hook` for every certificate issued from now on.
@@ -242,10 +265,33 @@ impl Orchestrator {
         let mut renew = tokio::time::interval((lease_for / 3).max(Duration::from_millis(100)));
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stopped_early = false;
+        let mut stop = self.stop.as_ref().map(|s| (s.requested.clone(), s.grace));
+        let mut stop_deadline: Option<tokio::time::Instant> = None;
         loop {
+            if stop_deadline.is_none()
+                && let Some((requested, grace)) = &stop
+                && *requested.borrow()
+            {
+                stop_deadline = Some(tokio::time::Instant::now() + *grace);
+                tracing::info!(
+                    in_flight = tasks.len(),
+                    "stopping: no new jobs; waiting up to {}s for the jobs in flight",
+                    grace.as_secs()
+                );
+            }
+            if let Some(deadline) = stop_deadline {
+                stopped_early = true;
+                if tasks.is_empty() {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    abort_in_flight(store.as_ref(), &mut tasks, &mut leases).await;
+                    break;
+                }
+            }
             let free = sh.config.concurrency.max(1).saturating_sub(tasks.len());
             let mut claimed_any = false;
-            if free > 0 {
+            if free > 0 && stop_deadline.is_none() {
                 let claimed = store
                     .claim_jobs(&ClaimRequest {
                         batch,
@@ -263,7 +309,9 @@ impl Orchestrator {
                     tasks.spawn(async move { (id, driver.run().await) });
                 }
             }
-            let wait = if tasks.is_empty() {
+            let wait = if stop_deadline.is_some() {
+                Duration::from_millis(100)
+            } else if tasks.is_empty() {
                 if claimed_any {
                     continue;
                 }
@@ -311,6 +359,17 @@ impl Orchestrator {
                     renew_leases(store.as_ref(), &mut leases, lease_for).await;
                 }
                 () = tokio::time::sleep(wait) => {}
+                changed = async {
+                    match stop.as_mut() {
+                        Some((requested, _)) => requested.changed().await,
+                        None => std::future::pending().await,
+                    }
+                }, if stop_deadline.is_none() => {
+                    if changed.is_err() {
+                        // The sender is gone: no stop can come any more.
+                        stop = None;
+                    }
+                }
             }
         }
         Ok(RunSummary {
@@ -318,6 +377,27 @@ impl Orchestrator {
             elapsed: started.elapsed(),
             stopped_early,
         })
+    }
+}
+
+/// The stop's grace ran out: aborts the jobs still in flight and gives their leases up so
+/// the next run claims them at once (each resumes from its last stored step).
+async fn abort_in_flight(
+    store: &dyn StateStore,
+    tasks: &mut JoinSet<(JobId, Result<crate::Job, RunError>)>,
+    leases: &mut HashMap<JobId, Lease>,
+) {
+    tracing::warn!(
+        jobs = tasks.len(),
+        "stopping: aborting the jobs still in flight at their last stored step"
+    );
+    tasks.abort_all();
+    // Bounded: every task was aborted, so each join returns at once.
+    while tasks.join_next().await.is_some() {}
+    for (_, lease) in leases.drain() {
+        if let Err(e) = store.release_job(&lease).await {
+            tracing::debug!(job = %lease.job, "lease not given up: {e}");
+        }
     }
 }
 

@@ -133,7 +133,8 @@ pub enum BatchCommand {
     Plan {
         #[arg(value_name = "FILE")]
         file: PathBuf,
-        /// Rate-limit preset (default: [batch] rate_limits, else letsencrypt)
+        /// Rate-limit preset: auto | letsencrypt | letsencrypt-staging | none (default:
+        /// [batch] rate_limits, else auto: by the directory URL)
         #[arg(long, value_name = "PRESET")]
         rate_limits: Option<String>,
     },
@@ -183,9 +184,24 @@ pub struct BatchRunArgs {
     /// Orders in flight at once (default: [batch] concurrency, 32)
     #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,
-    /// Rate-limit preset: letsencrypt | letsencrypt-staging | none
+    /// Rate-limit preset: auto | letsencrypt | letsencrypt-staging | none (default:
+    /// [batch] rate_limits, else auto: Let's Encrypt's presets for its directories, none
+    /// for other CAs)
     #[arg(long, value_name = "PRESET")]
     pub rate_limits: Option<String>,
+    /// Exit (status 75, report written) instead of waiting when nothing is due within
+    /// DURATION (e.g. 1m, 2h); deferred jobs are listed with the time they are due
+    #[arg(long, value_name = "DURATION")]
+    pub max_wait: Option<String>,
+    /// Deploy hook of the batch's certificates whose entry sets none (the entry's
+    /// deploy_hook wins; default [hooks] deploy); run after the batch for each certificate
+    /// this run issued, and recorded for renewals
+    #[arg(long, value_name = "CMD", allow_hyphen_values = true)]
+    pub deploy_hook: Option<String>,
+    /// Run once after the batch if it issued any certificate, with CERTFLEET_CHANGED_DIRS
+    /// and CERTFLEET_CHANGED_NAMES (one line per certificate) (default: [hooks] batch)
+    #[arg(long, value_name = "CMD", allow_hyphen_values = true)]
+    pub batch_hook: Option<String>,
     /// State store shared by several nodes: postgres://user@host:port/db?sslmode=disable
     /// (default: [batch] store, else the SQLite file in the state directory)
     #[arg(

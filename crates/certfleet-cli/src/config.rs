@@ -122,6 +122,9 @@ pub struct HookSettings {
     pub deploy: Option<String>,
     /// Longest run of one hook, seconds; it is killed after that.
     pub timeout_secs: u64,
+    /// Run once after a `batch run` that issued certificates (`--batch-hook` wins), with
+    /// the list of changed certificates.
+    pub batch: Option<String>,
 }
 
 impl Default for HookSettings {
@@ -129,6 +132,7 @@ impl Default for HookSettings {
         HookSettings {
             deploy: None,
             timeout_secs: 600,
+            batch: None,
         }
     }
 }
@@ -143,10 +147,14 @@ impl HookSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchSettings {
-    /// Rate-limit preset: `letsencrypt`, `letsencrypt-staging` or `none`.
+    /// Rate-limit preset: `auto` (by the directory URL: Let's Encrypt's presets for its
+    /// directories, `none` for other CAs), `letsencrypt`, `letsencrypt-staging` or `none`.
     pub rate_limits: String,
     /// Custom limits replacing the preset's (same keys as the preset's limits).
     pub limits: certfleet_batch::Limits,
+    /// After SIGINT/SIGTERM, how long the orders in flight may run on to their next
+    /// checkpoint before they are aborted (they resume from their last stored step).
+    pub stop_grace_secs: u64,
     /// Orders in flight at once.
     pub concurrency: usize,
     /// Orders authorizing at once per DNS zone (registered domain).
@@ -188,7 +196,8 @@ impl std::fmt::Debug for StoreUrl {
 impl Default for BatchSettings {
     fn default() -> Self {
         BatchSettings {
-            rate_limits: "letsencrypt".to_owned(),
+            rate_limits: "auto".to_owned(),
+            stop_grace_secs: 30,
             limits: certfleet_batch::Limits::default(),
             concurrency: certfleet_batch::DEFAULT_CONCURRENCY,
             per_zone: certfleet_batch::DEFAULT_CONCURRENCY,
@@ -394,11 +403,15 @@ impl Settings {
                 })?;
             }
         }
-        let limits: certfleet_batch::Preset = self
-            .batch
-            .rate_limits
-            .parse()
-            .context("batch.rate_limits")?;
+        let limits: certfleet_batch::Preset = if self.batch.rate_limits.eq_ignore_ascii_case("auto")
+        {
+            certfleet_batch::Preset::None
+        } else {
+            self.batch
+                .rate_limits
+                .parse()
+                .context("batch.rate_limits")?
+        };
         certfleet_batch::Limits::preset(limits)
             .with_overrides(&self.batch.limits)
             .validate()
@@ -640,7 +653,7 @@ mod tests {
     fn batch_settings_from_file_and_env() {
         figment::Jail::expect_with(|jail| {
             let s = load(&[], None).expect("defaults");
-            assert_eq!(s.batch.rate_limits, "letsencrypt");
+            assert_eq!(s.batch.rate_limits, "auto");
             assert_eq!(s.batch.concurrency, certfleet_batch::DEFAULT_CONCURRENCY);
             let toml = "[batch]\nrate_limits = \"none\"\nconcurrency = 8\n\
                         [batch.limits]\nnew_orders_per_account = { capacity = 20, period = \"60s\" }\n";

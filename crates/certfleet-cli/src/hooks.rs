@@ -59,7 +59,20 @@ impl Deployed<'_> {
 /// certfleet's own report), killed after `timeout`.
 pub async fn run_deploy_hook(command: &str, cert: &Deployed<'_>, timeout: Duration) -> Result<()> {
     let first = cert.names.first().map(String::as_str).unwrap_or("");
-    tracing::info!("{first}: running deploy hook `{command}`");
+    run_hook("deploy hook", command, first, &cert.env(), timeout).await
+}
+
+/// Runs `command` (the `what` of `subject`) with `/bin/sh -c` and `env` added, its output
+/// on certfleet's stderr, killed after `timeout`.
+pub async fn run_hook(
+    what: &str,
+    command: &str,
+    subject: &str,
+    env: &[(&'static str, String)],
+    timeout: Duration,
+) -> Result<()> {
+    let first = subject;
+    tracing::info!("{first}: running {what} `{command}`");
     let stderr = {
         use std::os::fd::AsFd;
         std::io::stderr()
@@ -74,24 +87,24 @@ pub async fn run_deploy_hook(command: &str, cert: &Deployed<'_>, timeout: Durati
         .stdout(Stdio::from(stderr.try_clone()?))
         .stderr(Stdio::from(stderr))
         .kill_on_drop(true);
-    for (k, v) in cert.env() {
+    for (k, v) in env {
         cmd.env(k, v);
     }
     let mut child = cmd
         .spawn()
-        .with_context(|| format!("deploy hook `{command}`: cannot start /bin/sh"))?;
+        .with_context(|| format!("{what} `{command}`: cannot start /bin/sh"))?;
     let status = match tokio::time::timeout(timeout, child.wait()).await {
-        Ok(status) => status.with_context(|| format!("deploy hook `{command}`"))?,
+        Ok(status) => status.with_context(|| format!("{what} `{command}`"))?,
         Err(_) => {
             let _ = child.kill().await;
             bail!(
-                "deploy hook `{command}` for {first} did not finish within {}s and was killed",
+                "{what} `{command}` for {first} did not finish within {}s and was killed",
                 timeout.as_secs()
             );
         }
     };
     if !status.success() {
-        bail!("deploy hook `{command}` for {first} failed ({status})");
+        bail!("{what} `{command}` for {first} failed ({status})");
     }
     Ok(())
 }

@@ -10,12 +10,14 @@ mod lock;
 mod logging;
 mod names;
 mod state;
+mod stop;
 
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{BatchCommand, Cli, Command};
 use crate::config::Settings;
 use crate::context::Context;
+use crate::stop::{Interrupted, Stop};
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -50,6 +52,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if let Some(Interrupted(code, _)) = e.downcast_ref::<Interrupted>() {
+                eprintln!("error: {e}");
+                return ExitCode::from(*code);
+            }
+            if let Some(stop::Exit(code, _)) = e.downcast_ref::<stop::Exit>() {
                 eprintln!("error: {e}");
                 return ExitCode::from(*code);
             }
@@ -92,28 +98,33 @@ impl Drop for KeyHardware {
     }
 }
 
-/// A command cut short by SIGINT or SIGTERM: exit status 128 + signal number.
-#[derive(Debug)]
-struct Interrupted(u8, &'static str);
-
-impl std::fmt::Display for Interrupted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "interrupted by {}; key hardware released", self.1)
-    }
-}
-
-impl std::error::Error for Interrupted {}
-
 /// Runs the command unless SIGINT or SIGTERM comes first; then the command's future is
-/// dropped and the caller releases the key hardware as on any other exit.
+/// dropped and the caller releases the key hardware as on any other exit. `batch run`
+/// gets the first signal through [`Stop`] and ends on its own (report written, exit 128 +
+/// signal); a second signal cuts it short too.
 async fn run_until_signal(cli: Cli) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
-    tokio::select! {
-        result = run(cli) => result,
-        _ = interrupt.recv() => Err(Interrupted(130, "SIGINT").into()),
-        _ = terminate.recv() => Err(Interrupted(143, "SIGTERM").into()),
+    let graceful = matches!(&cli.command, Command::Batch(BatchCommand::Run(_)));
+    let stop = Stop::new();
+    let command = run(cli, stop.clone());
+    tokio::pin!(command);
+    // Bounded: the second signal (or the command's end) returns.
+    loop {
+        let signal = tokio::select! {
+            result = &mut command => return result,
+            _ = interrupt.recv() => Interrupted(130, "SIGINT"),
+            _ = terminate.recv() => Interrupted(143, "SIGTERM"),
+        };
+        if !graceful || !stop.request(signal) {
+            return Err(signal.into());
+        }
+        tracing::warn!(
+            "{}: stopping the batch (no new orders; the orders in flight reach a checkpoint, \
+             then the report is written); send it again to stop at once",
+            signal.1
+        );
     }
 }
 
@@ -127,7 +138,7 @@ fn quiet_tss_logging(cli: &Cli) {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli, stop: Stop) -> anyhow::Result<()> {
     let settings = Settings::load(&cli)?;
     let ctx = Context::new(settings)?;
     let quiet = cli.quiet;
@@ -140,7 +151,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Certificates(args) => commands::certificates::list(&ctx, args),
         Command::Delete(args) => commands::certificates::delete(&ctx, args).await,
         Command::Plugin(cmd) => commands::plugin::run(&ctx, cmd).await,
-        Command::Batch(cmd) => commands::batch::run(&ctx, cmd).await,
+        Command::Batch(cmd) => commands::batch::run(&ctx, cmd, &stop).await,
         Command::Persist(cmd) => commands::persist::run(&ctx, cmd).await,
     }
 }

@@ -17,12 +17,39 @@ use crate::FsError;
 pub struct Beneath {
     dir: OwnedFd,
     path: PathBuf,
+    /// Group given to what is created here (see [`Beneath::open_shared`]).
+    group: Option<libc::gid_t>,
 }
 
 impl Beneath {
     /// Opens `root/components…`, creating missing components with `mode` when `create`.
     pub fn open(root: &Path, components: &[&str], create: Option<u32>) -> Result<Beneath, FsError> {
+        Beneath::open_with(root, components, create, false)
+    }
+
+    /// Like [`Beneath::open`] creating missing components with `mode`, for files another
+    /// user serves (certbot's rule for webroots): every directory created here, and every
+    /// file later created through [`Beneath::create_file`], gets `root`'s group as well as
+    /// exactly its mode, whatever the umask. Existing directories are left as they are.
+    /// Changing the group needs root or membership in it; without either the entry keeps
+    /// the process's group (its mode still decides who reads it).
+    pub fn open_shared(root: &Path, components: &[&str], mode: u32) -> Result<Beneath, FsError> {
+        Beneath::open_with(root, components, Some(mode), true)
+    }
+
+    fn open_with(
+        root: &Path,
+        components: &[&str],
+        create: Option<u32>,
+        shared: bool,
+    ) -> Result<Beneath, FsError> {
         let root_dir = File::open(root).map_err(FsError::io(root))?;
+        let group = if shared {
+            use std::os::unix::fs::MetadataExt;
+            Some(root_dir.metadata().map_err(FsError::io(root))?.gid())
+        } else {
+            None
+        };
         let mut dir = OwnedFd::from(root_dir);
         let mut path = root.to_owned();
         for comp in components {
@@ -45,6 +72,7 @@ impl Beneath {
                         if unsafe { libc::fchmod(d.as_raw_fd(), mode) } != 0 {
                             return Err(std::io::Error::last_os_error());
                         }
+                        give_group(&d, group)?;
                         Ok(d)
                     })
                 }
@@ -52,7 +80,7 @@ impl Beneath {
             }
             .map_err(|e| nofollow_error(&path, e))?;
         }
-        Ok(Beneath { dir, path })
+        Ok(Beneath { dir, path, group })
     }
 
     /// The directory's path, for messages.
@@ -79,6 +107,7 @@ impl Beneath {
         // Exactly `mode`, whatever the umask (the web server usually runs as another user).
         file.set_permissions(std::fs::Permissions::from_mode(mode))
             .map_err(FsError::io(&path))?;
+        give_group(&file, self.group).map_err(FsError::io(&path))?;
         file.write_all(bytes).map_err(FsError::io(&path))
     }
 
@@ -139,4 +168,20 @@ fn open_at(dir: &OwnedFd, name: &CString, flags: i32, mode: u32) -> std::io::Res
     }
     // SAFETY: a fresh descriptor we own.
     Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Gives `fd` the group `group` (the owner stays). EPERM (neither root nor a member of the
+/// group) is not an error: the entry keeps the process's group and its mode decides.
+fn give_group(fd: &impl AsRawFd, group: Option<libc::gid_t>) -> std::io::Result<()> {
+    let Some(gid) = group else {
+        return Ok(());
+    };
+    // SAFETY: a descriptor the caller owns; uid -1 leaves the owner unchanged.
+    if unsafe { libc::fchown(fd.as_raw_fd(), libc::uid_t::MAX, gid) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EPERM) {
+            return Err(e);
+        }
+    }
+    Ok(())
 }

@@ -34,11 +34,17 @@ impl Webroot {
         }
     }
 
-    /// The challenge directory, opened without following symlinks below the root; created
-    /// (0755: the web server usually runs as another user) when `create`.
+    /// The challenge directory, opened without following symlinks below the root. With
+    /// `create`, missing directories are made 0755 and challenge files 0644, both with the
+    /// web root's group, whatever the umask: the web server usually runs as another user,
+    /// often one in the web root's group (certbot's rule; docs/cli.md "Webroot").
     fn challenge_dir(&self, create: bool) -> Result<Beneath, Http01Error> {
-        Beneath::open(&self.root, &CHALLENGE_DIR, create.then_some(0o755))
-            .map_err(|e| self.error(e))
+        if create {
+            Beneath::open_shared(&self.root, &CHALLENGE_DIR, 0o755)
+        } else {
+            Beneath::open(&self.root, &CHALLENGE_DIR, None)
+        }
+        .map_err(|e| self.error(e))
     }
 
     fn error(&self, e: FsError) -> Http01Error {
@@ -119,6 +125,12 @@ mod umask_tests {
     #[tokio::test]
     async fn under_umask_027_challenge_dirs_are_0755_and_files_0644() {
         let root = tempfile::tempdir().expect("tempdir");
+        // As root, the web root gets a group of its own, which the new entries must take.
+        let is_root = unsafe { libc::geteuid() } == 0;
+        let group = 54_321;
+        if is_root {
+            std::os::unix::fs::chown(root.path(), None, Some(group)).expect("chgrp");
+        }
         let webroot = Webroot::new(root.path()).expect("webroot");
         let token = "tok-umask_027";
         // SAFETY: umask only changes this process's creation mask; it is restored below.
@@ -136,5 +148,12 @@ mod umask_tests {
         assert_eq!(mode(&wk), 0o755);
         assert_eq!(mode(&wk.join("acme-challenge")), 0o755);
         assert_eq!(mode(&wk.join("acme-challenge").join(token)), 0o644);
+        if is_root {
+            use std::os::unix::fs::MetadataExt;
+            let gid = |p: &Path| std::fs::metadata(p).expect("stat").gid();
+            assert_eq!(gid(&wk), group);
+            assert_eq!(gid(&wk.join("acme-challenge")), group);
+            assert_eq!(gid(&wk.join("acme-challenge").join(token)), group);
+        }
     }
 }

@@ -298,6 +298,24 @@ pub(crate) async fn requeue_failed(
     Ok(usize::try_from(n).unwrap_or(usize::MAX))
 }
 
+/// Governor deferrals due at `now` (see `StateStore::redue_governed`).
+pub(crate) async fn redue_governed(
+    db: &Db,
+    batch: BatchId,
+    now: OffsetDateTime,
+) -> Result<usize, StoreError> {
+    let prefix = certfleet_store::GOVERNOR_DEFERRAL;
+    let n = db
+        .exec(
+            "UPDATE jobs SET deferred_until = $2, updated_at = $2 \
+             WHERE batch_id = $1 AND status = 'deferred' AND deferred_until > $2 \
+             AND left(last_error, length($3::text)) = $3::text",
+            &[&batch.0, &ts(now), &prefix],
+        )
+        .await?;
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}
+
 /// Moves the listed `issued` jobs back to `queued`, keeping their issued certificate.
 pub(crate) async fn requeue_issued(
     db: &Db,

@@ -111,6 +111,14 @@ impl StateStore for PgStore {
         jobs::requeue_failed(&self.db, batch, now).await
     }
 
+    async fn redue_governed(
+        &self,
+        batch: BatchId,
+        now: OffsetDateTime,
+    ) -> Result<usize, StoreError> {
+        jobs::redue_governed(&self.db, batch, now).await
+    }
+
     async fn requeue_issued(
         &self,
         batch: BatchId,

@@ -458,6 +458,27 @@ pub(super) fn requeue_failed(
     .map_err(db_err(loc))
 }
 
+/// Governor deferrals due at `now` (see `StateStore::redue_governed`).
+pub(super) fn redue_governed(
+    conn: &mut Connection,
+    loc: &str,
+    batch: BatchId,
+    now: OffsetDateTime,
+) -> Result<usize, StoreError> {
+    conn.prepare_cached(
+        "UPDATE jobs SET deferred_until = ?2, updated_at = ?2 \
+         WHERE batch_id = ?1 AND status = 'deferred' AND deferred_until > ?2 \
+         AND substr(last_error, 1, length(?3)) = ?3",
+    )
+    .map_err(db_err(loc))?
+    .execute(params![
+        batch.0,
+        ts(now),
+        certfleet_store::GOVERNOR_DEFERRAL
+    ])
+    .map_err(db_err(loc))
+}
+
 /// Moves the listed `issued` jobs back to `queued`, keeping their issued certificate.
 pub(super) fn requeue_issued(
     conn: &mut Connection,

@@ -254,6 +254,15 @@ impl StateStore for SqliteStore {
             .await
     }
 
+    async fn redue_governed(
+        &self,
+        batch: BatchId,
+        now: OffsetDateTime,
+    ) -> Result<usize, StoreError> {
+        self.call(move |conn, loc| jobs::redue_governed(conn, loc, batch, now))
+            .await
+    }
+
     async fn requeue_issued(
         &self,
         batch: BatchId,

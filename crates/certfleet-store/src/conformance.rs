@@ -55,6 +55,7 @@ where
     fencing_rejects_stale_writer(&new_store().await).await;
     resume_continues_same_order(&new_store().await).await;
     deferral_and_next_due(&new_store().await).await;
+    governor_deferrals_are_reevaluated(&new_store().await).await;
     batches_and_jobs_are_idempotent(&new_store().await).await;
     claims_respect_leases_and_limits(&new_store().await).await;
     buckets_debit_atomically(&new_store().await).await;
@@ -372,6 +373,14 @@ pub async fn deferral_and_next_due(store: &dyn StateStore) {
         store.next_due(batch, T0 + secs(1)).await.expect("next_due"),
         Some(until)
     );
+    // A CA's deferral (503) is kept when a run re-evaluates the governor's own.
+    assert_eq!(
+        store
+            .redue_governed(batch, T0 + secs(1))
+            .await
+            .expect("redue"),
+        0
+    );
     let c = claim(store, batch, "node-a", until, 1).await.remove(0);
     assert_eq!(c.job.order_url.as_deref(), Some("https://ca/order/9"));
     let j = store
@@ -383,6 +392,49 @@ pub async fn deferral_and_next_due(store: &dyn StateStore) {
         j.last_error.as_deref(),
         Some("503"),
         "the last error is kept until issued"
+    );
+}
+
+/// A deferral by the client's rate governor becomes due at once when a run re-evaluates
+/// it (the run's limits decide again); only in the batch named.
+pub async fn governor_deferrals_are_reevaluated(store: &dyn StateStore) {
+    let batch = batch_with(store, 1).await;
+    let c = claim(store, batch, "node-a", T0, 1).await.remove(0);
+    let until = T0 + secs(7 * 24 * 3600);
+    store
+        .update_job(
+            &c.lease,
+            &JobUpdate::governed(until, JobStatus::Ordering, "domain:example.com"),
+            T0,
+        )
+        .await
+        .expect("governed deferral");
+    assert!(
+        claim(store, batch, "node-a", T0 + secs(5), 1)
+            .await
+            .is_empty()
+    );
+    let other = BatchId(batch.0 + 1000);
+    assert_eq!(
+        store
+            .redue_governed(other, T0 + secs(5))
+            .await
+            .expect("redue"),
+        0
+    );
+    assert_eq!(
+        store
+            .redue_governed(batch, T0 + secs(5))
+            .await
+            .expect("redue"),
+        1
+    );
+    let c = claim(store, batch, "node-a", T0 + secs(5), 1)
+        .await
+        .remove(0);
+    assert_eq!(
+        (c.job.status, c.job.resume_status),
+        (JobStatus::Deferred, Some(JobStatus::Ordering))
     );
 }
 

@@ -16,7 +16,8 @@ pub mod store;
 
 pub use error::{LimitsError, StoreError};
 pub use store::{
-    BatchId, BatchRecord, ClaimRequest, ClaimedJob, Deployment, FencingToken, IssuanceRecord,
-    IssuedCert, Job, JobId, JobSpec, JobStatus, JobUpdate, Lease, LeaseInfo, NewBatch, NewJob,
-    RunGuard, RunHolder, SCHEMA_VERSION, StateStore, StatusCounts, StoredBundle, TakeOutcome,
+    BatchId, BatchRecord, ClaimRequest, ClaimedJob, Deployment, FencingToken, GOVERNOR_DEFERRAL,
+    IssuanceRecord, IssuedCert, Job, JobId, JobSpec, JobStatus, JobUpdate, Lease, LeaseInfo,
+    NewBatch, NewJob, RunGuard, RunHolder, SCHEMA_VERSION, StateStore, StatusCounts, StoredBundle,
+    TakeOutcome,
 };

@@ -54,7 +54,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 pub use job::{
-    BatchId, FencingToken, IssuedCert, Job, JobId, JobSpec, JobStatus, JobUpdate, LeaseInfo, NewJob,
+    BatchId, FencingToken, GOVERNOR_DEFERRAL, IssuedCert, Job, JobId, JobSpec, JobStatus,
+    JobUpdate, LeaseInfo, NewJob,
 };
 pub use shared::{Deployment, StoredBundle};
 
@@ -306,6 +307,17 @@ pub trait StateStore: Send + Sync + fmt::Debug {
 
     /// Re-queues the batch's `failed` jobs (a new run retries them). Returns how many.
     async fn requeue_failed(
+        &self,
+        batch: BatchId,
+        now: OffsetDateTime,
+    ) -> Result<usize, StoreError>;
+
+    /// Makes the batch's jobs deferred by the client's rate governor (`last_error` starting
+    /// with [`GOVERNOR_DEFERRAL`]) due at `now`, so this run re-evaluates them under its
+    /// current limits (a looser preset must not keep them waiting; a stricter one defers
+    /// them again). Deferrals by the CA (429/503) and retry backoffs are kept. Returns how
+    /// many.
+    async fn redue_governed(
         &self,
         batch: BatchId,
         now: OffsetDateTime,

@@ -339,3 +339,34 @@ fn pin_values_are_refused_and_never_quoted() {
     );
     assert!(!found[0].message.contains("9753"), "{}", found[0].message);
 }
+
+#[test]
+fn deploy_hooks_per_entry_with_a_default_and_no_effect_on_the_digest() {
+    let with = "[defaults]\ndeploy_hook = \"reload all\"\n\
+                [[cert]]\nnames = [\"a.example.com\"]\n\
+                [[cert]]\nnames = [\"b.example.com\"]\ndeploy_hook = \"reload b\"\n\
+                [[cert]]\nnames = [\"c.example.com\"]\ndeploy_hook = \"\"\n";
+    let b = BatchFile::parse(with, Format::Toml, "b.toml", &opts()).expect("valid");
+    let hooks: Vec<Option<&str>> = b.certs.iter().map(|c| c.deploy_hook.as_deref()).collect();
+    assert_eq!(hooks, [Some("reload all"), Some("reload b"), None]);
+    // The same lines (the jobs record their line) without the hooks.
+    let without: String = with
+        .lines()
+        .map(|l| {
+            if l.contains("deploy_hook") {
+                "# no hook\n".to_owned()
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    let without = without.as_str();
+    let plain = BatchFile::parse(without, Format::Toml, "b.toml", &opts()).expect("valid");
+    assert_eq!(b.digest, plain.digest, "hooks do not change the jobs");
+    let bad = "[[cert]]\nnames = [\"a.example.com\"]\ndeploy_hook = 3\n";
+    let p = problems(BatchFile::parse(bad, Format::Toml, "b.toml", &opts()));
+    assert!(
+        p[0].message.contains("`deploy_hook` must be a string"),
+        "{p:?}"
+    );
+}

@@ -28,6 +28,7 @@ const CERT_KEYS: &[&str] = &[
     "preferred_chain",
     "out",
     "output_dir",
+    "deploy_hook",
 ];
 
 struct Lines<'t> {
@@ -238,6 +239,8 @@ fn fields(
             "profile" => f.profile = Some(s.to_owned()),
             "preferred_chain" if s.is_empty() => bad("`preferred_chain` is empty".to_owned()),
             "preferred_chain" => f.preferred_chain = Some(s.to_owned()),
+            // Empty: no hook for this certificate (unsets the default).
+            "deploy_hook" => f.deploy_hook = Some(s.to_owned()),
             _ if s.is_empty() => bad(format!("`{name}` is empty")),
             _ => {
                 if out_at.replace(value.span()).is_some() {

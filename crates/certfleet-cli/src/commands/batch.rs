@@ -11,7 +11,7 @@ use certfleet_batch::batch_file::{BatchFile, CertDefaults, Challenge, KeySource,
 use certfleet_batch::governor::Governor;
 use certfleet_batch::zone_batcher::BatcherConfig;
 use certfleet_batch::{
-    BatchId, Job, JobStatus, Limits, NewBatch, Orchestrator, OrchestratorConfig, Preset, RunHolder,
+    BatchId, Job, JobStatus, Limits, NewBatch, Orchestrator, OrchestratorConfig, RunHolder,
     RunKeys, RunSolvers, StateStore, StatusCounts, plan,
 };
 use certfleet_dns01::Dns01Solver as _;
@@ -22,20 +22,24 @@ use time::OffsetDateTime;
 use crate::cli::{BatchCommand, BatchRunArgs, CertOptions, SolverArgs};
 use crate::commands::issue::{Http01Plan, http01_plan};
 use crate::context::Context;
+use crate::stop::Stop;
 
 mod fleet;
+mod hooks;
 mod inventory;
+mod preset;
 mod renewal;
 mod report;
+mod stopped;
 mod window_hook;
 
 use inventory::InventoryWriter;
 use renewal::RenewalCheck;
 use report::{JobPages, NotIssued, Report, rfc3339};
 
-pub async fn run(ctx: &Context, cmd: BatchCommand) -> Result<()> {
+pub async fn run(ctx: &Context, cmd: BatchCommand, stop: &Stop) -> Result<()> {
     match cmd {
-        BatchCommand::Run(args) => run_batch(ctx, *args).await,
+        BatchCommand::Run(args) => run_batch(ctx, *args, stop).await,
         BatchCommand::Plan { file, rate_limits } => {
             let batch = load(
                 ctx,
@@ -43,8 +47,13 @@ pub async fn run(ctx: &Context, cmd: BatchCommand) -> Result<()> {
                 false,
                 &SolverArgs::default(),
                 &CertOptions::default(),
+                None,
             )?;
-            let limits = limits(ctx, rate_limits.as_deref())?;
+            let (chosen, limits) = limits(ctx, rate_limits.as_deref())?;
+            println!(
+                "rate-limit preset: {} (from {})",
+                chosen.name, chosen.source
+            );
             print!(
                 "{}",
                 plan::plan(&batch.certs, &limits, OffsetDateTime::now_utc())
@@ -58,13 +67,13 @@ pub async fn run(ctx: &Context, cmd: BatchCommand) -> Result<()> {
     }
 }
 
-/// The governor's limits: the preset (flag, else config) with the config's overrides.
-fn limits(ctx: &Context, flag: Option<&str>) -> Result<Limits> {
-    let name = flag.unwrap_or(&ctx.settings.batch.rate_limits);
-    let preset: Preset = name.parse().context("--rate-limits")?;
-    let limits = Limits::preset(preset).with_overrides(&ctx.settings.batch.limits);
+/// The governor's limits: the preset (flag, else config, else by the directory URL) with
+/// the config's overrides.
+fn limits(ctx: &Context, flag: Option<&str>) -> Result<(preset::Chosen, Limits)> {
+    let chosen = preset::choose(flag, &ctx.settings.batch.rate_limits, ctx.directory())?;
+    let limits = Limits::preset(chosen.preset).with_overrides(&ctx.settings.batch.limits);
     limits.validate().context("batch.limits")?;
-    Ok(limits)
+    Ok((chosen, limits))
 }
 
 /// Reads and validates the whole batch file; every problem is reported with its line.
@@ -75,6 +84,7 @@ fn load(
     skip_invalid: bool,
     solver: &SolverArgs,
     cert: &CertOptions,
+    deploy_hook: Option<&str>,
 ) -> Result<BatchFile> {
     let flagged = solver.dns_plugin.is_some();
     let http_flags = solver.http_listen.is_some() || solver.webroot.is_some();
@@ -121,6 +131,7 @@ fn load(
                 .clone()
                 .or_else(|| ctx.settings.issue.preferred_chain.clone()),
             output_dir: cert.out.clone(),
+            deploy_hook: deploy_hook.map(str::to_owned),
         },
         ..ParseOptions::default()
     };
@@ -134,10 +145,20 @@ fn load(
     Ok(batch)
 }
 
-async fn run_batch(ctx: &Context, args: BatchRunArgs) -> Result<()> {
-    let mut batch = load(ctx, &args.file, args.skip_invalid, &args.solver, &args.cert)?;
+async fn run_batch(ctx: &Context, args: BatchRunArgs, stop: &Stop) -> Result<()> {
+    let max_wait = stopped::max_wait(&args)?;
+    let mut batch = load(
+        ctx,
+        &args.file,
+        args.skip_invalid,
+        &args.solver,
+        &args.cert,
+        args.deploy_hook.as_deref(),
+    )?;
+    let batch_hooks = hooks::BatchHooks::new(ctx, &batch, args.batch_hook.as_deref());
     let lacking = drop_unpublished(ctx, &mut batch).await?;
-    let limits = limits(ctx, args.rate_limits.as_deref())?;
+    let (chosen, limits) = limits(ctx, args.rate_limits.as_deref())?;
+    preset::announce(&chosen, &limits, ctx.directory());
     let store = ctx.open_store(args.store.as_deref()).await?;
     let holder = RunHolder::this_process(OffsetDateTime::now_utc(), &crate::context::hostname());
     let guard = store.begin_run(&holder).await?;
@@ -160,6 +181,10 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs) -> Result<()> {
     let retried = store
         .requeue_failed(record.id, OffsetDateTime::now_utc())
         .await?;
+    // Deferrals our governor made under earlier limits are decided again under these.
+    let reevaluated = store
+        .redue_governed(record.id, OffsetDateTime::now_utc())
+        .await?;
     let (client, account) = ctx.account().await?;
     let run_started = OffsetDateTime::now_utc();
     let mut renewal = RenewalCheck::default();
@@ -174,6 +199,7 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs) -> Result<()> {
         certificates = batch.certs.len(),
         added,
         retried,
+        reevaluated,
         renewing = renewal.requeued,
         up_to_date = renewal.up_to_date,
         resumed = !created,
@@ -201,6 +227,7 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs) -> Result<()> {
     config.max_attempts = s.max_attempts.max(1);
     config.retry_backoff = Duration::from_secs(s.retry_backoff_secs);
     config.lease_for = Duration::from_secs(s.lease_secs.max(1));
+    config.max_wait = max_wait;
     config.poll = ctx.poll_policy();
     config.batcher = BatcherConfig {
         window: Duration::from_millis(s.gather_millis),
@@ -220,8 +247,10 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs) -> Result<()> {
         config,
         guard.holder().node.clone(),
     );
-    let inventory = Arc::new(inventory_writer(ctx, &args));
-    let mut orchestrator = orchestrator.with_issued_hook(inventory.clone());
+    let inventory = Arc::new(inventory_writer(ctx, &args, &batch_hooks));
+    let mut orchestrator = orchestrator
+        .with_issued_hook(inventory.clone())
+        .with_stop(stop.flag(), Duration::from_secs(s.stop_grace_secs));
     if let Some(hook) = window_hook::StopAtWindow::from_env() {
         orchestrator = orchestrator.with_window_hook(Arc::new(hook));
     }
@@ -231,12 +260,14 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs) -> Result<()> {
     let summary = summary?;
     let mut report = args.report.as_ref().map(|_| Report::new(run_started));
     let mut not_issued = NotIssued::default();
+    let mut hook_run = hooks::HookRun::new(&batch_hooks, run_started);
     let mut pages = JobPages::new(store.as_ref(), record.id);
     while let Some(page) = pages.next_page().await? {
         for j in &page {
             if let Some(r) = report.as_mut() {
                 r.push(j)?;
             }
+            hook_run.note(j);
             if j.status == JobStatus::Issued {
                 // Entries the hook could not write (or jobs issued by a killed run); on a
                 // fleet only certificates this host holds.
@@ -263,11 +294,30 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs) -> Result<()> {
         "batch finished: {}",
         format_counts(counts)
     );
+    let hooks_done = hook_run
+        .finish(ctx.directory(), &args.file, args.report.as_deref())
+        .await;
+    stopped::early_exit(
+        stop,
+        summary.stopped_early,
+        counts,
+        store.as_ref(),
+        record.id,
+        &args,
+    )
+    .await?;
     if lacking > 0 {
         bail!(
             "{lacking} certificates were not ordered: their dns-persist-01 records are missing (listed above); \
              {} issued",
             counts.get(JobStatus::Issued)
+        );
+    }
+    if hooks_done.failed > 0 {
+        bail!(
+            "{} of {} hooks failed (logged above); the certificates are in place",
+            hooks_done.failed,
+            hooks_done.ran
         );
     }
     if !summary.all_issued() {
@@ -347,8 +397,13 @@ async fn solvers(ctx: &Context, args: &BatchRunArgs, batch: &BatchFile) -> Resul
 
 /// Records every issued certificate in the renewal inventory, so `renew --all` covers
 /// batch certificates too.
-fn inventory_writer(ctx: &Context, args: &BatchRunArgs) -> InventoryWriter {
+fn inventory_writer(
+    ctx: &Context,
+    args: &BatchRunArgs,
+    hooks: &hooks::BatchHooks,
+) -> InventoryWriter {
     InventoryWriter {
+        deploy_hooks: hooks.per_cert().clone(),
         state: ctx.state.clone(),
         http_listen: args.solver.http_listen.map(|a| a.to_string()),
         webroot: args.solver.webroot.clone(),
@@ -404,17 +459,20 @@ async fn show_progress(store: Arc<dyn StateStore>, batch: BatchId) {
             continue;
         };
         let done = counts.get(JobStatus::Issued) + counts.get(JobStatus::Failed);
+        // With certificates deferred, when the next one is due.
+        let mut message = format_counts(&counts);
+        if counts.get(JobStatus::Deferred) > 0
+            && let Ok(Some(next)) = store.next_due(batch, OffsetDateTime::now_utc()).await
+        {
+            message.push_str(&format!("; next due {}", rfc3339(next)));
+        }
         match &bar {
             Some(bar) => {
                 bar.set_length(counts.total());
                 bar.set_position(done);
-                bar.set_message(format_counts(&counts));
+                bar.set_message(message);
             }
-            None => tracing::info!(
-                "progress: {done}/{} ({})",
-                counts.total(),
-                format_counts(&counts)
-            ),
+            None => tracing::info!("progress: {done}/{} ({message})", counts.total()),
         }
     }
 }

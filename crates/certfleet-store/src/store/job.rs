@@ -275,6 +275,13 @@ impl JobUpdate {
         u
     }
 
+    /// `deferred` by the client's own rate governor (waiting for tokens of `bucket`), not by
+    /// the CA: a later run re-evaluates it under its own limits
+    /// ([`crate::StateStore::redue_governed`]).
+    pub fn governed(until: OffsetDateTime, resume: JobStatus, bucket: &str) -> JobUpdate {
+        JobUpdate::deferred(until, resume, format!("{GOVERNOR_DEFERRAL}{bucket}"))
+    }
+
     /// `deferred` until `until`, then resume at `resume`.
     pub fn deferred(until: OffsetDateTime, resume: JobStatus, why: impl Into<String>) -> JobUpdate {
         let mut u = JobUpdate::to(JobStatus::Deferred);
@@ -344,3 +351,7 @@ impl JobUpdate {
         }
     }
 }
+
+/// How the `last_error` of a job deferred by the client's rate governor starts (see
+/// [`JobUpdate::governed`]).
+pub const GOVERNOR_DEFERRAL: &str = "waiting for rate limit ";

@@ -18,6 +18,9 @@ pub struct InventoryWriter {
     pub http_listen: Option<String>,
     pub webroot: Option<PathBuf>,
     pub directory: String,
+    /// Deploy hooks from the batch (names key, see `hooks::names_key`), recorded for
+    /// renewals; a certificate without one keeps the hook its entry records.
+    pub deploy_hooks: std::collections::HashMap<String, String>,
 }
 
 impl InventoryWriter {
@@ -57,9 +60,14 @@ impl InventoryWriter {
         let Some(mut entry) = self.entry(job)? else {
             return Ok(());
         };
+        let hook = self
+            .deploy_hooks
+            .get(&super::hooks::names_key(&entry.names))
+            .cloned();
+        entry.deploy_hook = hook.clone();
         if let Some(stored) = self.state.load_inventory(&entry.names[0])? {
-            // What the operator set for renewals stays.
-            entry.deploy_hook = stored.deploy_hook.clone();
+            // What the operator set for renewals stays unless the batch names a hook.
+            entry.deploy_hook = hook.or_else(|| stored.deploy_hook.clone());
             entry.reuse_key = stored.reuse_key;
             if stored == entry {
                 return Ok(());

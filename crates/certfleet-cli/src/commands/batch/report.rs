@@ -110,8 +110,12 @@ impl NotIssued {
     pub fn note(&mut self, j: &Job) {
         self.count += 1;
         if self.count <= MAX_PRINTED {
+            let until = match (j.status, j.deferred_until) {
+                (JobStatus::Deferred, Some(t)) => format!(" until {}", rfc3339(t)),
+                _ => String::new(),
+            };
             eprintln!(
-                "{}: {}{}",
+                "{}: {}{until}{}",
                 j.spec.names.join(","),
                 j.status,
                 j.last_error
@@ -132,6 +136,8 @@ impl NotIssued {
     }
 }
 
+/// RFC 3339 to the second.
 pub(super) fn rfc3339(t: OffsetDateTime) -> String {
+    let t = t.replace_nanosecond(0).unwrap_or(t);
     t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
 }
