@@ -3,7 +3,7 @@
 //! namespace the test creates, so NS records need no port overrides.
 //!
 //! ```text
-//!   127.0.0.1:53  resolver (BIND, recursion, static-stub corp.test -> .2 and .3)
+//!   127.0.0.1:53  resolver (BIND, recursion, static-stub corp.test -> .2 and .3; rndc on :953)
 //!   127.0.0.2:53  ns1.corp.test  primary: BIND, Knot or PowerDNS  (corp.test, acme.corp.test)
 //!   127.0.0.3:53  ns2.corp.test  secondary: BIND (NOTIFY + 1 s refresh, or lagging)
 //! ```
@@ -36,6 +36,11 @@ pub const SECONDARY: SocketAddr = lab_addr(3);
 /// with [`DnsLab::start_stale_view`]).
 pub const STALE_VIEW: SocketAddr = lab_addr(4);
 pub const KEY_NAME: &str = "acme-key";
+/// The TXT owners the wildcard pair `www.corp.test` + `*.corp.test` writes: the apex
+/// challenge in `corp.test` and the CNAME target in `acme.corp.test`.
+pub const CHALLENGE_OWNERS: [&str; 2] = ["_acme-challenge.corp.test.", "www.acme.corp.test."];
+/// The resolver's control channel (`rndc`), inside the namespace.
+const RNDC_PORT: u16 = 953;
 /// Readiness: polls this far apart, for at most this long.
 const READY_INTERVAL: Duration = Duration::from_millis(100);
 const READY_DEADLINE: Duration = Duration::from_secs(30);
@@ -375,13 +380,15 @@ impl DnsLab {
         rusqlite::Connection::open(&db)
             .and_then(|c| c.execute_batch(&schema))
             .with_context(|| format!("creating {}", db.display()))?;
-        // Caches off so an update is served at once; the secondary is told by NOTIFY (late,
-        // as PowerDNS does) and its own 1 s refresh.
+        // Caches off so an update is served at once. NOTIFY must leave from the primary's
+        // address (`query-local-address`): from 127.0.0.1 the secondary refuses it ("refused
+        // notify from non-primary") and follows only at its refresh, serving the previous
+        // run's records meanwhile. PowerDNS may still NOTIFY late; the 1 s refresh covers it.
         let conf = format!(
             "launch=gsqlite3\ngsqlite3-database={db}\nlocal-address={ip}\nlocal-port=53\n\
              guardian=no\ndaemon=no\ndisable-syslog=yes\nsocket-dir={d}\nsecurity-poll-suffix=\n\
              cache-ttl=0\nquery-cache-ttl=0\nnegquery-cache-ttl=0\nloglevel=6\nlog-dns-details=yes\n\
-             primary=yes\ndnsupdate=yes\nallow-dnsupdate-from=127.0.0.0/8\n\
+             query-local-address={ip}\nprimary=yes\ndnsupdate=yes\nallow-dnsupdate-from=127.0.0.0/8\n\
              allow-axfr-ips=127.0.0.0/8\nonly-notify=127.0.0.0/8\n",
             db = db.display(),
             ip = PRIMARY.ip(),
@@ -440,13 +447,25 @@ impl DnsLab {
         self.named("secondary", SECONDARY, &body)
     }
 
+    fn rndc_key(&self) -> PathBuf {
+        self.root().join("rndc.key")
+    }
+
+    /// The CA's resolver, with a control channel so the lab can empty its cache between runs
+    /// ([`DnsLab::forget_previous_run`]).
     fn start_resolver(&mut self) -> Result<()> {
+        let key =
+            crate::run_output(Command::new("tsig-keygen").args(["-a", "hmac-sha256", "rndc-key"]))?;
+        fs::write(self.rndc_key(), key)?;
         let body = format!(
             " recursion yes;\n allow-recursion {{ any; }};\n max-cache-ttl 1;\n max-ncache-ttl 1;\n \
-             qname-minimization off;\n}};\ncontrols {{ }};\n\
+             qname-minimization off;\n}};\ninclude \"{key}\";\n\
+             controls {{ inet {ip} port {RNDC_PORT} allow {{ {ip}; }} keys {{ rndc-key; }}; }};\n\
              zone \"corp.test\" {{ type static-stub; server-addresses {{ {}; {}; }}; }};\n",
             PRIMARY.ip(),
-            SECONDARY.ip()
+            SECONDARY.ip(),
+            key = self.rndc_key().display(),
+            ip = RESOLVER.ip(),
         );
         self.named("resolver", RESOLVER, &body)
     }
@@ -528,30 +547,52 @@ impl DnsLab {
             .collect())
     }
 
-    /// Waits (bounded) until the resolver's cache holds no TXT for the challenge names of
-    /// `www.corp.test` and `corp.test`: the CA's resolver keeps a previous run's values for
-    /// up to its `max-cache-ttl` (1 s), and a new order answered sooner would be validated
-    /// against them.
-    pub async fn wait_resolver_forgot(&self) -> Result<()> {
+    /// Between two orders: waits (bounded) until neither authoritative server serves a TXT at
+    /// [`CHALLENGE_OWNERS`] any more, then empties the CA resolver's cache (`rndc flush`).
+    ///
+    /// Both are needed. The resolver asks either server; a secondary that has not yet
+    /// followed the cleanup hands it the previous run's value, which it keeps for up to its
+    /// `max-cache-ttl` and gives to the CA in the next order ("Correct value not found").
+    /// The cache cannot be inspected by querying: the resolver answers non-recursive queries
+    /// for the static-stub zone with REFUSED, so only flushing is a deterministic "forget".
+    pub async fn forget_previous_run(&self) -> Result<()> {
         let started = Instant::now();
         loop {
-            let mut cached = Vec::new();
-            for name in [
-                "_acme-challenge.www.corp.test.",
-                "www.acme.corp.test.",
-                "_acme-challenge.corp.test.",
-            ] {
-                // Recursion off: only what the resolver has cached.
-                cached.extend(self.txt(RESOLVER, name)?);
+            let mut left = Vec::new();
+            for server in [PRIMARY, SECONDARY] {
+                for owner in CHALLENGE_OWNERS {
+                    let v = self.txt(server, owner)?;
+                    if !v.is_empty() {
+                        left.push(format!("{owner} {v:?} on {server}"));
+                    }
+                }
             }
-            if cached.is_empty() {
-                return Ok(());
+            if left.is_empty() {
+                break;
             }
-            if started.elapsed() > Duration::from_secs(10) {
-                bail!("the resolver still caches {cached:?} after 10 s");
+            if started.elapsed() > READY_DEADLINE {
+                bail!(
+                    "the previous run's records are still served after {READY_DEADLINE:?}: {}\n{}",
+                    left.join("; "),
+                    self.log_tails(20)
+                );
             }
             tokio::time::sleep(READY_INTERVAL).await;
         }
+        crate::run_output(
+            Command::new("rndc")
+                .args([
+                    "-s",
+                    &RESOLVER.ip().to_string(),
+                    "-p",
+                    &RNDC_PORT.to_string(),
+                    "-k",
+                ])
+                .arg(self.rndc_key())
+                .arg("flush"),
+        )
+        .context("rndc flush (the CA resolver's cache)")?;
+        Ok(())
     }
 
     /// Every TXT record in `zone` on `server`, by zone transfer (owner, value): shows what
