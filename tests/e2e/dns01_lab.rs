@@ -230,11 +230,17 @@ async fn wildcard_runs(primary: LabPrimary) {
     eprintln!("{RUNS} runs in {:?}", started.elapsed());
     assert_clean(&lab).await;
     if primary == LabPrimary::Bind {
-        let (adds, deletes) = assert_updates_in_holding_zones(&lab.primary_log());
+        let log = lab.primary_log();
+        let (adds, deletes) = assert_updates_in_holding_zones(&log);
+        let updates: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("updating zone '") || l.contains("update"))
+            .collect();
         assert_eq!(
             (adds, deletes),
             (2 * RUNS, 2 * RUNS),
-            "one add and one delete per record and run"
+            "one add and one delete per record and run; the primary's update log:\n{}",
+            updates.join("\n")
         );
     }
 }
