@@ -19,13 +19,13 @@
 use std::fs::{self, File};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use tempfile::TempDir;
 
-use crate::tail_file;
+use crate::server_process::{READY_INTERVAL, ServerProcess};
 
 /// Set in the copy of the test binary that runs inside the namespace.
 pub const INSIDE_ENV: &str = "CERTFLEET_DNS_LAB_INSIDE";
@@ -41,8 +41,7 @@ pub const KEY_NAME: &str = "acme-key";
 pub const CHALLENGE_OWNERS: [&str; 2] = ["_acme-challenge.corp.test.", "www.acme.corp.test."];
 /// The resolver's control channel (`rndc`), inside the namespace.
 const RNDC_PORT: u16 = 953;
-/// Readiness: polls this far apart, for at most this long.
-const READY_INTERVAL: Duration = Duration::from_millis(100);
+/// Readiness: at most this long.
 const READY_DEADLINE: Duration = Duration::from_secs(30);
 
 const fn lab_addr(last: u8) -> SocketAddr {
@@ -155,28 +154,11 @@ pub fn enter() -> Result<()> {
     Ok(())
 }
 
-#[derive(Debug)]
-struct Proc {
-    role: &'static str,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // Errors mean it is gone already.
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// The running lab; every server is killed on drop.
 #[derive(Debug)]
 pub struct DnsLab {
     primary: LabPrimary,
-    procs: Vec<Proc>,
+    procs: Vec<ServerProcess>,
     key_file: PathBuf,
     secret_file: PathBuf,
     dir: TempDir,
@@ -259,19 +241,9 @@ impl DnsLab {
         self.primary
     }
 
-    fn spawn(&mut self, role: &'static str, mut cmd: Command) -> Result<()> {
+    fn spawn(&mut self, role: &'static str, cmd: Command) -> Result<()> {
         let log = self.root().join(format!("{role}.log"));
-        let out = File::create(&log)?;
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::from(out.try_clone()?))
-            .stderr(Stdio::from(out));
-        let child =
-            crate::pebble::spawn_attached(cmd).with_context(|| format!("starting {role}"))?;
-        self.procs.push(Proc {
-            role,
-            child: Some(child),
-            log,
-        });
+        self.procs.push(ServerProcess::spawn(role, cmd, &log)?);
         Ok(())
     }
 
@@ -488,52 +460,27 @@ impl DnsLab {
         );
         self.named("stale-view", STALE_VIEW, &body)?;
         let index = self.procs.len() - 1;
-        let started = Instant::now();
-        loop {
-            if dig(STALE_VIEW, "corp.test", "SOA", false).is_ok_and(|a| !a.is_empty()) {
-                return Ok(());
-            }
-            if started.elapsed() > READY_DEADLINE {
-                bail!(
-                    "stale view did not start:\n{}",
-                    tail_file(&self.procs[index].log, 30)
-                );
-            }
-            tokio::time::sleep(READY_INTERVAL).await;
-        }
+        self.procs[index]
+            .wait_ready(
+                &format!("serve corp.test on {STALE_VIEW}"),
+                READY_DEADLINE,
+                || async {
+                    dig(STALE_VIEW, "corp.test", "SOA", false).is_ok_and(|a| !a.is_empty())
+                },
+            )
+            .await
     }
 
-    async fn wait_serving(
-        &mut self,
-        index: usize,
-        addr: SocketAddr,
-        recursion: bool,
-    ) -> Result<()> {
+    /// Server `index` serves both zones (one deadline for both).
+    async fn wait_serving(&self, index: usize, addr: SocketAddr, recursion: bool) -> Result<()> {
         let started = Instant::now();
         for zone in ZONES {
-            loop {
-                let p = &mut self.procs[index];
-                if let Some(c) = p.child.as_mut()
-                    && let Some(status) = c.try_wait()?
-                {
-                    bail!(
-                        "{} exited during start-up ({status}):\n{}",
-                        p.role,
-                        tail_file(&p.log, 30)
-                    );
-                }
-                if dig(addr, zone, "SOA", recursion).is_ok_and(|a| !a.is_empty()) {
-                    break;
-                }
-                if started.elapsed() > READY_DEADLINE {
-                    bail!(
-                        "{} on {addr} did not serve {zone} within {READY_DEADLINE:?}:\n{}",
-                        p.role,
-                        tail_file(&p.log, 30)
-                    );
-                }
-                tokio::time::sleep(READY_INTERVAL).await;
-            }
+            let left = READY_DEADLINE.saturating_sub(started.elapsed());
+            self.procs[index]
+                .wait_ready(&format!("serve {zone} on {addr}"), left, || async move {
+                    dig(addr, zone, "SOA", recursion).is_ok_and(|a| !a.is_empty())
+                })
+                .await?;
         }
         Ok(())
     }
@@ -620,14 +567,14 @@ impl DnsLab {
     /// The primary's log (BIND logs every UPDATE with its zone: `updating zone 'Z/IN':
     /// adding an RR at 'NAME' TXT`).
     pub fn primary_log(&self) -> String {
-        fs::read_to_string(&self.procs[0].log).unwrap_or_default()
+        fs::read_to_string(self.procs[0].log()).unwrap_or_default()
     }
 
     /// Last lines of every server's log.
     pub fn log_tails(&self, lines: usize) -> String {
         self.procs
             .iter()
-            .map(|p| format!("--- {}:\n{}", p.role, tail_file(&p.log, lines)))
+            .map(|p| format!("--- {}:\n{}", p.name(), p.log_tail(lines)))
             .collect::<Vec<_>>()
             .join("\n")
     }
