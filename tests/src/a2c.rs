@@ -238,7 +238,7 @@ impl A2c {
         crate::install_crypto_provider();
         let py = a2c_python().context("acme2certifier is not installed")?;
         let mut attempts = StartAttempts::default();
-        while attempts.next().is_some() {
+        while attempts.another() {
             let dir = tempfile::Builder::new()
                 .prefix("certfleet-a2c-")
                 .tempdir()?;

@@ -179,7 +179,7 @@ impl Bind {
             extra,
         };
         let mut attempts = StartAttempts::default();
-        while attempts.next().is_some() {
+        while attempts.another() {
             bind.servers.clear();
             match bind.launch(&options, &root).await {
                 Ok(()) => return Ok(bind),

@@ -89,7 +89,7 @@ impl Moto {
         crate::install_crypto_provider();
         let bin = moto_binary().context("moto_server is not installed")?;
         let mut attempts = StartAttempts::default();
-        while attempts.next().is_some() {
+        while attempts.another() {
             let port = ports::free_tcp_port()?;
             let d = tempfile::Builder::new()
                 .prefix("certfleet-moto-")

@@ -98,7 +98,7 @@ impl Pdns {
             .and_then(|c| c.execute_batch(&sql))
             .with_context(|| format!("creating {} from {}", db.display(), schema.display()))?;
         let mut attempts = StartAttempts::default();
-        while attempts.next().is_some() {
+        while attempts.another() {
             match Pdns::launch(&dir, &db).await {
                 Ok(mut pdns) => {
                     for z in zones {

@@ -120,7 +120,7 @@ impl Drop for ServerProcess {
 ///
 /// ```ignore
 /// let mut attempts = StartAttempts::default();
-/// while attempts.next().is_some() {
+/// while attempts.another() {
 ///     match launch().await {
 ///         Ok(server) => return Ok(server),
 ///         Err(e) => attempts.failed(e),
@@ -136,14 +136,14 @@ pub struct StartAttempts {
 }
 
 impl StartAttempts {
-    /// The next attempt's number, or `None` after the last one or a failure that was not a
-    /// port clash.
-    pub fn next(&mut self) -> Option<u32> {
+    /// Whether to make another attempt: not after the last one, nor after a failure that was
+    /// not a port clash.
+    pub fn another(&mut self) -> bool {
         if self.give_up || self.made >= START_ATTEMPTS {
-            return None;
+            return false;
         }
         self.made += 1;
-        Some(self.made)
+        true
     }
 
     /// Records the failure of the current attempt.
