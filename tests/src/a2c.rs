@@ -6,19 +6,18 @@
 //! until the directory answers, killed on drop.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tempfile::TempDir;
 
-use crate::{ports, tail_file};
+use crate::ports;
+use crate::server_process::{ServerProcess, StartAttempts};
 
 /// The version `cargo xtask ci` installs (xtask/src/util.rs `ensure_a2c` pins the same).
 pub const A2C_VERSION: &str = "0.46.3";
-const READY_INTERVAL: Duration = Duration::from_millis(100);
 const READY_DEADLINE: Duration = Duration::from_secs(40);
-const START_ATTEMPTS: u32 = 3;
 const SERVE_PY: &str = include_str!("a2c/serve.py");
 
 /// The venv `cargo xtask ci` installs acme2certifier into.
@@ -88,19 +87,8 @@ impl A2cOptions {
 #[derive(Debug)]
 pub struct A2c {
     port: u16,
-    child: Option<Child>,
-    log: PathBuf,
+    process: ServerProcess,
     dir: TempDir,
-}
-
-impl Drop for A2c {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // Errors mean it is gone already.
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
@@ -249,8 +237,8 @@ impl A2c {
     pub async fn start(options: A2cOptions) -> Result<A2c> {
         crate::install_crypto_provider();
         let py = a2c_python().context("acme2certifier is not installed")?;
-        let mut last = None;
-        for attempt in 1..=START_ATTEMPTS {
+        let mut attempts = StartAttempts::default();
+        while attempts.another() {
             let dir = tempfile::Builder::new()
                 .prefix("certfleet-a2c-")
                 .tempdir()?;
@@ -268,8 +256,6 @@ impl A2c {
             let serve = dir.path().join("serve.py");
             std::fs::write(&serve, SERVE_PY)?;
             let port = ports::free_tcp_port()?;
-            let log = dir.path().join("a2c.log");
-            let out = std::fs::File::create(&log)?;
             let mut cmd = Command::new(&py);
             cmd.arg(&serve)
                 .arg(port.to_string())
@@ -278,66 +264,33 @@ impl A2c {
                 .arg(options.dns_port.to_string())
                 .arg(options.http01_port.to_string())
                 .env("ACME_SRV_CONFIGFILE", &cfg)
-                .current_dir(dir.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::from(out.try_clone()?))
-                .stderr(Stdio::from(out));
-            let child = crate::pebble::spawn_attached(cmd).context("starting acme2certifier")?;
-            let mut a2c = A2c {
-                port,
-                child: Some(child),
-                log,
-                dir,
-            };
+                .current_dir(dir.path());
+            let process = ServerProcess::spawn("acme2certifier", cmd, &dir.path().join("a2c.log"))?;
+            let a2c = A2c { port, process, dir };
             match a2c.wait_ready().await {
                 Ok(()) => return Ok(a2c),
-                Err(e) => {
-                    let clash = ports::is_port_clash(&e)
-                        || a2c.log_tail(20).contains("Address already in use");
-                    last = Some(e.context(format!("start attempt {attempt}")));
-                    if !clash {
-                        break;
-                    }
-                }
+                // The log tail in the error shows a clash ("Address already in use").
+                Err(e) => attempts.failed(e),
             }
         }
-        Err(last.unwrap_or_else(|| anyhow::anyhow!("acme2certifier did not start")))
+        Err(attempts.into_error("acme2certifier"))
     }
 
-    async fn wait_ready(&mut self) -> Result<()> {
+    async fn wait_ready(&self) -> Result<()> {
         let root = reqwest::Certificate::from_pem(&std::fs::read(self.tls_root_pem_path())?)?;
         let client = reqwest::Client::builder()
             .no_proxy()
             .add_root_certificate(root)
             .timeout(Duration::from_secs(5))
             .build()?;
-        let started = Instant::now();
-        loop {
-            if let Some(c) = self.child.as_mut()
-                && let Some(status) = c.try_wait()?
-            {
-                bail!(
-                    "acme2certifier exited during start-up ({status}):\n{}",
-                    tail_file(&self.log, 20)
-                );
-            }
-            let ok = client
-                .get(self.directory_url())
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ok {
-                return Ok(());
-            }
-            if started.elapsed() > READY_DEADLINE {
-                bail!(
-                    "acme2certifier on port {} did not answer within {READY_DEADLINE:?}:\n{}",
-                    self.port,
-                    tail_file(&self.log, 20)
-                );
-            }
-            tokio::time::sleep(READY_INTERVAL).await;
-        }
+        let url = self.directory_url();
+        let what = format!("answer on port {}", self.port);
+        self.process
+            .wait_ready(&what, READY_DEADLINE, || {
+                let request = client.get(&url).send();
+                async move { request.await.is_ok_and(|r| r.status().is_success()) }
+            })
+            .await
     }
 
     pub fn directory_url(&self) -> String {
@@ -355,11 +308,11 @@ impl A2c {
     }
 
     pub fn log_tail(&self, lines: usize) -> String {
-        tail_file(&self.log, lines)
+        self.process.log_tail(lines)
     }
 
     /// The server's log (debug on: every validation, with the records it read).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        std::fs::read_to_string(self.process.log()).unwrap_or_default()
     }
 }

@@ -10,22 +10,21 @@
 //! ports picked at run time and a statistics channel (UPDATE/QUERY counters), is polled until
 //! it answers, and is killed on drop (and when the test process dies).
 
-use std::fs::{self, File};
+use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use tempfile::TempDir;
 
-use crate::{ports, tail_file};
+use crate::ports;
+use crate::server_process::{ServerProcess, StartAttempts};
 
 const ZONE_TEMPLATE: &str = include_str!("../bind/zone.db.in");
-/// Readiness: polls this far apart, for at most this long.
-const READY_INTERVAL: Duration = Duration::from_millis(100);
+/// Readiness: at most this long for all servers.
 const READY_DEADLINE: Duration = Duration::from_secs(20);
-const START_ATTEMPTS: u32 = 3;
 
 /// One zone to serve.
 #[derive(Debug, Clone)]
@@ -120,18 +119,7 @@ struct Named {
     role: &'static str,
     addr: SocketAddr,
     stats_port: u16,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Drop for Named {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // Errors mean it is gone already.
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+    process: ServerProcess,
 }
 
 #[derive(Debug)]
@@ -190,22 +178,16 @@ impl Bind {
             dir,
             extra,
         };
-        let mut last = None;
-        for attempt in 1..=START_ATTEMPTS {
+        let mut attempts = StartAttempts::default();
+        while attempts.another() {
             bind.servers.clear();
             match bind.launch(&options, &root).await {
                 Ok(()) => return Ok(bind),
-                Err(e) => {
-                    let clash = format!("{e:#}").contains("address in use");
-                    last = Some(e.context(format!("start attempt {attempt}")));
-                    if !clash {
-                        break;
-                    }
-                }
+                Err(e) => attempts.failed(e),
             }
         }
         bind.servers.clear();
-        Err(last.unwrap_or_else(|| anyhow::anyhow!("named did not start")))
+        Err(attempts.into_error("named"))
     }
 
     async fn launch(&mut self, o: &BindOptions, root: &Path) -> Result<()> {
@@ -336,55 +318,32 @@ impl Bind {
         fs::write(&conf, text).with_context(|| format!("writing {}", conf.display()))?;
         crate::run_output(Command::new("named-checkconf").arg(&conf))
             .with_context(|| format!("named-checkconf {}", conf.display()))?;
-        let log = dir.join("named.log");
-        let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let mut cmd = Command::new("named");
         cmd.envs(self.extra.env.iter().map(|(k, v)| (k, v)));
-        cmd.arg("-g")
-            .arg("-4")
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out.try_clone()?))
-            .stderr(Stdio::from(out));
-        let child = crate::pebble::spawn_attached(cmd).context("starting named")?;
+        cmd.arg("-g").arg("-4").arg("-c").arg(&conf);
+        let process =
+            ServerProcess::spawn(&format!("named ({role})"), cmd, &dir.join("named.log"))?;
         self.servers.push(Named {
             role,
             addr,
             stats_port,
-            child: Some(child),
-            log,
+            process,
         });
         Ok(())
     }
 
-    async fn wait_ready(&mut self) -> Result<()> {
+    /// Every server serves every zone (one deadline for all of them).
+    async fn wait_ready(&self) -> Result<()> {
         let started = Instant::now();
-        let zones = self.zones.clone();
-        for i in 0..self.servers.len() {
-            let (role, addr) = (self.servers[i].role, self.servers[i].addr);
-            for zone in &zones {
-                let recursion = role == "resolver";
-                loop {
-                    if let Some(c) = self.servers[i].child.as_mut()
-                        && let Some(status) = c.try_wait()?
-                    {
-                        bail!(
-                            "named ({role}) exited during start-up ({status}):\n{}",
-                            tail_file(&self.servers[i].log, 20)
-                        );
-                    }
-                    if dig(addr, zone, "SOA", recursion).is_ok_and(|a| !a.is_empty()) {
-                        break;
-                    }
-                    if started.elapsed() > READY_DEADLINE {
-                        bail!(
-                            "named ({role}) on {addr} did not serve {zone} within {READY_DEADLINE:?}:\n{}",
-                            tail_file(&self.servers[i].log, 20)
-                        );
-                    }
-                    tokio::time::sleep(READY_INTERVAL).await;
-                }
+        for s in &self.servers {
+            let (addr, recursion) = (s.addr, s.role == "resolver");
+            for zone in &self.zones {
+                let left = READY_DEADLINE.saturating_sub(started.elapsed());
+                s.process
+                    .wait_ready(&format!("serve {zone} on {addr}"), left, || async move {
+                        dig(addr, zone, "SOA", recursion).is_ok_and(|a| !a.is_empty())
+                    })
+                    .await?;
             }
         }
         Ok(())
@@ -485,7 +444,7 @@ impl Bind {
                     "--- named ({}) {}:\n{}",
                     s.role,
                     s.addr,
-                    tail_file(&s.log, lines)
+                    s.process.log_tail(lines)
                 )
             })
             .collect::<Vec<_>>()

@@ -3,7 +3,7 @@
 //! namespace the test creates, so NS records need no port overrides.
 //!
 //! ```text
-//!   127.0.0.1:53  resolver (BIND, recursion, static-stub corp.test -> .2 and .3)
+//!   127.0.0.1:53  resolver (BIND, recursion, static-stub corp.test -> .2 and .3; rndc on :953)
 //!   127.0.0.2:53  ns1.corp.test  primary: BIND, Knot or PowerDNS  (corp.test, acme.corp.test)
 //!   127.0.0.3:53  ns2.corp.test  secondary: BIND (NOTIFY + 1 s refresh, or lagging)
 //! ```
@@ -19,13 +19,13 @@
 use std::fs::{self, File};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use tempfile::TempDir;
 
-use crate::tail_file;
+use crate::server_process::{READY_INTERVAL, ServerProcess};
 
 /// Set in the copy of the test binary that runs inside the namespace.
 pub const INSIDE_ENV: &str = "CERTFLEET_DNS_LAB_INSIDE";
@@ -36,8 +36,12 @@ pub const SECONDARY: SocketAddr = lab_addr(3);
 /// with [`DnsLab::start_stale_view`]).
 pub const STALE_VIEW: SocketAddr = lab_addr(4);
 pub const KEY_NAME: &str = "acme-key";
-/// Readiness: polls this far apart, for at most this long.
-const READY_INTERVAL: Duration = Duration::from_millis(100);
+/// The TXT owners the wildcard pair `www.corp.test` + `*.corp.test` writes: the apex
+/// challenge in `corp.test` and the CNAME target in `acme.corp.test`.
+pub const CHALLENGE_OWNERS: [&str; 2] = ["_acme-challenge.corp.test.", "www.acme.corp.test."];
+/// The resolver's control channel (`rndc`), inside the namespace.
+const RNDC_PORT: u16 = 953;
+/// Readiness: at most this long.
 const READY_DEADLINE: Duration = Duration::from_secs(30);
 
 const fn lab_addr(last: u8) -> SocketAddr {
@@ -150,28 +154,11 @@ pub fn enter() -> Result<()> {
     Ok(())
 }
 
-#[derive(Debug)]
-struct Proc {
-    role: &'static str,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // Errors mean it is gone already.
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// The running lab; every server is killed on drop.
 #[derive(Debug)]
 pub struct DnsLab {
     primary: LabPrimary,
-    procs: Vec<Proc>,
+    procs: Vec<ServerProcess>,
     key_file: PathBuf,
     secret_file: PathBuf,
     dir: TempDir,
@@ -254,19 +241,9 @@ impl DnsLab {
         self.primary
     }
 
-    fn spawn(&mut self, role: &'static str, mut cmd: Command) -> Result<()> {
+    fn spawn(&mut self, role: &'static str, cmd: Command) -> Result<()> {
         let log = self.root().join(format!("{role}.log"));
-        let out = File::create(&log)?;
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::from(out.try_clone()?))
-            .stderr(Stdio::from(out));
-        let child =
-            crate::pebble::spawn_attached(cmd).with_context(|| format!("starting {role}"))?;
-        self.procs.push(Proc {
-            role,
-            child: Some(child),
-            log,
-        });
+        self.procs.push(ServerProcess::spawn(role, cmd, &log)?);
         Ok(())
     }
 
@@ -375,13 +352,15 @@ impl DnsLab {
         rusqlite::Connection::open(&db)
             .and_then(|c| c.execute_batch(&schema))
             .with_context(|| format!("creating {}", db.display()))?;
-        // Caches off so an update is served at once; the secondary is told by NOTIFY (late,
-        // as PowerDNS does) and its own 1 s refresh.
+        // Caches off so an update is served at once. NOTIFY must leave from the primary's
+        // address (`query-local-address`): from 127.0.0.1 the secondary refuses it ("refused
+        // notify from non-primary") and follows only at its refresh, serving the previous
+        // run's records meanwhile. PowerDNS may still NOTIFY late; the 1 s refresh covers it.
         let conf = format!(
             "launch=gsqlite3\ngsqlite3-database={db}\nlocal-address={ip}\nlocal-port=53\n\
              guardian=no\ndaemon=no\ndisable-syslog=yes\nsocket-dir={d}\nsecurity-poll-suffix=\n\
              cache-ttl=0\nquery-cache-ttl=0\nnegquery-cache-ttl=0\nloglevel=6\nlog-dns-details=yes\n\
-             primary=yes\ndnsupdate=yes\nallow-dnsupdate-from=127.0.0.0/8\n\
+             query-local-address={ip}\nprimary=yes\ndnsupdate=yes\nallow-dnsupdate-from=127.0.0.0/8\n\
              allow-axfr-ips=127.0.0.0/8\nonly-notify=127.0.0.0/8\n",
             db = db.display(),
             ip = PRIMARY.ip(),
@@ -440,13 +419,25 @@ impl DnsLab {
         self.named("secondary", SECONDARY, &body)
     }
 
+    fn rndc_key(&self) -> PathBuf {
+        self.root().join("rndc.key")
+    }
+
+    /// The CA's resolver, with a control channel so the lab can empty its cache between runs
+    /// ([`DnsLab::forget_previous_run`]).
     fn start_resolver(&mut self) -> Result<()> {
+        let key =
+            crate::run_output(Command::new("tsig-keygen").args(["-a", "hmac-sha256", "rndc-key"]))?;
+        fs::write(self.rndc_key(), key)?;
         let body = format!(
             " recursion yes;\n allow-recursion {{ any; }};\n max-cache-ttl 1;\n max-ncache-ttl 1;\n \
-             qname-minimization off;\n}};\ncontrols {{ }};\n\
+             qname-minimization off;\n}};\ninclude \"{key}\";\n\
+             controls {{ inet {ip} port {RNDC_PORT} allow {{ {ip}; }} keys {{ rndc-key; }}; }};\n\
              zone \"corp.test\" {{ type static-stub; server-addresses {{ {}; {}; }}; }};\n",
             PRIMARY.ip(),
-            SECONDARY.ip()
+            SECONDARY.ip(),
+            key = self.rndc_key().display(),
+            ip = RESOLVER.ip(),
         );
         self.named("resolver", RESOLVER, &body)
     }
@@ -469,52 +460,27 @@ impl DnsLab {
         );
         self.named("stale-view", STALE_VIEW, &body)?;
         let index = self.procs.len() - 1;
-        let started = Instant::now();
-        loop {
-            if dig(STALE_VIEW, "corp.test", "SOA", false).is_ok_and(|a| !a.is_empty()) {
-                return Ok(());
-            }
-            if started.elapsed() > READY_DEADLINE {
-                bail!(
-                    "stale view did not start:\n{}",
-                    tail_file(&self.procs[index].log, 30)
-                );
-            }
-            tokio::time::sleep(READY_INTERVAL).await;
-        }
+        self.procs[index]
+            .wait_ready(
+                &format!("serve corp.test on {STALE_VIEW}"),
+                READY_DEADLINE,
+                || async {
+                    dig(STALE_VIEW, "corp.test", "SOA", false).is_ok_and(|a| !a.is_empty())
+                },
+            )
+            .await
     }
 
-    async fn wait_serving(
-        &mut self,
-        index: usize,
-        addr: SocketAddr,
-        recursion: bool,
-    ) -> Result<()> {
+    /// Server `index` serves both zones (one deadline for both).
+    async fn wait_serving(&self, index: usize, addr: SocketAddr, recursion: bool) -> Result<()> {
         let started = Instant::now();
         for zone in ZONES {
-            loop {
-                let p = &mut self.procs[index];
-                if let Some(c) = p.child.as_mut()
-                    && let Some(status) = c.try_wait()?
-                {
-                    bail!(
-                        "{} exited during start-up ({status}):\n{}",
-                        p.role,
-                        tail_file(&p.log, 30)
-                    );
-                }
-                if dig(addr, zone, "SOA", recursion).is_ok_and(|a| !a.is_empty()) {
-                    break;
-                }
-                if started.elapsed() > READY_DEADLINE {
-                    bail!(
-                        "{} on {addr} did not serve {zone} within {READY_DEADLINE:?}:\n{}",
-                        p.role,
-                        tail_file(&p.log, 30)
-                    );
-                }
-                tokio::time::sleep(READY_INTERVAL).await;
-            }
+            let left = READY_DEADLINE.saturating_sub(started.elapsed());
+            self.procs[index]
+                .wait_ready(&format!("serve {zone} on {addr}"), left, || async move {
+                    dig(addr, zone, "SOA", recursion).is_ok_and(|a| !a.is_empty())
+                })
+                .await?;
         }
         Ok(())
     }
@@ -528,30 +494,52 @@ impl DnsLab {
             .collect())
     }
 
-    /// Waits (bounded) until the resolver's cache holds no TXT for the challenge names of
-    /// `www.corp.test` and `corp.test`: the CA's resolver keeps a previous run's values for
-    /// up to its `max-cache-ttl` (1 s), and a new order answered sooner would be validated
-    /// against them.
-    pub async fn wait_resolver_forgot(&self) -> Result<()> {
+    /// Between two orders: waits (bounded) until neither authoritative server serves a TXT at
+    /// [`CHALLENGE_OWNERS`] any more, then empties the CA resolver's cache (`rndc flush`).
+    ///
+    /// Both are needed. The resolver asks either server; a secondary that has not yet
+    /// followed the cleanup hands it the previous run's value, which it keeps for up to its
+    /// `max-cache-ttl` and gives to the CA in the next order ("Correct value not found").
+    /// The cache cannot be inspected by querying: the resolver answers non-recursive queries
+    /// for the static-stub zone with REFUSED, so only flushing is a deterministic "forget".
+    pub async fn forget_previous_run(&self) -> Result<()> {
         let started = Instant::now();
         loop {
-            let mut cached = Vec::new();
-            for name in [
-                "_acme-challenge.www.corp.test.",
-                "www.acme.corp.test.",
-                "_acme-challenge.corp.test.",
-            ] {
-                // Recursion off: only what the resolver has cached.
-                cached.extend(self.txt(RESOLVER, name)?);
+            let mut left = Vec::new();
+            for server in [PRIMARY, SECONDARY] {
+                for owner in CHALLENGE_OWNERS {
+                    let v = self.txt(server, owner)?;
+                    if !v.is_empty() {
+                        left.push(format!("{owner} {v:?} on {server}"));
+                    }
+                }
             }
-            if cached.is_empty() {
-                return Ok(());
+            if left.is_empty() {
+                break;
             }
-            if started.elapsed() > Duration::from_secs(10) {
-                bail!("the resolver still caches {cached:?} after 10 s");
+            if started.elapsed() > READY_DEADLINE {
+                bail!(
+                    "the previous run's records are still served after {READY_DEADLINE:?}: {}\n{}",
+                    left.join("; "),
+                    self.log_tails(20)
+                );
             }
             tokio::time::sleep(READY_INTERVAL).await;
         }
+        crate::run_output(
+            Command::new("rndc")
+                .args([
+                    "-s",
+                    &RESOLVER.ip().to_string(),
+                    "-p",
+                    &RNDC_PORT.to_string(),
+                    "-k",
+                ])
+                .arg(self.rndc_key())
+                .arg("flush"),
+        )
+        .context("rndc flush (the CA resolver's cache)")?;
+        Ok(())
     }
 
     /// Every TXT record in `zone` on `server`, by zone transfer (owner, value): shows what
@@ -579,14 +567,14 @@ impl DnsLab {
     /// The primary's log (BIND logs every UPDATE with its zone: `updating zone 'Z/IN':
     /// adding an RR at 'NAME' TXT`).
     pub fn primary_log(&self) -> String {
-        fs::read_to_string(&self.procs[0].log).unwrap_or_default()
+        fs::read_to_string(self.procs[0].log()).unwrap_or_default()
     }
 
     /// Last lines of every server's log.
     pub fn log_tails(&self, lines: usize) -> String {
         self.procs
             .iter()
-            .map(|p| format!("--- {}:\n{}", p.role, tail_file(&p.log, lines)))
+            .map(|p| format!("--- {}:\n{}", p.name(), p.log_tail(lines)))
             .collect::<Vec<_>>()
             .join("\n")
     }

@@ -5,18 +5,18 @@
 //! killed on drop.
 
 use std::ffi::OsString;
-use std::fs::{self, File};
+use std::fs;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tempfile::TempDir;
 
-use crate::{ports, tail_file};
+use crate::ports;
+use crate::server_process::{READY_INTERVAL, ServerProcess};
 
-const READY_INTERVAL: Duration = Duration::from_millis(100);
 const READY_DEADLINE: Duration = Duration::from_secs(20);
 
 /// The tools the KDC needs (Debian packages krb5-kdc, krb5-admin-server, krb5-user).
@@ -38,20 +38,9 @@ pub fn require_kdc() -> bool {
 #[derive(Debug)]
 pub struct Kdc {
     realm: String,
-    addr: SocketAddr,
+    /// Set once started; dropped (killed) before `dir` is removed.
+    process: Option<ServerProcess>,
     dir: TempDir,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Drop for Kdc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // Errors mean it is gone already.
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 impl Kdc {
@@ -90,51 +79,29 @@ impl Kdc {
         );
         fs::write(d.join("kdc.conf"), kdc_conf)?;
         fs::write(d.join("kadm5.acl"), "")?;
+        let log = d.join("krb5kdc.out");
         let mut kdc = Kdc {
             realm: realm.to_owned(),
-            addr,
-            log: d.join("krb5kdc.out"),
+            process: None,
             dir,
-            child: None,
         };
         // The master password only protects the throw-away database of this test.
         kdc.tool("kdb5_util")
             .args(["create", "-s", "-r", realm, "-P", "test-master-password"])
             .output_ok("kdb5_util create")?;
-        let out = File::create(&kdc.log)?;
         let mut cmd = kdc.tool("krb5kdc");
-        cmd.args(["-n", "-r", realm])
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out.try_clone()?))
-            .stderr(Stdio::from(out));
-        kdc.child = Some(crate::pebble::spawn_attached(cmd).context("starting krb5kdc")?);
-        kdc.wait_ready().await?;
+        cmd.args(["-n", "-r", realm]);
+        let process = kdc
+            .process
+            .insert(ServerProcess::spawn("krb5kdc", cmd, &log)?);
+        process
+            .wait_ready(
+                &format!("listen on {addr}"),
+                READY_DEADLINE,
+                || async move { TcpStream::connect_timeout(&addr, READY_INTERVAL).is_ok() },
+            )
+            .await?;
         Ok(kdc)
-    }
-
-    async fn wait_ready(&mut self) -> Result<()> {
-        let started = Instant::now();
-        loop {
-            if let Some(c) = self.child.as_mut()
-                && let Some(status) = c.try_wait()?
-            {
-                bail!(
-                    "krb5kdc exited during start-up ({status}):\n{}",
-                    tail_file(&self.log, 20)
-                );
-            }
-            if TcpStream::connect_timeout(&self.addr, READY_INTERVAL).is_ok() {
-                return Ok(());
-            }
-            if started.elapsed() > READY_DEADLINE {
-                bail!(
-                    "krb5kdc on {} did not listen within {READY_DEADLINE:?}:\n{}",
-                    self.addr,
-                    tail_file(&self.log, 20)
-                );
-            }
-            tokio::time::sleep(READY_INTERVAL).await;
-        }
     }
 
     /// A Kerberos tool with this realm's configuration.

@@ -33,6 +33,7 @@ pub mod pdns;
 mod pebble;
 mod ports;
 pub mod postgres;
+pub mod server_process;
 mod softhsm;
 mod state;
 mod static_server;

@@ -14,20 +14,19 @@ mod auth_proxy;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tempfile::TempDir;
 
-use crate::{ports, tail_file};
+use crate::ports;
+use crate::server_process::{ServerProcess, StartAttempts};
 
 use self::auth_proxy::AuthProxy;
 
-const READY_INTERVAL: Duration = Duration::from_millis(100);
 const READY_DEADLINE: Duration = Duration::from_secs(30);
-const START_ATTEMPTS: u32 = 3;
 /// moto routes a request to a service by the credential scope of its `Authorization`
 /// header; the harness's own unsigned calls (made while auth is not enforced) carry this.
 const FAKE_AUTH: &str = "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20250101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=00";
@@ -66,24 +65,13 @@ pub fn require_moto() -> bool {
 #[derive(Debug)]
 pub struct Moto {
     port: u16,
-    child: Option<Child>,
-    log: PathBuf,
+    process: ServerProcess,
     access_key_id: String,
     secret_access_key: String,
     zones: BTreeMap<String, String>,
     proxy: Option<AuthProxy>,
     client: reqwest::Client,
     _dir: TempDir,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // Errors mean it is gone already.
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 /// The text of the first `<tag>` in `xml`.
@@ -100,26 +88,20 @@ impl Moto {
     pub async fn start(zones: &[&str]) -> Result<Moto> {
         crate::install_crypto_provider();
         let bin = moto_binary().context("moto_server is not installed")?;
-        let mut last = None;
-        for attempt in 1..=START_ATTEMPTS {
+        let mut attempts = StartAttempts::default();
+        while attempts.another() {
             let port = ports::free_tcp_port()?;
             let d = tempfile::Builder::new()
                 .prefix("certfleet-moto-")
                 .tempdir()?;
-            let log = d.path().join("moto.log");
-            let out = std::fs::File::create(&log)?;
             let mut cmd = Command::new(&bin);
             cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .env_remove("AWS_ACCESS_KEY_ID")
-                .env_remove("AWS_SECRET_ACCESS_KEY")
-                .stdin(Stdio::null())
-                .stdout(Stdio::from(out.try_clone()?))
-                .stderr(Stdio::from(out));
-            let child = crate::pebble::spawn_attached(cmd).context("starting moto_server")?;
+                .env_remove("AWS_SECRET_ACCESS_KEY");
+            let process = ServerProcess::spawn("moto_server", cmd, &d.path().join("moto.log"))?;
             let mut moto = Moto {
                 port,
-                child: Some(child),
-                log,
+                process,
                 access_key_id: String::new(),
                 secret_access_key: String::new(),
                 zones: BTreeMap::new(),
@@ -135,47 +117,21 @@ impl Moto {
                     moto.set_up(zones).await?;
                     return Ok(moto);
                 }
-                Err(e) => {
-                    let clash = ports::is_port_clash(&e);
-                    last = Some(e.context(format!("start attempt {attempt}")));
-                    if !clash {
-                        break;
-                    }
-                }
+                Err(e) => attempts.failed(e),
             }
         }
-        Err(last.unwrap_or_else(|| anyhow::anyhow!("moto_server did not start")))
+        Err(attempts.into_error("moto_server"))
     }
 
-    async fn wait_ready(&mut self) -> Result<()> {
-        let started = Instant::now();
-        loop {
-            if let Some(c) = self.child.as_mut()
-                && let Some(status) = c.try_wait()?
-            {
-                bail!(
-                    "moto_server exited during start-up ({status}):\n{}",
-                    tail_file(&self.log, 20)
-                );
-            }
-            let ok = self
-                .client
-                .get(format!("{}/moto-api/", self.upstream()))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ok {
-                return Ok(());
-            }
-            if started.elapsed() > READY_DEADLINE {
-                bail!(
-                    "moto_server on port {} did not answer within {READY_DEADLINE:?}:\n{}",
-                    self.port,
-                    tail_file(&self.log, 20)
-                );
-            }
-            tokio::time::sleep(READY_INTERVAL).await;
-        }
+    async fn wait_ready(&self) -> Result<()> {
+        let url = format!("{}/moto-api/", self.upstream());
+        let what = format!("answer on port {}", self.port);
+        self.process
+            .wait_ready(&what, READY_DEADLINE, || {
+                let request = self.client.get(&url).send();
+                async move { request.await.is_ok_and(|r| r.status().is_success()) }
+            })
+            .await
     }
 
     async fn set_up(&mut self, zones: &[&str]) -> Result<()> {
@@ -384,6 +340,6 @@ impl Moto {
 
     /// The last `lines` of moto's log.
     pub fn log_tail(&self, lines: usize) -> String {
-        tail_file(&self.log, lines)
+        self.process.log_tail(lines)
     }
 }

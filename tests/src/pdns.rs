@@ -3,22 +3,21 @@
 //! (made from the schema the package ships), DNS and the HTTP API on free ports picked at run
 //! time, zones created through the API, polled until it serves them, killed on drop.
 
-use std::fs::{self, File};
+use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use crate::{install_crypto_provider, ports, tail_file};
+use crate::server_process::{ServerProcess, StartAttempts};
+use crate::{install_crypto_provider, ports};
 
-/// Readiness: polls this far apart, for at most this long.
-const READY_INTERVAL: Duration = Duration::from_millis(100);
+/// Readiness: at most this long.
 const READY_DEADLINE: Duration = Duration::from_secs(20);
-const START_ATTEMPTS: u32 = 3;
 /// The API key of every test server (a test secret, asserted absent from certfleet's output).
 pub const PDNS_API_KEY: &str = "pdns-test-api-key-9c3e71b2";
 
@@ -73,21 +72,10 @@ pub struct Pdns {
     dns: SocketAddr,
     api: SocketAddr,
     zones: Vec<String>,
-    child: Option<Child>,
-    log: PathBuf,
+    process: ServerProcess,
     client: reqwest::Client,
     /// Set once the server is up (launch attempts share it).
     _dir: Option<TempDir>,
-}
-
-impl Drop for Pdns {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // Errors mean it is gone already.
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 impl Pdns {
@@ -109,8 +97,8 @@ impl Pdns {
         rusqlite::Connection::open(&db)
             .and_then(|c| c.execute_batch(&sql))
             .with_context(|| format!("creating {} from {}", db.display(), schema.display()))?;
-        let mut last = None;
-        for attempt in 1..=START_ATTEMPTS {
+        let mut attempts = StartAttempts::default();
+        while attempts.another() {
             match Pdns::launch(&dir, &db).await {
                 Ok(mut pdns) => {
                     for z in zones {
@@ -119,16 +107,10 @@ impl Pdns {
                     pdns._dir = Some(dir);
                     return Ok(pdns);
                 }
-                Err(e) => {
-                    let clash = ports::is_port_clash(&e);
-                    last = Some(e.context(format!("start attempt {attempt}")));
-                    if !clash {
-                        break;
-                    }
-                }
+                Err(e) => attempts.failed(e),
             }
         }
-        Err(last.unwrap_or_else(|| anyhow::anyhow!("pdns_server did not start")))
+        Err(attempts.into_error("pdns_server"))
     }
 
     async fn launch(dir: &TempDir, db: &Path) -> Result<Pdns> {
@@ -150,22 +132,16 @@ impl Pdns {
             dir = root.display(),
         );
         fs::write(root.join("pdns.conf"), conf).context("writing pdns.conf")?;
-        let log = root.join("pdns.log");
-        let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let bin = pdns_binary().context("pdns_server is not installed")?;
         let mut cmd = Command::new(bin);
-        cmd.arg(format!("--config-dir={}", root.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out.try_clone()?))
-            .stderr(Stdio::from(out));
-        let child = crate::pebble::spawn_attached(cmd).context("starting pdns_server")?;
+        cmd.arg(format!("--config-dir={}", root.display()));
+        let process = ServerProcess::spawn("pdns_server", cmd, &root.join("pdns.log"))?;
         install_crypto_provider();
-        let mut pdns = Pdns {
+        let pdns = Pdns {
             dns,
             api,
             zones: Vec::new(),
-            child: Some(child),
-            log,
+            process,
             client: reqwest::Client::builder()
                 .no_proxy()
                 .timeout(Duration::from_secs(10))
@@ -173,33 +149,14 @@ impl Pdns {
                 .context("building an HTTP client")?,
             _dir: None,
         };
-        pdns.wait_ready().await?;
+        let what = format!("answer on its API at {}", pdns.api);
+        let p = &pdns;
+        p.process
+            .wait_ready(&what, READY_DEADLINE, || async move {
+                p.api("GET", "", None).await.is_ok()
+            })
+            .await?;
         Ok(pdns)
-    }
-
-    async fn wait_ready(&mut self) -> Result<()> {
-        let started = Instant::now();
-        loop {
-            if let Some(c) = self.child.as_mut()
-                && let Some(status) = c.try_wait()?
-            {
-                bail!(
-                    "pdns_server exited during start-up ({status}):\n{}",
-                    tail_file(&self.log, 20)
-                );
-            }
-            if self.api("GET", "", None).await.is_ok() {
-                return Ok(());
-            }
-            if started.elapsed() > READY_DEADLINE {
-                bail!(
-                    "pdns_server API on {} did not answer within {READY_DEADLINE:?}:\n{}",
-                    self.api,
-                    tail_file(&self.log, 20)
-                );
-            }
-            tokio::time::sleep(READY_INTERVAL).await;
-        }
     }
 
     /// One API call below `/api/v1/servers/localhost`; error unless 2xx.
@@ -240,32 +197,22 @@ impl Pdns {
         )
         .await?;
         // Served over DNS, not only stored.
-        let started = Instant::now();
-        while crate::run_output(
-            Command::new("dig")
-                .arg(format!("@{}", self.dns.ip()))
-                .args([
+        let dns = self.dns;
+        self.process
+            .wait_ready(&format!("serve {zone}"), READY_DEADLINE, || async move {
+                crate::run_output(Command::new("dig").arg(format!("@{}", dns.ip())).args([
                     "-p",
-                    &self.dns.port().to_string(),
+                    &dns.port().to_string(),
                     "+short",
                     "+norec",
                     "+time=1",
                     "+tries=1",
                     "SOA",
                     zone,
-                ]),
-        )
-        .map(|o| o.trim().is_empty())
-        .unwrap_or(true)
-        {
-            if started.elapsed() > READY_DEADLINE {
-                bail!(
-                    "pdns_server does not serve {zone}:\n{}",
-                    tail_file(&self.log, 20)
-                );
-            }
-            tokio::time::sleep(READY_INTERVAL).await;
-        }
+                ]))
+                .is_ok_and(|o| !o.trim().is_empty())
+            })
+            .await?;
         self.zones.push(zone.to_owned());
         Ok(())
     }
@@ -365,6 +312,6 @@ impl Pdns {
 
     /// The last `lines` of the server's log.
     pub fn log_tail(&self, lines: usize) -> String {
-        tail_file(&self.log, lines)
+        self.process.log_tail(lines)
     }
 }

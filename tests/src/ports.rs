@@ -59,9 +59,8 @@ pub fn free_tcp_udp_port() -> io::Result<u16> {
 }
 
 /// Whether a server failed to start because a port picked for it was taken meanwhile (by
-/// another process): then the caller retries with fresh ports.
+/// another process): then the caller retries with fresh ports. BIND says "address in use".
 pub fn is_port_clash(e: &anyhow::Error) -> bool {
-    format!("{e:#}")
-        .to_ascii_lowercase()
-        .contains("address already in use")
+    let text = format!("{e:#}").to_ascii_lowercase();
+    text.contains("address already in use") || text.contains("address in use")
 }
