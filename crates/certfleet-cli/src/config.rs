@@ -147,10 +147,15 @@ pub struct BatchSettings {
     pub rate_limits: String,
     /// Custom limits replacing the preset's (same keys as the preset's limits).
     pub limits: certfleet_batch::Limits,
-    /// Orders in flight at once.
+    /// Orders being worked on at once (ordering, finalizing); orders that only wait for
+    /// DNS or the CA hold no slot.
     pub concurrency: usize,
-    /// Orders authorizing at once per DNS zone (registered domain).
-    pub per_zone: usize,
+    /// Authorizations pending at the CA at once (orders waiting); unset: the rate-limit
+    /// preset's `pending_authorizations_per_account` (Let's Encrypt 300), else 1,000.
+    pub pending_authorizations: Option<usize>,
+    /// Orders of one DNS zone (registered domain) with records presented at once; unset:
+    /// no bound of its own.
+    pub per_zone: Option<usize>,
     /// dns-01 rounds (present + propagation check) in flight at once per plugin.
     pub plugin_concurrency: usize,
     /// How long dns-01 records of concurrent orders are gathered into one round, ms.
@@ -191,7 +196,8 @@ impl Default for BatchSettings {
             rate_limits: "letsencrypt".to_owned(),
             limits: certfleet_batch::Limits::default(),
             concurrency: certfleet_batch::DEFAULT_CONCURRENCY,
-            per_zone: certfleet_batch::DEFAULT_CONCURRENCY,
+            pending_authorizations: None,
+            per_zone: None,
             plugin_concurrency: 4,
             gather_millis: 150,
             max_attempts: 3,

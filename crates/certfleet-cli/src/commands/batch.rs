@@ -182,6 +182,7 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs) -> Result<()> {
     );
 
     let solvers = solvers(ctx, &args, &batch).await?;
+    let pending_from_preset = limits.pending_authorizations_per_account;
     let governor = Arc::new(Governor::new(store.clone(), limits));
     let s = &ctx.settings.batch;
     let output_root = ctx.state.root().join("certs");
@@ -196,7 +197,13 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs) -> Result<()> {
     }
     let mut config = OrchestratorConfig::new(output_root);
     config.concurrency = args.concurrency.unwrap_or(s.concurrency).max(1);
-    config.per_zone = s.per_zone.max(1);
+    config.pending_authorizations = args
+        .pending_authorizations
+        .or(s.pending_authorizations)
+        .or(pending_from_preset)
+        .unwrap_or(certfleet_batch::DEFAULT_PENDING_AUTHORIZATIONS)
+        .max(1);
+    config.per_zone = args.per_zone.or(s.per_zone).map(|n| n.max(1));
     config.max_attempts = s.max_attempts.max(1);
     config.retry_backoff = Duration::from_secs(s.retry_backoff_secs);
     config.lease_for = Duration::from_secs(s.lease_secs.max(1));
