@@ -12,6 +12,7 @@ mod bad_input;
 mod batch;
 mod batch_fleet_hosts;
 mod batch_limits;
+mod batch_pending;
 mod batch_renewal;
 mod batch_resume;
 mod batch_scale_out;

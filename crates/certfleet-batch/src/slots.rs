@@ -165,8 +165,10 @@ mod tests {
         let first = bounded.zone("example.com").await.expect("first");
         let other_zone = bounded.zone("example.org").await;
         assert!(other_zone.is_some(), "zones are bounded apart");
-        let second =
-            tokio::time::timeout(std::time::Duration::from_millis(50), bounded.zone("example.com"));
+        let second = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            bounded.zone("example.com"),
+        );
         assert!(second.await.is_err(), "one order per zone at once");
         drop(first);
     }

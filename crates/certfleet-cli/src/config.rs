@@ -660,6 +660,22 @@ mod tests {
             assert!(format!("{err:#}").contains("lenient"), "{err:#}");
             jail.set_env("CERTFLEET_BATCH__CONCURRENCY", "4");
             assert_eq!(load(&[], Some(toml)).expect("env").batch.concurrency, 4);
+            let bounds = "[batch]\npending_authorizations = 250\nper_zone = 40\n\
+                          [batch.limits]\npending_authorizations_per_account = 200\n";
+            let s = load(&[], Some(bounds)).expect("bounds");
+            assert_eq!(
+                (
+                    s.batch.pending_authorizations,
+                    s.batch.per_zone,
+                    s.batch.limits.pending_authorizations_per_account
+                ),
+                (Some(250), Some(40), Some(200))
+            );
+            let d = load(&[], None).expect("defaults");
+            assert_eq!(
+                (d.batch.pending_authorizations, d.batch.per_zone),
+                (None, None)
+            );
             Ok(())
         });
     }
