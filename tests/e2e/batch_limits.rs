@@ -117,13 +117,15 @@ async fn ungoverned_batch_pauses_only_the_limited_domain_and_issues_everything()
     let file = write_list(&env, "ungoverned.txt", &names);
     let started = OffsetDateTime::now_utc();
     // Few orders at once, so hot.test's later orders meet certificates already issued (the
-    // CA checks at new-order time and spends at issuance).
+    // CA checks at new-order time and spends at issuance). Orders waiting for validation
+    // hold no work slot, so the pending-authorization bound is what keeps them few (one
+    // order waiting, one being finalized).
     let run = batch_run(
         &env,
         &proxy.directory_url(),
         &config,
         &file,
-        &["--concurrency", "4"],
+        &["--concurrency", "1", "--pending-authorizations", "1"],
     )
     .await;
     run.assert_ok();

@@ -13,6 +13,7 @@ mod batch;
 mod batch_fleet_hosts;
 mod batch_limits;
 mod batch_operations;
+mod batch_pending;
 mod batch_renewal;
 mod batch_resume;
 mod batch_scale_out;

@@ -8,7 +8,10 @@
 //! - `renewalInfo` (windows chosen per CertID by the test) and `meta.profiles` added to the
 //!   directory, unknown profiles refused with `invalidProfile`;
 //! - counters: requests per endpoint, new orders, finalizations per name set, 429s per
-//!   limit, injected 503s, `replaces` seen ([`ProxyStats`]).
+//!   limit, injected 503s, `replaces` seen, the most authorizations pending at once for one
+//!   account ([`ProxyStats`], [`pending`]);
+//! - order polls answered late ([`CaProxyOptions::order_poll_delay`]), as a CA whose
+//!   validation takes a while.
 //!
 //! The proxy listens on 127.0.0.1 (port picked by the OS) with Pebble's TLS server
 //! certificate, so clients trust [`Pebble::tls_root_pem_path`] as usual. Requests are
@@ -28,6 +31,7 @@
 //! # Ok(()) }
 //! ```
 
+mod pending;
 mod rules;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -77,6 +81,8 @@ pub struct CaProxyOptions {
     /// `meta.profiles` to advertise (name → description); when not empty, orders naming
     /// another profile get `invalidProfile`.
     pub profiles: BTreeMap<String, String>,
+    /// Order polls (POST-as-GET of an order) are answered this much later.
+    pub order_poll_delay: Duration,
 }
 
 impl Default for CaProxyOptions {
@@ -90,6 +96,7 @@ impl Default for CaProxyOptions {
             default_renewal_window: None,
             renewal_info_retry_after: Duration::from_secs(6 * 3600),
             profiles: BTreeMap::new(),
+            order_poll_delay: Duration::ZERO,
         }
     }
 }
@@ -112,6 +119,8 @@ pub struct ProxyStats {
     pub injected_unavailable: u64,
     /// `replaces` values of new orders, in arrival order.
     pub replaces: Vec<String>,
+    /// The most authorizations one account had pending at once (see [`pending`]).
+    pub max_pending_authorizations: u64,
 }
 
 impl ProxyStats {
@@ -133,6 +142,7 @@ struct State {
     dice: Dice,
     windows: BTreeMap<String, (OffsetDateTime, OffsetDateTime)>,
     stats: ProxyStats,
+    pending: pending::PendingAuthorizations,
 }
 
 #[derive(Debug)]
@@ -230,6 +240,7 @@ impl CaProxy {
                 buckets: Buckets::default(),
                 windows: BTreeMap::new(),
                 stats: ProxyStats::default(),
+                pending: pending::PendingAuthorizations::default(),
             }),
         });
         let task = tokio::spawn(accept_loop(listener, acceptor, shared.clone()));
@@ -248,7 +259,10 @@ impl CaProxy {
 
     /// Counters so far.
     pub fn stats(&self) -> ProxyStats {
-        self.shared.state().stats.clone()
+        let st = self.shared.state();
+        let mut stats = st.stats.clone();
+        stats.max_pending_authorizations = st.pending.max;
+        stats
     }
 
     /// Serves `[start, end)` as the suggested window of `cert_id` (RFC 9773 CertID).
@@ -336,6 +350,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
         } else if parts.method == Method::POST && path == shared.new_order_path {
             new_order(&shared, &parts, body, now).await
         } else {
+            let delay = shared.state().options.order_poll_delay;
+            if parts.method == Method::POST && endpoint_of(&path) == "my-order" {
+                tokio::time::sleep(delay).await;
+            }
             forward(&shared, &parts, body)
                 .await
                 .map(|(resp, json)| after_forward(&shared, &path, resp, json, now))
@@ -422,6 +440,11 @@ fn after_forward(
     json: Option<Value>,
     now: OffsetDateTime,
 ) -> Resp {
+    if let Some(body) = &json
+        && resp.status().is_success()
+    {
+        shared.state().pending.observed(path, body);
+    }
     if path == "/dir" && resp.status().is_success() {
         let Some(mut dir) = json else { return resp };
         let st = shared.state();
@@ -535,7 +558,7 @@ async fn new_order(
         });
         return Ok(problem_with_nonce(shared, StatusCode::BAD_REQUEST, problem).await);
     }
-    let (refusal, limits) = {
+    let (refusal, refusal_pending, limits) = {
         let mut st = shared.state();
         let limits = st.options.limits.clone();
         let exempt = limits.ari_renewals_exempt
@@ -546,6 +569,18 @@ async fn new_order(
                     .is_some_and(|(s, e)| *s <= now && now < *e)
             });
         let mut refusal: Option<(Refusal, time::Duration)> = None;
+        // Pending authorizations are counted for every order, renewals too.
+        let mut refusal_pending = None;
+        if let Some(l) = limits.pending_authorizations_per_account {
+            let pending = st.pending.of(&account);
+            if pending + peek.names.len() as u64 > l {
+                refusal_pending = Some((pending, l));
+                *st.stats
+                    .rate_limited
+                    .entry("pending-authorizations-per-account".to_owned())
+                    .or_default() += 1;
+            }
+        }
         if !exempt {
             let mut consider = |r: Refusal, wait: time::Duration| {
                 if wait > time::Duration::ZERO && refusal.as_ref().is_none_or(|(_, w)| wait > *w) {
@@ -579,6 +614,7 @@ async fn new_order(
                 consider(Refusal::NameSet { limit: l }, wait);
             }
             if refusal.is_none()
+                && refusal_pending.is_none()
                 && let Some(l) = limits.new_orders_per_account
             {
                 st.buckets.take(&format!("orders:{account}"), l, now);
@@ -592,6 +628,7 @@ async fn new_order(
         }
         (
             refusal,
+            refusal_pending,
             if exempt {
                 None
             } else {
@@ -599,6 +636,20 @@ async fn new_order(
             },
         )
     };
+    if let Some((pending, limit)) = refusal_pending {
+        let problem = json!({
+            "type": "urn:ietf:params:acme:error:rateLimited",
+            "detail": format!(
+                "too many currently pending authorizations ({pending} of {limit}): see \
+                 https://letsencrypt.org/docs/rate-limits/#authorization-failures-per-hostname-per-account"
+            ),
+            "status": 429,
+        });
+        let mut resp = problem_with_nonce(shared, StatusCode::TOO_MANY_REQUESTS, problem).await;
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(1u64));
+        return Ok(resp);
+    }
     if let Some((r, wait)) = refusal {
         let secs = wait.whole_seconds() + i64::from(wait.subsec_nanoseconds() > 0);
         let retry_at = now + time::Duration::seconds(secs);
@@ -621,6 +672,9 @@ async fn new_order(
     let mut st = shared.state();
     if created {
         st.stats.new_orders += 1;
+        if let Ok((_, Some(order))) = &forwarded {
+            st.pending.order_created(&account, order);
+        }
         if let Some(r) = peek.replaces {
             st.stats.replaces.push(r);
         }

@@ -91,6 +91,9 @@ pub fn run(args: &[String]) -> Result<()> {
     if args.first().map(String::as_str) == Some("dns-lab") {
         return crate::bench_dns_lab::run(&args[1..]);
     }
+    if args.first().map(String::as_str) == Some("dns") && args.iter().any(|a| a == "--lab") {
+        return crate::bench_dns_lab::run(&args[1..]);
+    }
     if args.first().map(String::as_str) == Some("dns") {
         return crate::bench_dns::run(&args[1..]);
     }

@@ -51,24 +51,17 @@ fn parse(args: &[String]) -> Result<Options> {
         lego_records: 50,
         lego: true,
     };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut number = |name: &str| -> Result<usize> {
-            it.next()
-                .with_context(|| format!("{name} needs a value\n{USAGE}"))?
-                .parse()
-                .with_context(|| format!("{name}: expected a number"))
-        };
-        match a.as_str() {
-            "--records" => o.records = number("--records")?,
-            "--lego-records" => o.lego_records = number("--lego-records")?,
+    let mut p = crate::bench_args::BenchArgs::new(args, USAGE);
+    while let Some(a) = p.next_option() {
+        match a {
+            "--records" => o.records = p.number(a)?,
+            "--lego-records" => o.lego_records = p.number(a)?,
             "--no-lego" => o.lego = false,
-            other => bail!("unknown option `{other}`\n{USAGE}"),
+            other => return Err(p.unknown(other)),
         }
     }
-    if o.records == 0 || o.lego_records == 0 {
-        bail!("--records and --lego-records must be at least 1");
-    }
+    p.at_least_one("--records", o.records)?;
+    p.at_least_one("--lego-records", o.lego_records)?;
     Ok(o)
 }
 

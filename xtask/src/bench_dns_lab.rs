@@ -1,4 +1,5 @@
-//! `cargo xtask bench dns-lab [--runs N] [--batch N] [--no-lego]`: wall times in the
+//! `cargo xtask bench dns --lab [--runs N] [--batch N] [--lego-batch N] [--no-lego]` (also
+//! `bench dns-lab`): wall times in the
 //! enterprise DNS lab of `certfleet_testenv::dns_lab` (BIND primary + secondary on port 53 of
 //! their own addresses, `_acme-challenge.www.corp.test` CNAMEd into the delegated
 //! `acme.corp.test`, Pebble validating for real through a recursive resolver), all inside a
@@ -7,8 +8,11 @@
 //! Reported side by side in one run: the 2-name wildcard certificate (`www.corp.test` +
 //! `*.corp.test`) by certfleet (median of N runs) and by lego's rfc2136 provider with its
 //! defaults and with `RFC2136_SEQUENCE_INTERVAL=1`; then a batch of N certificates (one name
-//! each, in `acme.corp.test`) by `certfleet batch run`, with the UPDATE messages the plugin
-//! sent per zone and the propagation rounds the checker ran.
+//! each, in `acme.corp.test`) by `certfleet batch run` with default settings, beside lego's
+//! rfc2136 provider issuing `--lego-batch` one-name certificates in 4 processes with
+//! `RFC2136_SEQUENCE_INTERVAL=1`: certificates per second of each and their ratio, UPDATE
+//! messages per zone per 100 records (BIND's log), the DNS queries per record certfleet sent
+//! (the checker's per-check counts plus the plugin's own), and the load average.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,7 +24,8 @@ use certfleet_testenv::{Pebble, PebbleOptions};
 
 use crate::util::{cargo, ensure_tools, run_cmd, runtime, step, target_dir};
 
-const USAGE: &str = "usage: cargo xtask bench dns-lab [--runs N] [--batch N] [--no-lego]";
+const USAGE: &str =
+    "usage: cargo xtask bench dns --lab [--runs N] [--batch N] [--lego-batch N] [--no-lego]";
 const TOOLS: &[(&str, &str)] = &[
     ("named", "bind9"),
     ("tsig-keygen", "bind9"),
@@ -35,33 +40,31 @@ const TOOLS: &[(&str, &str)] = &[
 struct Options {
     runs: usize,
     batch: usize,
+    lego_batch: usize,
     lego: bool,
 }
 
 fn parse(args: &[String]) -> Result<Options> {
     let mut o = Options {
         runs: 5,
-        batch: 200,
+        batch: 1000,
+        lego_batch: 20,
         lego: true,
     };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut number = |name: &str| -> Result<usize> {
-            it.next()
-                .with_context(|| format!("{name} needs a value\n{USAGE}"))?
-                .parse()
-                .with_context(|| format!("{name}: expected a number"))
-        };
-        match a.as_str() {
-            "--runs" => o.runs = number("--runs")?,
-            "--batch" => o.batch = number("--batch")?,
+    let mut p = crate::bench_args::BenchArgs::new(args, USAGE);
+    while let Some(a) = p.next_option() {
+        match a {
+            "--runs" => o.runs = p.number(a)?,
+            "--batch" => o.batch = p.number(a)?,
+            "--lego-batch" => o.lego_batch = p.number(a)?,
             "--no-lego" => o.lego = false,
-            other => bail!("unknown option `{other}`\n{USAGE}"),
+            "--lab" => {}
+            other => return Err(p.unknown(other)),
         }
     }
-    if o.runs == 0 || o.batch == 0 {
-        bail!("--runs and --batch must be at least 1");
-    }
+    p.at_least_one("--runs", o.runs)?;
+    p.at_least_one("--batch", o.batch)?;
+    p.at_least_one("--lego-batch", o.lego_batch)?;
     Ok(o)
 }
 
@@ -236,6 +239,7 @@ async fn inside(o: &Options) -> Result<()> {
     std::fs::write(&batch_file, names)?;
     let report = l.work.path().join("report.json");
     let mark = l.lab.primary_log().len();
+    let load_before = load_average();
     let (t, log) = l.certfleet(&[
         "--config",
         &config_s,
@@ -247,10 +251,19 @@ async fn inside(o: &Options) -> Result<()> {
         "--report",
         &report.to_string_lossy(),
     ])?;
-    let rounds: u64 = log
+    let load_after = load_average();
+    let visible: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("visible on every authoritative server"))
-        .count() as u64;
+        .collect();
+    let rounds = visible.len() as u64;
+    let checker_queries: u64 = visible.iter().filter_map(|l| field(l, "queries=")).sum();
+    let plugin_queries = log
+        .lines()
+        .filter(|l| l.contains("dns-01 provider cost"))
+        .filter_map(|l| field(l, "dns_queries="))
+        .sum::<u64>();
+    let ours = o.batch as f64 / t.as_secs_f64().max(1e-9);
     let updates = update_lines_per_zone(&l.lab.primary_log()[mark..]);
     println!(
         "\n{} certificates by `certfleet batch run` (dns-01, primary + secondary): {:.2} s",
@@ -264,6 +277,28 @@ async fn inside(o: &Options) -> Result<()> {
         provider_cost(&log)
     );
     println!("  RRs changed per zone (BIND's update log): {updates}");
+    println!("  certificates/s: {ours:.2}");
+    println!(
+        "  UPDATE messages per zone per 100 records: {}",
+        update_messages_per_100(&l.lab.primary_log()[mark..], o.batch)
+    );
+    println!(
+        "  DNS queries per record: {:.2} (checker {checker_queries}, plugin {plugin_queries})",
+        (checker_queries + plugin_queries) as f64 / o.batch as f64
+    );
+    println!("  load average before / after: {load_before} / {load_after}");
+    if o.lego {
+        l.lab.forget_previous_run().await?;
+        let (lt, ok) = lego_batch(&l, o.lego_batch)?;
+        let theirs = ok as f64 / lt.as_secs_f64().max(1e-9);
+        println!(
+            "  lego rfc2136 (4 processes, RFC2136_SEQUENCE_INTERVAL=1): {ok} of {} certificates in \
+             {:.2} s = {theirs:.3} certificates/s; certfleet {:.1}x",
+            o.lego_batch,
+            lt.as_secs_f64(),
+            ours / theirs.max(1e-9)
+        );
+    }
     Ok(())
 }
 
@@ -399,4 +434,103 @@ fn update_messages_per_zone(log: &str) -> String {
         .map(|(z, n)| format!("{z}: {n}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The number after `key` in a log line (`queries=12`).
+fn field(line: &str, key: &str) -> Option<u64> {
+    line.split(key)
+        .nth(1)?
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// /proc/loadavg's first three figures.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// UPDATE messages per zone per 100 records (the batch's records, adds and deletes).
+fn update_messages_per_100(log: &str, records: usize) -> String {
+    update_messages_per_zone(log)
+        .split(", ")
+        .filter_map(|zn| {
+            let (z, n) = zn.split_once(": ")?;
+            let n: f64 = n.parse().ok()?;
+            Some(format!("{z}: {:.2}", n * 100.0 / records.max(1) as f64))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// lego's rfc2136 provider for `n` one-name certificates, 4 processes at once (each runs
+/// its share one after another, as a cron job would): (wall time, certificates issued).
+fn lego_batch(l: &Lab, n: usize) -> Result<(Duration, usize)> {
+    let secret = key_secret(l.lab.key_file())?;
+    let work = tempfile::Builder::new()
+        .prefix("certfleet-bench-lego-batch-")
+        .tempdir()?;
+    let started = Instant::now();
+    let results: Vec<Result<usize>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|p| {
+                let secret = secret.clone();
+                let work = work.path().join(format!("p{p}"));
+                s.spawn(move || -> Result<usize> {
+                    let mut ok = 0;
+                    for i in (p..n).step_by(4) {
+                        let log = work.join(format!("lego{i}.log"));
+                        std::fs::create_dir_all(&work)?;
+                        let out = std::fs::File::create(&log)?;
+                        let status = Command::new("lego")
+                            .args([
+                                "-s",
+                                &l.pebble.directory_url(),
+                                "-a",
+                                "-m",
+                                "bench@corp.test",
+                            ])
+                            .arg("--path")
+                            .arg(&work)
+                            .args(["-k", "ec256", "--dns", "rfc2136"])
+                            .args(["--dns.resolvers", &PRIMARY.to_string()])
+                            .args(["-d", &format!("l{i:04}.acme.corp.test"), "run"])
+                            .env("LEGO_CA_CERTIFICATES", l.pebble.tls_root_pem_path())
+                            .env("RFC2136_NAMESERVER", PRIMARY.to_string())
+                            .env("RFC2136_TSIG_ALGORITHM", "hmac-sha512.")
+                            .env("RFC2136_TSIG_KEY", format!("{}.", dns_lab::KEY_NAME))
+                            .env("RFC2136_TSIG_SECRET", &secret)
+                            .env("RFC2136_SEQUENCE_INTERVAL", "1")
+                            .stdout(out.try_clone()?)
+                            .stderr(out)
+                            .status()
+                            .context("running lego")?;
+                        if status.success() {
+                            ok += 1;
+                        }
+                    }
+                    Ok(ok)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("lego thread panicked")))
+            })
+            .collect()
+    });
+    let t = started.elapsed();
+    let mut ok = 0;
+    for r in results {
+        ok += r?;
+    }
+    Ok((t, ok))
 }

@@ -5,7 +5,7 @@
 //! cargo xtask advisories refresh [--from DIR]  rewrite that data from an advisory-db copy
 //! cargo xtask bench [--n N --conc C]  certfleet vs lego/certbot against a local Pebble
 //! cargo xtask bench dns [--records N]  1,000 TXT records on BIND: certfleet's rfc2136 vs lego
-//! cargo xtask bench dns-lab           wildcard in the namespace DNS lab vs lego; 200-cert dns-01 batch
+//! cargo xtask bench dns --lab [...]   wildcard in the namespace DNS lab vs lego; 1,000-cert dns-01 batch vs lego's
 //! cargo xtask bench batch [--n N]     1,000 certificates in one certfleet process vs lego/certbot
 //! cargo xtask bench keys [--millis M]  signatures/s of file, SoftHSM and swtpm keys at 1/2/4 signers
 //! cargo xtask ci                      fmt, clippy, build, tests (CI=1: end-to-end tests never skip)
@@ -18,6 +18,7 @@
 
 mod advisories;
 mod bench;
+mod bench_args;
 mod bench_batch;
 mod bench_dns;
 mod bench_dns_lab;
@@ -47,7 +48,7 @@ tasks:
                               certfleet beside lego/certbot against one local Pebble, through
                               ../shared/bench (defaults: 50 certificates, 1 at a time, lego)
   bench dns [--records N] [--lego-records M] [--no-lego]
-  bench dns-lab [--runs N] [--batch N] [--no-lego]
+  bench dns --lab [--runs N] [--batch N] [--lego-batch N] [--no-lego]   (also: bench dns-lab)
                               present and verify N (1000) TXT records in one zone on a private
                               BIND with the rfc2136 plugin, beside lego's rfc2136 provider doing
                               M (50) names in one order; UPDATE messages and DNS queries per record

@@ -19,6 +19,7 @@ use time::OffsetDateTime;
 use crate::error::RunError;
 use crate::governor::{OrderContext, RateLimitSignal, Reservation, Reserve, new_orders_key};
 use crate::orchestrator::Shared;
+use crate::slots::{PendingAuthorizations, WorkSlot};
 use crate::store::{ClaimedJob, Job, JobStatus, JobUpdate, Lease};
 
 mod authorize;
@@ -41,10 +42,14 @@ pub(crate) struct JobDriver {
     order: Option<(Order, bool)>,
     /// The order's authorizations as read under the order gate, for `collect`.
     prefetched: Vec<Authorization>,
+    /// The work slot, given back while the order waits for DNS or the CA.
+    slot: Option<WorkSlot>,
+    /// Room for the order's authorizations, held from before newOrder until decided.
+    pending: Option<PendingAuthorizations>,
 }
 
 impl JobDriver {
-    pub(crate) fn new(sh: Arc<Shared>, claimed: ClaimedJob) -> JobDriver {
+    pub(crate) fn new(sh: Arc<Shared>, claimed: ClaimedJob, slot: Option<WorkSlot>) -> JobDriver {
         let mut ctx = OrderContext::new(sh.account.url(), &claimed.job.spec.names);
         ctx.replaces = claimed.job.spec.replaces.clone();
         ctx.in_renewal_window = ctx.replaces.is_some();
@@ -64,6 +69,8 @@ impl JobDriver {
             reservation: None,
             order: None,
             prefetched: Vec::new(),
+            slot,
+            pending: None,
         }
     }
 
@@ -120,6 +127,7 @@ impl JobDriver {
             return Ok(JobStatus::Authorizing);
         }
         let sh = self.sh.clone();
+        self.hold_pending().await;
         self.replaces_issued_certificate().await;
         let new_order_url = sh.account.client().directory().new_order.clone();
         let t = now();

@@ -11,7 +11,8 @@
 //!   store, proactive reservations and reactive pauses from `rateLimited` 429s and 503s.
 //! - [`plan`]: how many orders a batch needs and the earliest finish under the limits.
 //! - [`Orchestrator`]: the run: claims jobs under leases, drives each order on its own
-//!   task with bounded concurrency (overall, per DNS zone), coalesces dns-01 records of
+//!   task under the run's bounds ([`slots`]: work slots, pending authorizations, per DNS
+//!   zone; waiting orders hold no work slot), coalesces dns-01 records of
 //!   concurrent orders ([`zone_batcher`]), consults the governor before every new order
 //!   and feeds it every 429/503.
 //!
@@ -35,6 +36,7 @@ pub mod kek;
 mod limits;
 pub mod orchestrator;
 pub mod plan;
+pub mod slots;
 pub mod zone_batcher;
 
 /// The store seam and rate buckets live in `certfleet-store`; re-exported so the
@@ -48,6 +50,7 @@ pub use orchestrator::{
     DEFAULT_CONCURRENCY, IssuedHook, Orchestrator, OrchestratorConfig, RunKeys, RunSolvers,
     RunSummary, WindowHook,
 };
+pub use slots::DEFAULT_PENDING_AUTHORIZATIONS;
 pub use store::{
     BatchId, BatchRecord, ClaimRequest, ClaimedJob, FencingToken, IssuanceRecord, IssuedCert, Job,
     JobId, JobSpec, JobStatus, JobUpdate, Lease, LeaseInfo, NewBatch, NewJob, RunGuard, RunHolder,

@@ -37,6 +37,11 @@ pub struct Limits {
     pub same_set_renewal_exemption: Option<Duration>,
     /// Most names in one certificate (Let's Encrypt `classic`: 100).
     pub max_names_per_certificate: Option<usize>,
+    /// Authorizations pending at once per account (Let's Encrypt: 300); the run's default
+    /// bound on orders waiting for DNS or validation (unset:
+    /// [`crate::DEFAULT_PENDING_AUTHORIZATIONS`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_authorizations_per_account: Option<usize>,
 }
 
 /// A named set of limits.
@@ -84,6 +89,7 @@ impl Limits {
                 ari_renewals_exempt: true,
                 same_set_renewal_exemption: Some(Duration::from_secs(120 * DAY)),
                 max_names_per_certificate: Some(100),
+                pending_authorizations_per_account: Some(300),
             },
             Preset::LetsEncryptStaging => Limits {
                 new_orders_per_account: limit(1500, 3 * HOUR),
@@ -93,6 +99,7 @@ impl Limits {
                 ari_renewals_exempt: true,
                 same_set_renewal_exemption: Some(Duration::from_secs(120 * DAY)),
                 max_names_per_certificate: Some(100),
+                pending_authorizations_per_account: Some(300),
             },
             Preset::None => Limits::default(),
         }
@@ -127,6 +134,9 @@ impl Limits {
         }
         if custom.max_names_per_certificate.is_some() {
             self.max_names_per_certificate = custom.max_names_per_certificate;
+        }
+        if custom.pending_authorizations_per_account.is_some() {
+            self.pending_authorizations_per_account = custom.pending_authorizations_per_account;
         }
         self
     }

@@ -1,5 +1,6 @@
 //! The batch run: claims due jobs from the [`StateStore`] under leases, drives each on its
-//! own task (`job_driver`) with bounded concurrency (overall and per DNS zone),
+//! own task (`job_driver`) under the run's bounds ([`crate::slots`]: work slots, pending
+//! authorizations, optionally per DNS zone),
 //! renews the leases of jobs in flight, and waits for deferred jobs to come due.
 //!
 //! The orchestrator names no concrete store, key backend or solver: the caller hands them
@@ -7,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use certfleet_acme::{Account, PollPolicy};
@@ -16,12 +17,12 @@ use certfleet_http01::Http01Solver;
 use certfleet_issue::{ChallengeKind, ChallengeSolvers, KeyMaker};
 use certfleet_keys::{KeyBackend, KeyError, KeyRef, SigningKey};
 use time::OffsetDateTime;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::error::RunError;
 use crate::governor::Governor;
 use crate::job_driver::JobDriver;
+use crate::slots::{DEFAULT_PENDING_AUTHORIZATIONS, Slots};
 use crate::store::{BatchId, ClaimRequest, JobId, JobStatus, Lease, StateStore, StatusCounts};
 use crate::zone_batcher::{BatcherConfig, ZoneBatcher};
 
@@ -31,10 +32,16 @@ pub const DEFAULT_CONCURRENCY: usize = 32;
 /// How a run behaves.
 #[derive(Clone, Debug)]
 pub struct OrchestratorConfig {
-    /// Jobs (orders) in flight at once.
+    /// Orders being worked on at once (ordering, finalizing, downloading). An order whose
+    /// challenges are presented and which only waits for DNS or the CA holds no slot.
     pub concurrency: usize,
-    /// Jobs authorizing at once per DNS zone (registered domain).
-    pub per_zone: usize,
+    /// Authorizations pending at the CA at once (counted per name from before newOrder
+    /// until the order is decided): the bound on orders that wait. Let's Encrypt: 300 per
+    /// account.
+    pub pending_authorizations: usize,
+    /// Orders of one DNS zone (registered domain) with records presented at once; `None`:
+    /// only `pending_authorizations` bounds them.
+    pub per_zone: Option<usize>,
     /// Lease length; leases are renewed every third of it while a job runs.
     pub lease_for: Duration,
     /// Attempts (orders that failed, steps that failed) before a job is `failed`.
@@ -60,7 +67,8 @@ impl OrchestratorConfig {
     pub fn new(output_root: PathBuf) -> OrchestratorConfig {
         OrchestratorConfig {
             concurrency: DEFAULT_CONCURRENCY,
-            per_zone: DEFAULT_CONCURRENCY,
+            pending_authorizations: DEFAULT_PENDING_AUTHORIZATIONS,
+            per_zone: None,
             lease_for: Duration::from_secs(120),
             max_attempts: 3,
             retry_backoff: Duration::from_secs(5),
@@ -140,7 +148,8 @@ pub(crate) struct Shared {
     pub(crate) config: OrchestratorConfig,
     pub(crate) issued_hook: Option<Arc<dyn IssuedHook>>,
     pub(crate) window_hook: Option<Arc<dyn WindowHook>>,
-    zones: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Work slots, pending authorizations, per-zone bound.
+    pub(crate) slots: Slots,
     /// Held from taking the new-order tokens until the order URL is stored: at any moment
     /// at most one order exists that the store does not know, so a crash costs at most one
     /// extra order, and tokens are taken in the order the CA sees the requests.
@@ -148,18 +157,6 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// A permit of the zone's bound on jobs authorizing at once.
-    pub(crate) async fn zone_permit(&self, zone: &str) -> Option<OwnedSemaphorePermit> {
-        let sem = {
-            let mut zones = self.zones.lock().unwrap_or_else(|p| p.into_inner());
-            zones
-                .entry(zone.to_owned())
-                .or_insert_with(|| Arc::new(Semaphore::new(self.config.per_zone.max(1))))
-                .clone()
-        };
-        sem.acquire_owned().await.ok()
-    }
-
     /// Loads a certificate key by reference through the backend of its scheme.
     pub(crate) async fn load_key(&self, reference: &str) -> Result<Arc<dyn SigningKey>, KeyError> {
         let key_ref: KeyRef = reference.parse()?;
@@ -212,10 +209,14 @@ impl Orchestrator {
                 key_backends: keys.backends,
                 key_maker: keys.maker,
                 kek: keys.kek,
-                config,
+                config: config.clone(),
                 issued_hook: None,
                 window_hook: None,
-                zones: Mutex::new(HashMap::new()),
+                slots: Slots::new(
+                    config.concurrency,
+                    config.pending_authorizations,
+                    config.per_zone,
+                ),
                 order_gate: tokio::sync::Mutex::new(()),
             }),
             node: node.into(),
@@ -289,7 +290,7 @@ impl Orchestrator {
                     break;
                 }
             }
-            let free = sh.config.concurrency.max(1).saturating_sub(tasks.len());
+            let free = sh.slots.free_work();
             let mut claimed_any = false;
             if free > 0 && stop_deadline.is_none() {
                 let claimed = store
@@ -305,7 +306,9 @@ impl Orchestrator {
                 for c in claimed {
                     let id = c.job.id;
                     leases.insert(id, c.lease.clone());
-                    let driver = JobDriver::new(sh.clone(), c);
+                    // This loop is the only taker of fresh slots, and `free` were free.
+                    let slot = sh.slots.try_work();
+                    let driver = JobDriver::new(sh.clone(), c, slot);
                     tasks.spawn(async move { (id, driver.run().await) });
                 }
             }
@@ -358,6 +361,7 @@ impl Orchestrator {
                 _ = renew.tick() => {
                     renew_leases(store.as_ref(), &mut leases, lease_for).await;
                 }
+                () = sh.slots.work_freed(), if free == 0 || claimed_any => {}
                 () = tokio::time::sleep(wait) => {}
                 changed = async {
                     match stop.as_mut() {

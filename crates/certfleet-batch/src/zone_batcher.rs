@@ -4,7 +4,10 @@
 //! instead of one per order.
 //!
 //! Rounds run in their own tasks, at most [`BatcherConfig::max_rounds_in_flight`] at a
-//! time (the per-plugin bound), so gathering the next round goes on while one propagates.
+//! time (the per-plugin bound), so gathering the next round goes on while one propagates:
+//! whatever arrived while the rounds in flight held every permit goes into the next round
+//! too (up to [`BatcherConfig::max_records`]), so the busier the zone, the larger (and
+//! fewer) its updates and propagation rounds — pipelined, never waiting for a fixed wave.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -170,19 +173,42 @@ async fn gather(
                 Ok(None) | Err(_) => break,
             }
         }
-        for (op, group) in [(Op::Present, present), (Op::Cleanup, cleanup)] {
-            if group.is_empty() {
-                continue;
+        // Wait for a round permit, then take in everything that queued meanwhile.
+        let Ok(mut permit) = rounds.clone().acquire_owned().await else {
+            return;
+        };
+        while count < config.max_records {
+            match rx.try_recv() {
+                Ok(req) => {
+                    count += req.records.len();
+                    match req.op {
+                        Op::Present => present.push(req),
+                        Op::Cleanup => cleanup.push(req),
+                    }
+                }
+                Err(_) => break,
             }
-            let Ok(permit) = rounds.clone().acquire_owned().await else {
-                return;
-            };
+        }
+        let mut groups = [(Op::Present, present), (Op::Cleanup, cleanup)]
+            .into_iter()
+            .filter(|(_, g)| !g.is_empty())
+            .peekable();
+        while let Some((op, group)) = groups.next() {
             let solver = solver.clone();
             let propagation = propagation.clone();
+            let held = permit;
             tokio::spawn(async move {
-                let _permit = permit;
+                let _permit = held;
                 run_round(op, group, solver.as_ref(), propagation.as_deref()).await;
             });
+            if groups.peek().is_some() {
+                let Ok(next) = rounds.clone().acquire_owned().await else {
+                    return;
+                };
+                permit = next;
+            } else {
+                break;
+            }
         }
     }
 }

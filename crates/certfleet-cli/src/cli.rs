@@ -181,9 +181,19 @@ pub struct BatchRunArgs {
     /// Write a JSON report (one entry per certificate) to FILE
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
-    /// Orders in flight at once (default: [batch] concurrency, 32)
+    /// Orders being worked on at once; orders waiting for DNS or the CA hold no slot
+    /// (default: [batch] concurrency, 32)
     #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,
+    /// Authorizations pending at the CA at once, i.e. orders waiting for DNS or validation
+    /// (default: [batch] pending_authorizations, else the preset's: letsencrypt 300, none
+    /// 1000)
+    #[arg(long, value_name = "N")]
+    pub pending_authorizations: Option<usize>,
+    /// Orders of one DNS zone (registered domain) with records presented at once
+    /// (default: [batch] per_zone, else no bound of its own)
+    #[arg(long, value_name = "N")]
+    pub per_zone: Option<usize>,
     /// Rate-limit preset: auto | letsencrypt | letsencrypt-staging | none (default:
     /// [batch] rate_limits, else auto: Let's Encrypt's presets for its directories, none
     /// for other CAs)

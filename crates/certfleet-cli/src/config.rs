@@ -155,10 +155,15 @@ pub struct BatchSettings {
     /// After SIGINT/SIGTERM, how long the orders in flight may run on to their next
     /// checkpoint before they are aborted (they resume from their last stored step).
     pub stop_grace_secs: u64,
-    /// Orders in flight at once.
+    /// Orders being worked on at once (ordering, finalizing); orders that only wait for
+    /// DNS or the CA hold no slot.
     pub concurrency: usize,
-    /// Orders authorizing at once per DNS zone (registered domain).
-    pub per_zone: usize,
+    /// Authorizations pending at the CA at once (orders waiting); unset: the rate-limit
+    /// preset's `pending_authorizations_per_account` (Let's Encrypt 300), else 1,000.
+    pub pending_authorizations: Option<usize>,
+    /// Orders of one DNS zone (registered domain) with records presented at once; unset:
+    /// no bound of its own.
+    pub per_zone: Option<usize>,
     /// dns-01 rounds (present + propagation check) in flight at once per plugin.
     pub plugin_concurrency: usize,
     /// How long dns-01 records of concurrent orders are gathered into one round, ms.
@@ -200,7 +205,8 @@ impl Default for BatchSettings {
             stop_grace_secs: 30,
             limits: certfleet_batch::Limits::default(),
             concurrency: certfleet_batch::DEFAULT_CONCURRENCY,
-            per_zone: certfleet_batch::DEFAULT_CONCURRENCY,
+            pending_authorizations: None,
+            per_zone: None,
             plugin_concurrency: 4,
             gather_millis: 150,
             max_attempts: 3,
@@ -667,6 +673,22 @@ mod tests {
             assert!(format!("{err:#}").contains("lenient"), "{err:#}");
             jail.set_env("CERTFLEET_BATCH__CONCURRENCY", "4");
             assert_eq!(load(&[], Some(toml)).expect("env").batch.concurrency, 4);
+            let bounds = "[batch]\npending_authorizations = 250\nper_zone = 40\n\
+                          [batch.limits]\npending_authorizations_per_account = 200\n";
+            let s = load(&[], Some(bounds)).expect("bounds");
+            assert_eq!(
+                (
+                    s.batch.pending_authorizations,
+                    s.batch.per_zone,
+                    s.batch.limits.pending_authorizations_per_account
+                ),
+                (Some(250), Some(40), Some(200))
+            );
+            let d = load(&[], None).expect("defaults");
+            assert_eq!(
+                (d.batch.pending_authorizations, d.batch.per_zone),
+                (None, None)
+            );
             Ok(())
         });
     }

@@ -9,7 +9,8 @@
 //!   plugin instance.
 //! - [`AuthoritativeCheck`] fills [`PropagationCheck`](certfleet_dns01::PropagationCheck):
 //!   every authoritative server of each record's zone (after following a CNAME) must serve
-//!   the value before the CA is told to look.
+//!   the value before the CA is told to look; a server whose SOA serial is behind the
+//!   primary's is asked for its serial, not for every record, until it caught up.
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
@@ -31,6 +32,7 @@ mod error;
 mod loader;
 mod propagation;
 mod query;
+mod serial;
 mod solver;
 
 pub use error::HostError;

@@ -9,6 +9,10 @@
 //! when *no* authoritative server of the zone serves a record, that is not lag but a record
 //! written somewhere else (typically into the parent zone below the zone cut), and the error
 //! says so instead of blaming a server.
+//!
+//! Serial-aware ([`crate::serial`]): a server whose SOA serial is behind the primary's is
+//! asked for its serial, not for every TXT record, until it caught up; TXT stays the proof.
+//! The log line of each check counts that check's own queries.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -24,6 +28,7 @@ use futures::StreamExt;
 use hickory_proto::rr::{Name, RData, RecordType};
 
 use crate::query::{Answer, Querier, rcode_name};
+use crate::serial::ZoneSerials;
 
 /// How the check finds servers and how long it waits.
 #[derive(Clone, Debug)]
@@ -290,6 +295,18 @@ impl AuthoritativeCheck {
         Ok(out)
     }
 
+    /// Probes every target once, concurrently.
+    async fn probe_all(&self, targets: Vec<Target>) -> Vec<(Target, bool)> {
+        futures::stream::iter(targets)
+            .map(|mut t| async move {
+                let ok = self.probe(&mut t).await;
+                (t, ok)
+            })
+            .buffer_unordered(self.config.concurrency.max(1))
+            .collect()
+            .await
+    }
+
     /// Asks `t`'s server once; true when every expected value is served.
     async fn probe(&self, t: &mut Target) -> bool {
         match self
@@ -336,28 +353,77 @@ impl PropagationCheck for AuthoritativeCheck {
         for t in pending.iter().filter(|t| t.zone.is_some()) {
             *authoritative_per_name.entry(t.name.clone()).or_default() += 1;
         }
+        // This check's own queries (the querier's count is shared by concurrent checks).
+        let mut queries: u64 = 0;
+        let mut serials: BTreeMap<Name, ZoneSerials> = BTreeMap::new();
+        let mut servers_of: BTreeMap<Name, BTreeSet<(String, SocketAddr)>> = BTreeMap::new();
+        for t in &pending {
+            if let Some(zone) = &t.zone {
+                servers_of
+                    .entry(zone.clone())
+                    .or_default()
+                    .insert((t.server.label.clone(), t.server.addr));
+            }
+        }
+        for (zone, servers) in &servers_of {
+            let servers: Vec<(String, SocketAddr)> = servers.iter().cloned().collect();
+            let (zs, q) = ZoneSerials::learn(&self.querier, zone, &servers).await;
+            queries += q;
+            serials.insert(zone.clone(), zs);
+        }
         let max_rounds =
             1 + self.config.timeout.as_millis() / self.config.interval.as_millis().max(1);
         for round in 0..max_rounds {
             self.rounds.fetch_add(1, Ordering::Relaxed);
-            let results: Vec<(Target, bool)> = futures::stream::iter(pending)
-                .map(|mut t| async move {
-                    let ok = self.probe(&mut t).await;
-                    (t, ok)
-                })
-                .buffer_unordered(self.config.concurrency.max(1))
-                .collect()
-                .await;
+            // Per (zone, server): ask TXT now? (`false` in the second field: its serial
+            // was behind when it was asked anyway.)
+            let mut ask: BTreeMap<(Name, SocketAddr), (bool, bool)> = BTreeMap::new();
+            for t in &pending {
+                let Some(zone) = &t.zone else { continue };
+                let key = (zone.clone(), t.server.addr);
+                if ask.contains_key(&key) {
+                    continue;
+                }
+                let zs = serials.entry(zone.clone()).or_default();
+                let was_caught_up = zs.reference.is_none()
+                    || zs.caught_up.get(&t.server.addr).copied().unwrap_or(false);
+                let (txt, q) = zs
+                    .ask_txt(&self.querier, zone, t.server.addr, round as u64)
+                    .await;
+                queries += q;
+                let caught_up_now = zs.caught_up.get(&t.server.addr).copied().unwrap_or(false);
+                ask.insert(key, (txt, was_caught_up || caught_up_now));
+            }
+            let (to_probe, waiting): (Vec<Target>, Vec<Target>) =
+                pending.into_iter().partition(|t| match &t.zone {
+                    Some(zone) => ask
+                        .get(&(zone.clone(), t.server.addr))
+                        .is_none_or(|(txt, _)| *txt),
+                    None => true,
+                });
+            queries += to_probe.len() as u64;
+            let results = self.probe_all(to_probe).await;
+            for (t, ok) in &results {
+                let Some(zone) = &t.zone else { continue };
+                if *ok && ask.get(&(zone.clone(), t.server.addr)) == Some(&(true, false)) {
+                    // Served with a serial behind the primary's: not comparable.
+                    if let Some(zs) = serials.get_mut(zone) {
+                        zs.served(t.server.addr);
+                    }
+                }
+            }
             pending = results
                 .into_iter()
                 .filter(|(_, ok)| !ok)
                 .map(|(t, _)| t)
+                .chain(waiting)
                 .collect();
             if pending.is_empty() {
                 tracing::info!(
                     checks = total,
                     rounds = round + 1,
-                    queries = self.queries(),
+                    queries,
+                    queries_per_record = queries as f64 / records.len().max(1) as f64,
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "dns-01 records visible on every authoritative server"
                 );
@@ -366,8 +432,26 @@ impl PropagationCheck for AuthoritativeCheck {
             if started.elapsed() + self.config.interval > self.config.timeout {
                 break;
             }
-            tracing::debug!(lagging = pending.len(), "waiting for propagation");
+            tracing::debug!(lagging = pending.len(), queries, "waiting for propagation");
             tokio::time::sleep(self.config.interval).await;
+        }
+        // The deadline: every server still pending is asked for its TXT records (servers
+        // skipped for their serial too), so the verdict and the error rest on TXT answers.
+        queries += pending.len() as u64;
+        let pending: Vec<Target> = self
+            .probe_all(pending)
+            .await
+            .into_iter()
+            .filter(|(_, ok)| !ok)
+            .map(|(t, _)| t)
+            .collect();
+        if pending.is_empty() {
+            tracing::info!(
+                checks = total,
+                queries,
+                "dns-01 records visible on every authoritative server (at the deadline)"
+            );
+            return Ok(());
         }
         Err(not_propagated(diagnose(pending, &authoritative_per_name)))
     }

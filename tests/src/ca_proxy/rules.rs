@@ -40,6 +40,9 @@ pub struct ProxyLimits {
     /// Orders carrying `replaces` for a CertID whose window (set on the proxy) contains
     /// the present are exempt from all limits, as at Let's Encrypt.
     pub ari_renewals_exempt: bool,
+    /// Authorizations pending at once per account (Let's Encrypt: 300): a new order that
+    /// would exceed it is refused with Let's Encrypt's 429.
+    pub pending_authorizations_per_account: Option<u64>,
 }
 
 pub(crate) fn to_time(d: Duration) -> time::Duration {

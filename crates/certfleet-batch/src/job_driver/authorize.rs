@@ -43,6 +43,14 @@ impl Checkpoint<RunError> for JobCheckpoint<'_> {
 }
 
 impl JobDriver {
+    /// Takes room for the order's authorizations unless held already (a resumed order
+    /// takes it here, before it waits).
+    pub(super) async fn hold_pending(&mut self) {
+        if self.pending.is_none() {
+            self.pending = self.sh.slots.pending(self.job.spec.names.len()).await;
+        }
+    }
+
     /// Presents, responds to and polls every pending authorization of the order.
     pub(super) async fn authorize(&mut self, status: JobStatus) -> Result<JobStatus, RunError> {
         let Some((order, _)) = self.current_order().await? else {
@@ -61,8 +69,12 @@ impl JobDriver {
             }
         }
         let sh = self.sh.clone();
+        // Waiting is not working: from here until the CA decided, the order holds room
+        // for its pending authorizations but no work slot.
+        self.hold_pending().await;
+        self.slot = None;
         let zone = registered_domain(&self.job.spec.names[0]);
-        let _zone_permit = sh.zone_permit(&zone).await;
+        let zone_permit = sh.slots.zone(&zone).await;
         let prefetched = std::mem::take(&mut self.prefetched);
         let steps = self.steps.clone();
         let outcome = steps
@@ -75,6 +87,9 @@ impl JobDriver {
                 },
             )
             .await;
+        drop(zone_permit);
+        self.pending = None;
+        self.slot = sh.slots.work().await;
         if let Err(RunError::Issue(IssueError::ValidationFailed { name, .. })) = &outcome {
             sh.governor
                 .authorization_failed(sh.account.url(), name, now())

@@ -95,3 +95,62 @@ async fn a_failed_round_fails_every_order_in_it() {
     assert!(matches!(b, Err(RunError::Dns01(_))), "{b:?}");
     assert_eq!(solver.presents.lock().expect("lock").len(), 1);
 }
+
+/// A propagation check that holds every round until the test lets it go.
+#[derive(Debug)]
+struct Gate(tokio::sync::Semaphore);
+
+#[async_trait]
+impl PropagationCheck for Gate {
+    async fn wait_until_visible(&self, _records: &[TxtRecord]) -> Result<(), Dns01Error> {
+        let _pass = self.0.acquire().await.expect("gate open");
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn records_arriving_while_a_round_propagates_go_out_together_in_the_next() {
+    let solver = Arc::new(Recorder::default());
+    let gate = Arc::new(Gate(tokio::sync::Semaphore::new(0)));
+    let config = BatcherConfig {
+        window: Duration::from_millis(20),
+        max_records: 500,
+        max_rounds_in_flight: 1,
+    };
+    let batcher = ZoneBatcher::start(solver.clone(), Some(gate.clone()), config);
+    let first = tokio::spawn({
+        let b = batcher.clone();
+        async move { b.present(vec![record(0)]).await }
+    });
+    // Wait until the first round is out (and held by the propagation gate).
+    for _ in 0..200 {
+        if !solver.presents.lock().expect("lock").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // 30 more orders over several gathering windows while the first round propagates.
+    let mut later = Vec::new();
+    for i in 1..=30 {
+        let b = batcher.clone();
+        later.push(tokio::spawn(
+            async move { b.present(vec![record(i)]).await },
+        ));
+        if i % 10 == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    gate.0.add_permits(100);
+    first.await.expect("task").expect("presented");
+    for l in later {
+        l.await.expect("task").expect("presented");
+    }
+    let presents = solver.presents.lock().expect("lock").clone();
+    assert_eq!(presents.iter().sum::<usize>(), 31, "{presents:?}");
+    assert_eq!(
+        presents,
+        vec![1, 30],
+        "the 30 records that waited for the round permit go out together"
+    );
+}

@@ -208,7 +208,8 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs, stop: &Stop) -> Result<()>
         "batch opened"
     );
 
-    let solvers = solvers(ctx, &args, &batch).await?;
+    let (solvers, plugin_solver) = solvers(ctx, &args, &batch).await?;
+    let pending_from_preset = limits.pending_authorizations_per_account;
     let governor = Arc::new(Governor::new(store.clone(), limits));
     let s = &ctx.settings.batch;
     let output_root = ctx.state.root().join("certs");
@@ -223,7 +224,13 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs, stop: &Stop) -> Result<()>
     }
     let mut config = OrchestratorConfig::new(output_root);
     config.concurrency = args.concurrency.unwrap_or(s.concurrency).max(1);
-    config.per_zone = s.per_zone.max(1);
+    config.pending_authorizations = args
+        .pending_authorizations
+        .or(s.pending_authorizations)
+        .or(pending_from_preset)
+        .unwrap_or(certfleet_batch::DEFAULT_PENDING_AUTHORIZATIONS)
+        .max(1);
+    config.per_zone = args.per_zone.or(s.per_zone).map(|n| n.max(1));
     config.max_attempts = s.max_attempts.max(1);
     config.retry_backoff = Duration::from_secs(s.retry_backoff_secs);
     config.lease_for = Duration::from_secs(s.lease_secs.max(1));
@@ -257,6 +264,9 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs, stop: &Stop) -> Result<()>
     let progress = tokio::spawn(show_progress(store.clone(), record.id));
     let summary = orchestrator.run(record.id).await;
     progress.abort();
+    if let Some(solver) = &plugin_solver {
+        log_provider_cost(solver).await;
+    }
     let summary = summary?;
     let mut report = args.report.as_ref().map(|_| Report::new(run_started));
     let mut not_issued = NotIssued::default();
@@ -356,8 +366,13 @@ fn sweep_output_dirs(batch: &BatchFile, output_root: &Path, inventory: &Path) ->
 }
 
 /// The solvers the batch's certificates ask for (one DNS plugin per run).
-async fn solvers(ctx: &Context, args: &BatchRunArgs, batch: &BatchFile) -> Result<RunSolvers> {
+async fn solvers(
+    ctx: &Context,
+    args: &BatchRunArgs,
+    batch: &BatchFile,
+) -> Result<(RunSolvers, Option<Arc<certfleet_dns01_host::PluginSolver>>)> {
     let mut out = RunSolvers::default();
+    let mut plugin_solver = None;
     let mut plugins: Vec<&str> = batch
         .certs
         .iter()
@@ -371,7 +386,9 @@ async fn solvers(ctx: &Context, args: &BatchRunArgs, batch: &BatchFile) -> Resul
         [plugin] => {
             let solver = crate::dns::load_solver(&ctx.settings, plugin).await?;
             tracing::info!(plugin = solver.name(), "dns-01 through the plugin");
-            out.dns01 = Some(Arc::new(solver));
+            let solver = Arc::new(solver);
+            plugin_solver = Some(solver.clone());
+            out.dns01 = Some(solver);
             out.propagation = crate::dns::propagation(&ctx.settings)?;
         }
         many => bail!(
@@ -392,7 +409,7 @@ async fn solvers(ctx: &Context, args: &BatchRunArgs, batch: &BatchFile) -> Resul
             Http01Plan::Webroot(dir) => Arc::new(certfleet_http01::Webroot::new(&dir)?),
         });
     }
-    Ok(out)
+    Ok((out, plugin_solver))
 }
 
 /// Records every issued certificate in the renewal inventory, so `renew --all` covers
@@ -612,4 +629,20 @@ async fn drop_unpublished(ctx: &Context, batch: &mut BatchFile) -> Result<usize>
         tracing::warn!(name = %r.domain, "dns-persist-01 record missing: {}", servers.join("; "));
     }
     Ok(before - batch.certs.len())
+}
+
+/// The plugin's own counters (UPDATE messages, DNS queries), as `issue` logs them.
+async fn log_provider_cost(solver: &certfleet_dns01_host::PluginSolver) {
+    match solver.metrics().await {
+        Ok(counters) => tracing::info!(
+            plugin = solver.name(),
+            "dns-01 provider cost: {}",
+            counters
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        Err(e) => tracing::debug!("plugin metrics unavailable: {e}"),
+    }
 }
