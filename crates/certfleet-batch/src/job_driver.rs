@@ -24,6 +24,7 @@ use crate::store::{ClaimedJob, Job, JobStatus, JobUpdate, Lease};
 mod authorize;
 mod finalize;
 mod fleet;
+mod recover;
 
 /// Steps one job may take in one claim (a bound on the state loop).
 const MAX_STEPS: usize = 12;
@@ -41,6 +42,10 @@ pub(crate) struct JobDriver {
     order: Option<(Order, bool)>,
     /// The order's authorizations as read under the order gate, for `collect`.
     prefetched: Vec<Authorization>,
+    /// Claimed in `ordering` with no order URL: a run was stopped between writing
+    /// `ordering` and storing the order's URL, so the CA may hold an order for this job
+    /// already (see `recover`).
+    maybe_lost_order: bool,
 }
 
 impl JobDriver {
@@ -64,12 +69,14 @@ impl JobDriver {
             reservation: None,
             order: None,
             prefetched: Vec::new(),
+            maybe_lost_order: false,
         }
     }
 
     /// Runs the job until it is issued, deferred or failed; returns it as stored.
     pub(crate) async fn run(mut self) -> Result<Job, RunError> {
         let mut status = self.job.status;
+        self.maybe_lost_order = status == JobStatus::Ordering && self.job.order_url.is_none();
         if status == JobStatus::Deferred {
             // A claimed deferred job resumes at its stored status, written first so every
             // later transition starts from there.
@@ -120,6 +127,12 @@ impl JobDriver {
             return Ok(JobStatus::Authorizing);
         }
         let sh = self.sh.clone();
+        if std::mem::take(&mut self.maybe_lost_order)
+            && let Some(order) = self.adopt_lost_order().await?
+        {
+            self.order = Some((order, false));
+            return Ok(JobStatus::Authorizing);
+        }
         self.replaces_issued_certificate().await;
         let new_order_url = sh.account.client().directory().new_order.clone();
         let t = now();

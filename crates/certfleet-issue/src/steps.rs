@@ -30,6 +30,23 @@ use crate::{CertificateInfo, ChallengeKind, ChallengeSolvers, IssueError, Issued
 /// read too.
 const STALLED_ORDER_CHECK_EVERY: u32 = 4;
 
+/// Pages of the account's orders list read when looking for an interrupted run's order
+/// (Pebble pages by 3: 6,000 orders).
+pub const LOST_ORDER_MAX_PAGES: usize = 2_000;
+
+/// What [`OrderSteps::find_open_order`] found.
+#[derive(Debug)]
+pub enum OpenOrderSearch {
+    /// An open order for the names that nobody stores: continue it.
+    Found(Box<Order>),
+    /// The whole list was read and holds no such order: none was created.
+    Absent { listed: usize, fetched: usize },
+    /// The list or the fetch bound ran out first: an order may exist unseen.
+    Incomplete { listed: usize, fetched: usize },
+    /// The CA keeps no orders list (Boulder): an order may exist unseen.
+    NoList,
+}
+
 /// What a driver does between steps. `E` is the driver's error type, so a batch store
 /// error travels through the steps unchanged.
 #[async_trait]
@@ -100,6 +117,54 @@ impl OrderSteps {
                 Ok((self.account.new_order(&plain).await?, false))
             }
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Looks in the account's orders list (RFC 8555 §7.1.2.1) for an order for exactly
+    /// `names` that is still `pending` or `ready` and that `known` does not claim (orders
+    /// the caller already stores for other jobs). Reads every page (Pebble serves 3
+    /// orders a page, oldest first) up to [`LOST_ORDER_MAX_PAGES`], then fetches the
+    /// unclaimed orders newest first, at most `max_fetch` of them. A batch job interrupted
+    /// between newOrder and storing the order URL continues that order instead of
+    /// ordering a second time.
+    pub async fn find_open_order(
+        &self,
+        names: &[String],
+        known: &(dyn Fn(&str) -> bool + Sync),
+        max_fetch: usize,
+    ) -> Result<OpenOrderSearch, IssueError> {
+        let want: BTreeSet<String> = names.iter().map(|n| n.to_ascii_lowercase()).collect();
+        let Some(list) = self.account.order_list(LOST_ORDER_MAX_PAGES).await? else {
+            return Ok(OpenOrderSearch::NoList);
+        };
+        let listed = list.urls.len();
+        let mut fetched = 0;
+        for url in list.urls.iter().rev().filter(|u| !known(u)) {
+            if fetched == max_fetch {
+                return Ok(OpenOrderSearch::Incomplete { listed, fetched });
+            }
+            fetched += 1;
+            let order = self.account.order(url).await?;
+            if !matches!(
+                order.state.status,
+                OrderStatus::Pending | OrderStatus::Ready
+            ) {
+                continue;
+            }
+            let have: BTreeSet<String> = order
+                .state
+                .identifiers
+                .iter()
+                .map(|i| i.value.to_ascii_lowercase())
+                .collect();
+            if have == want {
+                return Ok(OpenOrderSearch::Found(Box::new(order)));
+            }
+        }
+        if list.complete {
+            Ok(OpenOrderSearch::Absent { listed, fetched })
+        } else {
+            Ok(OpenOrderSearch::Incomplete { listed, fetched })
         }
     }
 
