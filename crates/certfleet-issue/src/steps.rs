@@ -85,6 +85,34 @@ pub struct Authorized {
     pub assumed_ready: bool,
 }
 
+/// What an order's status asks of any driver next: the one sequencing rule of `issue`,
+/// `renew` and the batch (which resumes from a stored status at any of these).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NextStep {
+    /// `pending` with authorizations not known to be valid: present and answer challenges
+    /// ([`OrderSteps::authorize`]).
+    Authorize,
+    /// `ready`, `processing`, `valid`, or `pending` with every authorization valid (the CA
+    /// derives `ready`, RFC 8555 §7.1.6): [`OrderSteps::finalize`], which finalizes only a
+    /// `ready` order and otherwise waits and downloads.
+    Finalize,
+    /// `invalid`: this order is over; a certificate needs a new order.
+    Reorder,
+}
+
+/// The step an order in `status` needs next; `assumed_ready` when every authorization was
+/// made valid since the order was read ([`Authorized::assumed_ready`]).
+pub fn next_step(status: OrderStatus, assumed_ready: bool) -> NextStep {
+    match status {
+        OrderStatus::Invalid => NextStep::Reorder,
+        OrderStatus::Pending if !assumed_ready => NextStep::Authorize,
+        OrderStatus::Pending
+        | OrderStatus::Ready
+        | OrderStatus::Processing
+        | OrderStatus::Valid => NextStep::Finalize,
+    }
+}
+
 /// The step functions over one account, its solvers and the poll policy. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct OrderSteps {
@@ -564,4 +592,32 @@ fn rejected_replaces(e: &AcmeError) -> bool {
             ProblemKind::Malformed | ProblemKind::AlreadyReplaced
         ) || p.detail.as_deref().is_some_and(|d| d.contains("replaces"))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_order_status_has_one_next_step() {
+        use NextStep::*;
+        use OrderStatus::*;
+        let cases = [
+            (Pending, false, Authorize),
+            (Pending, true, Finalize),
+            (Ready, false, Finalize),
+            (Processing, false, Finalize),
+            (Valid, false, Finalize),
+            (Invalid, false, Reorder),
+            (Invalid, true, Reorder),
+        ];
+        for (status, assumed_ready, want) in cases {
+            assert_eq!(
+                next_step(status, assumed_ready),
+                want,
+                "order {} (assumed ready: {assumed_ready})",
+                status.as_str()
+            );
+        }
+    }
 }
