@@ -109,7 +109,7 @@ pub use identifier::{
     Identifier, IdentifierType, InvalidIdentifier, normalize_dns_name, validate_dns_name,
 };
 pub use jws::FlattenedJws;
-pub use order::{NewOrder, Order, OrderState, OrderStatus};
+pub use order::{NewOrder, Order, OrderList, OrderState, OrderStatus};
 pub use poll::{PollExhausted, PollPolicy, RetryAfter};
 pub use problem::{ACME_ERROR_PREFIX, Problem, ProblemKind, Subproblem};
 pub use revocation::{RevocationReason, UnknownRevocationReason};

@@ -111,6 +111,17 @@ pub struct OrderState {
     pub replaces: Option<String>,
 }
 
+/// The account's orders list as read by [`Account::order_list`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OrderList {
+    /// Order URLs in the CA's order (Pebble: oldest first).
+    pub urls: Vec<String>,
+    /// Pages read.
+    pub pages: usize,
+    /// Every page was read (false when the page bound stopped the walk).
+    pub complete: bool,
+}
+
 /// An order: its URL, its state, and when the server wants it polled again.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Order {
@@ -178,6 +189,39 @@ impl Account {
             state: resp.json()?,
             retry_after: resp.retry_after(),
         })
+    }
+
+    /// The account's orders list (§7.1.2.1), following `Link: rel="next"` for at most
+    /// `max_pages` pages (Pebble pages by 3, oldest first; `PEBBLE_WFE_ORDERS_PER_PAGE`).
+    /// `None` when the CA offers no list (Boulder does not).
+    pub async fn order_list(&self, max_pages: usize) -> Result<Option<OrderList>, AcmeError> {
+        #[derive(Deserialize)]
+        struct OrdersPage {
+            #[serde(default)]
+            orders: Vec<String>,
+        }
+        let Some(mut url) = self.state().await?.orders else {
+            return Ok(None);
+        };
+        let mut list = OrderList::default();
+        for _ in 0..max_pages {
+            let resp = self.post_as_get(&url, None).await?;
+            let links = crate::certificate::parse_link_headers(&resp.headers);
+            let next = crate::certificate::link_targets(&links, "next", &url)
+                .into_iter()
+                .next();
+            let page: OrdersPage = resp.json()?;
+            list.urls.extend(page.orders);
+            list.pages += 1;
+            match next {
+                Some(n) => url = n,
+                None => {
+                    list.complete = true;
+                    break;
+                }
+            }
+        }
+        Ok(Some(list))
     }
 
     /// Fetches an order (POST-as-GET).

@@ -25,6 +25,7 @@ use crate::store::{ClaimedJob, Job, JobStatus, JobUpdate, Lease};
 mod authorize;
 mod finalize;
 mod fleet;
+mod recover;
 
 /// Steps one job may take in one claim (a bound on the state loop).
 const MAX_STEPS: usize = 12;
@@ -46,6 +47,10 @@ pub(crate) struct JobDriver {
     slot: Option<WorkSlot>,
     /// Room for the order's authorizations, held from before newOrder until decided.
     pending: Option<PendingAuthorizations>,
+    /// Claimed in `ordering` with no order URL: a run was stopped between writing
+    /// `ordering` and storing the order's URL, so the CA may hold an order for this job
+    /// already (see `recover`).
+    maybe_lost_order: bool,
 }
 
 impl JobDriver {
@@ -71,12 +76,14 @@ impl JobDriver {
             prefetched: Vec::new(),
             slot,
             pending: None,
+            maybe_lost_order: false,
         }
     }
 
     /// Runs the job until it is issued, deferred or failed; returns it as stored.
     pub(crate) async fn run(mut self) -> Result<Job, RunError> {
         let mut status = self.job.status;
+        self.maybe_lost_order = status == JobStatus::Ordering && self.job.order_url.is_none();
         if status == JobStatus::Deferred {
             // A claimed deferred job resumes at its stored status, written first so every
             // later transition starts from there.
@@ -128,6 +135,12 @@ impl JobDriver {
         }
         let sh = self.sh.clone();
         self.hold_pending().await;
+        if std::mem::take(&mut self.maybe_lost_order)
+            && let Some(order) = self.adopt_lost_order().await?
+        {
+            self.order = Some((order, false));
+            return Ok(JobStatus::Authorizing);
+        }
         self.replaces_issued_certificate().await;
         let new_order_url = sh.account.client().directory().new_order.clone();
         let t = now();

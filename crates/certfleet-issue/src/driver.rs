@@ -7,7 +7,7 @@ use certfleet_acme::{
 use certfleet_keys::SigningKey;
 
 use crate::poll::Poller;
-use crate::steps::{Authorized, Checkpoint, OrderSteps, new_order_request};
+use crate::steps::{Authorized, Checkpoint, NextStep, OrderSteps, new_order_request, next_step};
 use crate::{CertificateInfo, ChallengeKind, ChallengeSolvers, IssueError};
 
 /// What to issue: the names (already validated and normalised) and order options. The
@@ -86,7 +86,7 @@ impl Issuer {
         let new_order = new_order_request(&req.names, req.profile.clone(), req.replaces.clone());
         let (order, _) = steps.new_order(&new_order).await?;
         tracing::info!(order = %order.url, names = %req.names.join(","), "order created");
-        let authorized = if order.state.status == OrderStatus::Pending {
+        let authorized = if next_step(order.state.status, false) == NextStep::Authorize {
             let prefetched = steps.read_authorizations(&order).await?;
             let mut authorized = steps.authorize(order, prefetched, checkpoint).await?;
             if !authorized.assumed_ready {

@@ -68,6 +68,17 @@ impl Poller {
     }
 }
 
+/// Waits until `t`, at most `max`: lets a request an interrupted run sent settle at the CA
+/// before its outcome is looked up (the batch's lost-order search). Returns at once when
+/// `t` has passed.
+pub async fn settle_until(t: OffsetDateTime, max: Duration) {
+    let left = t - OffsetDateTime::now_utc();
+    if left.is_positive() {
+        let left = Duration::try_from(left).unwrap_or(max);
+        tokio::time::sleep(left.min(max)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

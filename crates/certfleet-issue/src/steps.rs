@@ -30,6 +30,23 @@ use crate::{CertificateInfo, ChallengeKind, ChallengeSolvers, IssueError, Issued
 /// read too.
 const STALLED_ORDER_CHECK_EVERY: u32 = 4;
 
+/// Pages of the account's orders list read when looking for an interrupted run's order
+/// (Pebble pages by 3: 6,000 orders).
+pub const LOST_ORDER_MAX_PAGES: usize = 2_000;
+
+/// What [`OrderSteps::find_open_order`] found.
+#[derive(Debug)]
+pub enum OpenOrderSearch {
+    /// An open order for the names that nobody stores: continue it.
+    Found(Box<Order>),
+    /// The whole list was read and holds no such order: none was created.
+    Absent { listed: usize, fetched: usize },
+    /// The list or the fetch bound ran out first: an order may exist unseen.
+    Incomplete { listed: usize, fetched: usize },
+    /// The CA keeps no orders list (Boulder): an order may exist unseen.
+    NoList,
+}
+
 /// What a driver does between steps. `E` is the driver's error type, so a batch store
 /// error travels through the steps unchanged.
 #[async_trait]
@@ -68,6 +85,34 @@ pub struct Authorized {
     pub assumed_ready: bool,
 }
 
+/// What an order's status asks of any driver next: the one sequencing rule of `issue`,
+/// `renew` and the batch (which resumes from a stored status at any of these).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NextStep {
+    /// `pending` with authorizations not known to be valid: present and answer challenges
+    /// ([`OrderSteps::authorize`]).
+    Authorize,
+    /// `ready`, `processing`, `valid`, or `pending` with every authorization valid (the CA
+    /// derives `ready`, RFC 8555 §7.1.6): [`OrderSteps::finalize`], which finalizes only a
+    /// `ready` order and otherwise waits and downloads.
+    Finalize,
+    /// `invalid`: this order is over; a certificate needs a new order.
+    Reorder,
+}
+
+/// The step an order in `status` needs next; `assumed_ready` when every authorization was
+/// made valid since the order was read ([`Authorized::assumed_ready`]).
+pub fn next_step(status: OrderStatus, assumed_ready: bool) -> NextStep {
+    match status {
+        OrderStatus::Invalid => NextStep::Reorder,
+        OrderStatus::Pending if !assumed_ready => NextStep::Authorize,
+        OrderStatus::Pending
+        | OrderStatus::Ready
+        | OrderStatus::Processing
+        | OrderStatus::Valid => NextStep::Finalize,
+    }
+}
+
 /// The step functions over one account, its solvers and the poll policy. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct OrderSteps {
@@ -100,6 +145,54 @@ impl OrderSteps {
                 Ok((self.account.new_order(&plain).await?, false))
             }
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Looks in the account's orders list (RFC 8555 §7.1.2.1) for an order for exactly
+    /// `names` that is still `pending` or `ready` and that `known` does not claim (orders
+    /// the caller already stores for other jobs). Reads every page (Pebble serves 3
+    /// orders a page, oldest first) up to [`LOST_ORDER_MAX_PAGES`], then fetches the
+    /// unclaimed orders newest first, at most `max_fetch` of them. A batch job interrupted
+    /// between newOrder and storing the order URL continues that order instead of
+    /// ordering a second time.
+    pub async fn find_open_order(
+        &self,
+        names: &[String],
+        known: &(dyn Fn(&str) -> bool + Sync),
+        max_fetch: usize,
+    ) -> Result<OpenOrderSearch, IssueError> {
+        let want: BTreeSet<String> = names.iter().map(|n| n.to_ascii_lowercase()).collect();
+        let Some(list) = self.account.order_list(LOST_ORDER_MAX_PAGES).await? else {
+            return Ok(OpenOrderSearch::NoList);
+        };
+        let listed = list.urls.len();
+        let mut fetched = 0;
+        for url in list.urls.iter().rev().filter(|u| !known(u)) {
+            if fetched == max_fetch {
+                return Ok(OpenOrderSearch::Incomplete { listed, fetched });
+            }
+            fetched += 1;
+            let order = self.account.order(url).await?;
+            if !matches!(
+                order.state.status,
+                OrderStatus::Pending | OrderStatus::Ready
+            ) {
+                continue;
+            }
+            let have: BTreeSet<String> = order
+                .state
+                .identifiers
+                .iter()
+                .map(|i| i.value.to_ascii_lowercase())
+                .collect();
+            if have == want {
+                return Ok(OpenOrderSearch::Found(Box::new(order)));
+            }
+        }
+        if list.complete {
+            Ok(OpenOrderSearch::Absent { listed, fetched })
+        } else {
+            Ok(OpenOrderSearch::Incomplete { listed, fetched })
         }
     }
 
@@ -499,4 +592,32 @@ fn rejected_replaces(e: &AcmeError) -> bool {
             ProblemKind::Malformed | ProblemKind::AlreadyReplaced
         ) || p.detail.as_deref().is_some_and(|d| d.contains("replaces"))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_order_status_has_one_next_step() {
+        use NextStep::*;
+        use OrderStatus::*;
+        let cases = [
+            (Pending, false, Authorize),
+            (Pending, true, Finalize),
+            (Ready, false, Finalize),
+            (Processing, false, Finalize),
+            (Valid, false, Finalize),
+            (Invalid, false, Reorder),
+            (Invalid, true, Reorder),
+        ];
+        for (status, assumed_ready, want) in cases {
+            assert_eq!(
+                next_step(status, assumed_ready),
+                want,
+                "order {} (assumed ready: {assumed_ready})",
+                status.as_str()
+            );
+        }
+    }
 }

@@ -8,9 +8,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use certfleet_acme::OrderStatus;
 use certfleet_issue::IssueError;
-use certfleet_issue::steps::{Authorized, Checkpoint};
+use certfleet_issue::steps::{Authorized, Checkpoint, NextStep, next_step};
 use certfleet_keys::SigningKey;
 
 use super::{JobDriver, now};
@@ -56,14 +55,14 @@ impl JobDriver {
         let Some((order, _)) = self.current_order().await? else {
             return Ok(JobStatus::Ordering);
         };
-        match order.state.status {
-            OrderStatus::Invalid => {
+        match next_step(order.state.status, false) {
+            NextStep::Reorder => {
                 return self
                     .reorder(format!("order {} became invalid", order.url))
                     .await;
             }
-            OrderStatus::Pending => {}
-            _ => {
+            NextStep::Authorize => {}
+            NextStep::Finalize => {
                 self.order = Some((order, false));
                 return Ok(JobStatus::Finalizing);
             }

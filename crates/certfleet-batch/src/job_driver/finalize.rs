@@ -6,10 +6,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use certfleet_acme::OrderStatus;
 use certfleet_issue::bundle::{BundleDir, KeyOutput};
 use certfleet_issue::output::CertificateMeta;
-use certfleet_issue::steps::Authorized;
+use certfleet_issue::steps::{Authorized, NextStep, next_step};
 use certfleet_keys::{KeyAlgorithm, KeyError, KeyRef, SigningKey};
 
 use super::authorize::JobCheckpoint;
@@ -114,18 +113,18 @@ impl JobDriver {
             return Ok(JobStatus::Ordering);
         };
         let sh = self.sh.clone();
-        match order.state.status {
-            OrderStatus::Invalid => {
+        match next_step(order.state.status, assumed_ready) {
+            NextStep::Reorder => {
                 return self
                     .reorder(format!("order {} became invalid", order.url))
                     .await;
             }
-            OrderStatus::Pending if !assumed_ready => {
+            NextStep::Authorize => {
                 self.write(JobUpdate::to(JobStatus::Authorizing)).await?;
                 self.order = Some((order, false));
                 return Ok(JobStatus::Authorizing);
             }
-            _ => {}
+            NextStep::Finalize => {}
         }
         let steps = self.steps.clone();
         let preferred_chain = self.job.spec.preferred_chain.clone();
