@@ -119,7 +119,7 @@ pub struct ProxyStats {
     pub injected_unavailable: u64,
     /// `replaces` values of new orders, in arrival order.
     pub replaces: Vec<String>,
-    /// The most authorizations one account had pending at once (see [`pending`]).
+    /// The most authorizations one account had pending at once (counted by the `pending` module).
     pub max_pending_authorizations: u64,
 }
 
