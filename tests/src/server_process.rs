@@ -118,7 +118,11 @@ impl Drop for ServerProcess {
 
 /// Start attempts on fresh ports: retries (up to [`START_ATTEMPTS`]) only after a port clash.
 ///
-/// ```ignore
+/// ```no_run
+/// # use certfleet_testenv::server_process::StartAttempts;
+/// # struct Server;
+/// # async fn launch() -> anyhow::Result<Server> { Ok(Server) }
+/// # async fn start() -> anyhow::Result<Server> {
 /// let mut attempts = StartAttempts::default();
 /// while attempts.another() {
 ///     match launch().await {
@@ -127,6 +131,7 @@ impl Drop for ServerProcess {
 ///     }
 /// }
 /// Err(attempts.into_error("pdns_server"))
+/// # }
 /// ```
 #[derive(Debug, Default)]
 pub struct StartAttempts {
