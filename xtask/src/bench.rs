@@ -10,6 +10,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+use crate::bench_args::BenchArgs;
 use crate::util::{cargo, ensure_tools, run_cmd, step, target_dir, workspace_root};
 
 const USAGE: &str = "usage: cargo xtask bench [--n N] [--conc C] [--peers lego,certbot] [--runs R]";
@@ -40,33 +41,14 @@ fn parse(args: &[String]) -> Result<Options> {
         runs: 1,
         peers: vec!["lego".into()],
     };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .with_context(|| format!("{name} needs a value\n{USAGE}"))
-                .cloned()
-        };
-        match a.as_str() {
-            "--n" => o.n = value("--n")?.parse().context("--n: expected a number")?,
-            "--conc" => {
-                o.conc = value("--conc")?
-                    .parse()
-                    .context("--conc: expected a number")?
-            }
-            "--runs" => {
-                o.runs = value("--runs")?
-                    .parse()
-                    .context("--runs: expected a number")?
-            }
-            "--peers" => {
-                o.peers = value("--peers")?
-                    .split(',')
-                    .filter(|p| !p.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            }
-            other => bail!("unknown option `{other}`\n{USAGE}"),
+    let mut p = BenchArgs::new(args, USAGE);
+    while let Some(a) = p.next_option() {
+        match a {
+            "--n" => o.n = p.number("--n")?,
+            "--conc" => o.conc = p.number("--conc")?,
+            "--runs" => o.runs = p.number("--runs")?,
+            "--peers" => o.peers = p.list("--peers")?,
+            other => return Err(p.unknown(other)),
         }
     }
     if o.n == 0 || o.conc == 0 || o.runs == 0 {

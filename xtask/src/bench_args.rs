@@ -22,13 +22,33 @@ impl<'a> BenchArgs<'a> {
         self.it.next().map(String::as_str)
     }
 
-    /// The number after option `name`.
-    pub fn number(&mut self, name: &str) -> Result<usize> {
+    /// The value after option `name`.
+    pub fn value(&mut self, name: &str) -> Result<&'a str> {
         self.it
             .next()
-            .with_context(|| format!("{name} needs a value\n{}", self.usage))?
+            .map(String::as_str)
+            .with_context(|| format!("{name} needs a value\n{}", self.usage))
+    }
+
+    /// The number after option `name`.
+    pub fn number<T>(&mut self, name: &str) -> Result<T>
+    where
+        T: std::str::FromStr,
+        T::Err: std::error::Error + Send + Sync + 'static,
+    {
+        self.value(name)?
             .parse()
             .with_context(|| format!("{name}: expected a number"))
+    }
+
+    /// The comma-separated list after option `name` (empty items left out).
+    pub fn list(&mut self, name: &str) -> Result<Vec<String>> {
+        Ok(self
+            .value(name)?
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect())
     }
 
     /// The error for an option the bench does not know.
@@ -58,7 +78,7 @@ mod tests {
         let a = args("--runs 3 --no-lego --bogus");
         let mut p = BenchArgs::new(&a, "usage: x");
         assert_eq!(p.next_option(), Some("--runs"));
-        assert_eq!(p.number("--runs").expect("number"), 3);
+        assert_eq!(p.number::<usize>("--runs").expect("number"), 3);
         assert_eq!(p.next_option(), Some("--no-lego"));
         let bogus = p.next_option().expect("option");
         assert!(p.unknown(bogus).to_string().contains("`--bogus`"));
@@ -66,12 +86,16 @@ mod tests {
         let a = args("--runs x");
         let mut p = BenchArgs::new(&a, "usage: x");
         p.next_option();
-        assert!(p.number("--runs").is_err());
+        assert!(p.number::<u32>("--runs").is_err());
         let a = args("--runs");
         let mut p = BenchArgs::new(&a, "usage: x");
         p.next_option();
-        let e = p.number("--runs").expect_err("missing value");
+        let e = p.number::<usize>("--runs").expect_err("missing value");
         assert!(e.to_string().contains("usage: x"), "{e}");
         assert!(p.at_least_one("--runs", 0).is_err());
+        let a = args("--peers lego,,certbot");
+        let mut p = BenchArgs::new(&a, "usage: x");
+        p.next_option();
+        assert_eq!(p.list("--peers").expect("list"), ["lego", "certbot"]);
     }
 }

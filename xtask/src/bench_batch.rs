@@ -7,6 +7,7 @@
 use anyhow::{Context, Result, bail};
 
 use crate::bench::{BENCH_TOOLS, BenchEnv, ratios, shared_bench_dir};
+use crate::bench_args::BenchArgs;
 use crate::util::{cargo, ensure_tools, run_cmd, step, target_dir, workspace_root};
 
 const USAGE: &str = "usage: cargo xtask bench batch [--n N] [--conc C] [--peers lego,certbot] \
@@ -31,30 +32,16 @@ fn parse(args: &[String]) -> Result<Options> {
         peer_conc: 32,
         seq: 20,
     };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut number = |name: &str| -> Result<u32> {
-            it.next()
-                .with_context(|| format!("{name} needs a value\n{USAGE}"))?
-                .parse()
-                .with_context(|| format!("{name}: expected a number"))
-        };
-        match a.as_str() {
-            "--n" => o.n = number("--n")?,
-            "--conc" => o.conc = number("--conc")?,
-            "--peer-n" => o.peer_n = Some(number("--peer-n")?),
-            "--peer-conc" => o.peer_conc = number("--peer-conc")?,
-            "--seq" => o.seq = number("--seq")?,
-            "--peers" => {
-                o.peers = it
-                    .next()
-                    .with_context(|| format!("--peers needs a value\n{USAGE}"))?
-                    .split(',')
-                    .filter(|p| !p.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            }
-            other => bail!("unknown option `{other}`\n{USAGE}"),
+    let mut p = BenchArgs::new(args, USAGE);
+    while let Some(a) = p.next_option() {
+        match a {
+            "--n" => o.n = p.number("--n")?,
+            "--conc" => o.conc = p.number("--conc")?,
+            "--peer-n" => o.peer_n = Some(p.number("--peer-n")?),
+            "--peer-conc" => o.peer_conc = p.number("--peer-conc")?,
+            "--seq" => o.seq = p.number("--seq")?,
+            "--peers" => o.peers = p.list("--peers")?,
+            other => return Err(p.unknown(other)),
         }
     }
     if o.n == 0 || o.conc == 0 || o.peer_conc == 0 {

@@ -26,6 +26,7 @@ use certfleet_store_postgres::{PgOptions, PgStore};
 use certfleet_testenv::postgres::Postgres;
 use time::OffsetDateTime;
 
+use crate::bench_args::BenchArgs;
 use crate::util::{cargo, ensure_tools, run_cmd, runtime, step, target_dir};
 
 const USAGE: &str = "usage: cargo xtask bench store [--jobs N] [--claim C] [--e2e N] [--debug]";
@@ -45,20 +46,14 @@ fn parse(args: &[String]) -> Result<Options> {
         e2e: 300,
         debug: false,
     };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut number = |name: &str| -> Result<usize> {
-            it.next()
-                .with_context(|| format!("{name} needs a value\n{USAGE}"))?
-                .parse()
-                .with_context(|| format!("{name}: expected a number"))
-        };
-        match a.as_str() {
-            "--jobs" => o.jobs = number("--jobs")?,
-            "--claim" => o.claim = number("--claim")?.max(1),
-            "--e2e" => o.e2e = number("--e2e")?,
+    let mut p = BenchArgs::new(args, USAGE);
+    while let Some(a) = p.next_option() {
+        match a {
+            "--jobs" => o.jobs = p.number("--jobs")?,
+            "--claim" => o.claim = p.number::<usize>("--claim")?.max(1),
+            "--e2e" => o.e2e = p.number("--e2e")?,
             "--debug" => o.debug = true,
-            other => bail!("unknown option `{other}`\n{USAGE}"),
+            other => return Err(p.unknown(other)),
         }
     }
     Ok(o)
