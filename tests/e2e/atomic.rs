@@ -98,7 +98,11 @@ fn key_generate_killed_at_random_moments_leaves_no_file_or_a_complete_key() {
     assert!(full <= GENERATE_TIMEOUT, "one generation took {full:?}");
 
     let mut rng = Rng::new();
-    let window = full + full / 10;
+    // RSA generation time varies several-fold with the primes drawn, so one calibration
+    // run can be far longer than the next: a round that finished before its kill halves
+    // the window, a killed one widens it again (never past the calibration).
+    let widest = full + full / 10;
+    let mut window = widest;
     let (mut killed_running, mut finished, mut absent, mut complete) = (0, 0, 0, 0);
     let budget = Instant::now();
     for round in 0..ROUNDS {
@@ -112,11 +116,13 @@ fn key_generate_killed_at_random_moments_leaves_no_file_or_a_complete_key() {
             Some(status) => {
                 assert!(status.success(), "round {round}: exited with {status}");
                 finished += 1;
+                window /= 2;
             }
             None => {
                 child.kill().expect("SIGKILL");
                 child.wait().expect("wait");
                 killed_running += 1;
+                window = (window + window / 2).min(widest);
             }
         }
         if out.exists() {
