@@ -176,6 +176,9 @@ impl JobDriver {
             // One host: the directory before `issued`, so a crash in between repeats the
             // download (same serial) and never leaves `issued` without files.
             staging.publish()?;
+            // The bundle holds the key now; a crash after `issued` must not leave the
+            // pending key behind (a resumed job finds the key in the bundle).
+            remove_pending_key(generated, &pending, self.job.id);
             None
         };
         // Fenced: a node whose lease was taken over stores no bundle and so records no
@@ -206,12 +209,7 @@ impl JobDriver {
             // publish is the owner's (a crash here leaves the bundle in the store, where
             // `batch deploy` and the due decisions read it).
             staging.publish()?;
-        }
-        if generated
-            && let Err(e) = std::fs::remove_file(&pending)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(job = %self.job.id, "could not remove {}: {e}", pending.display());
+            remove_pending_key(generated, &pending, self.job.id);
         }
         tracing::info!(job = %self.job.id, names = %self.job.spec.names.join(","), serial = %issued.info.serial_hex, "certificate issued");
         if let Some(hook) = sh.issued_hook.clone() {
@@ -225,6 +223,16 @@ impl JobDriver {
             }
         }
         Ok(JobStatus::Issued)
+    }
+}
+
+/// Removes the key generated for the job once the published bundle holds it.
+fn remove_pending_key(generated: bool, pending: &std::path::Path, job: crate::store::JobId) {
+    if generated
+        && let Err(e) = std::fs::remove_file(pending)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(job = %job, "could not remove {}: {e}", pending.display());
     }
 }
 
