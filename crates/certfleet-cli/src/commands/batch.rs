@@ -631,8 +631,8 @@ async fn drop_unpublished(ctx: &Context, batch: &mut BatchFile) -> Result<usize>
     Ok(before - batch.certs.len())
 }
 
-/// The plugin's own counters (UPDATE messages, DNS queries), as `issue` logs them.
-async fn log_provider_cost(solver: &certfleet_dns01_host::PluginSolver) {
+/// Logs the plugin's own counters (UPDATE messages, DNS queries) after `issue` or a batch.
+pub(crate) async fn log_provider_cost(solver: &certfleet_dns01_host::PluginSolver) {
     match solver.metrics().await {
         Ok(counters) => tracing::info!(
             plugin = solver.name(),

@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
 use certfleet_acme::Account;
-use certfleet_dns01::Dns01Solver as _;
 use certfleet_http01::{StandaloneServer, Webroot};
 use certfleet_issue::bundle::{self, BundleDir, KeyOutput, Staging};
 use certfleet_issue::output::CertificateMeta;
@@ -376,18 +375,7 @@ pub async fn issue_with(
     let issuer = Issuer::new(account.clone(), prepared.solvers.clone(), ctx.poll_policy());
     let result = issuer.issue(request, checkpoint).await;
     if let Some(solver) = &prepared.dns {
-        match solver.metrics().await {
-            Ok(counters) => tracing::info!(
-                plugin = solver.name(),
-                "dns-01 provider cost: {}",
-                counters
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            ),
-            Err(e) => tracing::debug!("plugin metrics unavailable: {e}"),
-        }
+        super::batch::log_provider_cost(solver).await;
     }
     let issued = result
         .with_context(|| format!("issuing a certificate for {}", request.names.join(", ")))?;
