@@ -31,6 +31,7 @@ fn untrusted(err: FsError) -> (String, &'static str, std::path::PathBuf) {
 
 #[test]
 fn trusted_library_is_loaded_from_the_checked_descriptor() {
+    let _serial = umask_lock();
     let (_tmp, lib) = library_in_dir();
     let link = lib.with_file_name("libalias.so");
     std::os::unix::fs::symlink(&lib, &link).expect("symlink");
@@ -45,6 +46,7 @@ fn trusted_library_is_loaded_from_the_checked_descriptor() {
 
 #[test]
 fn a_loaded_library_keeps_its_descriptor_and_a_failed_load_closes_it() {
+    let _serial = umask_lock();
     let (_tmp, lib) = library_in_dir();
     let mut seen = PathBuf::new();
     let t = TrustedLibrary::open(&lib).expect("trusted");
@@ -76,6 +78,7 @@ fn a_loaded_library_keeps_its_descriptor_and_a_failed_load_closes_it() {
 
 #[test]
 fn library_owned_by_another_user_is_refused_naming_file_and_owner() {
+    let _serial = umask_lock();
     if euid() != 0 {
         eprintln!("skipped: chown to another user needs root");
         return;
@@ -90,6 +93,7 @@ fn library_owned_by_another_user_is_refused_naming_file_and_owner() {
 
 #[test]
 fn library_in_a_world_writable_directory_is_refused() {
+    let _serial = umask_lock();
     let (_tmp, lib) = library_in_dir();
     let dir = lib.parent().expect("parent").to_owned();
     chmod(&dir, 0o777);
@@ -103,6 +107,7 @@ fn library_in_a_world_writable_directory_is_refused() {
 
 #[test]
 fn writable_library_file_is_refused_with_its_mode() {
+    let _serial = umask_lock();
     let (_tmp, lib) = library_in_dir();
     for mode in [0o666, 0o664] {
         chmod(&lib, mode);
@@ -114,6 +119,7 @@ fn writable_library_file_is_refused_with_its_mode() {
 
 #[test]
 fn directory_owned_by_another_user_is_refused() {
+    let _serial = umask_lock();
     if euid() != 0 {
         eprintln!("skipped: chown to another user needs root");
         return;
@@ -125,11 +131,15 @@ fn directory_owned_by_another_user_is_refused() {
     assert_eq!((what, path.as_path()), ("directory", dir));
 }
 
-/// Runs `f` with the process umask set to 000 (tests in this binary that create files
-/// take this lock so the umask does not leak into them).
-fn with_umask_000<T>(f: impl FnOnce() -> T) -> T {
+/// Held by every test in this binary: one of them sets the process umask to 000 for a
+/// moment, and anything another test created meanwhile would get mode 0777/0666.
+fn umask_lock() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs `f` with the process umask set to 000; the caller holds [`umask_lock`].
+fn with_umask_000<T>(_held: &std::sync::MutexGuard<'static, ()>, f: impl FnOnce() -> T) -> T {
     // SAFETY: umask has no preconditions.
     let old = unsafe { libc::umask(0) };
     let out = f();
@@ -140,11 +150,12 @@ fn with_umask_000<T>(f: impl FnOnce() -> T) -> T {
 
 #[test]
 fn directories_and_private_files_get_exact_modes_under_umask_000() {
+    let serial = umask_lock();
     let tmp = tempfile::tempdir().expect("tempdir");
     let state = tmp.path().join("a/b/state");
     let certs = tmp.path().join("certs");
     let db = state.join("batch.db");
-    with_umask_000(|| {
+    with_umask_000(&serial, || {
         ensure_dir(&state, 0o700).expect("state dir");
         ensure_dir(&certs, 0o755).expect("cert dir");
         open_private_file(&db, 0o600).expect("db");
@@ -169,6 +180,7 @@ fn directories_and_private_files_get_exact_modes_under_umask_000() {
 
 #[test]
 fn planted_symlinks_and_other_writable_directories_are_refused() {
+    let _serial = umask_lock();
     let tmp = tempfile::tempdir().expect("tempdir");
     let victim = tmp.path().join("victim");
     std::fs::write(&victim, b"precious").expect("write");
@@ -195,6 +207,7 @@ fn planted_symlinks_and_other_writable_directories_are_refused() {
 
 #[test]
 fn beneath_refuses_symlinks_below_the_root_and_creates_files_exclusively() {
+    let serial = umask_lock();
     let tmp = tempfile::tempdir().expect("tempdir");
     let root = tmp.path().join("www");
     let elsewhere = tmp.path().join("elsewhere");
@@ -208,7 +221,7 @@ fn beneath_refuses_symlinks_below_the_root_and_creates_files_exclusively() {
     assert!(err.to_string().contains("acme-challenge"), "{err}");
 
     std::fs::remove_file(root.join(".well-known/acme-challenge")).expect("rm");
-    let dir = with_umask_000(|| {
+    let dir = with_umask_000(&serial, || {
         let dir =
             Beneath::open(&root, &[".well-known", "acme-challenge"], Some(0o755)).expect("created");
         // A planted symlink at the token name is replaced, its target untouched.
