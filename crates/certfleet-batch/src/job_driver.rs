@@ -145,15 +145,12 @@ impl JobDriver {
         let new_order_url = sh.account.client().directory().new_order.clone();
         let t = now();
         let cost = sh.governor.order_cost(&self.ctx, &new_order_url, t).await?;
-        // Held from the reservation until the order URL is stored: at any moment at most
-        // one order exists that the store does not know (a crash costs at most one extra
-        // order), and tokens are taken in the order the CA will see the requests.
-        let gate = sh.order_gate.lock().await;
+        let section = sh.order_gate.section().await;
         let t = now();
         match sh.governor.reserve(&cost, t).await? {
             Reserve::Granted(r) => self.reservation = Some(r),
             Reserve::Wait { until, key, cause } => {
-                drop(gate);
+                drop(section);
                 let Some(until) = until else {
                     self.write(JobUpdate::failed(format!(
                         "the order can never fit the rate limit {key} ({cause:?})"
@@ -182,7 +179,7 @@ impl JobDriver {
         self.write(JobUpdate::to(JobStatus::Ordering)).await?;
         let spec = &self.job.spec;
         let req = new_order_request(&spec.names, spec.profile.clone(), self.ctx.replaces.clone());
-        let (order, replaced) = self.steps.new_order(&req).await?;
+        let (order, replaced) = section.new_order(self.steps.new_order(&req)).await?;
         if !replaced && self.ctx.replaces.is_some() {
             self.ctx.replaces = None;
             self.ctx.in_renewal_window = false;
@@ -193,13 +190,10 @@ impl JobDriver {
             order.state.authorizations.clone(),
         ))
         .await?;
-        // Read the new authorizations before the next newOrder goes out: Pebble 2.4
-        // deadlocks when an authorization read (which holds that authorization's lock
-        // while it looks up the account) overlaps a newOrder scanning every authorization
-        // while a store write waits. Our own fresh authorizations are the ones read right
-        // after newOrder, so the gate keeps them apart; validation polls the order.
+        drop(section);
+        let reads = sh.order_gate.fresh_reads().await;
         self.prefetched = self.steps.read_authorizations(&order).await?;
-        drop(gate);
+        drop(reads);
         self.order = Some((order, false));
         Ok(JobStatus::Authorizing)
     }

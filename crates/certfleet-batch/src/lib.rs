@@ -35,6 +35,7 @@ mod job_driver;
 pub mod kek;
 mod limits;
 pub mod orchestrator;
+mod order_gate;
 pub mod plan;
 pub mod slots;
 pub mod zone_batcher;

@@ -150,10 +150,8 @@ pub(crate) struct Shared {
     pub(crate) window_hook: Option<Arc<dyn WindowHook>>,
     /// Work slots, pending authorizations, per-zone bound.
     pub(crate) slots: Slots,
-    /// Held from taking the new-order tokens until the order URL is stored: at any moment
-    /// at most one order exists that the store does not know, so a crash costs at most one
-    /// extra order, and tokens are taken in the order the CA sees the requests.
-    pub(crate) order_gate: tokio::sync::Mutex<()>,
+    /// One order section at a time; fresh authorization reads apart from newOrders.
+    pub(crate) order_gate: crate::order_gate::OrderGate,
 }
 
 impl Shared {
@@ -217,7 +215,7 @@ impl Orchestrator {
                     config.pending_authorizations,
                     config.per_zone,
                 ),
-                order_gate: tokio::sync::Mutex::new(()),
+                order_gate: crate::order_gate::OrderGate::default(),
             }),
             node: node.into(),
             stop: None,

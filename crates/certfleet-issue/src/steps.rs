@@ -201,11 +201,13 @@ impl OrderSteps {
         &self,
         order: &Order,
     ) -> Result<Vec<Authorization>, IssueError> {
-        let mut out = Vec::with_capacity(order.state.authorizations.len());
-        for url in &order.state.authorizations {
-            out.push(self.account.authorization(url).await?);
-        }
-        Ok(out)
+        // In parallel: an order for many names waits one round trip, not one per name.
+        let reads = order
+            .state
+            .authorizations
+            .iter()
+            .map(|url| self.account.authorization(url));
+        Ok(futures::future::try_join_all(reads).await?)
     }
 
     /// One challenge per pending authorization (`prefetched` ones are not read again).

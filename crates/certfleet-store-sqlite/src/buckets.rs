@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use time::OffsetDateTime;
 
 use certfleet_store::StoreError;
@@ -11,6 +11,7 @@ use certfleet_store::gcra::{BucketKey, BucketState, Decision, TokenRequest, deci
 use certfleet_store::{IssuanceRecord, TakeOutcome};
 
 use super::{db_err, from_ts, ts};
+use crate::tx::{Begin, begin};
 
 pub(super) fn state(
     conn: &Connection,
@@ -68,13 +69,15 @@ pub(super) fn take(
     now: OffsetDateTime,
     write: bool,
 ) -> Result<TakeOutcome, StoreError> {
-    let tx = conn
-        .transaction_with_behavior(if write {
-            TransactionBehavior::Immediate
+    let tx = begin(
+        conn,
+        if write {
+            Begin::Immediate
         } else {
-            TransactionBehavior::Deferred
-        })
-        .map_err(db_err(loc))?;
+            Begin::Deferred
+        },
+    )
+    .map_err(db_err(loc))?;
     let outcome = match decide(requests, &states(&tx, loc, requests)?, now) {
         Decision::Granted { updates } => {
             if write {
@@ -104,9 +107,7 @@ pub(super) fn refund(
     requests: &[TokenRequest],
     now: OffsetDateTime,
 ) -> Result<(), StoreError> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(db_err(loc))?;
+    let tx = begin(conn, Begin::Immediate).map_err(db_err(loc))?;
     for (key, tat) in refunds(requests, &states(&tx, loc, requests)?, now) {
         set_tat(&tx, loc, &key, tat)?;
     }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use time::OffsetDateTime;
 
 use certfleet_store::StoreError;
@@ -13,6 +13,7 @@ use certfleet_store::{
 };
 
 use super::{db_err, from_ts, ts};
+use crate::tx::{Begin, begin};
 
 const JOB_COLUMNS: &str = "id, batch_id, job_key, spec, status, order_url, authz_urls, cert_key, \
      attempts, last_error, deferred_until, resume_status, lease_node, lease_expires, fence, \
@@ -133,9 +134,7 @@ pub(super) fn open_batch(
     batch: &NewBatch,
     now: OffsetDateTime,
 ) -> Result<(BatchRecord, bool), StoreError> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(db_err(loc))?;
+    let tx = begin(conn, Begin::Immediate).map_err(db_err(loc))?;
     let inserted = tx
         .prepare_cached(
             "INSERT OR IGNORE INTO batches (name, digest, created_at) VALUES (?1, ?2, ?3)",
@@ -169,9 +168,7 @@ pub(super) fn add_jobs(
     new_jobs: &[NewJob],
     now: OffsetDateTime,
 ) -> Result<usize, StoreError> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(db_err(loc))?;
+    let tx = begin(conn, Begin::Immediate).map_err(db_err(loc))?;
     let mut added = 0;
     {
         let mut stmt = tx
@@ -218,9 +215,7 @@ pub(super) fn claim(
 ) -> Result<Vec<ClaimedJob>, StoreError> {
     let now = ts(req.now);
     let expires_at = req.now + to_time(req.lease_for);
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(db_err(loc))?;
+    let tx = begin(conn, Begin::Immediate).map_err(db_err(loc))?;
     // Three index-ordered queries with a LIMIT each, merged here, instead of one query
     // ordered by an expression: that one sorted every job of the batch on every claim,
     // which made a 10,000-certificate batch quadratic.
@@ -282,9 +277,7 @@ pub(super) fn renew_lease(
     now: OffsetDateTime,
     lease_for: Duration,
 ) -> Result<Lease, StoreError> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(db_err(loc))?;
+    let tx = begin(conn, Begin::Immediate).map_err(db_err(loc))?;
     check_fence(&tx, loc, lease)?;
     let expires_at = now + to_time(lease_for);
     tx.prepare_cached("UPDATE jobs SET lease_expires = ?1 WHERE id = ?2")
@@ -299,9 +292,7 @@ pub(super) fn renew_lease(
 }
 
 pub(super) fn release(conn: &mut Connection, loc: &str, lease: &Lease) -> Result<(), StoreError> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(db_err(loc))?;
+    let tx = begin(conn, Begin::Immediate).map_err(db_err(loc))?;
     check_fence(&tx, loc, lease)?;
     tx.prepare_cached("UPDATE jobs SET lease_node = NULL, lease_expires = NULL WHERE id = ?1")
         .map_err(db_err(loc))?
@@ -321,9 +312,7 @@ pub(super) fn update(
         job: lease.job,
         detail,
     })?;
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(db_err(loc))?;
+    let tx = begin(conn, Begin::Immediate).map_err(db_err(loc))?;
     let from = check_fence(&tx, loc, lease)?;
     if !from.can_become(u.status) {
         return Err(StoreError::InvalidTransition {
@@ -487,7 +476,7 @@ pub(super) fn requeue_issued(
     ids: &[JobId],
     now: OffsetDateTime,
 ) -> Result<usize, StoreError> {
-    let tx = conn.transaction().map_err(db_err(loc))?;
+    let tx = begin(conn, Begin::Deferred).map_err(db_err(loc))?;
     let mut moved = 0;
     {
         let mut stmt = tx

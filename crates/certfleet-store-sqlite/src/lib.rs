@@ -6,6 +6,7 @@ mod buckets;
 mod jobs;
 mod lock;
 mod schema;
+mod tx;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::Connection;
+use rusqlite::config::DbConfig;
 use time::OffsetDateTime;
 
 use certfleet_store::StoreError;
@@ -90,6 +92,11 @@ impl SqliteStore {
             .map_err(db_err(&location))?;
         // Every statement of the hot path stays prepared (parsing was a tenth of the CPU).
         conn.set_prepared_statement_cache_capacity(64);
+        // Prepared means prepared: without the planner stability guarantee SQLite
+        // re-prepares a statement whenever a bound value it planned with changes (the
+        // claim's LIMIT, every claim), which was 4 % of a batch's client CPU.
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+            .map_err(db_err(&location))?;
         schema::migrate(&mut conn, &location)?;
 
         let (tx, rx) = mpsc::channel::<Work>();

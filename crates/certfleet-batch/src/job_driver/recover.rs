@@ -71,9 +71,9 @@ impl JobDriver {
         ))
         .await?;
         let sh = self.sh.clone();
-        let gate = sh.order_gate.lock().await;
+        let reads = sh.order_gate.fresh_reads().await;
         self.prefetched = self.steps.read_authorizations(&order).await?;
-        drop(gate);
+        drop(reads);
         Ok(Some(order))
     }
 
