@@ -145,24 +145,17 @@ impl Api {
     }
 
     fn zone_of(&self, fqdn: &str) -> Result<Zone, PluginError> {
-        let mut count = 0;
-        let found = self.zones.find(
+        self.zones.find(
             fqdn,
             |z: &Zone| &z.name,
-            || {
-                let zones: Vec<Zone> = self.list_all("/zones?per_page=50")?;
-                count = zones.len();
-                Ok::<_, PluginError>(zones)
-            },
-        )?;
-        found.ok_or_else(|| {
-            PluginError::new(
-                ErrorKind::NotFound,
+            || self.list_all("/zones?per_page=50"),
+            |zones| {
                 format!(
-                    "zone not found for {fqdn}: none of the {count} zones the API token can see contains it"
-                ),
-            )
-        })
+                    "none of the {} zones the API token can see contains it",
+                    zones.len()
+                )
+            },
+        )
     }
 
     pub fn change(&self, records: &[TxtRecord], op: Op) -> Result<(), PluginError> {

@@ -138,30 +138,23 @@ impl Api {
                 name: format!("{name}."),
             });
         }
-        let mut seen = Vec::new();
-        let found = self.zones.find(
+        self.zones.find(
             fqdn,
             |z: &Zone| &z.name,
-            || {
-                let zones = self.list_zones()?;
-                seen = zones.iter().take(10).map(|z| z.name.clone()).collect();
-                Ok::<_, PluginError>(zones)
-            },
-        )?;
-        found.ok_or_else(|| {
-            PluginError::new(
-                ErrorKind::NotFound,
+            || self.list_zones(),
+            |zones| {
+                let seen: Vec<&str> = zones.iter().take(10).map(|z| z.name.as_str()).collect();
                 format!(
-                    "zone not found for {fqdn}: no zone on {} contains it (zones: {})",
+                    "no zone on {} contains it (zones: {})",
                     self.client.base(),
                     if seen.is_empty() {
                         "none".to_owned()
                     } else {
                         seen.join(", ")
                     }
-                ),
-            )
-        })
+                )
+            },
+        )
     }
 
     /// Adds or removes the values of `records`: per zone one GET and (when anything

@@ -232,24 +232,17 @@ impl Api {
                 private: false,
             });
         }
-        let mut count = 0;
-        let found = self.zones.find(
+        self.zones.find(
             fqdn,
             |z: &HostedZone| &z.name,
-            || {
-                let zones = self.list_zones()?;
-                count = zones.len();
-                Ok::<_, PluginError>(zones)
-            },
-        )?;
-        found.ok_or_else(|| {
-            PluginError::new(
-                ErrorKind::NotFound,
+            || self.list_zones(),
+            |zones| {
                 format!(
-                    "zone not found for {fqdn}: none of the {count} public hosted zones of these credentials contains it"
-                ),
-            )
-        })
+                    "none of the {} public hosted zones of these credentials contains it",
+                    zones.len()
+                )
+            },
+        )
     }
 
     /// The current TXT sets of `names` (absolute, lowercase) in `zone`.

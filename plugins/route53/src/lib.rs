@@ -27,16 +27,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use certfleet_plugin_abi::{CheckResult, Logger, Plugin, PluginError, TxtRecord, export_plugin};
-use certfleet_plugin_http::ApiClient;
-use certfleet_plugin_http::settings::{
-    default_max_attempts, default_max_retry_secs, default_timeout_secs, in_range, retry_policy,
-    timeout,
-};
+use certfleet_plugin_http::ConfigTable;
+use certfleet_plugin_http::settings::in_range;
 use serde::Deserialize;
 
 use crate::api::{Op, Settings, SigV4Auth};
 use crate::creds::CredentialSettings;
 
+/// The settings of this plugin beyond the HTTP settings ([`ConfigTable`] takes those).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
@@ -70,12 +68,6 @@ struct Config {
     poll_interval_millis: u64,
     #[serde(default = "default_insync_timeout")]
     insync_timeout_secs: u64,
-    #[serde(default = "default_timeout_secs")]
-    timeout_secs: u64,
-    #[serde(default = "default_max_attempts")]
-    max_attempts: u32,
-    #[serde(default = "default_max_retry_secs")]
-    max_retry_secs: u64,
 }
 
 fn default_region() -> String {
@@ -109,8 +101,9 @@ impl Plugin for Route53 {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
 
     fn create(config: serde_json::Value, log: Logger) -> Result<Self, PluginError> {
-        let c: Config = serde_json::from_value(config)
-            .map_err(|e| PluginError::config(format!("[plugins.route53]: {e}")))?;
+        let mut table = ConfigTable::new(Self::NAME, config)?;
+        let http = table.http()?;
+        let c: Config = table.rest()?;
         let (creds, source) = creds::resolve(
             CredentialSettings {
                 access_key_id: c.access_key_id,
@@ -146,13 +139,7 @@ impl Plugin for Route53 {
         in_range("ttl", c.ttl, 1..=172_800)?;
         in_range("poll_interval_millis", c.poll_interval_millis, 10..=60_000)?;
         in_range("insync_timeout_secs", c.insync_timeout_secs, 1..=3600)?;
-        let client = ApiClient::new(
-            "endpoint",
-            &c.endpoint,
-            timeout(c.timeout_secs)?,
-            retry_policy(c.max_attempts, c.max_retry_secs)?,
-            log,
-        )?;
+        let client = http.client("endpoint", &c.endpoint, log)?;
         let host = endpoint_host(client.base());
         Ok(Route53 {
             api: api::Api::new(
