@@ -94,16 +94,6 @@ impl Fleet {
     /// paths other nodes store lead nowhere here — as on separate machines. The pid is
     /// certfleet's (`unshare` and `sh` exec it).
     pub fn spawn_host(&self, i: usize, args: &[&str]) -> tokio::process::Child {
-        self.spawn_host_env(i, args, &[])
-    }
-
-    /// [`Fleet::spawn_host`] with extra environment variables (test hooks).
-    pub fn spawn_host_env(
-        &self,
-        i: usize,
-        args: &[&str],
-        env: &[(&str, &str)],
-    ) -> tokio::process::Child {
         let host = self.host_path();
         std::fs::create_dir_all(&host).expect("host mount point");
         let node = self.node_dir(i);
@@ -136,7 +126,6 @@ impl Fleet {
                 None => cmd.env_remove(k),
             };
         }
-        cmd.envs(env.iter().copied());
         cmd.spawn().expect("certfleet starts")
     }
 

@@ -3,7 +3,7 @@
 //! `finalizing`), finalize of a `ready` order only, download with the preferred chain, the
 //! checks, and the certificate directory written whole ([`certfleet_issue::bundle`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use certfleet_issue::bundle::{BundleDir, KeyOutput};
@@ -13,7 +13,7 @@ use certfleet_keys::{KeyAlgorithm, KeyError, KeyRef, SigningKey};
 
 use super::authorize::JobCheckpoint;
 use super::{JobDriver, now};
-use crate::error::RunError;
+use crate::error::{RunError, StoreError};
 use crate::store::{IssuedCert, JobStatus, JobUpdate};
 
 impl JobDriver {
@@ -156,9 +156,11 @@ impl JobDriver {
             sh.account.url(),
             sh.account.client().directory_url(),
         );
-        // Saves the work of staging when the lease is already lost; not the fence itself.
-        self.check_lease().await?;
         let pending = bundle.pending_key();
+        // Saves the work of staging when the lease is already lost; not the fence itself.
+        let lease = self.check_lease().await;
+        self.unless_refused(lease, generated, &pending, issued.key.as_ref())
+            .await?;
         let current = bundle.current_key();
         let key_output = match generated {
             true if pending.exists() => KeyOutput::LinkFrom(&pending),
@@ -184,7 +186,9 @@ impl JobDriver {
         // Fenced: a node whose lease was taken over stores no bundle and so records no
         // issuance; a crash before `issued` is repeated by the next owner with the same
         // serial, which the store records once.
-        self.store_bundle(&issued, &meta, generated).await?;
+        let stored = self.store_bundle(&issued, &meta, generated).await;
+        self.unless_refused(stored, generated, &pending, issued.key.as_ref())
+            .await?;
         sh.governor
             .certificate_issued(
                 &self.ctx,
@@ -223,6 +227,38 @@ impl JobDriver {
             }
         }
         Ok(JobStatus::Issued)
+    }
+}
+
+impl JobDriver {
+    /// `result` of a fenced write; when it was refused (the lease was taken over) the new
+    /// owner has the job's key from the store, so the pending key this node `generated` is
+    /// litter: it is removed while it still is the key this node finalized with (`ours`),
+    /// never a key another writer put at that path since.
+    async fn unless_refused(
+        &self,
+        result: Result<(), RunError>,
+        generated: bool,
+        pending: &Path,
+        ours: &dyn SigningKey,
+    ) -> Result<(), RunError> {
+        if !(generated && matches!(result, Err(RunError::Store(StoreError::Fenced { .. })))) {
+            return result;
+        }
+        let loaded = match KeyRef::file(pending) {
+            Ok(reference) => self.sh.load_key(reference.as_str()).await,
+            Err(e) => Err(e),
+        };
+        match loaded {
+            Ok(k) if k.public_key_der() == ours.public_key_der() => {
+                remove_pending_key(true, pending, self.job.id);
+            }
+            Ok(_) => {
+                tracing::debug!(job = %self.job.id, "{} holds another key now; left", pending.display());
+            }
+            Err(e) => tracing::debug!(job = %self.job.id, "pending key not removed: {e}"),
+        }
+        result
     }
 }
 
