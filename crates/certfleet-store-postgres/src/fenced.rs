@@ -102,10 +102,7 @@ pub(crate) async fn update(
     u: &JobUpdate,
     now: OffsetDateTime,
 ) -> Result<Job, StoreError> {
-    u.check().map_err(|detail| StoreError::InvalidUpdate {
-        job: lease.job,
-        detail,
-    })?;
+    u.check_write(lease.job, None)?;
     let loc = db.location.as_str();
     let authz = u
         .authorization_urls
@@ -113,7 +110,7 @@ pub(crate) async fn update(
         .map(|a| to_json(a, loc))
         .transpose()?;
     let issued = u.issued.as_ref().map(|i| to_json(i, loc)).transpose()?;
-    let keeps_lease = !(u.status.is_terminal() || u.status == JobStatus::Deferred);
+    let keeps_lease = u.keeps_lease();
     // The statuses this one may be reached from: the transition is checked in the WHERE
     // clause, so a valid write is one round-trip.
     let from: Vec<&str> = JobStatus::ALL
@@ -163,13 +160,7 @@ pub(crate) async fn update(
         return decode(row, db);
     }
     let current = diagnose(db, lease, "update_job").await?;
-    if !current.can_become(u.status) {
-        return Err(StoreError::InvalidTransition {
-            job: lease.job,
-            from: current,
-            to: u.status,
-        });
-    }
+    u.check_write(lease.job, Some(current))?;
     // The row changed between the two statements (a racing claim): it is no longer ours.
     Err(certfleet_store::fence::changed_concurrently(lease))
 }

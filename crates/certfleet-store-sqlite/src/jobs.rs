@@ -317,21 +317,12 @@ pub(super) fn update(
     u: &JobUpdate,
     now: OffsetDateTime,
 ) -> Result<Job, StoreError> {
-    u.check().map_err(|detail| StoreError::InvalidUpdate {
-        job: lease.job,
-        detail,
-    })?;
+    u.check_write(lease.job, None)?;
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db_err(loc))?;
     let from = check_fence(&tx, loc, lease)?;
-    if !from.can_become(u.status) {
-        return Err(StoreError::InvalidTransition {
-            job: lease.job,
-            from,
-            to: u.status,
-        });
-    }
+    u.check_write(lease.job, Some(from))?;
     if u.clear_order {
         tx.prepare_cached("UPDATE jobs SET order_url = NULL, authz_urls = '[]' WHERE id = ?1")
             .map_err(db_err(loc))?
@@ -344,7 +335,7 @@ pub(super) fn update(
         .map(|a| to_json(a, loc))
         .transpose()?;
     let issued = u.issued.as_ref().map(|i| to_json(i, loc)).transpose()?;
-    let keeps_lease = !(u.status.is_terminal() || u.status == JobStatus::Deferred);
+    let keeps_lease = u.keeps_lease();
     tx.prepare_cached(
         "UPDATE jobs SET status = ?1, \
          order_url = COALESCE(?2, order_url), authz_urls = COALESCE(?3, authz_urls), \

@@ -10,6 +10,8 @@ use certfleet_request::ChallengeKind;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::StoreError;
+
 /// A batch in the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct BatchId(pub i64);
@@ -328,6 +330,28 @@ impl JobUpdate {
     pub fn error(mut self, why: impl Into<String>) -> JobUpdate {
         self.last_error = Some(why.into());
         self
+    }
+
+    /// The checks every store makes before it writes this update to `job` in status
+    /// `from` (`None`: the store checks the transition in its write and calls again with the
+    /// status it found when nothing matched): the update on its own, then the transition.
+    pub fn check_write(&self, job: JobId, from: Option<JobStatus>) -> Result<(), StoreError> {
+        self.check()
+            .map_err(|detail| StoreError::InvalidUpdate { job, detail })?;
+        match from {
+            Some(from) if !from.can_become(self.status) => Err(StoreError::InvalidTransition {
+                job,
+                from,
+                to: self.status,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the job stays leased after this update: not when it ends or is deferred (any
+    /// node takes it up when it is due).
+    pub fn keeps_lease(&self) -> bool {
+        !(self.status.is_terminal() || self.status == JobStatus::Deferred)
     }
 
     /// Checks the update on its own; `Err` names what is wrong.
