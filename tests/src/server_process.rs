@@ -1,8 +1,8 @@
-//! One way to run a test server (BIND, Knot, PowerDNS, the KDC, moto, acme2certifier): spawned
-//! attached to the test process (it dies with it), stdin closed, stdout and stderr into a log
-//! file, polled until ready while watching for an early exit, killed on drop. Servers on
-//! ports picked at run time retry with fresh ports when another process took one meanwhile
-//! ([`StartAttempts`]).
+//! One way to run a test server (BIND, Knot, PowerDNS, the KDC, moto, acme2certifier, swtpm,
+//! PostgreSQL): spawned attached to the test process (it dies with it), stdin closed, stdout
+//! and stderr into a log file, polled until ready while watching for an early exit, killed
+//! on drop. Servers on ports picked at run time retry with fresh ports when another process
+//! took one meanwhile ([`StartAttempts`]).
 
 use std::fs::File;
 use std::future::Future;
@@ -90,29 +90,72 @@ impl ServerProcess {
         let started = Instant::now();
         loop {
             self.check_running()?;
-            if ready().await {
+            if self.ready_or_late(ready().await, what, started, deadline)? {
                 return Ok(());
             }
-            if started.elapsed() > deadline {
-                bail!(
-                    "{} did not {what} within {deadline:?}:\n{}",
-                    self.name,
-                    self.log_tail(TAIL_LINES)
-                );
-            }
             tokio::time::sleep(READY_INTERVAL).await;
+        }
+    }
+
+    /// [`ServerProcess::wait_ready`] for callers outside an async runtime (xtask, blocking
+    /// start-ups run on `spawn_blocking`).
+    pub fn wait_ready_blocking(
+        &self,
+        what: &str,
+        deadline: Duration,
+        mut ready: impl FnMut() -> bool,
+    ) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            self.check_running()?;
+            if self.ready_or_late(ready(), what, started, deadline)? {
+                return Ok(());
+            }
+            std::thread::sleep(READY_INTERVAL);
+        }
+    }
+
+    /// One poll's verdict: `Ok(true)` ready, `Ok(false)` poll again, `Err` past `deadline`.
+    fn ready_or_late(
+        &self,
+        ready: bool,
+        what: &str,
+        started: Instant,
+        deadline: Duration,
+    ) -> Result<bool> {
+        if ready {
+            return Ok(true);
+        }
+        if started.elapsed() > deadline {
+            bail!(
+                "{} did not {what} within {deadline:?}:\n{}",
+                self.name,
+                self.log_tail(TAIL_LINES)
+            );
+        }
+        Ok(false)
+    }
+
+    /// Its process id (`None` once killed).
+    pub fn pid(&self) -> Option<u32> {
+        let child = self.child.lock().unwrap_or_else(PoisonError::into_inner);
+        child.as_ref().map(Child::id)
+    }
+
+    /// Kills the process now (also done on drop).
+    pub fn kill(&self) {
+        let mut child = self.child.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(mut c) = child.take() {
+            // Errors mean it is gone already.
+            let _ = c.kill();
+            let _ = c.wait();
         }
     }
 }
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        let child = self.child.get_mut().unwrap_or_else(PoisonError::into_inner);
-        if let Some(mut c) = child.take() {
-            // Errors mean it is gone already.
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.kill();
     }
 }
 
