@@ -21,7 +21,7 @@ use pkcs8::EncodePrivateKey;
 use rand_core::OsRng;
 use ring::signature::{
     ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair,
-    RSA_PKCS1_SHA256, RsaKeyPair,
+    EcdsaSigningAlgorithm, RSA_PKCS1_SHA256, RsaKeyPair,
 };
 
 use crate::fs;
@@ -123,20 +123,8 @@ impl FileKey {
     fn from_pem(path: &Path, bytes: &[u8]) -> Result<FileKey, KeyError> {
         let key_ref = KeyRef::file(path)?;
         let (algorithm, jwk, spki, signer) = match pem::parse_private_key(path, bytes)? {
-            pem::Parsed::P256(secret, point) => ec_key(
-                path,
-                &secret,
-                point.as_deref(),
-                (KeyAlgorithm::EcP256, "P-256"),
-                &ECDSA_P256_SHA256_FIXED_SIGNING,
-            )?,
-            pem::Parsed::P384(secret, point) => ec_key(
-                path,
-                &secret,
-                point.as_deref(),
-                (KeyAlgorithm::EcP384, "P-384"),
-                &ECDSA_P384_SHA384_FIXED_SIGNING,
-            )?,
+            pem::Parsed::P256(k, point) => ec_key(path, &k, point.as_deref(), &P256)?,
+            pem::Parsed::P384(k, point) => ec_key(path, &k, point.as_deref(), &P384)?,
             pem::Parsed::Ed25519(key) => {
                 let public = key.verifying_key();
                 let spki = spki_der(path, public.to_public_key_der())?;
@@ -227,14 +215,27 @@ fn generate_pem(alg: KeyAlgorithm) -> Result<Zeroizing<String>, KeyError> {
     pem.map_err(|e| failed(format!("PKCS#8 encoding failed: {e}")))
 }
 
-/// The parts of an EC key on curve `C` (`algorithm`, JWK `crv`): the file's public point
-/// if it has one (ring checks it against the scalar), else the one derived.
+/// A curve as a file key uses it: the algorithm, the JWK `crv`, ring's signing algorithm.
+struct Curve(KeyAlgorithm, &'static str, &'static EcdsaSigningAlgorithm);
+
+const P256: Curve = Curve(
+    KeyAlgorithm::EcP256,
+    "P-256",
+    &ECDSA_P256_SHA256_FIXED_SIGNING,
+);
+const P384: Curve = Curve(
+    KeyAlgorithm::EcP384,
+    "P-384",
+    &ECDSA_P384_SHA384_FIXED_SIGNING,
+);
+
+/// The parts of an EC key on curve `C`: the file's public point if it has one (ring checks
+/// it against the scalar), else the one derived.
 fn ec_key<C>(
     path: &Path,
     secret: &SecretKey<C>,
     point: Option<&[u8]>,
-    (algorithm, crv): (KeyAlgorithm, &str),
-    signing: &'static ring::signature::EcdsaSigningAlgorithm,
+    &Curve(algorithm, crv, signing): &Curve,
 ) -> Result<(KeyAlgorithm, Jwk, Vec<u8>, Signer), KeyError>
 where
     C: CurveArithmetic + AssociatedOid,
