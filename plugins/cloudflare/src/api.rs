@@ -7,8 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use certfleet_plugin_abi::{CheckResult, ErrorKind, Logger, PluginError, TxtRecord};
 use certfleet_plugin_http::zone::{ZoneCache, group_by_zone, normalize, txt_quote, txt_unquote};
 use certfleet_plugin_http::{ApiClient, HeaderAuth, Request, Response, parse_json};
+use certfleet_plugin_http::{ConfigTable, ProviderApi};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+
+/// Adding or removing values.
+pub use certfleet_plugin_http::ChangeOp as Op;
 
 /// Cloudflare applies a batch all or nothing; this keeps each one well inside its limits.
 const BATCH_SIZE: usize = 100;
@@ -19,12 +23,6 @@ const AUTH_CODES: &[u64] = &[6003, 6111, 9103, 9106, 9109, 10000];
 /// "An identical record already exists" and "Record does not exist": the zone changed
 /// under us (or an earlier attempt did land); list again and redo the batch once.
 const STALE_CODES: &[u64] = &[81044, 81058];
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Op {
-    Add,
-    Remove,
-}
 
 #[derive(Debug, Deserialize)]
 pub struct Envelope<T> {
@@ -158,16 +156,6 @@ impl Api {
         )
     }
 
-    pub fn change(&self, records: &[TxtRecord], op: Op) -> Result<(), PluginError> {
-        let groups = group_by_zone(records, |z: &Zone| z.id.clone(), |r| self.zone_of(&r.fqdn))?;
-        for (zone, members) in groups {
-            let owned: Vec<TxtRecord> = members.iter().map(|r| (*r).clone()).collect();
-            self.change_zone(&zone, &owned, op)
-                .map_err(|e| e.with_records(&owned))?;
-        }
-        Ok(())
-    }
-
     fn change_zone(&self, zone: &Zone, records: &[TxtRecord], op: Op) -> Result<(), PluginError> {
         // A second pass only when the first met a record that appeared or vanished meanwhile.
         let mut pass = 0;
@@ -210,28 +198,6 @@ impl Api {
                     .log
                     .warn(&format!("{}; listing the zone again", e.message)),
             }
-        }
-    }
-
-    pub fn check(&self) -> Vec<CheckResult> {
-        let what = format!("Cloudflare API {}", self.client.base());
-        match self.call::<serde_json::Value>(&Request::get("/user/tokens/verify")) {
-            Ok((v, _)) => {
-                let status = v["status"].as_str().unwrap_or("unknown").to_owned();
-                if status != "active" {
-                    return vec![CheckResult::failed(
-                        what,
-                        format!("the API token is {status}, not active"),
-                    )];
-                }
-                let mut out = vec![CheckResult::ok(what, "the API token is valid and active")];
-                out.push(match self.list_all::<Zone>("/zones?per_page=50") {
-                    Ok(z) => CheckResult::ok("zones", format!("{} zones visible", z.len())),
-                    Err(e) => CheckResult::failed("zones", e.message),
-                });
-                out
-            }
-            Err(f) => vec![CheckResult::failed(what, f.error.message)],
         }
     }
 }
@@ -309,5 +275,50 @@ trait IntoFailure {
 impl IntoFailure for PluginError {
     fn into_failure(self, codes: Vec<u64>) -> Failure {
         Failure { error: self, codes }
+    }
+}
+
+impl ProviderApi for Api {
+    const NAME: &'static str = crate::NAME;
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+
+    fn create(table: ConfigTable, log: Logger) -> Result<Self, PluginError> {
+        crate::create(table, log)
+    }
+
+    fn change(&self, records: &[TxtRecord], op: Op) -> Result<(), PluginError> {
+        let groups = group_by_zone(records, |z: &Zone| z.id.clone(), |r| self.zone_of(&r.fqdn))?;
+        for (zone, members) in groups {
+            let owned: Vec<TxtRecord> = members.iter().map(|r| (*r).clone()).collect();
+            self.change_zone(&zone, &owned, op)
+                .map_err(|e| e.with_records(&owned))?;
+        }
+        Ok(())
+    }
+
+    fn check(&self) -> Vec<CheckResult> {
+        let what = format!("Cloudflare API {}", self.client.base());
+        match self.call::<serde_json::Value>(&Request::get("/user/tokens/verify")) {
+            Ok((v, _)) => {
+                let status = v["status"].as_str().unwrap_or("unknown").to_owned();
+                if status != "active" {
+                    return vec![CheckResult::failed(
+                        what,
+                        format!("the API token is {status}, not active"),
+                    )];
+                }
+                let mut out = vec![CheckResult::ok(what, "the API token is valid and active")];
+                out.push(match self.list_all::<Zone>("/zones?per_page=50") {
+                    Ok(z) => CheckResult::ok("zones", format!("{} zones visible", z.len())),
+                    Err(e) => CheckResult::failed("zones", e.message),
+                });
+                out
+            }
+            Err(f) => vec![CheckResult::failed(what, f.error.message)],
+        }
+    }
+
+    fn counters(&self) -> (&ApiClient, Vec<(&'static str, &AtomicU64)>) {
+        (&self.client, vec![("change_requests", &self.batches)])
     }
 }

@@ -14,12 +14,9 @@
 
 mod api;
 
-use certfleet_plugin_abi::{CheckResult, Logger, Plugin, PluginError, TxtRecord, export_plugin};
-use certfleet_plugin_http::{ConfigTable, HeaderAuth};
+use certfleet_plugin_abi::{Logger, PluginError, export_plugin};
+use certfleet_plugin_http::{ApiPlugin, ConfigTable, HeaderAuth};
 use serde::Deserialize;
-use std::collections::BTreeMap;
-
-use crate::api::Op;
 
 /// The settings of this plugin beyond the API token and the HTTP settings
 /// ([`ConfigTable`] takes those).
@@ -40,51 +37,25 @@ fn default_ttl() -> u64 {
     120
 }
 
-/// The `cloudflare` plugin instance.
-#[derive(Debug)]
-pub struct Cloudflare {
-    api: api::Api,
-}
+/// The `cloudflare` plugin.
+pub type Cloudflare = ApiPlugin<api::Api>;
 
-impl Plugin for Cloudflare {
-    const NAME: &'static str = "cloudflare";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+/// The plugin's name.
+const NAME: &str = "cloudflare";
 
-    fn create(config: serde_json::Value, log: Logger) -> Result<Self, PluginError> {
-        let mut table = ConfigTable::new(Self::NAME, config)?;
-        let http = table.http()?;
-        let token = table.required_secret("api_token")?;
-        let c: Config = table.rest()?;
-        if c.ttl != 1 && !(30..=86_400).contains(&c.ttl) {
-            return Err(PluginError::config(format!(
-                "ttl = {}: must be 1 (automatic) or between 30 and 86400",
-                c.ttl
-            )));
-        }
-        let client = http.client("base_url", &c.base_url, log)?;
-        Ok(Cloudflare {
-            api: api::Api::new(client, HeaderAuth::bearer(token), c.ttl, log),
-        })
+/// The API from the `[plugins.cloudflare]` table.
+fn create(mut table: ConfigTable, log: Logger) -> Result<api::Api, PluginError> {
+    let http = table.http()?;
+    let token = table.required_secret("api_token")?;
+    let c: Config = table.rest()?;
+    if c.ttl != 1 && !(30..=86_400).contains(&c.ttl) {
+        return Err(PluginError::config(format!(
+            "ttl = {}: must be 1 (automatic) or between 30 and 86400",
+            c.ttl
+        )));
     }
-
-    fn present(&self, records: &[TxtRecord]) -> Result<(), PluginError> {
-        self.api.change(records, Op::Add)
-    }
-
-    fn cleanup(&self, records: &[TxtRecord]) -> Result<(), PluginError> {
-        self.api.change(records, Op::Remove)
-    }
-
-    fn check(&self) -> Result<Vec<CheckResult>, PluginError> {
-        Ok(self.api.check())
-    }
-
-    fn metrics(&self) -> BTreeMap<String, u64> {
-        self.api
-            .client
-            .counters
-            .metrics(&[("change_requests", &self.api.batches)])
-    }
+    let client = http.client("base_url", &c.base_url, log)?;
+    Ok(api::Api::new(client, HeaderAuth::bearer(token), c.ttl, log))
 }
 
 export_plugin!(Cloudflare);

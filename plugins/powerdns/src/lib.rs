@@ -14,13 +14,10 @@
 
 mod api;
 
-use certfleet_plugin_abi::{CheckResult, Logger, Plugin, PluginError, TxtRecord, export_plugin};
+use certfleet_plugin_abi::{Logger, PluginError, export_plugin};
 use certfleet_plugin_http::settings::in_range;
-use certfleet_plugin_http::{ConfigTable, HeaderAuth};
+use certfleet_plugin_http::{ApiPlugin, ConfigTable, HeaderAuth};
 use serde::Deserialize;
-use std::collections::BTreeMap;
-
-use crate::api::Op;
 
 /// The settings of this plugin beyond the API key and the HTTP settings ([`ConfigTable`]
 /// takes those).
@@ -44,59 +41,33 @@ fn default_ttl() -> u32 {
     60
 }
 
-/// The `powerdns` plugin instance.
-#[derive(Debug)]
-pub struct PowerDns {
-    api: api::Api,
-}
+/// The `powerdns` plugin.
+pub type PowerDns = ApiPlugin<api::Api>;
 
-impl Plugin for PowerDns {
-    const NAME: &'static str = "powerdns";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+/// The plugin's name.
+const NAME: &str = "powerdns";
 
-    fn create(config: serde_json::Value, log: Logger) -> Result<Self, PluginError> {
-        let mut table = ConfigTable::new(Self::NAME, config)?;
-        let http = table.http()?;
-        let key = table.required_secret("api_key")?;
-        let c: Config = table.rest()?;
-        if c.server_id.is_empty() || c.server_id.contains(['/', '?', '#']) {
-            return Err(PluginError::config(format!(
-                "server_id = {:?}: expected a server id such as localhost",
-                c.server_id
-            )));
-        }
-        in_range("ttl", c.ttl, 1..=86_400)?;
-        let client = http.client("url", &c.url, log)?;
-        Ok(PowerDns {
-            api: api::Api::new(
-                client,
-                HeaderAuth::new("x-api-key", key),
-                c.server_id,
-                c.zone,
-                c.ttl,
-                log,
-            ),
-        })
+/// The API from the `[plugins.powerdns]` table.
+fn create(mut table: ConfigTable, log: Logger) -> Result<api::Api, PluginError> {
+    let http = table.http()?;
+    let key = table.required_secret("api_key")?;
+    let c: Config = table.rest()?;
+    if c.server_id.is_empty() || c.server_id.contains(['/', '?', '#']) {
+        return Err(PluginError::config(format!(
+            "server_id = {:?}: expected a server id such as localhost",
+            c.server_id
+        )));
     }
-
-    fn present(&self, records: &[TxtRecord]) -> Result<(), PluginError> {
-        self.api.change(records, Op::Add)
-    }
-
-    fn cleanup(&self, records: &[TxtRecord]) -> Result<(), PluginError> {
-        self.api.change(records, Op::Remove)
-    }
-
-    fn check(&self) -> Result<Vec<CheckResult>, PluginError> {
-        Ok(self.api.check())
-    }
-
-    fn metrics(&self) -> BTreeMap<String, u64> {
-        self.api
-            .client
-            .counters
-            .metrics(&[("change_requests", &self.api.patches)])
-    }
+    in_range("ttl", c.ttl, 1..=86_400)?;
+    let client = http.client("url", &c.url, log)?;
+    Ok(api::Api::new(
+        client,
+        HeaderAuth::new("x-api-key", key),
+        c.server_id,
+        c.zone,
+        c.ttl,
+        log,
+    ))
 }
 
 export_plugin!(PowerDns);
