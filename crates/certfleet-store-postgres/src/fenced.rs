@@ -9,7 +9,7 @@ use certfleet_store::{Job, JobStatus, JobUpdate, Lease, StoreError};
 use time::OffsetDateTime;
 
 use crate::error::corrupt;
-use crate::jobs::{COLS, decode, to_json, to_time};
+use crate::jobs::{COLS, decode, to_time};
 use crate::{Db, ts};
 
 /// Why a fenced write matched no row: no such job, a stale lease (recorded), or (`Ok`)
@@ -103,13 +103,7 @@ pub(crate) async fn update(
     now: OffsetDateTime,
 ) -> Result<Job, StoreError> {
     u.check_write(lease.job, None)?;
-    let loc = db.location.as_str();
-    let authz = u
-        .authorization_urls
-        .as_ref()
-        .map(|a| to_json(a, loc))
-        .transpose()?;
-    let issued = u.issued.as_ref().map(|i| to_json(i, loc)).transpose()?;
+    let (authz, issued) = u.json_columns(&db.location)?;
     let keeps_lease = u.keeps_lease();
     // The statuses this one may be reached from: the transition is checked in the WHERE
     // clause, so a valid write is one round-trip.

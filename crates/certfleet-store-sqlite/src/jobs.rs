@@ -329,12 +329,7 @@ pub(super) fn update(
             .execute([lease.job.0])
             .map_err(db_err(loc))?;
     }
-    let authz = u
-        .authorization_urls
-        .as_ref()
-        .map(|a| to_json(a, loc))
-        .transpose()?;
-    let issued = u.issued.as_ref().map(|i| to_json(i, loc)).transpose()?;
+    let (authz, issued) = u.json_columns(loc)?;
     let keeps_lease = u.keeps_lease();
     tx.prepare_cached(
         "UPDATE jobs SET status = ?1, \
@@ -366,10 +361,6 @@ pub(super) fn update(
     let job = job(&tx, loc, lease.job)?.ok_or(StoreError::NoSuchJob(lease.job))?;
     tx.commit().map_err(db_err(loc))?;
     Ok(job)
-}
-
-fn to_json<T: serde::Serialize>(value: &T, loc: &str) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| corrupt(loc, format!("cannot encode a value: {e}")))
 }
 
 pub(super) fn list(

@@ -348,6 +348,25 @@ impl JobUpdate {
         }
     }
 
+    /// The update's JSON columns as every store keeps them (`authz_urls`, `issued`): `None`
+    /// where the update leaves the column as it is. `location` names the store in errors.
+    pub fn json_columns(
+        &self,
+        location: &str,
+    ) -> Result<(Option<String>, Option<String>), StoreError> {
+        let authz = self
+            .authorization_urls
+            .as_ref()
+            .map(|a| encode_json(a, location))
+            .transpose()?;
+        let issued = self
+            .issued
+            .as_ref()
+            .map(|i| encode_json(i, location))
+            .transpose()?;
+        Ok((authz, issued))
+    }
+
     /// Whether the job stays leased after this update: not when it ends or is deferred (any
     /// node takes it up when it is due).
     pub fn keeps_lease(&self) -> bool {
@@ -379,3 +398,11 @@ impl JobUpdate {
 /// How the `last_error` of a job deferred by the client's rate governor starts (see
 /// [`JobUpdate::governed`]).
 pub const GOVERNOR_DEFERRAL: &str = "waiting for rate limit ";
+
+/// A value as the JSON text a store keeps; `location` names the store in the error.
+pub fn encode_json<T: Serialize>(value: &T, location: &str) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt {
+        location: location.to_owned(),
+        detail: format!("cannot encode a value: {e}"),
+    })
+}
