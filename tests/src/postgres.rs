@@ -13,7 +13,7 @@
 
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -145,7 +145,7 @@ impl Postgres {
             ])
             .arg("--no-locale")
             .arg(format!("--pwfile={}", pwfile.display()));
-        check(initdb.output(), "initdb")?;
+        crate::run_output(&mut initdb).context("initdb")?;
         let _ = std::fs::remove_file(&pwfile);
         let mut attempts = StartAttempts::default();
         while attempts.another() {
@@ -237,8 +237,8 @@ impl Postgres {
 
     /// Runs SQL with `psql` as the superuser on `database`; returns its output.
     pub fn psql(&self, database: &str, sql: &str) -> Result<String> {
-        let out = Command::new(self.bin.join("psql"))
-            .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1"])
+        let mut psql = Command::new(self.bin.join("psql"));
+        psql.args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1"])
             .args([
                 "-h",
                 "127.0.0.1",
@@ -248,10 +248,8 @@ impl Postgres {
                 PG_USER,
             ])
             .args(["-d", database, "-c", sql])
-            .env("PGPASSWORD", PG_PASSWORD)
-            .stdin(Stdio::null())
-            .output();
-        check(out, "psql").map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .env("PGPASSWORD", PG_PASSWORD);
+        crate::run_output(&mut psql).map(|out| out.trim().to_owned())
     }
 
     /// Creates an empty database.
@@ -264,19 +262,6 @@ impl Postgres {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
-}
-
-fn check(out: std::io::Result<Output>, what: &str) -> Result<Output> {
-    let out = out.with_context(|| format!("cannot run {what}"))?;
-    if !out.status.success() {
-        bail!(
-            "{what} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(out)
 }
 
 impl Postgres {
