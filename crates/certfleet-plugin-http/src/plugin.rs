@@ -16,16 +16,21 @@ pub enum ChangeOp {
     Remove,
 }
 
-/// A DNS provider's API as a plugin needs it; [`ApiPlugin`] makes it a [`Plugin`].
-pub trait ProviderApi: Send + Sync + Sized + 'static {
+/// A plugin over an HTTP API: its name and version, and how its API is built from the
+/// `[plugins.NAME]` table; [`ApiPlugin`] makes it a [`Plugin`].
+pub trait ProviderPlugin: Send + Sync + 'static {
     /// The plugin's name, as users write it in `--dns-plugin`.
     const NAME: &'static str;
     /// The plugin's own version.
     const VERSION: &'static str;
+    type Api: ProviderApi;
 
-    /// Builds the API from the plugin's `[plugins.NAME]` table. Errors name the setting.
-    fn create(table: ConfigTable, log: Logger) -> Result<Self, PluginError>;
+    /// Builds the API from the plugin's table. Errors name the setting.
+    fn create(table: ConfigTable, log: Logger) -> Result<Self::Api, PluginError>;
+}
 
+/// What a DNS provider's API does for a plugin.
+pub trait ProviderApi: Send + Sync + Sized + 'static {
     /// Adds or removes the values of `records`, one change per zone where the API allows.
     fn change(&self, records: &[TxtRecord], op: ChangeOp) -> Result<(), PluginError>;
 
@@ -36,17 +41,16 @@ pub trait ProviderApi: Send + Sync + Sized + 'static {
     fn counters(&self) -> (&ApiClient, Vec<(&'static str, &AtomicU64)>);
 }
 
-/// The plugin over a [`ProviderApi`] (`export_plugin!(ApiPlugin<MyApi>)`, usually through a
-/// type alias named after the provider).
+/// The plugin `P` (`export_plugin!(ApiPlugin<MyProvider>)`).
 #[derive(Debug)]
-pub struct ApiPlugin<A>(pub A);
+pub struct ApiPlugin<P: ProviderPlugin>(pub P::Api);
 
-impl<A: ProviderApi> Plugin for ApiPlugin<A> {
-    const NAME: &'static str = A::NAME;
-    const VERSION: &'static str = A::VERSION;
+impl<P: ProviderPlugin> Plugin for ApiPlugin<P> {
+    const NAME: &'static str = P::NAME;
+    const VERSION: &'static str = P::VERSION;
 
     fn create(config: serde_json::Value, log: Logger) -> Result<Self, PluginError> {
-        A::create(ConfigTable::new(A::NAME, config)?, log).map(ApiPlugin)
+        P::create(ConfigTable::new(P::NAME, config)?, log).map(ApiPlugin)
     }
 
     fn present(&self, records: &[TxtRecord]) -> Result<(), PluginError> {

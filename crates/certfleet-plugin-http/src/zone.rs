@@ -109,6 +109,25 @@ pub fn group_by_zone<Z, K: PartialEq>(
     Ok(groups)
 }
 
+/// Changes `records` zone by zone: grouped by zone ([`group_by_zone`]), then `change` for
+/// each zone in turn while holding `write` when given (an instance's read-modify-writes must
+/// not interleave); an error names the records of the zone that failed.
+pub fn change_by_zone<Z, K: PartialEq>(
+    records: &[TxtRecord],
+    key: impl Fn(&Z) -> K,
+    zone_of: impl FnMut(&TxtRecord) -> Result<Z, PluginError>,
+    write: Option<&std::sync::Mutex<()>>,
+    mut change: impl FnMut(&Z, &[TxtRecord]) -> Result<(), PluginError>,
+) -> Result<(), PluginError> {
+    let groups = group_by_zone(records, key, zone_of)?;
+    let _guard = write.map(|w| w.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    for (zone, members) in groups {
+        let owned: Vec<TxtRecord> = members.into_iter().cloned().collect();
+        change(&zone, &owned).map_err(|e| e.with_records(&owned))?;
+    }
+    Ok(())
+}
+
 /// A TXT value as one quoted character-string, `"` and `\` escaped (RFC 1035 §5.1): how
 /// Route 53 and PowerDNS take TXT data.
 pub fn txt_quote(value: &str) -> String {

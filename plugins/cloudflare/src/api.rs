@@ -5,9 +5,9 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use certfleet_plugin_abi::{CheckResult, ErrorKind, Logger, PluginError, TxtRecord};
-use certfleet_plugin_http::zone::{ZoneCache, group_by_zone, normalize, txt_quote, txt_unquote};
+use certfleet_plugin_http::ProviderApi;
+use certfleet_plugin_http::zone::{ZoneCache, change_by_zone, normalize, txt_quote, txt_unquote};
 use certfleet_plugin_http::{ApiClient, HeaderAuth, Request, Response, parse_json};
-use certfleet_plugin_http::{ConfigTable, ProviderApi};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -202,6 +202,40 @@ impl Api {
     }
 }
 
+impl ProviderApi for Api {
+    fn change(&self, records: &[TxtRecord], op: Op) -> Result<(), PluginError> {
+        let zone_of = |r: &TxtRecord| self.zone_of(&r.fqdn);
+        let change = |zone: &Zone, group: &[TxtRecord]| self.change_zone(zone, group, op);
+        change_by_zone(records, |z: &Zone| z.id.clone(), zone_of, None, change)
+    }
+
+    fn check(&self) -> Vec<CheckResult> {
+        let what = format!("Cloudflare API {}", self.client.base());
+        match self.call::<serde_json::Value>(&Request::get("/user/tokens/verify")) {
+            Ok((v, _)) => {
+                let status = v["status"].as_str().unwrap_or("unknown").to_owned();
+                if status != "active" {
+                    return vec![CheckResult::failed(
+                        what,
+                        format!("the API token is {status}, not active"),
+                    )];
+                }
+                let mut out = vec![CheckResult::ok(what, "the API token is valid and active")];
+                out.push(match self.list_all::<Zone>("/zones?per_page=50") {
+                    Ok(z) => CheckResult::ok("zones", format!("{} zones visible", z.len())),
+                    Err(e) => CheckResult::failed("zones", e.message),
+                });
+                out
+            }
+            Err(f) => vec![CheckResult::failed(what, f.error.message)],
+        }
+    }
+
+    fn counters(&self) -> (&ApiClient, Vec<(&'static str, &AtomicU64)>) {
+        (&self.client, vec![("change_requests", &self.batches)])
+    }
+}
+
 /// What one zone's batch carries: for `Add` the records to create (values already there
 /// are skipped), for `Remove` the ids of the records holding our values.
 pub fn plan(
@@ -275,50 +309,5 @@ trait IntoFailure {
 impl IntoFailure for PluginError {
     fn into_failure(self, codes: Vec<u64>) -> Failure {
         Failure { error: self, codes }
-    }
-}
-
-impl ProviderApi for Api {
-    const NAME: &'static str = crate::NAME;
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-
-    fn create(table: ConfigTable, log: Logger) -> Result<Self, PluginError> {
-        crate::create(table, log)
-    }
-
-    fn change(&self, records: &[TxtRecord], op: Op) -> Result<(), PluginError> {
-        let groups = group_by_zone(records, |z: &Zone| z.id.clone(), |r| self.zone_of(&r.fqdn))?;
-        for (zone, members) in groups {
-            let owned: Vec<TxtRecord> = members.iter().map(|r| (*r).clone()).collect();
-            self.change_zone(&zone, &owned, op)
-                .map_err(|e| e.with_records(&owned))?;
-        }
-        Ok(())
-    }
-
-    fn check(&self) -> Vec<CheckResult> {
-        let what = format!("Cloudflare API {}", self.client.base());
-        match self.call::<serde_json::Value>(&Request::get("/user/tokens/verify")) {
-            Ok((v, _)) => {
-                let status = v["status"].as_str().unwrap_or("unknown").to_owned();
-                if status != "active" {
-                    return vec![CheckResult::failed(
-                        what,
-                        format!("the API token is {status}, not active"),
-                    )];
-                }
-                let mut out = vec![CheckResult::ok(what, "the API token is valid and active")];
-                out.push(match self.list_all::<Zone>("/zones?per_page=50") {
-                    Ok(z) => CheckResult::ok("zones", format!("{} zones visible", z.len())),
-                    Err(e) => CheckResult::failed("zones", e.message),
-                });
-                out
-            }
-            Err(f) => vec![CheckResult::failed(what, f.error.message)],
-        }
-    }
-
-    fn counters(&self) -> (&ApiClient, Vec<(&'static str, &AtomicU64)>) {
-        (&self.client, vec![("change_requests", &self.batches)])
     }
 }

@@ -15,7 +15,7 @@
 mod api;
 
 use certfleet_plugin_abi::{Logger, PluginError, export_plugin};
-use certfleet_plugin_http::{ApiPlugin, ConfigTable, HeaderAuth};
+use certfleet_plugin_http::{ApiPlugin, ConfigTable, HeaderAuth, ProviderPlugin};
 use serde::Deserialize;
 
 /// The settings of this plugin beyond the API token and the HTTP settings
@@ -38,27 +38,30 @@ fn default_ttl() -> u64 {
 }
 
 /// The `cloudflare` plugin.
-pub type Cloudflare = ApiPlugin<api::Api>;
+#[derive(Debug)]
+pub struct Cloudflare;
 
-/// The plugin's name.
-const NAME: &str = "cloudflare";
+impl ProviderPlugin for Cloudflare {
+    const NAME: &'static str = "cloudflare";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    type Api = api::Api;
 
-/// The API from the `[plugins.cloudflare]` table.
-fn create(mut table: ConfigTable, log: Logger) -> Result<api::Api, PluginError> {
-    let http = table.http()?;
-    let token = table.required_secret("api_token")?;
-    let c: Config = table.rest()?;
-    if c.ttl != 1 && !(30..=86_400).contains(&c.ttl) {
-        return Err(PluginError::config(format!(
-            "ttl = {}: must be 1 (automatic) or between 30 and 86400",
-            c.ttl
-        )));
+    fn create(mut table: ConfigTable, log: Logger) -> Result<api::Api, PluginError> {
+        let http = table.http()?;
+        let token = table.required_secret("api_token")?;
+        let c: Config = table.rest()?;
+        if c.ttl != 1 && !(30..=86_400).contains(&c.ttl) {
+            return Err(PluginError::config(format!(
+                "ttl = {}: must be 1 (automatic) or between 30 and 86400",
+                c.ttl
+            )));
+        }
+        let client = http.client("base_url", &c.base_url, log)?;
+        Ok(api::Api::new(client, HeaderAuth::bearer(token), c.ttl, log))
     }
-    let client = http.client("base_url", &c.base_url, log)?;
-    Ok(api::Api::new(client, HeaderAuth::bearer(token), c.ttl, log))
 }
 
-export_plugin!(Cloudflare);
+export_plugin!(ApiPlugin<Cloudflare>);
 
 #[cfg(test)]
 mod tests;

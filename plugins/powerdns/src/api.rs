@@ -5,11 +5,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use certfleet_plugin_abi::{CheckResult, ErrorKind, Logger, PluginError, TxtRecord};
+use certfleet_plugin_http::ProviderApi;
 use certfleet_plugin_http::zone::{
-    ZoneCache, group_by_zone, is_in, normalize, txt_quote, txt_unquote,
+    ZoneCache, change_by_zone, is_in, normalize, txt_quote, txt_unquote,
 };
 use certfleet_plugin_http::{ApiClient, HeaderAuth, Request, Response, parse_json, snippet};
-use certfleet_plugin_http::{ConfigTable, ProviderApi};
 use serde::{Deserialize, Serialize};
 
 /// Adding or removing values.
@@ -155,7 +155,7 @@ impl Api {
         )
     }
 
-    fn change_zone(&self, zone: &Zone, records: &[&TxtRecord], op: Op) -> Result<(), PluginError> {
+    fn change_zone(&self, zone: &Zone, records: &[TxtRecord], op: Op) -> Result<(), PluginError> {
         let path = format!("{}/zones/{}", self.server_path(), zone.id);
         let req = Request::get(path.clone());
         let resp = self.expect_ok(&req)?;
@@ -195,67 +195,15 @@ impl Api {
     }
 }
 
-/// The RRset change for `name` (absolute, lowercase): `None` when nothing changes, a
-/// `DELETE` when no value is left, else a `REPLACE` with every value to keep.
-pub fn plan(
-    name: &str,
-    existing: Option<&RRset>,
-    values: &[&str],
-    op: Op,
-    ttl: u32,
-) -> Option<serde_json::Value> {
-    let before: Vec<Rec> = existing.map(|s| s.records.clone()).unwrap_or_default();
-    let mut after = before.clone();
-    match op {
-        Op::Add => {
-            for v in values {
-                if !after.iter().any(|r| txt_unquote(&r.content) == *v) {
-                    after.push(Rec {
-                        content: txt_quote(v),
-                        disabled: false,
-                    });
-                }
-            }
-        }
-        Op::Remove => after.retain(|r| !values.contains(&txt_unquote(&r.content).as_str())),
-    }
-    if after == before {
-        return None;
-    }
-    if after.is_empty() {
-        return Some(serde_json::json!({"name": name, "type": "TXT", "changetype": "DELETE"}));
-    }
-    Some(serde_json::json!({
-        "name": name,
-        "type": "TXT",
-        "ttl": existing.and_then(|s| s.ttl).unwrap_or(ttl),
-        "changetype": "REPLACE",
-        "records": after,
-    }))
-}
-
 impl ProviderApi for Api {
-    const NAME: &'static str = crate::NAME;
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-
-    fn create(table: ConfigTable, log: Logger) -> Result<Self, PluginError> {
-        crate::create(table, log)
-    }
-
     /// Adds or removes the values of `records`: per zone one GET and (when anything
     /// changes) one PATCH.
     fn change(&self, records: &[TxtRecord], op: Op) -> Result<(), PluginError> {
-        let groups = group_by_zone(records, |z: &Zone| z.id.clone(), |r| self.zone_of(&r.fqdn))?;
-        let _guard = match self.write.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        for (zone, members) in groups {
-            let owned: Vec<TxtRecord> = members.iter().map(|r| (*r).clone()).collect();
-            self.change_zone(&zone, &members, op)
-                .map_err(|e| e.with_records(&owned))?;
-        }
-        Ok(())
+        let zone_of = |r: &TxtRecord| self.zone_of(&r.fqdn);
+        // One batch of this instance at a time: a read-modify-write must not interleave.
+        let write = Some(&self.write);
+        let change = |zone: &Zone, group: &[TxtRecord]| self.change_zone(zone, group, op);
+        change_by_zone(records, |z: &Zone| z.id.clone(), zone_of, write, change)
     }
 
     fn check(&self) -> Vec<CheckResult> {
@@ -306,4 +254,43 @@ impl ProviderApi for Api {
     fn counters(&self) -> (&ApiClient, Vec<(&'static str, &AtomicU64)>) {
         (&self.client, vec![("change_requests", &self.patches)])
     }
+}
+
+/// The RRset change for `name` (absolute, lowercase): `None` when nothing changes, a
+/// `DELETE` when no value is left, else a `REPLACE` with every value to keep.
+pub fn plan(
+    name: &str,
+    existing: Option<&RRset>,
+    values: &[&str],
+    op: Op,
+    ttl: u32,
+) -> Option<serde_json::Value> {
+    let before: Vec<Rec> = existing.map(|s| s.records.clone()).unwrap_or_default();
+    let mut after = before.clone();
+    match op {
+        Op::Add => {
+            for v in values {
+                if !after.iter().any(|r| txt_unquote(&r.content) == *v) {
+                    after.push(Rec {
+                        content: txt_quote(v),
+                        disabled: false,
+                    });
+                }
+            }
+        }
+        Op::Remove => after.retain(|r| !values.contains(&txt_unquote(&r.content).as_str())),
+    }
+    if after == before {
+        return None;
+    }
+    if after.is_empty() {
+        return Some(serde_json::json!({"name": name, "type": "TXT", "changetype": "DELETE"}));
+    }
+    Some(serde_json::json!({
+        "name": name,
+        "type": "TXT",
+        "ttl": existing.and_then(|s| s.ttl).unwrap_or(ttl),
+        "changetype": "REPLACE",
+        "records": after,
+    }))
 }

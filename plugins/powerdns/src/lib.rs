@@ -16,7 +16,7 @@ mod api;
 
 use certfleet_plugin_abi::{Logger, PluginError, export_plugin};
 use certfleet_plugin_http::settings::in_range;
-use certfleet_plugin_http::{ApiPlugin, ConfigTable, HeaderAuth};
+use certfleet_plugin_http::{ApiPlugin, ConfigTable, HeaderAuth, ProviderPlugin};
 use serde::Deserialize;
 
 /// The settings of this plugin beyond the API key and the HTTP settings ([`ConfigTable`]
@@ -42,35 +42,38 @@ fn default_ttl() -> u32 {
 }
 
 /// The `powerdns` plugin.
-pub type PowerDns = ApiPlugin<api::Api>;
+#[derive(Debug)]
+pub struct PowerDns;
 
-/// The plugin's name.
-const NAME: &str = "powerdns";
+impl ProviderPlugin for PowerDns {
+    const NAME: &'static str = "powerdns";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    type Api = api::Api;
 
-/// The API from the `[plugins.powerdns]` table.
-fn create(mut table: ConfigTable, log: Logger) -> Result<api::Api, PluginError> {
-    let http = table.http()?;
-    let key = table.required_secret("api_key")?;
-    let c: Config = table.rest()?;
-    if c.server_id.is_empty() || c.server_id.contains(['/', '?', '#']) {
-        return Err(PluginError::config(format!(
-            "server_id = {:?}: expected a server id such as localhost",
-            c.server_id
-        )));
+    fn create(mut table: ConfigTable, log: Logger) -> Result<api::Api, PluginError> {
+        let http = table.http()?;
+        let key = table.required_secret("api_key")?;
+        let c: Config = table.rest()?;
+        if c.server_id.is_empty() || c.server_id.contains(['/', '?', '#']) {
+            return Err(PluginError::config(format!(
+                "server_id = {:?}: expected a server id such as localhost",
+                c.server_id
+            )));
+        }
+        in_range("ttl", c.ttl, 1..=86_400)?;
+        let client = http.client("url", &c.url, log)?;
+        Ok(api::Api::new(
+            client,
+            HeaderAuth::new("x-api-key", key),
+            c.server_id,
+            c.zone,
+            c.ttl,
+            log,
+        ))
     }
-    in_range("ttl", c.ttl, 1..=86_400)?;
-    let client = http.client("url", &c.url, log)?;
-    Ok(api::Api::new(
-        client,
-        HeaderAuth::new("x-api-key", key),
-        c.server_id,
-        c.zone,
-        c.ttl,
-        log,
-    ))
 }
 
-export_plugin!(PowerDns);
+export_plugin!(ApiPlugin<PowerDns>);
 
 #[cfg(test)]
 mod tests;

@@ -13,7 +13,7 @@ use certfleet_plugin_http::{ApiClient, Auth, Request, Response, Secret, snippet}
 
 use crate::sigv4::{Credentials, Signable, amz_date, authorization, uri_encode};
 use crate::xml::{self, Change, HostedZone, TxtSet};
-use certfleet_plugin_http::{ConfigTable, ProviderApi};
+use certfleet_plugin_http::ProviderApi;
 
 /// Adding or removing values.
 pub use certfleet_plugin_http::ChangeOp as Op;
@@ -386,6 +386,69 @@ impl Api {
     }
 }
 
+impl ProviderApi for Api {
+    fn change(&self, records: &[TxtRecord], op: Op) -> Result<(), PluginError> {
+        let groups = group_by_zone(
+            records,
+            |z: &HostedZone| z.id.clone(),
+            |r| self.zone_of(&r.fqdn),
+        )?;
+        let _guard = match self.write.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut submitted = Vec::new();
+        for (zone, members) in &groups {
+            let owned: Vec<TxtRecord> = members.iter().map(|r| (*r).clone()).collect();
+            let ids = self
+                .change_zone(zone, &owned, op)
+                .map_err(|e| e.with_records(&owned))?;
+            submitted.extend(ids.into_iter().map(|id| (zone.clone(), id, owned.clone())));
+        }
+        // All zones' changes were submitted first, so they propagate in parallel.
+        for (zone, id, owned) in submitted {
+            self.wait_insync(&zone, &id)
+                .map_err(|e| e.with_records(&owned))?;
+        }
+        Ok(())
+    }
+
+    fn check(&self) -> Vec<CheckResult> {
+        let what = format!("Route 53 API {}", self.client.base());
+        let source = &self.settings.credential_source;
+        if let Some(id) = &self.settings.hosted_zone_id {
+            let req = Request::get(format!("{API}/hostedzone/{id}"));
+            return vec![match self.expect_ok(&req) {
+                Ok(_) => CheckResult::ok(
+                    what,
+                    format!("credentials from {source} accepted; hosted zone {id} exists"),
+                ),
+                Err(e) => CheckResult::failed(what, e.message),
+            }];
+        }
+        vec![match self.list_zones() {
+            Ok(z) => CheckResult::ok(
+                what,
+                format!(
+                    "credentials from {source} accepted; {} public hosted zones visible",
+                    z.len()
+                ),
+            ),
+            Err(e) => CheckResult::failed(what, e.message),
+        }]
+    }
+
+    fn counters(&self) -> (&ApiClient, Vec<(&'static str, &AtomicU64)>) {
+        (
+            &self.client,
+            vec![
+                ("change_requests", &self.changes),
+                ("change_polls", &self.polls),
+            ],
+        )
+    }
+}
+
 /// The changes for one owner name: `DELETE` of the RRset exactly as read (Route 53 refuses
 /// it if the RRset changed since: our optimistic lock) and `CREATE` of the new one, or
 /// nothing when no value changes.
@@ -479,74 +542,4 @@ fn chunks(changes: &[Change]) -> Vec<&[Change]> {
         out.push(&changes[start..]);
     }
     out
-}
-
-impl ProviderApi for Api {
-    const NAME: &'static str = crate::NAME;
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-
-    fn create(table: ConfigTable, log: Logger) -> Result<Self, PluginError> {
-        crate::create(table, log)
-    }
-
-    fn change(&self, records: &[TxtRecord], op: Op) -> Result<(), PluginError> {
-        let groups = group_by_zone(
-            records,
-            |z: &HostedZone| z.id.clone(),
-            |r| self.zone_of(&r.fqdn),
-        )?;
-        let _guard = match self.write.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let mut submitted = Vec::new();
-        for (zone, members) in &groups {
-            let owned: Vec<TxtRecord> = members.iter().map(|r| (*r).clone()).collect();
-            let ids = self
-                .change_zone(zone, &owned, op)
-                .map_err(|e| e.with_records(&owned))?;
-            submitted.extend(ids.into_iter().map(|id| (zone.clone(), id, owned.clone())));
-        }
-        // All zones' changes were submitted first, so they propagate in parallel.
-        for (zone, id, owned) in submitted {
-            self.wait_insync(&zone, &id)
-                .map_err(|e| e.with_records(&owned))?;
-        }
-        Ok(())
-    }
-
-    fn check(&self) -> Vec<CheckResult> {
-        let what = format!("Route 53 API {}", self.client.base());
-        let source = &self.settings.credential_source;
-        if let Some(id) = &self.settings.hosted_zone_id {
-            let req = Request::get(format!("{API}/hostedzone/{id}"));
-            return vec![match self.expect_ok(&req) {
-                Ok(_) => CheckResult::ok(
-                    what,
-                    format!("credentials from {source} accepted; hosted zone {id} exists"),
-                ),
-                Err(e) => CheckResult::failed(what, e.message),
-            }];
-        }
-        vec![match self.list_zones() {
-            Ok(z) => CheckResult::ok(
-                what,
-                format!(
-                    "credentials from {source} accepted; {} public hosted zones visible",
-                    z.len()
-                ),
-            ),
-            Err(e) => CheckResult::failed(what, e.message),
-        }]
-    }
-
-    fn counters(&self) -> (&ApiClient, Vec<(&'static str, &AtomicU64)>) {
-        (
-            &self.client,
-            vec![
-                ("change_requests", &self.changes),
-                ("change_polls", &self.polls),
-            ],
-        )
-    }
 }

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use certfleet_plugin_abi::{Logger, PluginError, export_plugin};
 use certfleet_plugin_http::settings::in_range;
-use certfleet_plugin_http::{ApiPlugin, ConfigTable};
+use certfleet_plugin_http::{ApiPlugin, ConfigTable, ProviderPlugin};
 use serde::Deserialize;
 
 use crate::api::{Settings, SigV4Auth};
@@ -90,68 +90,71 @@ fn default_insync_timeout() -> u64 {
 }
 
 /// The `route53` plugin.
-pub type Route53 = ApiPlugin<api::Api>;
+#[derive(Debug)]
+pub struct Route53;
 
-/// The plugin's name.
-const NAME: &str = "route53";
+impl ProviderPlugin for Route53 {
+    const NAME: &'static str = "route53";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    type Api = api::Api;
 
-/// The API from the `[plugins.route53]` table.
-fn create(mut table: ConfigTable, log: Logger) -> Result<api::Api, PluginError> {
-    let http = table.http()?;
-    let c: Config = table.rest()?;
-    let (creds, source) = creds::resolve(
-        CredentialSettings {
-            access_key_id: c.access_key_id,
-            access_key_id_env: c.access_key_id_env,
-            secret_access_key: c.secret_access_key,
-            secret_access_key_env: c.secret_access_key_env,
-            secret_access_key_file: c.secret_access_key_file,
-            session_token: c.session_token,
-            session_token_env: c.session_token_env,
-            credentials_file: c.credentials_file,
-            profile: c.profile,
-        },
-        &|var| std::env::var(var).ok(),
-    )?;
-    if c.region.is_empty()
-        || !c
-            .region
-            .chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
-    {
-        return Err(PluginError::config(format!(
-            "region = {:?}: expected a region such as us-east-1",
-            c.region
-        )));
+    fn create(mut table: ConfigTable, log: Logger) -> Result<api::Api, PluginError> {
+        let http = table.http()?;
+        let c: Config = table.rest()?;
+        let (creds, source) = creds::resolve(
+            CredentialSettings {
+                access_key_id: c.access_key_id,
+                access_key_id_env: c.access_key_id_env,
+                secret_access_key: c.secret_access_key,
+                secret_access_key_env: c.secret_access_key_env,
+                secret_access_key_file: c.secret_access_key_file,
+                session_token: c.session_token,
+                session_token_env: c.session_token_env,
+                credentials_file: c.credentials_file,
+                profile: c.profile,
+            },
+            &|var| std::env::var(var).ok(),
+        )?;
+        if c.region.is_empty()
+            || !c
+                .region
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
+        {
+            return Err(PluginError::config(format!(
+                "region = {:?}: expected a region such as us-east-1",
+                c.region
+            )));
+        }
+        if let Some(id) = &c.hosted_zone_id
+            && (id.is_empty() || !id.chars().all(|ch| ch.is_ascii_alphanumeric()))
+        {
+            return Err(PluginError::config(format!(
+                "hosted_zone_id = {id:?}: expected an id such as Z1D633PJN98FT9 (without /hostedzone/)"
+            )));
+        }
+        in_range("ttl", c.ttl, 1..=172_800)?;
+        in_range("poll_interval_millis", c.poll_interval_millis, 10..=60_000)?;
+        in_range("insync_timeout_secs", c.insync_timeout_secs, 1..=3600)?;
+        let client = http.client("endpoint", &c.endpoint, log)?;
+        let host = endpoint_host(client.base());
+        Ok(api::Api::new(
+            client,
+            SigV4Auth {
+                creds,
+                region: c.region,
+                host,
+            },
+            Settings {
+                hosted_zone_id: c.hosted_zone_id,
+                ttl: c.ttl,
+                poll_interval: Duration::from_millis(c.poll_interval_millis),
+                insync_timeout: Duration::from_secs(c.insync_timeout_secs),
+                credential_source: source,
+            },
+            log,
+        ))
     }
-    if let Some(id) = &c.hosted_zone_id
-        && (id.is_empty() || !id.chars().all(|ch| ch.is_ascii_alphanumeric()))
-    {
-        return Err(PluginError::config(format!(
-            "hosted_zone_id = {id:?}: expected an id such as Z1D633PJN98FT9 (without /hostedzone/)"
-        )));
-    }
-    in_range("ttl", c.ttl, 1..=172_800)?;
-    in_range("poll_interval_millis", c.poll_interval_millis, 10..=60_000)?;
-    in_range("insync_timeout_secs", c.insync_timeout_secs, 1..=3600)?;
-    let client = http.client("endpoint", &c.endpoint, log)?;
-    let host = endpoint_host(client.base());
-    Ok(api::Api::new(
-        client,
-        SigV4Auth {
-            creds,
-            region: c.region,
-            host,
-        },
-        Settings {
-            hosted_zone_id: c.hosted_zone_id,
-            ttl: c.ttl,
-            poll_interval: Duration::from_millis(c.poll_interval_millis),
-            insync_timeout: Duration::from_secs(c.insync_timeout_secs),
-            credential_source: source,
-        },
-        log,
-    ))
 }
 
 /// `host[:port]` of a base URL, as the `Host` header carries it (the default port omitted).
@@ -165,7 +168,7 @@ fn endpoint_host(base: &str) -> String {
         .to_owned()
 }
 
-export_plugin!(Route53);
+export_plugin!(ApiPlugin<Route53>);
 
 #[cfg(test)]
 mod tests;
