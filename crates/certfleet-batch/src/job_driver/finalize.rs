@@ -156,11 +156,12 @@ impl JobDriver {
             sh.account.url(),
             sh.account.client().directory_url(),
         );
-        let pending = bundle.pending_key();
         // Saves the work of staging when the lease is already lost; not the fence itself.
-        let lease = self.check_lease().await;
-        self.unless_refused(lease, generated, &pending, issued.key.as_ref())
-            .await?;
+        self.check_lease().await?;
+        let pending = bundle.pending_key();
+        // The pending key file as this node, holding the lease, stages it: a refused publish
+        // removes this very file, never one another node wrote at the path since.
+        let own_pending = generated.then(|| file_identity(&pending)).flatten();
         let current = bundle.current_key();
         let key_output = match generated {
             true if pending.exists() => KeyOutput::LinkFrom(&pending),
@@ -187,8 +188,7 @@ impl JobDriver {
         // issuance; a crash before `issued` is repeated by the next owner with the same
         // serial, which the store records once.
         let stored = self.store_bundle(&issued, &meta, generated).await;
-        self.unless_refused(stored, generated, &pending, issued.key.as_ref())
-            .await?;
+        unless_refused(stored, own_pending, &pending, self.job.id)?;
         sh.governor
             .certificate_issued(
                 &self.ctx,
@@ -230,36 +230,28 @@ impl JobDriver {
     }
 }
 
-impl JobDriver {
-    /// `result` of a fenced write; when it was refused (the lease was taken over) the new
-    /// owner has the job's key from the store, so the pending key this node `generated` is
-    /// litter: it is removed while it still is the key this node finalized with (`ours`),
-    /// never a key another writer put at that path since.
-    async fn unless_refused(
-        &self,
-        result: Result<(), RunError>,
-        generated: bool,
-        pending: &Path,
-        ours: &dyn SigningKey,
-    ) -> Result<(), RunError> {
-        if !(generated && matches!(result, Err(RunError::Store(StoreError::Fenced { .. })))) {
-            return result;
-        }
-        let loaded = match KeyRef::file(pending) {
-            Ok(reference) => self.sh.load_key(reference.as_str()).await,
-            Err(e) => Err(e),
-        };
-        match loaded {
-            Ok(k) if k.public_key_der() == ours.public_key_der() => {
-                remove_pending_key(true, pending, self.job.id);
-            }
-            Ok(_) => {
-                tracing::debug!(job = %self.job.id, "{} holds another key now; left", pending.display());
-            }
-            Err(e) => tracing::debug!(job = %self.job.id, "pending key not removed: {e}"),
-        }
-        result
+/// `result` of the fenced publish; when it was refused (the lease was taken over) the new
+/// owner has the job's key from the store, so the pending key file this node made is
+/// litter: removed while it is still the file `own` identifies.
+fn unless_refused(
+    result: Result<(), RunError>,
+    own: Option<(u64, u64)>,
+    pending: &Path,
+    job: crate::store::JobId,
+) -> Result<(), RunError> {
+    if matches!(result, Err(RunError::Store(StoreError::Fenced { .. })))
+        && own.is_some()
+        && file_identity(pending) == own
+    {
+        remove_pending_key(true, pending, job);
     }
+    result
+}
+
+/// Device and inode of `path`: which file it is (an atomic rewrite makes another).
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// Removes the key generated for the job once the published bundle holds it.
