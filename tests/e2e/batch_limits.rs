@@ -35,14 +35,7 @@ async fn start(options: CaProxyOptions) -> Option<(Env, CaProxy)> {
 
 /// Registers an account at the CA double (shared with the bundle tests).
 pub(crate) async fn register(env: &Env, proxy: &CaProxy) {
-    let key = env.generate_key("account.pem", "es256").await;
-    env.run_at(
-        &proxy.directory_url(),
-        &["account", "register", "--key", &key, "--agree-tos"],
-        crate::common::COMMAND_TIMEOUT,
-    )
-    .await
-    .assert_ok();
+    env.register_at(&proxy.directory_url(), "account.pem").await;
 }
 
 #[track_caller]

@@ -232,11 +232,7 @@ async fn sigterm_and_sigint_stop_a_batch_with_its_report_and_a_rerun_finishes() 
         "{} new orders for {n} certificates over 3 stops",
         stats.new_orders
     );
-    assert_eq!(stats.finalizations.len(), n, "{stats:?}");
-    assert!(
-        stats.finalizations.values().all(|c| *c == 1),
-        "finalized once each: {stats:?}"
-    );
+    stats.assert_finalized_once(n, 0);
     // Each stop costs at most one order the store did not know (an order aborted after the
     // grace period); a graceful stop within it costs none.
     assert!(

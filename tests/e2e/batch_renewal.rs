@@ -21,14 +21,7 @@ async fn issued_batch_with_ten_due(env: &Env) -> (CaProxy, String, String, BTree
         ..CaProxyOptions::default()
     };
     let proxy = CaProxy::start(&env.pebble, options).await.expect("proxy");
-    let key = env.generate_key("account.pem", "es256").await;
-    env.run_at(
-        &proxy.directory_url(),
-        &["account", "register", "--key", &key, "--agree-tos"],
-        COMMAND_TIMEOUT,
-    )
-    .await
-    .assert_ok();
+    env.register_at(&proxy.directory_url(), "account.pem").await;
     let config = write_config(env, "[batch]\nrate_limits = \"none\"\n");
     let names: Vec<String> = (0..50).map(|i| format!("r{i}.ari.test")).collect();
     let file = write_list(env, "ari.txt", &names);

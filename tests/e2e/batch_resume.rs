@@ -30,14 +30,7 @@ async fn sigkilled_batch_resumes_without_ordering_or_finalizing_twice() {
     let proxy = CaProxy::start(&env.pebble, CaProxyOptions::default())
         .await
         .expect("proxy");
-    let key = env.generate_key("account.pem", "es256").await;
-    env.run_at(
-        &proxy.directory_url(),
-        &["account", "register", "--key", &key, "--agree-tos"],
-        COMMAND_TIMEOUT,
-    )
-    .await
-    .assert_ok();
+    env.register_at(&proxy.directory_url(), "account.pem").await;
     let config = write_config(
         &env,
         "[batch]\nrate_limits = \"none\"\nretry_backoff_secs = 1\n",
@@ -113,17 +106,7 @@ async fn sigkilled_batch_resumes_without_ordering_or_finalizing_twice() {
     assert_eq!(certs.len(), n);
     assert!(certs.iter().all(|c| c["state"] == "issued"), "all issued");
     let stats = proxy.stats();
-    assert_eq!(
-        stats.finalizations.len(),
-        n,
-        "every name set finalized: {stats:?}"
-    );
-    let twice: Vec<_> = stats
-        .finalizations
-        .iter()
-        .filter(|(_, c)| **c != 1)
-        .collect();
-    assert!(twice.is_empty(), "finalized more than once: {twice:?}");
+    stats.assert_finalized_once(n, 0);
     // A job stopped between newOrder and storing the URL continues the order the CA
     // already holds (found in the account's orders list), so no kill costs an order.
     // Counted where the orders are made: the proxy misses an order whose response it

@@ -10,7 +10,7 @@ use certfleet_testenv::postgres::PG_PASSWORD;
 use certfleet_testenv::{CaProxyOptions, LimitSpec, ProxyLimits};
 
 use crate::batch::{BATCH_TIMEOUT, write_list};
-use crate::batch_scale_out_support::{Fleet, signal, wait_exit, wait_until};
+use crate::batch_scale_out_support::{Fleet, wait_exit, wait_until};
 
 const FAST: &str = "[batch]\nrate_limits = \"none\"\nretry_backoff_secs = 1\n";
 
@@ -102,26 +102,9 @@ async fn killed_and_paused_nodes_cannot_finalize_twice_and_late_writes_are_fence
     let mut paused = fleet.spawn_node(1, &file, &flags);
     let mut steady = fleet.spawn_node(2, &file, &flags);
     let paused_pid = paused.id().expect("pid");
-    let held_by_paused =
-        format!("SELECT count(*) FROM jobs WHERE lease_node LIKE '%/{paused_pid}/%'");
-    // Mid-run: the node to pause holds leases (the schema may not exist for a moment).
-    assert!(
-        wait_until(Duration::from_secs(60), || {
-            fleet.try_sql(&held_by_paused).is_some_and(|n| n != "0")
-                && fleet.proxy.stats().finalizations.len() >= 10
-        })
-        .await,
-        "the run got going"
-    );
-    killed.start_kill().expect("SIGKILL");
-    signal(&paused, libc::SIGSTOP);
-    // Past its lease: every job it held is taken over by the others.
-    let taken_over = wait_until(Duration::from_secs(90), || {
-        fleet.sql(&held_by_paused) == "0"
-    })
-    .await;
-    signal(&paused, libc::SIGCONT);
-    assert!(taken_over, "the paused node's jobs were taken over");
+    // Mid-run, past its lease: every job the paused node held is taken over by the others.
+    fleet.wait_going(paused_pid).await;
+    fleet.kill_one_and_pause_one(&mut killed, &paused).await;
     let fenced = format!("SELECT count(*) FROM fenced_writes WHERE node LIKE '%/{paused_pid}/%'");
     assert!(
         wait_until(Duration::from_secs(60), || fleet.sql(&fenced) != "0").await,
@@ -143,13 +126,7 @@ async fn killed_and_paused_nodes_cannot_finalize_twice_and_late_writes_are_fence
     // Pebble without being counted (the proxy counts when it answers, and the client is
     // gone), so up to its 8 jobs in flight can be missing from the count.
     let stats = fleet.proxy.stats();
-    let twice: Vec<_> = stats
-        .finalizations
-        .iter()
-        .filter(|(_, c)| **c != 1)
-        .collect();
-    assert!(twice.is_empty(), "finalized more than once: {twice:?}");
-    assert!(stats.finalizations.len() + 8 >= n, "{stats:?}");
+    stats.assert_finalized_once(n, 8);
     // A new order only for jobs caught between writing `ordering` and `authorizing` on the
     // killed or the paused node (8 in flight each).
     assert!(

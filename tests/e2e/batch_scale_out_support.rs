@@ -32,14 +32,7 @@ impl Fleet {
         }
         let env = Env::start(PebbleOptions::default().nonce_reject(0).always_valid(true)).await?;
         let proxy = CaProxy::start(&env.pebble, options).await.expect("proxy");
-        let key = env.generate_key("account.pem", "es256").await;
-        env.run_at(
-            &proxy.directory_url(),
-            &["account", "register", "--key", &key, "--agree-tos"],
-            COMMAND_TIMEOUT,
-        )
-        .await
-        .assert_ok();
+        env.register_at(&proxy.directory_url(), "account.pem").await;
         let pg = tokio::task::spawn_blocking(Postgres::start)
             .await
             .expect("join")
@@ -94,16 +87,6 @@ impl Fleet {
     /// paths other nodes store lead nowhere here — as on separate machines. The pid is
     /// certfleet's (`unshare` and `sh` exec it).
     pub fn spawn_host(&self, i: usize, args: &[&str]) -> tokio::process::Child {
-        self.spawn_host_env(i, args, &[])
-    }
-
-    /// [`Fleet::spawn_host`] with extra environment variables (test hooks).
-    pub fn spawn_host_env(
-        &self,
-        i: usize,
-        args: &[&str],
-        env: &[(&str, &str)],
-    ) -> tokio::process::Child {
         let host = self.host_path();
         std::fs::create_dir_all(&host).expect("host mount point");
         let node = self.node_dir(i);
@@ -136,7 +119,6 @@ impl Fleet {
                 None => cmd.env_remove(k),
             };
         }
-        cmd.envs(env.iter().copied());
         cmd.spawn().expect("certfleet starts")
     }
 
@@ -202,14 +184,41 @@ impl Fleet {
     /// Asserts every name set was finalized exactly once at the CA.
     #[track_caller]
     pub fn assert_finalized_once(&self, n: usize) {
-        let stats = self.proxy.stats();
-        assert_eq!(stats.finalizations.len(), n, "every name set finalized");
-        let twice: Vec<_> = stats
-            .finalizations
-            .iter()
-            .filter(|(_, c)| **c != 1)
-            .collect();
-        assert!(twice.is_empty(), "finalized more than once: {twice:?}");
+        self.proxy.stats().assert_finalized_once(n, 0);
+    }
+
+    /// The count of jobs leased by the node with process id `pid`.
+    pub fn held_by(pid: u32) -> String {
+        format!("SELECT count(*) FROM jobs WHERE lease_node LIKE '%/{pid}/%'")
+    }
+
+    /// Waits until the node `pid` holds leases and 10 name sets are finalized (the schema
+    /// may not exist for a moment).
+    pub async fn wait_going(&self, pid: u32) {
+        let held = Fleet::held_by(pid);
+        assert!(
+            wait_until(Duration::from_secs(90), || {
+                self.try_sql(&held).is_some_and(|c| c != "0")
+                    && self.proxy.stats().finalizations.len() >= 10
+            })
+            .await,
+            "the run got going"
+        );
+    }
+
+    /// SIGKILLs `killed` and SIGSTOPs `paused` past its lease, until every job it held is
+    /// taken over by the others (asserted), then resumes it.
+    pub async fn kill_one_and_pause_one(
+        &self,
+        killed: &mut tokio::process::Child,
+        paused: &tokio::process::Child,
+    ) {
+        let held = Fleet::held_by(paused.id().expect("pid"));
+        killed.start_kill().expect("SIGKILL");
+        signal(paused, libc::SIGSTOP);
+        let taken_over = wait_until(Duration::from_secs(90), || self.sql(&held) == "0").await;
+        signal(paused, libc::SIGCONT);
+        assert!(taken_over, "the paused node's jobs were taken over");
     }
 }
 

@@ -206,6 +206,20 @@ impl Env {
         key_ref
     }
 
+    /// Generates an es256 account key as `key_file` and registers it, terms agreed, at the
+    /// CA behind `directory_url` (a CA double in front of Pebble); returns the key reference.
+    pub async fn register_at(&self, directory_url: &str, key_file: &str) -> String {
+        let key = self.generate_key(key_file, "es256").await;
+        self.run_at(
+            directory_url,
+            &["account", "register", "--key", &key, "--agree-tos"],
+            COMMAND_TIMEOUT,
+        )
+        .await
+        .assert_ok();
+        key
+    }
+
     /// Generates an es256 account key and registers it; returns the key reference.
     pub async fn register_account(&self) -> String {
         let key = self.generate_key("account.pem", "es256").await;

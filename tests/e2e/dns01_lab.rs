@@ -310,14 +310,8 @@ async fn lagging_secondary_is_named_and_the_ca_never_asked() {
     let proxy = CaProxy::start(&env.pebble, CaProxyOptions::default())
         .await
         .expect("proxy");
-    let key = env.generate_key("proxy-account.pem", "es256").await;
-    env.run_at(
-        &proxy.directory_url(),
-        &["account", "register", "--key", &key, "--agree-tos"],
-        crate::common::COMMAND_TIMEOUT,
-    )
-    .await
-    .assert_ok();
+    env.register_at(&proxy.directory_url(), "proxy-account.pem")
+        .await;
     let timeout = 4;
     let config = config(&env, &lab, timeout, "");
     let run = issue(

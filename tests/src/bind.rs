@@ -336,15 +336,17 @@ impl Bind {
     async fn wait_ready(&self) -> Result<()> {
         let started = Instant::now();
         for s in &self.servers {
-            let (addr, recursion) = (s.addr, s.role == "resolver");
-            for zone in &self.zones {
-                let left = READY_DEADLINE.saturating_sub(started.elapsed());
-                s.process
-                    .wait_ready(&format!("serve {zone} on {addr}"), left, || async move {
-                        dig(addr, zone, "SOA", recursion).is_ok_and(|a| !a.is_empty())
-                    })
-                    .await?;
-            }
+            let zones = self.zones.iter().map(String::as_str);
+            let recursion = s.role == "resolver";
+            crate::dig::wait_serving(
+                &s.process,
+                s.addr,
+                zones,
+                recursion,
+                started,
+                READY_DEADLINE,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -400,11 +402,7 @@ impl Bind {
 
     /// The TXT values `server` answers for `name` (recursion off).
     pub fn txt(&self, server: SocketAddr, name: &str) -> Result<Vec<String>> {
-        Ok(dig(server, name, "TXT", false)?
-            .into_iter()
-            .filter(|l| l.starts_with('"'))
-            .map(|l| l.trim_matches('"').to_owned())
-            .collect())
+        crate::dig::txt(server, name)
     }
 
     /// UPDATE and QUERY messages `server` received so far.
@@ -457,17 +455,4 @@ impl Bind {
             Dir::Kept(p) => p,
         }
     }
-}
-
-/// `dig +short` lines for `name`/`rtype` at `server`.
-fn dig(server: SocketAddr, name: &str, rtype: &str, recursion: bool) -> Result<Vec<String>> {
-    let out = crate::run_output(
-        Command::new("dig")
-            .arg(format!("@{}", server.ip()))
-            .args(["-p", &server.port().to_string()])
-            .args(["+short", "+time=1", "+tries=1"])
-            .arg(if recursion { "+rec" } else { "+norec" })
-            .args([rtype, name]),
-    )?;
-    Ok(out.lines().map(str::to_owned).collect())
 }

@@ -124,6 +124,26 @@ pub struct ProxyStats {
 }
 
 impl ProxyStats {
+    /// Asserts no name set was finalized twice and `n` were finalized, of which up to
+    /// `uncounted` may be missing from the count (a killed client's finalize requests in
+    /// flight reach Pebble, but the proxy counts when it answers).
+    #[track_caller]
+    pub fn assert_finalized_once(&self, n: usize, uncounted: usize) {
+        let twice: Vec<_> = self
+            .finalizations
+            .iter()
+            .filter(|(_, c)| **c != 1)
+            .collect();
+        assert!(twice.is_empty(), "finalized more than once: {twice:?}");
+        let counted = self.finalizations.len();
+        assert!(
+            counted <= n && counted + uncounted >= n,
+            "{counted} name sets finalized, expected {n} (up to {uncounted} uncounted): {self:?}"
+        );
+    }
+}
+
+impl ProxyStats {
     /// All 429s.
     pub fn rate_limited_total(&self) -> u64 {
         self.rate_limited.values().sum()

@@ -465,7 +465,8 @@ impl DnsLab {
                 &format!("serve corp.test on {STALE_VIEW}"),
                 READY_DEADLINE,
                 || async {
-                    dig(STALE_VIEW, "corp.test", "SOA", false).is_ok_and(|a| !a.is_empty())
+                    crate::dig::dig(STALE_VIEW, "corp.test", "SOA", false)
+                        .is_ok_and(|a| !a.is_empty())
                 },
             )
             .await
@@ -473,25 +474,22 @@ impl DnsLab {
 
     /// Server `index` serves both zones (one deadline for both).
     async fn wait_serving(&self, index: usize, addr: SocketAddr, recursion: bool) -> Result<()> {
-        let started = Instant::now();
-        for zone in ZONES {
-            let left = READY_DEADLINE.saturating_sub(started.elapsed());
-            self.procs[index]
-                .wait_ready(&format!("serve {zone} on {addr}"), left, || async move {
-                    dig(addr, zone, "SOA", recursion).is_ok_and(|a| !a.is_empty())
-                })
-                .await?;
-        }
-        Ok(())
+        let process = &self.procs[index];
+        let zones = ZONES.iter().copied();
+        crate::dig::wait_serving(
+            process,
+            addr,
+            zones,
+            recursion,
+            Instant::now(),
+            READY_DEADLINE,
+        )
+        .await
     }
 
     /// TXT values `server` itself serves for `name` (recursion off).
     pub fn txt(&self, server: SocketAddr, name: &str) -> Result<Vec<String>> {
-        Ok(dig(server, name, "TXT", false)?
-            .into_iter()
-            .filter(|l| l.starts_with('"'))
-            .map(|l| l.trim_matches('"').to_owned())
-            .collect())
+        crate::dig::txt(server, name)
     }
 
     /// Between two orders: waits (bounded) until neither authoritative server serves a TXT at
@@ -578,17 +576,4 @@ impl DnsLab {
             .collect::<Vec<_>>()
             .join("\n")
     }
-}
-
-/// `dig +short` lines for `name`/`rtype` at `server`.
-fn dig(server: SocketAddr, name: &str, rtype: &str, recursion: bool) -> Result<Vec<String>> {
-    let out = crate::run_output(
-        Command::new("dig")
-            .arg(format!("@{}", server.ip()))
-            .args(["-p", &server.port().to_string()])
-            .args(["+short", "+time=1", "+tries=1"])
-            .arg(if recursion { "+rec" } else { "+norec" })
-            .args([rtype, name]),
-    )?;
-    Ok(out.lines().map(str::to_owned).collect())
 }

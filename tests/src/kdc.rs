@@ -8,10 +8,10 @@ use std::ffi::OsString;
 use std::fs;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use tempfile::TempDir;
 
 use crate::ports;
@@ -164,18 +164,8 @@ trait OutputOk {
 
 impl OutputOk for Command {
     fn output_ok(&mut self, what: &str) -> Result<()> {
-        let out = self
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("running {what}"))?;
-        if !out.status.success() {
-            bail!(
-                "{what} failed ({}): {}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(())
+        crate::run_output(self)
+            .map(drop)
+            .with_context(|| format!("running {what}"))
     }
 }

@@ -23,6 +23,7 @@ pub mod a2c;
 mod bind;
 mod ca_proxy;
 pub mod cloudflare_fake;
+mod dig;
 pub mod dns_lab;
 pub mod kdc;
 pub mod loopback_http;
@@ -207,6 +208,25 @@ pub fn certfleet_command() -> Command {
         }
     }
     cmd
+}
+
+/// Sends `req` (`method` `url`, for the error); its body as text, an error unless 2xx.
+pub(crate) async fn send_checked(
+    req: reqwest::RequestBuilder,
+    method: &str,
+    url: &str,
+) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("{method} {url}"))?;
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    if !status.is_success() {
+        anyhow::bail!("{method} {url}: HTTP {status}: {text}");
+    }
+    Ok(text)
 }
 
 /// Runs `cmd` and returns its stdout; a failure carries the exit status and stderr.

@@ -193,16 +193,7 @@ impl Moto {
         if let Some(b) = body {
             req = req.body(b);
         }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("{method} {url}"))?;
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        if !status.is_success() {
-            bail!("{method} {url}: HTTP {status}: {text}");
-        }
-        Ok(text)
+        crate::send_checked(req, method, &url).await
     }
 
     async fn iam(&self, form: &str) -> Result<String> {

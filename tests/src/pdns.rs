@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -169,15 +169,7 @@ impl Pdns {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("{method} {url}"))?;
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        if !status.is_success() {
-            bail!("{method} {url}: HTTP {status}: {text}");
-        }
+        let text = crate::send_checked(req, method, &url).await?;
         Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 

@@ -3,14 +3,12 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose,
@@ -18,17 +16,12 @@ use rcgen::{
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
+use crate::server_process::{ServerProcess, StartAttempts};
 use crate::state::{PebbleState, ProcessRecord};
 use crate::{install_crypto_provider, ports, tail_file};
 
-/// Readiness polling: at most this many attempts …
-const READY_ATTEMPTS: u32 = 100;
-/// … this far apart …
-const READY_INTERVAL: Duration = Duration::from_millis(100);
-/// … and never longer than this in total.
+/// Readiness polling ([`ServerProcess::wait_all_ready`]) never takes longer than this.
 const READY_DEADLINE: Duration = Duration::from_secs(20);
-/// Start attempts with fresh ports when a port was taken between picking and binding.
-const START_ATTEMPTS: u32 = 3;
 /// Upper bound on `/roots/<n>` fetched by [`Pebble::issuing_roots`].
 const MAX_ROOTS: usize = 32;
 
@@ -146,17 +139,7 @@ pub struct Spawned {
     pub pid: u32,
     /// The canonical path of the binary it runs (what `/proc/<pid>/exe` points at).
     pub exe: PathBuf,
-    child: Option<Child>,
-}
-
-impl Spawned {
-    fn kill_and_wait(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // Errors mean it is gone already.
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+    process: Option<ServerProcess>,
 }
 
 #[derive(Debug)]
@@ -232,8 +215,8 @@ impl Pebble {
         let tls_root = write_tls_certs(&work)?;
         let client = http_client(&tls_root)?;
 
-        let mut last_err = None;
-        for attempt in 1..=START_ATTEMPTS {
+        let mut attempts = StartAttempts::default();
+        while attempts.another() {
             let ports = Ports::pick().context("picking free loopback ports")?;
             let dns_server = options
                 .dns_server
@@ -248,7 +231,7 @@ impl Pebble {
                 client: client.clone(),
             };
             match pebble
-                .launch(&options, &work, &pebble_exe, &chall_exe, attempt)
+                .launch(&options, &work, &pebble_exe, &chall_exe)
                 .await
             {
                 Ok(()) => {
@@ -257,15 +240,11 @@ impl Pebble {
                 }
                 Err(e) => {
                     pebble.stop_processes();
-                    let port_clash = ports::is_port_clash(&e);
-                    last_err = Some(e);
-                    if !port_clash {
-                        break;
-                    }
+                    attempts.failed(e);
                 }
             }
         }
-        Err(last_err.unwrap_or_else(|| anyhow!("pebble did not start")))
+        Err(attempts.into_error("pebble"))
     }
 
     async fn launch(
@@ -274,7 +253,6 @@ impl Pebble {
         work: &Path,
         pebble_exe: &Path,
         chall_exe: &Path,
-        attempt: u32,
     ) -> Result<()> {
         let p = self.ports;
         let config = json!({
@@ -303,14 +281,7 @@ impl Pebble {
             .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
             .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""]);
         let chall_log = work.join("challtestsrv.log");
-        self.spawn(
-            "challtestsrv",
-            chall,
-            chall_exe,
-            &chall_log,
-            attempt,
-            options,
-        )?;
+        self.spawn("challtestsrv", chall, chall_exe, &chall_log, options)?;
 
         let mut pebble = Command::new(pebble_exe);
         pebble
@@ -326,82 +297,60 @@ impl Pebble {
         }
         pebble.envs(options.env());
         let pebble_log = work.join("pebble.log");
-        self.spawn("pebble", pebble, pebble_exe, &pebble_log, attempt, options)?;
-
-        self.wait_ready(&[("pebble", &pebble_log), ("challtestsrv", &chall_log)])
-            .await
+        self.spawn("pebble", pebble, pebble_exe, &pebble_log, options)?;
+        self.wait_ready().await
     }
 
     fn spawn(
         &mut self,
         name: &'static str,
-        mut cmd: Command,
+        cmd: Command,
         exe: &Path,
         log: &Path,
-        attempt: u32,
         options: &PebbleOptions,
     ) -> Result<()> {
-        let mut out = File::options()
-            .create(true)
-            .append(true)
-            .open(log)
-            .with_context(|| format!("opening {}", log.display()))?;
-        io::Write::write_all(
-            &mut out,
-            format!("=== certfleet-testenv: start attempt {attempt}: {cmd:?}\n").as_bytes(),
-        )?;
-        let err = out.try_clone()?;
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err));
-        let child = if options.detached {
-            cmd.process_group(0);
-            cmd.spawn()
+        let process = if options.detached {
+            ServerProcess::spawn_detached(name, cmd, log)
         } else {
-            spawn_attached(cmd)
+            ServerProcess::spawn(name, cmd, log)
         }
         .with_context(|| format!("starting {}", exe.display()))?;
         self.processes.push(Spawned {
             name,
-            pid: child.id(),
+            pid: process.pid().context("just started")?,
             exe: exe.to_path_buf(),
-            child: Some(child),
+            process: Some(process),
         });
         Ok(())
     }
 
-    async fn wait_ready(&mut self, logs: &[(&str, &Path)]) -> Result<()> {
-        let started = Instant::now();
+    /// Until Pebble's directory and roots and challtestsrv's management API answer, every
+    /// process watched for an early exit.
+    async fn wait_ready(&self) -> Result<()> {
         let dir_url = self.directory_url();
         let roots_url = format!("{}/roots/0", self.management_url());
         let chall_url = self.challtestsrv_url();
-        let mut last = String::from("no attempt made");
-        for _ in 0..READY_ATTEMPTS {
-            for proc in &mut self.processes {
-                if let Some(child) = proc.child.as_mut()
-                    && let Some(status) = child.try_wait()?
-                {
-                    bail!(
-                        "{} exited during start-up ({status}){}",
-                        proc.name,
-                        log_tails(logs)
-                    );
+        let servers: Vec<&ServerProcess> = self
+            .processes
+            .iter()
+            .filter_map(|p| p.process.as_ref())
+            .collect();
+        let last = Mutex::new(String::from("no check made"));
+        let (this, urls, last_ref) = (self, (&dir_url, &roots_url, &chall_url), &last);
+        ServerProcess::wait_all_ready(&servers, "answer", READY_DEADLINE, move || async move {
+            match this.all_answer(urls.0, urls.1, urls.2).await {
+                Ok(()) => true,
+                Err(e) => {
+                    *last_ref.lock().unwrap_or_else(PoisonError::into_inner) = format!("{e:#}");
+                    false
                 }
             }
-            match self.all_answer(&dir_url, &roots_url, &chall_url).await {
-                Ok(()) => return Ok(()),
-                Err(e) => last = format!("{e:#}"),
-            }
-            if started.elapsed() > READY_DEADLINE {
-                break;
-            }
-            tokio::time::sleep(READY_INTERVAL).await;
-        }
-        bail!(
-            "pebble did not become ready within {:?} (last check: {last}){}",
-            started.elapsed(),
-            log_tails(logs)
-        )
+        })
+        .await
+        .map_err(|e| {
+            let last = last.lock().unwrap_or_else(PoisonError::into_inner);
+            e.context(format!("pebble did not become ready (last check: {last})"))
+        })
     }
 
     async fn all_answer(&self, dir_url: &str, roots_url: &str, chall_url: &str) -> Result<()> {
@@ -422,7 +371,7 @@ impl Pebble {
     fn stop_processes(&mut self) {
         // Pebble first, so it does not log DNS errors while challtestsrv goes away.
         for p in self.processes.iter_mut().rev() {
-            p.kill_and_wait();
+            p.process.take();
         }
         self.processes.clear();
     }
@@ -585,8 +534,9 @@ impl Pebble {
             .processes
             .iter_mut()
             .map(|p| {
-                // Dropping a std Child neither kills nor waits.
-                p.child.take();
+                if let Some(process) = p.process.take() {
+                    process.release();
+                }
                 ProcessRecord {
                     name: p.name.to_owned(),
                     pid: p.pid,
@@ -625,18 +575,6 @@ fn fqdn(host: &str) -> String {
     } else {
         format!("{host}.")
     }
-}
-
-fn log_tails(logs: &[(&str, &Path)]) -> String {
-    let mut s = String::new();
-    for (name, path) in logs {
-        s.push_str(&format!(
-            "\n--- {name} log ({}), last lines:\n{}",
-            path.display(),
-            tail_file(path, 15)
-        ));
-    }
-    s
 }
 
 /// Canonical path of a binary on PATH.
@@ -705,54 +643,4 @@ fn rand_u32() -> u32 {
         let _ = io::Read::read_exact(&mut f, &mut b);
     }
     u32::from_le_bytes(b) ^ std::process::id()
-}
-
-type SpawnRequest = (Command, mpsc::Sender<io::Result<Child>>);
-
-/// Spawns `cmd` so that it is killed when this process dies (even by SIGKILL), so a crashed
-/// or killed test run leaves no Pebble behind.
-///
-/// The parent-death signal fires when the *thread* that forked exits, so every process is
-/// forked from one helper thread that lives as long as the process.
-pub(crate) fn spawn_attached(mut cmd: Command) -> io::Result<Child> {
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
-    let parent = std::process::id();
-    // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) run between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // The parent may have died before prctl took effect.
-            if libc::getppid() as u32 != parent {
-                libc::_exit(1);
-            }
-            Ok(())
-        });
-    }
-    let tx = SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<SpawnRequest>();
-        std::thread::Builder::new()
-            .name("testenv-spawner".into())
-            .spawn(move || {
-                // Ends when every sender is gone, i.e. never before the process exits.
-                for (mut cmd, reply) in rx {
-                    let _ = reply.send(cmd.spawn());
-                }
-            })
-            .map(|_| ())
-            .unwrap_or_else(|e| eprintln!("testenv: cannot start the spawner thread: {e}"));
-        Mutex::new(tx)
-    });
-    let (reply_tx, reply_rx) = mpsc::channel();
-    {
-        let tx = tx
-            .lock()
-            .map_err(|_| io::Error::other("spawner lock poisoned"))?;
-        tx.send((cmd, reply_tx))
-            .map_err(|_| io::Error::other("spawner thread is gone"))?;
-    }
-    reply_rx
-        .recv_timeout(Duration::from_secs(30))
-        .map_err(|_| io::Error::other("spawner thread did not answer"))?
 }

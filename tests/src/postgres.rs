@@ -1,34 +1,41 @@
 //! A private PostgreSQL cluster for tests, xtask and benchmarks.
 //!
 //! [`Postgres::start`] runs `initdb` into a temporary directory (password authentication,
-//! scram-sha-256, for one superuser), starts the server with `pg_ctl` on 127.0.0.1 at a port
-//! picked at run time (Unix sockets only inside the temporary directory), waits for it with
-//! `pg_ctl -w` (a readiness check, not a sleep) and stops it with `pg_ctl stop -m immediate`
-//! when dropped. PostgreSQL refuses to run as root: as root, every server command runs as
-//! the `postgres` user (`runuser`), which then owns the temporary directory.
+//! scram-sha-256, for one superuser), then runs `postgres` itself as a [`ServerProcess`] on
+//! 127.0.0.1 at a port picked at run time (Unix sockets only inside the temporary directory;
+//! fresh ports after a clash), ready once `pg_isready` says it accepts connections (a
+//! readiness check, not a sleep), killed when dropped. PostgreSQL refuses to run as root: as
+//! root, every server command runs as the `postgres` user, which then owns the temporary
+//! directory.
 //!
 //! Debian's binaries (`/usr/lib/postgresql/<version>/bin`) are preferred over whatever
 //! `initdb` is on `PATH`.
 
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tempfile::TempDir;
+
+use crate::server_process::{ServerProcess, StartAttempts};
 
 /// The superuser made by `initdb`.
 pub const PG_USER: &str = "certfleet";
 /// Its password (a test cluster on loopback only; never reused elsewhere).
 pub const PG_PASSWORD: &str = "pg-test-secret-7f3a";
-const START_TRIES: usize = 3;
+/// How long the server may take to accept connections.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Where `initdb`, `pg_ctl` and `psql` are: Debian's newest version first, then `PATH`.
+/// Where `initdb`, `postgres`, `pg_isready` and `psql` are: Debian's newest version first,
+/// then `PATH`.
 pub fn postgres_bin_dir() -> Option<PathBuf> {
     let mut debian: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
         .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-        .filter(|bin| bin.join("initdb").is_file() && bin.join("pg_ctl").is_file())
+        .filter(|bin| bin.join("initdb").is_file() && bin.join("postgres").is_file())
         .collect();
     debian.sort_by_key(|p| {
         p.parent()
@@ -41,7 +48,8 @@ pub fn postgres_bin_dir() -> Option<PathBuf> {
         return Some(newest);
     }
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).find(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file())
+    std::env::split_paths(&path)
+        .find(|d| d.join("initdb").is_file() && d.join("postgres").is_file())
 }
 
 /// Whether PostgreSQL's server binaries are installed; like [`crate::require_tool`], a
@@ -52,12 +60,12 @@ pub fn require_postgres() -> bool {
     }
     if crate::in_ci() {
         panic!(
-            "PostgreSQL (initdb, pg_ctl) is not installed (CI is set, so this test may not \
+            "PostgreSQL (initdb, postgres) is not installed (CI is set, so this test may not \
              skip); install it with: apt-get install -y postgresql"
         );
     }
     eprintln!(
-        "SKIPPED: PostgreSQL (initdb, pg_ctl) is not installed; install it with: apt-get \
+        "SKIPPED: PostgreSQL (initdb, postgres) is not installed; install it with: apt-get \
          install -y postgresql"
     );
     false
@@ -71,9 +79,24 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// The `postgres` user's uid and gid (the server's when we are root).
+fn postgres_user() -> Result<(u32, u32)> {
+    // SAFETY: getpwnam with a NUL-terminated name; the record is read before any other
+    // getpw* call could overwrite it.
+    let pw = unsafe { libc::getpwnam(c"postgres".as_ptr()) };
+    if pw.is_null() {
+        bail!("no postgres user to run PostgreSQL as (apt-get install -y postgresql)");
+    }
+    // SAFETY: non-null, points at libc's static passwd record.
+    let pw = unsafe { &*pw };
+    Ok((pw.pw_uid, pw.pw_gid))
+}
+
 /// A running private cluster; stopped and removed when dropped.
 #[derive(Debug)]
 pub struct Postgres {
+    // Dropped first: the server goes before its directory.
+    server: Option<ServerProcess>,
     dir: TempDir,
     bin: PathBuf,
     port: u16,
@@ -103,7 +126,12 @@ impl Postgres {
                 );
             }
         }
-        let mut pg = Postgres { dir, bin, port: 0 };
+        let mut pg = Postgres {
+            server: None,
+            dir,
+            bin,
+            port: 0,
+        };
         let data = pg.data_dir();
         let mut initdb = pg.server_command("initdb");
         initdb
@@ -117,25 +145,58 @@ impl Postgres {
             ])
             .arg("--no-locale")
             .arg(format!("--pwfile={}", pwfile.display()));
-        check(initdb.output(), "initdb")?;
+        crate::run_output(&mut initdb).context("initdb")?;
         let _ = std::fs::remove_file(&pwfile);
-        // Bounded: a port taken between picking and binding gets a new one.
-        let mut last = None;
-        for _ in 0..START_TRIES {
+        let mut attempts = StartAttempts::default();
+        while attempts.another() {
             pg.port = crate::free_tcp_port()?;
-            match pg.pg_ctl_start() {
-                Ok(()) => return Ok(pg),
-                Err(e) => last = Some(e),
+            match pg.launch() {
+                Ok(server) => {
+                    pg.server = Some(server);
+                    return Ok(pg);
+                }
+                Err(e) => attempts.failed(e),
             }
         }
-        Err(last.unwrap_or_else(|| anyhow::anyhow!("PostgreSQL did not start")))
+        Err(attempts.into_error("PostgreSQL"))
+    }
+
+    /// Runs `postgres` on `self.port` and waits until it accepts connections.
+    fn launch(&self) -> Result<ServerProcess> {
+        let mut cmd = Command::new(self.bin.join("postgres"));
+        cmd.arg("-D")
+            .arg(self.data_dir())
+            .args(["-p", &self.port.to_string(), "-h", "127.0.0.1", "-k"])
+            .arg(self.dir.path())
+            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+            .args(["-c", "full_page_writes=off", "-c", "max_connections=300"])
+            .args(["-c", "shared_buffers=64MB"])
+            .current_dir(self.dir.path());
+        if is_root() {
+            let (uid, gid) = postgres_user()?;
+            cmd.uid(uid).gid(gid);
+        }
+        let server = ServerProcess::spawn("PostgreSQL", cmd, &self.log_path())?;
+        let mut isready = Command::new(self.bin.join("pg_isready"));
+        isready
+            .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", PG_USER, "-d", "postgres", "-t", "2"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        server.wait_ready_blocking(
+            &format!("accept connections on port {}", self.port),
+            READY_TIMEOUT,
+            || isready.status().is_ok_and(|s| s.success()),
+        )?;
+        Ok(server)
     }
 
     fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
 
-    /// A server command (`initdb`, `pg_ctl`) run as the `postgres` user when we are root.
+    /// A server tool (`initdb`) run as the `postgres` user when we are root.
     fn server_command(&self, tool: &str) -> Command {
         let exe = self.bin.join(tool);
         let mut cmd = if is_root() {
@@ -147,29 +208,6 @@ impl Postgres {
         };
         cmd.stdin(Stdio::null()).current_dir(self.dir.path());
         cmd
-    }
-
-    fn pg_ctl_start(&self) -> Result<()> {
-        let options = format!(
-            "-p {} -h 127.0.0.1 -k {} -c fsync=off -c synchronous_commit=off \
-             -c full_page_writes=off -c max_connections=300 -c shared_buffers=64MB",
-            self.port,
-            self.dir.path().display()
-        );
-        let mut cmd = self.server_command("pg_ctl");
-        cmd.arg("-D")
-            .arg(self.data_dir())
-            .arg("-l")
-            .arg(self.log_path())
-            .args(["-o", &options, "-w", "-t", "60", "start"]);
-        check(cmd.output(), "pg_ctl start").with_context(|| {
-            format!(
-                "PostgreSQL on port {} did not start; log:\n{}",
-                self.port,
-                std::fs::read_to_string(self.log_path()).unwrap_or_default()
-            )
-        })?;
-        Ok(())
     }
 
     /// The server's log file.
@@ -199,8 +237,8 @@ impl Postgres {
 
     /// Runs SQL with `psql` as the superuser on `database`; returns its output.
     pub fn psql(&self, database: &str, sql: &str) -> Result<String> {
-        let out = Command::new(self.bin.join("psql"))
-            .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1"])
+        let mut psql = Command::new(self.bin.join("psql"));
+        psql.args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1"])
             .args([
                 "-h",
                 "127.0.0.1",
@@ -210,10 +248,8 @@ impl Postgres {
                 PG_USER,
             ])
             .args(["-d", database, "-c", sql])
-            .env("PGPASSWORD", PG_PASSWORD)
-            .stdin(Stdio::null())
-            .output();
-        check(out, "psql").map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .env("PGPASSWORD", PG_PASSWORD);
+        crate::run_output(&mut psql).map(|out| out.trim().to_owned())
     }
 
     /// Creates an empty database.
@@ -226,34 +262,6 @@ impl Postgres {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        if self.port == 0 {
-            return;
-        }
-        let mut cmd = self.server_command("pg_ctl");
-        cmd.arg("-D")
-            .arg(self.data_dir())
-            .args(["-m", "immediate", "-w", "-t", "30", "stop"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let _ = cmd.status();
-    }
-}
-
-fn check(out: std::io::Result<Output>, what: &str) -> Result<Output> {
-    let out = out.with_context(|| format!("cannot run {what}"))?;
-    if !out.status.success() {
-        bail!(
-            "{what} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(out)
 }
 
 impl Postgres {

@@ -1,27 +1,27 @@
 //! A software TPM 2.0 (`swtpm socket`) on loopback for tests and xtask.
 //!
 //! Each [`Swtpm`] has its own state directory and two adjacent free loopback ports (commands
-//! and control: the swtpm TCTI finds the control channel at the command port + 1), runs with `--flags not-need-init,startup-clear` so it is usable at once, is
-//! checked for readiness by connecting to its command port, and is killed on drop (and with
-//! the test process). Clients reach it through the TCTI string [`Swtpm::tcti`]:
-//! `swtpm:host=127.0.0.1,port=PORT`.
+//! and control: the swtpm TCTI finds the control channel at the command port + 1), runs with
+//! `--flags not-need-init,startup-clear` so it is usable at once, and is a
+//! [`ServerProcess`]: checked for readiness by connecting to its command port, retried on
+//! fresh ports after a port clash, killed on drop (and with the test process). Clients reach
+//! it through the TCTI string [`Swtpm::tcti`]: `swtpm:host=127.0.0.1,port=PORT`.
 
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tempfile::TempDir;
 
 use crate::ports::free_tcp_port;
+use crate::server_process::{ServerProcess, StartAttempts};
 
 /// How long swtpm may take to listen.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
-/// Pause between readiness probes.
-const PROBE_INTERVAL: Duration = Duration::from_millis(20);
-/// Fresh port pairs tried when swtpm cannot bind (someone took a port meanwhile).
-const PORT_ATTEMPTS: usize = 3;
+/// How long one readiness probe may wait for a connection.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// Whether `swtpm` and its TCTI library are installed; a missing install skips locally and
 /// fails under CI (see [`crate::require_tool`]).
@@ -32,10 +32,11 @@ pub fn require_swtpm() -> bool {
 /// A running `swtpm socket --tpm2`.
 #[derive(Debug)]
 pub struct Swtpm {
+    // Dropped first: the process goes before its state directory.
+    process: ServerProcess,
     dir: TempDir,
     port: u16,
     ctrl_port: u16,
-    child: Option<Child>,
     pid: u32,
 }
 
@@ -46,43 +47,30 @@ impl Swtpm {
             .prefix("certfleet-swtpm-")
             .tempdir()
             .context("creating the swtpm state directory")?;
-        let mut failures = Vec::new();
-        for _ in 0..PORT_ATTEMPTS {
-            let (port, ctrl_port) = free_port_pair()?;
-            let mut child = Self::spawn(dir.path(), port, ctrl_port)?;
-            match wait_ready(&mut child, port) {
-                Ok(()) => {
-                    let pid = child.id();
+        let mut attempts = StartAttempts::default();
+        while attempts.another() {
+            match Self::launch(dir.path()) {
+                Ok((process, port, ctrl_port)) => {
+                    let pid = process.pid().context("swtpm is running")?;
                     return Ok(Swtpm {
+                        process,
                         dir,
                         port,
                         ctrl_port,
-                        child: Some(child),
                         pid,
                     });
                 }
-                Err(e) => {
-                    // Errors mean it is gone already.
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    let log = crate::tail_file(&dir.path().join("swtpm.log"), 20);
-                    // Another process took a port between the check and swtpm's bind:
-                    // try fresh ports; anything else is reported at once.
-                    if !log.contains("in use") {
-                        return Err(e.context(format!("swtpm log:\n{log}")));
-                    }
-                    failures.push(e.to_string());
-                }
+                Err(e) => attempts.failed(e),
             }
         }
-        bail!(
-            "swtpm could not bind free loopback ports in {PORT_ATTEMPTS} attempts: {}",
-            failures.join("; ")
-        )
+        Err(attempts.into_error("swtpm"))
     }
 
-    fn spawn(dir: &Path, port: u16, ctrl_port: u16) -> Result<Child> {
+    /// One start on fresh ports: the process and its command and control ports.
+    fn launch(dir: &Path) -> Result<(ServerProcess, u16, u16)> {
+        let (port, ctrl_port) = free_port_pair()?;
         let state = dir.join("state");
+        let log = dir.join("swtpm.log");
         std::fs::create_dir_all(&state).context("creating the swtpm state directory")?;
         let mut cmd = Command::new("swtpm");
         cmd.args(["socket", "--tpm2", "--tpmstate"])
@@ -92,12 +80,17 @@ impl Swtpm {
             .arg("--ctrl")
             .arg(format!("type=tcp,port={ctrl_port},bindaddr=127.0.0.1"))
             .args(["--flags", "not-need-init,startup-clear"])
+            // The file its stdout and stderr go to (swtpm appends; a bind error such as
+            // "Address already in use" is written there, not to stderr).
             .arg("--log")
-            .arg(format!("file={},level=1", dir.join("swtpm.log").display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        crate::pebble::spawn_attached(cmd).context("starting swtpm (apt-get install -y swtpm)")
+            .arg(format!("file={},level=1", log.display()));
+        let process =
+            ServerProcess::spawn("swtpm", cmd, &log).context("apt-get install -y swtpm")?;
+        let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+        process.wait_ready_blocking(&format!("listen on {addr}"), READY_TIMEOUT, || {
+            TcpStream::connect_timeout(&addr.into(), PROBE_TIMEOUT).is_ok()
+        })?;
+        Ok((process, port, ctrl_port))
     }
 
     /// The TCTI configuration for this TPM.
@@ -122,16 +115,12 @@ impl Swtpm {
 
     /// Its log file.
     pub fn log_path(&self) -> PathBuf {
-        self.dir.path().join("swtpm.log")
+        self.process.log().to_path_buf()
     }
 
     /// Kills swtpm now (also done on drop).
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // Errors mean it is gone already.
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.kill();
     }
 }
 
@@ -148,27 +137,4 @@ fn free_port_pair() -> Result<(u16, u16)> {
         }
     }
     bail!("no two adjacent free loopback ports found in 64 tries")
-}
-
-/// Polls the command port until it accepts a connection, bounded by [`READY_TIMEOUT`]; fails
-/// at once if swtpm exits.
-fn wait_ready(child: &mut Child, port: u16) -> Result<()> {
-    let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
-    let started = Instant::now();
-    while started.elapsed() < READY_TIMEOUT {
-        if let Some(status) = child.try_wait().context("waiting for swtpm")? {
-            bail!("swtpm exited early ({status})");
-        }
-        if TcpStream::connect_timeout(&addr.into(), PROBE_INTERVAL * 10).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(PROBE_INTERVAL);
-    }
-    bail!("swtpm did not listen on {addr} within {READY_TIMEOUT:?}")
-}
-
-impl Drop for Swtpm {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }

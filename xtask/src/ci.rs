@@ -8,6 +8,9 @@ use crate::util::{
     cargo, ensure_a2c, ensure_moto, ensure_packages, fmt_duration, run_cmd, step, target_dir,
 };
 
+/// The feature that compiles the e2e tests' hooks into the debug binary.
+const TEST_HOOKS: &str = "certfleet-cli/test-hooks";
+
 pub fn run(args: &[String]) -> Result<()> {
     if let Some(a) = args.first() {
         bail!("`cargo xtask ci` takes no arguments (got `{a}`)");
@@ -27,12 +30,14 @@ pub fn run(args: &[String]) -> Result<()> {
         run_cmd(cargo().args(["fmt", "--all", "--check"]))
     })?;
     step(
-        "cargo clippy --workspace --all-targets -- -D warnings",
+        "cargo clippy --workspace --all-targets --features certfleet-cli/test-hooks -- -D warnings",
         || {
             run_cmd(cargo().args([
                 "clippy",
                 "--workspace",
                 "--all-targets",
+                "--features",
+                TEST_HOOKS,
                 "--",
                 "-D",
                 "warnings",
@@ -53,12 +58,22 @@ pub fn run(args: &[String]) -> Result<()> {
         "cargo xtask advisories check (RustSec, offline)",
         crate::advisories::check,
     )?;
-    step("cargo build --workspace", || {
-        run_cmd(cargo().args(["build", "--workspace"]))
-    })?;
-    step("cargo test --workspace (CI=1)", || {
-        run_cmd(cargo().args(["test", "--workspace"]).env("CI", "1"))
-    })?;
+    // The e2e tests run the debug binary built here: with the test hooks (a release build,
+    // `cargo xtask dist`, has none).
+    step(
+        "cargo build --workspace --features certfleet-cli/test-hooks",
+        || run_cmd(cargo().args(["build", "--workspace", "--features", TEST_HOOKS])),
+    )?;
+    step(
+        "cargo test --workspace --features certfleet-cli/test-hooks (CI=1)",
+        || {
+            run_cmd(
+                cargo()
+                    .args(["test", "--workspace", "--features", TEST_HOOKS])
+                    .env("CI", "1"),
+            )
+        },
+    )?;
     println!(
         "ci: all steps passed in {}",
         fmt_duration(started.elapsed())

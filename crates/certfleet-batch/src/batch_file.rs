@@ -255,14 +255,31 @@ pub(crate) struct Located {
 /// Per-certificate settings as written (already checked one by one).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct CertFields {
-    pub key: Option<KeySource>,
-    pub challenge: Option<Challenge>,
-    pub dns_plugin: Option<String>,
-    pub profile: Option<String>,
-    pub preferred_chain: Option<String>,
-    pub output_dir: Option<PathBuf>,
-    pub deploy_hook: Option<String>,
+    /// The settings this table sets (`None`: inherited).
+    pub set: CertDefaults,
     pub line_of_dns_plugin: Option<usize>,
+}
+
+impl CertDefaults {
+    /// The settings `over` sets, else these: how `[defaults]` layer over the command line's
+    /// and a `[[cert]]` over `[defaults]`.
+    fn under(&self, over: &CertDefaults) -> CertDefaults {
+        CertDefaults {
+            key: over.key.clone().or_else(|| self.key.clone()),
+            challenge: over.challenge.or(self.challenge),
+            dns_plugin: over.dns_plugin.clone().or_else(|| self.dns_plugin.clone()),
+            profile: over.profile.clone().or_else(|| self.profile.clone()),
+            preferred_chain: over
+                .preferred_chain
+                .clone()
+                .or_else(|| self.preferred_chain.clone()),
+            output_dir: over.output_dir.clone().or_else(|| self.output_dir.clone()),
+            deploy_hook: over
+                .deploy_hook
+                .clone()
+                .or_else(|| self.deploy_hook.clone()),
+        }
+    }
 }
 
 /// Collects certificates and problems across the whole file.
@@ -305,14 +322,7 @@ impl<'o> Validator<'o> {
 
     /// The file's `[defaults]`, layered over the options' defaults.
     pub(crate) fn set_file_defaults(&mut self, fields: CertFields) {
-        let d = &mut self.defaults;
-        d.key = fields.key.or(d.key.take());
-        d.challenge = fields.challenge.or(d.challenge);
-        d.dns_plugin = fields.dns_plugin.or(d.dns_plugin.take());
-        d.profile = fields.profile.or(d.profile.take());
-        d.preferred_chain = fields.preferred_chain.or(d.preferred_chain.take());
-        d.output_dir = fields.output_dir.or(d.output_dir.take());
-        d.deploy_hook = fields.deploy_hook.or(d.deploy_hook.take());
+        self.defaults = self.defaults.under(&fields.set);
     }
 
     pub(crate) fn fatal(&mut self, d: Diagnostic) {
@@ -354,23 +364,16 @@ impl<'o> Validator<'o> {
                 ),
             ));
         }
-        let d = &self.defaults;
+        let s = self.defaults.under(&fields.set);
         let cert = CertRequest {
             line,
-            key: fields.key.clone().or_else(|| d.key.clone()),
-            challenge: fields.challenge.or(d.challenge),
-            dns_plugin: fields.dns_plugin.clone().or_else(|| d.dns_plugin.clone()),
-            profile: fields.profile.clone().or_else(|| d.profile.clone()),
-            preferred_chain: fields
-                .preferred_chain
-                .clone()
-                .or_else(|| d.preferred_chain.clone()),
-            output_dir: fields.output_dir.clone().or_else(|| d.output_dir.clone()),
-            deploy_hook: fields
-                .deploy_hook
-                .clone()
-                .or_else(|| d.deploy_hook.clone())
-                .filter(|h| !h.trim().is_empty()),
+            key: s.key,
+            challenge: s.challenge,
+            dns_plugin: s.dns_plugin,
+            profile: s.profile,
+            preferred_chain: s.preferred_chain,
+            output_dir: s.output_dir,
+            deploy_hook: s.deploy_hook.filter(|h| !h.trim().is_empty()),
             names: normalized,
         };
         if cert.challenge == Some(Challenge::Http01) {
@@ -381,7 +384,7 @@ impl<'o> Validator<'o> {
                     format!("wildcard name {w} needs the dns-01 challenge, but http-01 is set"),
                 ));
             }
-            if cert.dns_plugin.is_some() && fields.dns_plugin.is_some() {
+            if cert.dns_plugin.is_some() && fields.set.dns_plugin.is_some() {
                 errs.push(diag(
                     fields.line_of_dns_plugin.unwrap_or(line),
                     None,

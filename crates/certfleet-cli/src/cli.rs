@@ -221,6 +221,11 @@ pub struct BatchRunArgs {
         value_name = "URL"
     )]
     pub store: Option<String>,
+    /// Test builds only (feature `test-hooks`): stop this process (SIGSTOP) once, when the
+    /// certificate with this first name reaches the fleet's fenced publish
+    #[cfg(feature = "test-hooks")]
+    #[arg(long, value_name = "NAME", hide = true)]
+    pub test_stop_before_fenced_publish: Option<String>,
     #[command(flatten)]
     pub solver: SolverArgs,
     /// Defaults for every certificate of the batch (its [defaults] and [[cert]] entries

@@ -1,7 +1,7 @@
 //! When is a certificate due? ARI (RFC 9773) when the CA offers it, else when a third of its
 //! lifetime is left.
 
-use certfleet_acme::RenewalWindow;
+use certfleet_acme::{AcmeClient, CertId, RenewalWindow};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
@@ -64,6 +64,37 @@ pub fn decide(
         RenewalDecision::NotYet {
             renew_at,
             reason: "renews with a third of its lifetime left".to_owned(),
+        }
+    }
+}
+
+/// The CA's renewal window (RFC 9773) for the certificate whose ARI CertID is `ari_cert_id`
+/// (meta.json's `ari_cert_id`). `None` when the CA offers no `renewalInfo`, the id is
+/// missing or unusable, or the CA does not answer: the caller then decides by the
+/// certificate's lifetime. `name` labels the warnings. `certfleet renew` and a batch's
+/// renewal check both ask here, so they agree on when a certificate is due.
+pub async fn renewal_window(
+    client: &AcmeClient,
+    ari_cert_id: Option<&str>,
+    name: &str,
+) -> Option<RenewalWindow> {
+    let cert_id = match ari_cert_id.map(str::parse::<CertId>)? {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::warn!(
+                "{name}: meta.json has an unusable ari_cert_id ({e}); using the certificate's lifetime"
+            );
+            return None;
+        }
+    };
+    client.directory().renewal_info.as_ref()?;
+    match client.renewal_info(&cert_id).await {
+        Ok(info) => Some(info.window),
+        Err(e) => {
+            tracing::warn!(
+                "{name}: renewal info unavailable ({e}); using the certificate's lifetime"
+            );
+            None
         }
     }
 }

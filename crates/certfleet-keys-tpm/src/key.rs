@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use certfleet_keys::{Jwk, KeyAlgorithm, KeyError, KeyRef, SigningKey, spki_parts};
 use const_oid::db::rfc5912;
 use sha2::{Digest as _, Sha256, Sha384};
+use tss_esapi::attributes::ObjectAttributes;
 use tss_esapi::interface_types::algorithm::HashingAlgorithm;
 use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::key_bits::RsaKeyBits;
@@ -181,6 +182,17 @@ fn rsassa_scheme(scheme: RsaScheme) -> Result<SignatureScheme, String> {
     }
 }
 
+/// `Err` unless a key of `kind` (`ECC`, `RSA`) may sign anything: sign set, restricted not.
+fn unrestricted_signing(kind: &str, attributes: &ObjectAttributes) -> Result<(), String> {
+    if attributes.sign_encrypt() && !attributes.restricted() {
+        return Ok(());
+    }
+    Err(format!(
+        "an {kind} key that is not an unrestricted signing key (attributes need sign, not \
+         restricted)"
+    ))
+}
+
 /// The algorithm, JWK, SPKI and signature scheme of a TPM public area; `Err(found)` for
 /// keys certfleet cannot sign with (checked when the key is loaded, so nothing is ordered
 /// with a key that cannot sign).
@@ -193,13 +205,7 @@ pub(crate) fn public_parts(public: &Public) -> Result<PublicParts, String> {
             object_attributes,
             ..
         } => {
-            if !object_attributes.sign_encrypt() || object_attributes.restricted() {
-                return Err(
-                    "an ECC key that is not an unrestricted signing key (attributes need sign, \
-                     not restricted)"
-                        .to_owned(),
-                );
-            }
+            unrestricted_signing("ECC", object_attributes)?;
             let (algorithm, crv, curve, len, hash) = match parameters.ecc_curve() {
                 EccCurve::NistP256 => (
                     KeyAlgorithm::EcP256,
@@ -237,13 +243,7 @@ pub(crate) fn public_parts(public: &Public) -> Result<PublicParts, String> {
             object_attributes,
             ..
         } => {
-            if !object_attributes.sign_encrypt() || object_attributes.restricted() {
-                return Err(
-                    "an RSA key that is not an unrestricted signing key (attributes need sign, \
-                     not restricted)"
-                        .to_owned(),
-                );
-            }
+            unrestricted_signing("RSA", object_attributes)?;
             let scheme = rsassa_scheme(parameters.rsa_scheme())?;
             let algorithm = match parameters.key_bits() {
                 RsaKeyBits::Rsa2048 => KeyAlgorithm::Rsa2048,

@@ -13,13 +13,15 @@ use async_trait::async_trait;
 use der::Encode;
 use der::pem::LineEnding;
 use der::zeroize::Zeroizing;
-use p256::elliptic_curve::sec1::ToEncodedPoint;
+use p256::elliptic_curve::pkcs8::AssociatedOid;
+use p256::elliptic_curve::sec1::{FromEncodedPoint, ModulusSize, ToEncodedPoint};
+use p256::elliptic_curve::{CurveArithmetic, PublicKey, SecretKey};
 use p256::pkcs8::EncodePublicKey;
 use pkcs8::EncodePrivateKey;
 use rand_core::OsRng;
 use ring::signature::{
     ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair,
-    RSA_PKCS1_SHA256, RsaKeyPair,
+    EcdsaSigningAlgorithm, RSA_PKCS1_SHA256, RsaKeyPair,
 };
 
 use crate::fs;
@@ -121,39 +123,8 @@ impl FileKey {
     fn from_pem(path: &Path, bytes: &[u8]) -> Result<FileKey, KeyError> {
         let key_ref = KeyRef::file(path)?;
         let (algorithm, jwk, spki, signer) = match pem::parse_private_key(path, bytes)? {
-            pem::Parsed::P256(secret, point) => {
-                // The file's public point if it has one (ring checks it below), else derived.
-                let public = match point.as_deref().map(p256::PublicKey::from_sec1_bytes) {
-                    Some(Ok(public)) => public,
-                    _ => secret.public_key(),
-                };
-                let point = public.to_encoded_point(false);
-                let (x, y) = ec_coordinates(path, point.x(), point.y())?;
-                let spki = spki_der(path, public.to_public_key_der())?;
-                let signer = ecdsa_signer(
-                    path,
-                    &ECDSA_P256_SHA256_FIXED_SIGNING,
-                    &secret.to_bytes(),
-                    point.as_bytes(),
-                )?;
-                (KeyAlgorithm::EcP256, Jwk::ec("P-256", x, y), spki, signer)
-            }
-            pem::Parsed::P384(secret, point) => {
-                let public = match point.as_deref().map(p384::PublicKey::from_sec1_bytes) {
-                    Some(Ok(public)) => public,
-                    _ => secret.public_key(),
-                };
-                let point = public.to_encoded_point(false);
-                let (x, y) = ec_coordinates(path, point.x(), point.y())?;
-                let spki = spki_der(path, public.to_public_key_der())?;
-                let signer = ecdsa_signer(
-                    path,
-                    &ECDSA_P384_SHA384_FIXED_SIGNING,
-                    &secret.to_bytes(),
-                    point.as_bytes(),
-                )?;
-                (KeyAlgorithm::EcP384, Jwk::ec("P-384", x, y), spki, signer)
-            }
+            pem::Parsed::P256(k, point) => ec_key(path, &k, point.as_deref(), &P256)?,
+            pem::Parsed::P384(k, point) => ec_key(path, &k, point.as_deref(), &P384)?,
             pem::Parsed::Ed25519(key) => {
                 let public = key.verifying_key();
                 let spki = spki_der(path, public.to_public_key_der())?;
@@ -242,6 +213,44 @@ fn generate_pem(alg: KeyAlgorithm) -> Result<Zeroizing<String>, KeyError> {
         }
     };
     pem.map_err(|e| failed(format!("PKCS#8 encoding failed: {e}")))
+}
+
+/// A curve as a file key uses it: the algorithm, the JWK `crv`, ring's signing algorithm.
+struct Curve(KeyAlgorithm, &'static str, &'static EcdsaSigningAlgorithm);
+
+const P256: Curve = Curve(
+    KeyAlgorithm::EcP256,
+    "P-256",
+    &ECDSA_P256_SHA256_FIXED_SIGNING,
+);
+const P384: Curve = Curve(
+    KeyAlgorithm::EcP384,
+    "P-384",
+    &ECDSA_P384_SHA384_FIXED_SIGNING,
+);
+
+/// The parts of an EC key on curve `C`: the file's public point if it has one (ring checks
+/// it against the scalar), else the one derived.
+fn ec_key<C>(
+    path: &Path,
+    secret: &SecretKey<C>,
+    point: Option<&[u8]>,
+    &Curve(algorithm, crv, signing): &Curve,
+) -> Result<(KeyAlgorithm, Jwk, Vec<u8>, Signer), KeyError>
+where
+    C: CurveArithmetic + AssociatedOid,
+    C::AffinePoint: FromEncodedPoint<C> + ToEncodedPoint<C>,
+    C::FieldBytesSize: ModulusSize,
+{
+    let public = match point.map(PublicKey::<C>::from_sec1_bytes) {
+        Some(Ok(public)) => public,
+        _ => secret.public_key(),
+    };
+    let point = public.to_encoded_point(false);
+    let (x, y) = ec_coordinates(path, point.x(), point.y())?;
+    let spki = spki_der(path, public.to_public_key_der())?;
+    let signer = ecdsa_signer(path, signing, &secret.to_bytes(), point.as_bytes())?;
+    Ok((algorithm, Jwk::ec(crv, x, y), spki, signer))
 }
 
 fn ec_coordinates<'a, T: AsRef<[u8]>>(

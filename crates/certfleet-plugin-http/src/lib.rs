@@ -9,14 +9,18 @@
 //! run-time seam between certfleet and a plugin.
 
 mod client;
+mod config;
 mod creds;
+mod plugin;
 mod retry;
 mod secret;
 pub mod settings;
 pub mod zone;
 
 pub use client::{ApiClient, Auth, Counters, NoAuth, Request, Response, parse_json, snippet};
+pub use config::{ConfigTable, HttpSettings};
 pub use creds::{read_secret_file, secret_setting};
+pub use plugin::{ApiPlugin, ChangeOp, ProviderApi, ProviderPlugin};
 pub use retry::{RetryPolicy, parse_retry_after};
 pub use secret::{Secret, redact};
 pub use settings::HeaderAuth;

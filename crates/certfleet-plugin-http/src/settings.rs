@@ -1,5 +1,5 @@
 //! Settings every HTTP plugin takes, checked the same way: `timeout_secs`, `max_attempts`,
-//! `max_retry_secs`, and a credential sent in one header.
+//! `max_retry_secs` (read by [`crate::ConfigTable`]), and a credential sent in one header.
 
 use std::fmt::Display;
 use std::ops::RangeInclusive;
@@ -8,18 +8,6 @@ use std::time::Duration;
 use certfleet_plugin_abi::PluginError;
 
 use crate::{Auth, RetryPolicy, Secret};
-
-pub fn default_timeout_secs() -> u64 {
-    30
-}
-
-pub fn default_max_attempts() -> u32 {
-    5
-}
-
-pub fn default_max_retry_secs() -> u64 {
-    60
-}
 
 /// A numeric setting inside `range`, else a configuration error naming it and the range.
 pub fn in_range<T>(name: &str, value: T, range: RangeInclusive<T>) -> Result<T, PluginError>

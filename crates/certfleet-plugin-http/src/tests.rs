@@ -157,3 +157,52 @@ fn auth_debug_output_hides_the_credential() {
     assert!(!shown.contains("tok-visible-if-leaked"), "{shown}");
     assert!(shown.contains("[redacted]"), "{shown}");
 }
+
+#[test]
+fn config_table_takes_common_settings_and_leaves_the_plugins_own() {
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    struct Own {
+        url: String,
+    }
+    let mut table = crate::ConfigTable::new(
+        "demo",
+        serde_json::json!({"url": "https://x", "api_key": "k-123", "max_attempts": 3}),
+    )
+    .expect("table");
+    let http = table.http().expect("http settings");
+    assert_eq!(http.retry.max_attempts, 3);
+    assert_eq!(http.timeout, std::time::Duration::from_secs(30));
+    assert_eq!(
+        table.required_secret("api_key").expect("key").expose(),
+        "k-123"
+    );
+    let own: Own = table.rest().expect("own settings");
+    assert_eq!(own.url, "https://x");
+
+    let mut missing = crate::ConfigTable::new("demo", serde_json::json!({})).expect("table");
+    let e = missing.required_secret("api_token").expect_err("missing");
+    assert_eq!(
+        e.message,
+        "api_token: missing (set api_token, api_token_env or api_token_file)"
+    );
+
+    let mut typo =
+        crate::ConfigTable::new("demo", serde_json::json!({"ur1": "x", "timeout_secs": 0}))
+            .expect("table");
+    let e = typo.http().expect_err("timeout 0");
+    assert!(e.message.contains("timeout_secs = 0"), "{}", e.message);
+    let e = typo.rest::<Own>().expect_err("unknown key");
+    assert!(
+        e.message.starts_with("[plugins.demo]: unknown field `ur1`"),
+        "{}",
+        e.message
+    );
+
+    let mut numeric =
+        crate::ConfigTable::new("demo", serde_json::json!({"api_key": 987654})).expect("table");
+    let e = numeric
+        .required_secret("api_key")
+        .expect_err("not a string");
+    assert!(!e.message.contains("987654"), "{}", e.message);
+}

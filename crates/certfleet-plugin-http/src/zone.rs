@@ -2,7 +2,7 @@
 //! longest suffix on label boundaries (`a.b.example.com` is in `b.example.com` rather than
 //! `example.com` when both are hosted, and never in `ample.com`).
 
-use certfleet_plugin_abi::{PluginError, TxtRecord};
+use certfleet_plugin_abi::{ErrorKind, PluginError, TxtRecord};
 
 /// Lowercase, without the trailing dot: how names are compared.
 pub fn normalize(name: &str) -> String {
@@ -59,13 +59,16 @@ impl<Z> Default for ZoneCache<Z> {
 
 impl<Z: Clone> ZoneCache<Z> {
     /// The zone of `fqdn` by longest suffix (`name` gives a zone's name); `list` fetches
-    /// every zone. `Ok(None)`: no hosted zone contains `fqdn`, even after listing afresh.
-    pub fn find<E>(
+    /// every zone. When no hosted zone contains `fqdn`, even after listing afresh, the error
+    /// is `NotFound`: "zone not found for FQDN: " and what `none_contains` says of the zones
+    /// just listed.
+    pub fn find(
         &self,
         fqdn: &str,
         name: impl Fn(&Z) -> &str,
-        list: impl FnOnce() -> Result<Vec<Z>, E>,
-    ) -> Result<Option<Z>, E> {
+        list: impl FnOnce() -> Result<Vec<Z>, PluginError>,
+        none_contains: impl FnOnce(&[Z]) -> String,
+    ) -> Result<Z, PluginError> {
         let mut guard = match self.zones.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
@@ -73,12 +76,17 @@ impl<Z: Clone> ZoneCache<Z> {
         if let Some(zones) = guard.as_ref()
             && let Some(z) = longest_match(fqdn, zones, &name)
         {
-            return Ok(Some(z.clone()));
+            return Ok(z.clone());
         }
         let zones = list()?;
-        let found = longest_match(fqdn, &zones, &name).cloned();
+        let found = longest_match(fqdn, &zones, &name).cloned().ok_or_else(|| {
+            PluginError::new(
+                ErrorKind::NotFound,
+                format!("zone not found for {fqdn}: {}", none_contains(&zones)),
+            )
+        });
         *guard = Some(zones);
-        Ok(found)
+        found
     }
 }
 
@@ -99,6 +107,25 @@ pub fn group_by_zone<Z, K: PartialEq>(
         }
     }
     Ok(groups)
+}
+
+/// Changes `records` zone by zone: grouped by zone ([`group_by_zone`]), then `change` for
+/// each zone in turn while holding `write` when given (an instance's read-modify-writes must
+/// not interleave); an error names the records of the zone that failed.
+pub fn change_by_zone<Z, K: PartialEq>(
+    records: &[TxtRecord],
+    key: impl Fn(&Z) -> K,
+    zone_of: impl FnMut(&TxtRecord) -> Result<Z, PluginError>,
+    write: Option<&std::sync::Mutex<()>>,
+    mut change: impl FnMut(&Z, &[TxtRecord]) -> Result<(), PluginError>,
+) -> Result<(), PluginError> {
+    let groups = group_by_zone(records, key, zone_of)?;
+    let _guard = write.map(|w| w.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    for (zone, members) in groups {
+        let owned: Vec<TxtRecord> = members.into_iter().cloned().collect();
+        change(&zone, &owned).map_err(|e| e.with_records(&owned))?;
+    }
+    Ok(())
 }
 
 /// A TXT value as one quoted character-string, `"` and `\` escaped (RFC 1035 §5.1): how

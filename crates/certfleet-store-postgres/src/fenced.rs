@@ -9,7 +9,7 @@ use certfleet_store::{Job, JobStatus, JobUpdate, Lease, StoreError};
 use time::OffsetDateTime;
 
 use crate::error::corrupt;
-use crate::jobs::{COLS, decode, to_json, to_time};
+use crate::jobs::{COLS, decode, to_time};
 use crate::{Db, ts};
 
 /// Why a fenced write matched no row: no such job, a stale lease (recorded), or (`Ok`)
@@ -102,18 +102,9 @@ pub(crate) async fn update(
     u: &JobUpdate,
     now: OffsetDateTime,
 ) -> Result<Job, StoreError> {
-    u.check().map_err(|detail| StoreError::InvalidUpdate {
-        job: lease.job,
-        detail,
-    })?;
-    let loc = db.location.as_str();
-    let authz = u
-        .authorization_urls
-        .as_ref()
-        .map(|a| to_json(a, loc))
-        .transpose()?;
-    let issued = u.issued.as_ref().map(|i| to_json(i, loc)).transpose()?;
-    let keeps_lease = !(u.status.is_terminal() || u.status == JobStatus::Deferred);
+    u.check_write(lease.job, None)?;
+    let (authz, issued) = u.json_columns(&db.location)?;
+    let keeps_lease = u.keeps_lease();
     // The statuses this one may be reached from: the transition is checked in the WHERE
     // clause, so a valid write is one round-trip.
     let from: Vec<&str> = JobStatus::ALL
@@ -163,13 +154,7 @@ pub(crate) async fn update(
         return decode(row, db);
     }
     let current = diagnose(db, lease, "update_job").await?;
-    if !current.can_become(u.status) {
-        return Err(StoreError::InvalidTransition {
-            job: lease.job,
-            from: current,
-            to: u.status,
-        });
-    }
+    u.check_write(lease.job, Some(current))?;
     // The row changed between the two statements (a racing claim): it is no longer ours.
     Err(certfleet_store::fence::changed_concurrently(lease))
 }

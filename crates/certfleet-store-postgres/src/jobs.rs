@@ -66,10 +66,6 @@ pub(crate) fn decode(row: &Row, db: &Db) -> Result<Job, StoreError> {
     })
 }
 
-pub(crate) fn to_json<T: serde::Serialize>(value: &T, loc: &str) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| corrupt(loc, format!("cannot encode a value: {e}")))
-}
-
 fn batch_row(row: &Row, db: &Db) -> Result<BatchRecord, StoreError> {
     let e = |e| db.err(e);
     Ok(BatchRecord {
@@ -152,7 +148,7 @@ pub(crate) async fn add_jobs(
         let keys: Vec<&str> = chunk.iter().map(|j| j.key.as_str()).collect();
         let specs = chunk
             .iter()
-            .map(|j| to_json(&j.spec, &db.location))
+            .map(|j| certfleet_store::store::encode_json(&j.spec, &db.location))
             .collect::<Result<Vec<_>, _>>()?;
         added += tx
             .execute(&stmt, &[&batch.0, &keys, &specs, &ts(now)])

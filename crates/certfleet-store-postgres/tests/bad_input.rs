@@ -49,12 +49,7 @@ async fn wrong_password_newer_schema_and_redaction() {
         return;
     };
     let url = cluster.fresh_db();
-    let db = url
-        .rsplit('/')
-        .next()
-        .and_then(|s| s.split('?').next())
-        .expect("db name")
-        .to_owned();
+    let db = common::db_name(&url).to_owned();
 
     // Wrong password: refused at once (no retries), clearly, without the password.
     let wrong = format!(

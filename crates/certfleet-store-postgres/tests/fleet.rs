@@ -100,7 +100,7 @@ async fn a_stale_lease_stores_no_bundle_and_no_key() {
     assert_eq!(
         cluster
             .pg
-            .psql(url.rsplit('/').next().expect("must succeed").split('?').next().expect("must succeed"), "SELECT count(*) FROM fenced_writes WHERE operation IN ('put_bundle', 'put_job_key')")
+            .psql(common::db_name(&url), "SELECT count(*) FROM fenced_writes WHERE operation IN ('put_bundle', 'put_job_key')")
             .expect("must succeed"),
         "2",
         "both refusals recorded"
@@ -138,14 +138,7 @@ async fn issuances_unique_by_serial_timeouts_and_ended_at() {
         return;
     };
     let url = cluster.fresh_db();
-    let db = url
-        .rsplit('/')
-        .next()
-        .expect("must succeed")
-        .split('?')
-        .next()
-        .expect("must succeed")
-        .to_owned();
+    let db = common::db_name(&url).to_owned();
     let store = cluster.open(&url).await;
     let rec = IssuanceRecord {
         name_set: "a.example".into(),

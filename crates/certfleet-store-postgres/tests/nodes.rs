@@ -71,10 +71,7 @@ async fn nodes_share_one_batch_safely() {
     let versions = cluster
         .pg
         .psql(
-            url.rsplit('/')
-                .next()
-                .and_then(|s| s.split('?').next())
-                .expect("db"),
+            common::db_name(&url),
             "SELECT count(*), max(version) FROM schema_version",
         )
         .expect("psql");
@@ -185,11 +182,7 @@ async fn a_paused_node_is_fenced_and_the_new_owner_continues_the_same_order() {
         Err(StoreError::Fenced { .. })
     ));
     assert_eq!(a.stats().fenced, 2);
-    let db = url
-        .rsplit('/')
-        .next()
-        .and_then(|s| s.split('?').next())
-        .expect("db");
+    let db = common::db_name(&url);
     let recorded = cluster
         .pg
         .psql(db, "SELECT node, operation FROM fenced_writes ORDER BY id")

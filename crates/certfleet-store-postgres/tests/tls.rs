@@ -32,14 +32,7 @@ async fn verify_full_works_and_a_wrong_root_fails_clearly() {
         .expect("verify-full with the right root");
     assert!(store.location().contains("sslmode=verify-full"));
     assert!(store.batches().await.expect("a query over TLS").is_empty());
-    let db = url
-        .rsplit('/')
-        .next()
-        .expect("must succeed")
-        .split('?')
-        .next()
-        .expect("must succeed")
-        .to_owned();
+    let db = common::db_name(&url).to_owned();
     let encrypted = cluster
         .pg
         .psql(
@@ -143,12 +136,7 @@ async fn client_certificates_work_and_a_missing_or_wrong_one_fails_clearly() {
     };
     let root = cluster.pg.enable_tls(&["127.0.0.1"]).expect("TLS on");
     let url = cluster.fresh_db();
-    let db = url
-        .rsplit('/')
-        .next()
-        .and_then(|s| s.split('?').next())
-        .expect("database name")
-        .to_owned();
+    let db = common::db_name(&url).to_owned();
     let client_ca = cluster.pg.require_client_certs(&db).expect("client certs");
     let verify = format!("sslmode=verify-full&sslrootcert={}", root.display());
     let with_cert = |cert: &std::path::Path, key: &std::path::Path| {

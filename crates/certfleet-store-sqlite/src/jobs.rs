@@ -308,32 +308,18 @@ pub(super) fn update(
     u: &JobUpdate,
     now: OffsetDateTime,
 ) -> Result<Job, StoreError> {
-    u.check().map_err(|detail| StoreError::InvalidUpdate {
-        job: lease.job,
-        detail,
-    })?;
+    u.check_write(lease.job, None)?;
     let tx = begin(conn, Begin::Immediate).map_err(db_err(loc))?;
     let from = check_fence(&tx, loc, lease)?;
-    if !from.can_become(u.status) {
-        return Err(StoreError::InvalidTransition {
-            job: lease.job,
-            from,
-            to: u.status,
-        });
-    }
+    u.check_write(lease.job, Some(from))?;
     if u.clear_order {
         tx.prepare_cached("UPDATE jobs SET order_url = NULL, authz_urls = '[]' WHERE id = ?1")
             .map_err(db_err(loc))?
             .execute([lease.job.0])
             .map_err(db_err(loc))?;
     }
-    let authz = u
-        .authorization_urls
-        .as_ref()
-        .map(|a| to_json(a, loc))
-        .transpose()?;
-    let issued = u.issued.as_ref().map(|i| to_json(i, loc)).transpose()?;
-    let keeps_lease = !(u.status.is_terminal() || u.status == JobStatus::Deferred);
+    let (authz, issued) = u.json_columns(loc)?;
+    let keeps_lease = u.keeps_lease();
     tx.prepare_cached(
         "UPDATE jobs SET status = ?1, \
          order_url = COALESCE(?2, order_url), authz_urls = COALESCE(?3, authz_urls), \
@@ -364,10 +350,6 @@ pub(super) fn update(
     let job = job(&tx, loc, lease.job)?.ok_or(StoreError::NoSuchJob(lease.job))?;
     tx.commit().map_err(db_err(loc))?;
     Ok(job)
-}
-
-fn to_json<T: serde::Serialize>(value: &T, loc: &str) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| corrupt(loc, format!("cannot encode a value: {e}")))
 }
 
 pub(super) fn list(

@@ -55,7 +55,7 @@ use time::OffsetDateTime;
 
 pub use job::{
     BatchId, FencingToken, GOVERNOR_DEFERRAL, IssuedCert, Job, JobId, JobSpec, JobStatus,
-    JobUpdate, LeaseInfo, NewJob,
+    JobUpdate, LeaseInfo, NewJob, encode_json,
 };
 pub use shared::{Deployment, StoredBundle};
 

@@ -5,10 +5,14 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use certfleet_plugin_abi::{CheckResult, ErrorKind, Logger, PluginError, TxtRecord};
-use certfleet_plugin_http::zone::{ZoneCache, group_by_zone, normalize, txt_quote, txt_unquote};
+use certfleet_plugin_http::ProviderApi;
+use certfleet_plugin_http::zone::{ZoneCache, change_by_zone, normalize, txt_quote, txt_unquote};
 use certfleet_plugin_http::{ApiClient, HeaderAuth, Request, Response, parse_json};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+
+/// Adding or removing values.
+pub use certfleet_plugin_http::ChangeOp as Op;
 
 /// Cloudflare applies a batch all or nothing; this keeps each one well inside its limits.
 const BATCH_SIZE: usize = 100;
@@ -19,12 +23,6 @@ const AUTH_CODES: &[u64] = &[6003, 6111, 9103, 9106, 9109, 10000];
 /// "An identical record already exists" and "Record does not exist": the zone changed
 /// under us (or an earlier attempt did land); list again and redo the batch once.
 const STALE_CODES: &[u64] = &[81044, 81058];
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Op {
-    Add,
-    Remove,
-}
 
 #[derive(Debug, Deserialize)]
 pub struct Envelope<T> {
@@ -145,34 +143,17 @@ impl Api {
     }
 
     fn zone_of(&self, fqdn: &str) -> Result<Zone, PluginError> {
-        let mut count = 0;
-        let found = self.zones.find(
+        self.zones.find(
             fqdn,
             |z: &Zone| &z.name,
-            || {
-                let zones: Vec<Zone> = self.list_all("/zones?per_page=50")?;
-                count = zones.len();
-                Ok::<_, PluginError>(zones)
-            },
-        )?;
-        found.ok_or_else(|| {
-            PluginError::new(
-                ErrorKind::NotFound,
+            || self.list_all("/zones?per_page=50"),
+            |zones| {
                 format!(
-                    "zone not found for {fqdn}: none of the {count} zones the API token can see contains it"
-                ),
-            )
-        })
-    }
-
-    pub fn change(&self, records: &[TxtRecord], op: Op) -> Result<(), PluginError> {
-        let groups = group_by_zone(records, |z: &Zone| z.id.clone(), |r| self.zone_of(&r.fqdn))?;
-        for (zone, members) in groups {
-            let owned: Vec<TxtRecord> = members.iter().map(|r| (*r).clone()).collect();
-            self.change_zone(&zone, &owned, op)
-                .map_err(|e| e.with_records(&owned))?;
-        }
-        Ok(())
+                    "none of the {} zones the API token can see contains it",
+                    zones.len()
+                )
+            },
+        )
     }
 
     fn change_zone(&self, zone: &Zone, records: &[TxtRecord], op: Op) -> Result<(), PluginError> {
@@ -219,8 +200,16 @@ impl Api {
             }
         }
     }
+}
 
-    pub fn check(&self) -> Vec<CheckResult> {
+impl ProviderApi for Api {
+    fn change(&self, records: &[TxtRecord], op: Op) -> Result<(), PluginError> {
+        let zone_of = |r: &TxtRecord| self.zone_of(&r.fqdn);
+        let change = |zone: &Zone, group: &[TxtRecord]| self.change_zone(zone, group, op);
+        change_by_zone(records, |z: &Zone| z.id.clone(), zone_of, None, change)
+    }
+
+    fn check(&self) -> Vec<CheckResult> {
         let what = format!("Cloudflare API {}", self.client.base());
         match self.call::<serde_json::Value>(&Request::get("/user/tokens/verify")) {
             Ok((v, _)) => {
@@ -240,6 +229,10 @@ impl Api {
             }
             Err(f) => vec![CheckResult::failed(what, f.error.message)],
         }
+    }
+
+    fn counters(&self) -> (&ApiClient, Vec<(&'static str, &AtomicU64)>) {
+        (&self.client, vec![("change_requests", &self.batches)])
     }
 }
 

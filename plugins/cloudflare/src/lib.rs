@@ -14,37 +14,19 @@
 
 mod api;
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-
-use certfleet_plugin_abi::{CheckResult, Logger, Plugin, PluginError, TxtRecord, export_plugin};
-use certfleet_plugin_http::settings::{
-    default_max_attempts, default_max_retry_secs, default_timeout_secs, retry_policy, timeout,
-};
-use certfleet_plugin_http::{ApiClient, HeaderAuth, secret_setting};
+use certfleet_plugin_abi::{Logger, PluginError, export_plugin};
+use certfleet_plugin_http::{ApiPlugin, ConfigTable, HeaderAuth, ProviderPlugin};
 use serde::Deserialize;
 
-use crate::api::Op;
-
+/// The settings of this plugin beyond the API token and the HTTP settings
+/// ([`ConfigTable`] takes those).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
-    #[serde(default)]
-    api_token: Option<String>,
-    #[serde(default)]
-    api_token_env: Option<String>,
-    #[serde(default)]
-    api_token_file: Option<PathBuf>,
     #[serde(default = "default_base_url")]
     base_url: String,
     #[serde(default = "default_ttl")]
     ttl: u64,
-    #[serde(default = "default_timeout_secs")]
-    timeout_secs: u64,
-    #[serde(default = "default_max_attempts")]
-    max_attempts: u32,
-    #[serde(default = "default_max_retry_secs")]
-    max_retry_secs: u64,
 }
 
 fn default_base_url() -> String {
@@ -55,69 +37,31 @@ fn default_ttl() -> u64 {
     120
 }
 
-/// The `cloudflare` plugin instance.
+/// The `cloudflare` plugin.
 #[derive(Debug)]
-pub struct Cloudflare {
-    api: api::Api,
-}
+pub struct Cloudflare;
 
-impl Plugin for Cloudflare {
+impl ProviderPlugin for Cloudflare {
     const NAME: &'static str = "cloudflare";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    type Api = api::Api;
 
-    fn create(config: serde_json::Value, log: Logger) -> Result<Self, PluginError> {
-        let c: Config = serde_json::from_value(config)
-            .map_err(|e| PluginError::config(format!("[plugins.cloudflare]: {e}")))?;
-        let token = secret_setting(
-            "api_token",
-            c.api_token,
-            c.api_token_env.as_deref(),
-            c.api_token_file.as_deref(),
-        )?
-        .ok_or_else(|| {
-            PluginError::config(
-                "api_token: missing (set api_token, api_token_env or api_token_file)",
-            )
-        })?;
+    fn create(mut table: ConfigTable, log: Logger) -> Result<api::Api, PluginError> {
+        let http = table.http()?;
+        let token = table.required_secret("api_token")?;
+        let c: Config = table.rest()?;
         if c.ttl != 1 && !(30..=86_400).contains(&c.ttl) {
             return Err(PluginError::config(format!(
                 "ttl = {}: must be 1 (automatic) or between 30 and 86400",
                 c.ttl
             )));
         }
-        let client = ApiClient::new(
-            "base_url",
-            &c.base_url,
-            timeout(c.timeout_secs)?,
-            retry_policy(c.max_attempts, c.max_retry_secs)?,
-            log,
-        )?;
-        Ok(Cloudflare {
-            api: api::Api::new(client, HeaderAuth::bearer(token), c.ttl, log),
-        })
-    }
-
-    fn present(&self, records: &[TxtRecord]) -> Result<(), PluginError> {
-        self.api.change(records, Op::Add)
-    }
-
-    fn cleanup(&self, records: &[TxtRecord]) -> Result<(), PluginError> {
-        self.api.change(records, Op::Remove)
-    }
-
-    fn check(&self) -> Result<Vec<CheckResult>, PluginError> {
-        Ok(self.api.check())
-    }
-
-    fn metrics(&self) -> BTreeMap<String, u64> {
-        self.api
-            .client
-            .counters
-            .metrics(&[("change_requests", &self.api.batches)])
+        let client = http.client("base_url", &c.base_url, log)?;
+        Ok(api::Api::new(client, HeaderAuth::bearer(token), c.ttl, log))
     }
 }
 
-export_plugin!(Cloudflare);
+export_plugin!(ApiPlugin<Cloudflare>);
 
 #[cfg(test)]
 mod tests;

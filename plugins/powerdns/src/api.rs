@@ -5,17 +5,15 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use certfleet_plugin_abi::{CheckResult, ErrorKind, Logger, PluginError, TxtRecord};
+use certfleet_plugin_http::ProviderApi;
 use certfleet_plugin_http::zone::{
-    ZoneCache, group_by_zone, is_in, normalize, txt_quote, txt_unquote,
+    ZoneCache, change_by_zone, is_in, normalize, txt_quote, txt_unquote,
 };
 use certfleet_plugin_http::{ApiClient, HeaderAuth, Request, Response, parse_json, snippet};
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Op {
-    Add,
-    Remove,
-}
+/// Adding or removing values.
+pub use certfleet_plugin_http::ChangeOp as Op;
 
 /// A zone as `GET …/zones` lists it (`id` is the URL-safe form of the name).
 #[derive(Clone, Debug, Deserialize)]
@@ -138,49 +136,26 @@ impl Api {
                 name: format!("{name}."),
             });
         }
-        let mut seen = Vec::new();
-        let found = self.zones.find(
+        self.zones.find(
             fqdn,
             |z: &Zone| &z.name,
-            || {
-                let zones = self.list_zones()?;
-                seen = zones.iter().take(10).map(|z| z.name.clone()).collect();
-                Ok::<_, PluginError>(zones)
-            },
-        )?;
-        found.ok_or_else(|| {
-            PluginError::new(
-                ErrorKind::NotFound,
+            || self.list_zones(),
+            |zones| {
+                let seen: Vec<&str> = zones.iter().take(10).map(|z| z.name.as_str()).collect();
                 format!(
-                    "zone not found for {fqdn}: no zone on {} contains it (zones: {})",
+                    "no zone on {} contains it (zones: {})",
                     self.client.base(),
                     if seen.is_empty() {
                         "none".to_owned()
                     } else {
                         seen.join(", ")
                     }
-                ),
-            )
-        })
+                )
+            },
+        )
     }
 
-    /// Adds or removes the values of `records`: per zone one GET and (when anything
-    /// changes) one PATCH.
-    pub fn change(&self, records: &[TxtRecord], op: Op) -> Result<(), PluginError> {
-        let groups = group_by_zone(records, |z: &Zone| z.id.clone(), |r| self.zone_of(&r.fqdn))?;
-        let _guard = match self.write.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        for (zone, members) in groups {
-            let owned: Vec<TxtRecord> = members.iter().map(|r| (*r).clone()).collect();
-            self.change_zone(&zone, &members, op)
-                .map_err(|e| e.with_records(&owned))?;
-        }
-        Ok(())
-    }
-
-    fn change_zone(&self, zone: &Zone, records: &[&TxtRecord], op: Op) -> Result<(), PluginError> {
+    fn change_zone(&self, zone: &Zone, records: &[TxtRecord], op: Op) -> Result<(), PluginError> {
         let path = format!("{}/zones/{}", self.server_path(), zone.id);
         let req = Request::get(path.clone());
         let resp = self.expect_ok(&req)?;
@@ -218,8 +193,20 @@ impl Api {
         ));
         Ok(())
     }
+}
 
-    pub fn check(&self) -> Vec<CheckResult> {
+impl ProviderApi for Api {
+    /// Adds or removes the values of `records`: per zone one GET and (when anything
+    /// changes) one PATCH.
+    fn change(&self, records: &[TxtRecord], op: Op) -> Result<(), PluginError> {
+        let zone_of = |r: &TxtRecord| self.zone_of(&r.fqdn);
+        // One batch of this instance at a time: a read-modify-write must not interleave.
+        let write = Some(&self.write);
+        let change = |zone: &Zone, group: &[TxtRecord]| self.change_zone(zone, group, op);
+        change_by_zone(records, |z: &Zone| z.id.clone(), zone_of, write, change)
+    }
+
+    fn check(&self) -> Vec<CheckResult> {
         let mut out = Vec::new();
         let req = Request::get(self.server_path());
         let what = format!("PowerDNS API {}", self.client.base());
@@ -262,6 +249,10 @@ impl Api {
             Err(e) => CheckResult::failed("zones", e.message),
         });
         out
+    }
+
+    fn counters(&self) -> (&ApiClient, Vec<(&'static str, &AtomicU64)>) {
+        (&self.client, vec![("change_requests", &self.patches)])
     }
 }
 

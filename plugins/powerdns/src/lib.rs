@@ -14,41 +14,23 @@
 
 mod api;
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-
-use certfleet_plugin_abi::{CheckResult, Logger, Plugin, PluginError, TxtRecord, export_plugin};
-use certfleet_plugin_http::settings::{
-    default_max_attempts, default_max_retry_secs, default_timeout_secs, in_range, retry_policy,
-    timeout,
-};
-use certfleet_plugin_http::{ApiClient, HeaderAuth, secret_setting};
+use certfleet_plugin_abi::{Logger, PluginError, export_plugin};
+use certfleet_plugin_http::settings::in_range;
+use certfleet_plugin_http::{ApiPlugin, ConfigTable, HeaderAuth, ProviderPlugin};
 use serde::Deserialize;
 
-use crate::api::Op;
-
+/// The settings of this plugin beyond the API key and the HTTP settings ([`ConfigTable`]
+/// takes those).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
     url: String,
-    #[serde(default)]
-    api_key: Option<String>,
-    #[serde(default)]
-    api_key_env: Option<String>,
-    #[serde(default)]
-    api_key_file: Option<PathBuf>,
     #[serde(default = "default_server_id")]
     server_id: String,
     #[serde(default)]
     zone: Option<String>,
     #[serde(default = "default_ttl")]
     ttl: u32,
-    #[serde(default = "default_timeout_secs")]
-    timeout_secs: u64,
-    #[serde(default = "default_max_attempts")]
-    max_attempts: u32,
-    #[serde(default = "default_max_retry_secs")]
-    max_retry_secs: u64,
 }
 
 fn default_server_id() -> String {
@@ -59,28 +41,19 @@ fn default_ttl() -> u32 {
     60
 }
 
-/// The `powerdns` plugin instance.
+/// The `powerdns` plugin.
 #[derive(Debug)]
-pub struct PowerDns {
-    api: api::Api,
-}
+pub struct PowerDns;
 
-impl Plugin for PowerDns {
+impl ProviderPlugin for PowerDns {
     const NAME: &'static str = "powerdns";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    type Api = api::Api;
 
-    fn create(config: serde_json::Value, log: Logger) -> Result<Self, PluginError> {
-        let c: Config = serde_json::from_value(config)
-            .map_err(|e| PluginError::config(format!("[plugins.powerdns]: {e}")))?;
-        let key = secret_setting(
-            "api_key",
-            c.api_key,
-            c.api_key_env.as_deref(),
-            c.api_key_file.as_deref(),
-        )?
-        .ok_or_else(|| {
-            PluginError::config("api_key: missing (set api_key, api_key_env or api_key_file)")
-        })?;
+    fn create(mut table: ConfigTable, log: Logger) -> Result<api::Api, PluginError> {
+        let http = table.http()?;
+        let key = table.required_secret("api_key")?;
+        let c: Config = table.rest()?;
         if c.server_id.is_empty() || c.server_id.contains(['/', '?', '#']) {
             return Err(PluginError::config(format!(
                 "server_id = {:?}: expected a server id such as localhost",
@@ -88,46 +61,19 @@ impl Plugin for PowerDns {
             )));
         }
         in_range("ttl", c.ttl, 1..=86_400)?;
-        let client = ApiClient::new(
-            "url",
-            &c.url,
-            timeout(c.timeout_secs)?,
-            retry_policy(c.max_attempts, c.max_retry_secs)?,
+        let client = http.client("url", &c.url, log)?;
+        Ok(api::Api::new(
+            client,
+            HeaderAuth::new("x-api-key", key),
+            c.server_id,
+            c.zone,
+            c.ttl,
             log,
-        )?;
-        Ok(PowerDns {
-            api: api::Api::new(
-                client,
-                HeaderAuth::new("x-api-key", key),
-                c.server_id,
-                c.zone,
-                c.ttl,
-                log,
-            ),
-        })
-    }
-
-    fn present(&self, records: &[TxtRecord]) -> Result<(), PluginError> {
-        self.api.change(records, Op::Add)
-    }
-
-    fn cleanup(&self, records: &[TxtRecord]) -> Result<(), PluginError> {
-        self.api.change(records, Op::Remove)
-    }
-
-    fn check(&self) -> Result<Vec<CheckResult>, PluginError> {
-        Ok(self.api.check())
-    }
-
-    fn metrics(&self) -> BTreeMap<String, u64> {
-        self.api
-            .client
-            .counters
-            .metrics(&[("change_requests", &self.api.patches)])
+        ))
     }
 }
 
-export_plugin!(PowerDns);
+export_plugin!(ApiPlugin<PowerDns>);
 
 #[cfg(test)]
 mod tests;

@@ -13,6 +13,10 @@ use certfleet_plugin_http::{ApiClient, Auth, Request, Response, Secret, snippet}
 
 use crate::sigv4::{Credentials, Signable, amz_date, authorization, uri_encode};
 use crate::xml::{self, Change, HostedZone, TxtSet};
+use certfleet_plugin_http::ProviderApi;
+
+/// Adding or removing values.
+pub use certfleet_plugin_http::ChangeOp as Op;
 
 const API: &str = "/2013-04-01";
 /// Pages read of one listing at most.
@@ -36,12 +40,6 @@ const AUTH_CODES: &[&str] = &[
     "ExpiredToken",
     "AuthFailure",
 ];
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Op {
-    Add,
-    Remove,
-}
 
 /// SigV4 headers for every attempt.
 #[derive(Debug)]
@@ -232,24 +230,17 @@ impl Api {
                 private: false,
             });
         }
-        let mut count = 0;
-        let found = self.zones.find(
+        self.zones.find(
             fqdn,
             |z: &HostedZone| &z.name,
-            || {
-                let zones = self.list_zones()?;
-                count = zones.len();
-                Ok::<_, PluginError>(zones)
-            },
-        )?;
-        found.ok_or_else(|| {
-            PluginError::new(
-                ErrorKind::NotFound,
+            || self.list_zones(),
+            |zones| {
                 format!(
-                    "zone not found for {fqdn}: none of the {count} public hosted zones of these credentials contains it"
-                ),
-            )
-        })
+                    "none of the {} public hosted zones of these credentials contains it",
+                    zones.len()
+                )
+            },
+        )
     }
 
     /// The current TXT sets of `names` (absolute, lowercase) in `zone`.
@@ -300,32 +291,6 @@ impl Api {
                 zone.name
             ),
         ))
-    }
-
-    pub fn change(&self, records: &[TxtRecord], op: Op) -> Result<(), PluginError> {
-        let groups = group_by_zone(
-            records,
-            |z: &HostedZone| z.id.clone(),
-            |r| self.zone_of(&r.fqdn),
-        )?;
-        let _guard = match self.write.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let mut submitted = Vec::new();
-        for (zone, members) in &groups {
-            let owned: Vec<TxtRecord> = members.iter().map(|r| (*r).clone()).collect();
-            let ids = self
-                .change_zone(zone, &owned, op)
-                .map_err(|e| e.with_records(&owned))?;
-            submitted.extend(ids.into_iter().map(|id| (zone.clone(), id, owned.clone())));
-        }
-        // All zones' changes were submitted first, so they propagate in parallel.
-        for (zone, id, owned) in submitted {
-            self.wait_insync(&zone, &id)
-                .map_err(|e| e.with_records(&owned))?;
-        }
-        Ok(())
     }
 
     /// One zone: read, plan, submit (re-reading when the RRsets changed meanwhile); returns
@@ -419,8 +384,36 @@ impl Api {
             std::thread::sleep(self.settings.poll_interval);
         }
     }
+}
 
-    pub fn check(&self) -> Vec<CheckResult> {
+impl ProviderApi for Api {
+    fn change(&self, records: &[TxtRecord], op: Op) -> Result<(), PluginError> {
+        let groups = group_by_zone(
+            records,
+            |z: &HostedZone| z.id.clone(),
+            |r| self.zone_of(&r.fqdn),
+        )?;
+        let _guard = match self.write.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut submitted = Vec::new();
+        for (zone, members) in &groups {
+            let owned: Vec<TxtRecord> = members.iter().map(|r| (*r).clone()).collect();
+            let ids = self
+                .change_zone(zone, &owned, op)
+                .map_err(|e| e.with_records(&owned))?;
+            submitted.extend(ids.into_iter().map(|id| (zone.clone(), id, owned.clone())));
+        }
+        // All zones' changes were submitted first, so they propagate in parallel.
+        for (zone, id, owned) in submitted {
+            self.wait_insync(&zone, &id)
+                .map_err(|e| e.with_records(&owned))?;
+        }
+        Ok(())
+    }
+
+    fn check(&self) -> Vec<CheckResult> {
         let what = format!("Route 53 API {}", self.client.base());
         let source = &self.settings.credential_source;
         if let Some(id) = &self.settings.hosted_zone_id {
@@ -443,6 +436,16 @@ impl Api {
             ),
             Err(e) => CheckResult::failed(what, e.message),
         }]
+    }
+
+    fn counters(&self) -> (&ApiClient, Vec<(&'static str, &AtomicU64)>) {
+        (
+            &self.client,
+            vec![
+                ("change_requests", &self.changes),
+                ("change_polls", &self.polls),
+            ],
+        )
     }
 }
 

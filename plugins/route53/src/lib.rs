@@ -22,21 +22,18 @@ mod creds;
 mod sigv4;
 mod xml;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use certfleet_plugin_abi::{CheckResult, Logger, Plugin, PluginError, TxtRecord, export_plugin};
-use certfleet_plugin_http::ApiClient;
-use certfleet_plugin_http::settings::{
-    default_max_attempts, default_max_retry_secs, default_timeout_secs, in_range, retry_policy,
-    timeout,
-};
+use certfleet_plugin_abi::{Logger, PluginError, export_plugin};
+use certfleet_plugin_http::settings::in_range;
+use certfleet_plugin_http::{ApiPlugin, ConfigTable, ProviderPlugin};
 use serde::Deserialize;
 
-use crate::api::{Op, Settings, SigV4Auth};
+use crate::api::{Settings, SigV4Auth};
 use crate::creds::CredentialSettings;
 
+/// The settings of this plugin beyond the HTTP settings ([`ConfigTable`] takes those).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
@@ -70,12 +67,6 @@ struct Config {
     poll_interval_millis: u64,
     #[serde(default = "default_insync_timeout")]
     insync_timeout_secs: u64,
-    #[serde(default = "default_timeout_secs")]
-    timeout_secs: u64,
-    #[serde(default = "default_max_attempts")]
-    max_attempts: u32,
-    #[serde(default = "default_max_retry_secs")]
-    max_retry_secs: u64,
 }
 
 fn default_region() -> String {
@@ -98,19 +89,18 @@ fn default_insync_timeout() -> u64 {
     180
 }
 
-/// The `route53` plugin instance.
+/// The `route53` plugin.
 #[derive(Debug)]
-pub struct Route53 {
-    api: api::Api,
-}
+pub struct Route53;
 
-impl Plugin for Route53 {
+impl ProviderPlugin for Route53 {
     const NAME: &'static str = "route53";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    type Api = api::Api;
 
-    fn create(config: serde_json::Value, log: Logger) -> Result<Self, PluginError> {
-        let c: Config = serde_json::from_value(config)
-            .map_err(|e| PluginError::config(format!("[plugins.route53]: {e}")))?;
+    fn create(mut table: ConfigTable, log: Logger) -> Result<api::Api, PluginError> {
+        let http = table.http()?;
+        let c: Config = table.rest()?;
         let (creds, source) = creds::resolve(
             CredentialSettings {
                 access_key_id: c.access_key_id,
@@ -146,51 +136,24 @@ impl Plugin for Route53 {
         in_range("ttl", c.ttl, 1..=172_800)?;
         in_range("poll_interval_millis", c.poll_interval_millis, 10..=60_000)?;
         in_range("insync_timeout_secs", c.insync_timeout_secs, 1..=3600)?;
-        let client = ApiClient::new(
-            "endpoint",
-            &c.endpoint,
-            timeout(c.timeout_secs)?,
-            retry_policy(c.max_attempts, c.max_retry_secs)?,
-            log,
-        )?;
+        let client = http.client("endpoint", &c.endpoint, log)?;
         let host = endpoint_host(client.base());
-        Ok(Route53 {
-            api: api::Api::new(
-                client,
-                SigV4Auth {
-                    creds,
-                    region: c.region,
-                    host,
-                },
-                Settings {
-                    hosted_zone_id: c.hosted_zone_id,
-                    ttl: c.ttl,
-                    poll_interval: Duration::from_millis(c.poll_interval_millis),
-                    insync_timeout: Duration::from_secs(c.insync_timeout_secs),
-                    credential_source: source,
-                },
-                log,
-            ),
-        })
-    }
-
-    fn present(&self, records: &[TxtRecord]) -> Result<(), PluginError> {
-        self.api.change(records, Op::Add)
-    }
-
-    fn cleanup(&self, records: &[TxtRecord]) -> Result<(), PluginError> {
-        self.api.change(records, Op::Remove)
-    }
-
-    fn check(&self) -> Result<Vec<CheckResult>, PluginError> {
-        Ok(self.api.check())
-    }
-
-    fn metrics(&self) -> BTreeMap<String, u64> {
-        self.api.client.counters.metrics(&[
-            ("change_requests", &self.api.changes),
-            ("change_polls", &self.api.polls),
-        ])
+        Ok(api::Api::new(
+            client,
+            SigV4Auth {
+                creds,
+                region: c.region,
+                host,
+            },
+            Settings {
+                hosted_zone_id: c.hosted_zone_id,
+                ttl: c.ttl,
+                poll_interval: Duration::from_millis(c.poll_interval_millis),
+                insync_timeout: Duration::from_secs(c.insync_timeout_secs),
+                credential_source: source,
+            },
+            log,
+        ))
     }
 }
 
@@ -205,7 +168,7 @@ fn endpoint_host(base: &str) -> String {
         .to_owned()
 }
 
-export_plugin!(Route53);
+export_plugin!(ApiPlugin<Route53>);
 
 #[cfg(test)]
 mod tests;

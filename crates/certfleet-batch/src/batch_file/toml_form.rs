@@ -209,7 +209,7 @@ fn fields(
                     if key_at.replace(value.span()).is_some() {
                         bad("set either `key` or `key_alg`, not both".to_owned());
                     }
-                    f.key = Some(k);
+                    f.set.key = Some(k);
                 }
                 Err(e) => bad(format!(
                     "invalid key: {e} (expected an algorithm such as es256, or a key reference)"
@@ -220,33 +220,33 @@ fn fields(
                     if key_at.replace(value.span()).is_some() {
                         bad("set either `key` or `key_alg`, not both".to_owned());
                     }
-                    f.key = Some(KeySource::Generate(a));
+                    f.set.key = Some(KeySource::Generate(a));
                 }
                 Err(_) => bad(format!(
                     "unknown key algorithm {s:?} (expected one of: es256, es384, rs256, rs3072, rs4096, eddsa)"
                 )),
             },
             "challenge" => match Challenge::from_str(s) {
-                Ok(c) => f.challenge = Some(c),
+                Ok(c) => f.set.challenge = Some(c),
                 Err(e) => bad(e),
             },
             "dns_plugin" if s.is_empty() => bad("`dns_plugin` is empty".to_owned()),
             "dns_plugin" => {
-                f.dns_plugin = Some(s.to_owned());
+                f.set.dns_plugin = Some(s.to_owned());
                 f.line_of_dns_plugin = Some(lines.at(value.span().start).0);
             }
             "profile" if s.is_empty() => bad("`profile` is empty".to_owned()),
-            "profile" => f.profile = Some(s.to_owned()),
+            "profile" => f.set.profile = Some(s.to_owned()),
             "preferred_chain" if s.is_empty() => bad("`preferred_chain` is empty".to_owned()),
-            "preferred_chain" => f.preferred_chain = Some(s.to_owned()),
+            "preferred_chain" => f.set.preferred_chain = Some(s.to_owned()),
             // Empty: no hook for this certificate (unsets the default).
-            "deploy_hook" => f.deploy_hook = Some(s.to_owned()),
+            "deploy_hook" => f.set.deploy_hook = Some(s.to_owned()),
             _ if s.is_empty() => bad(format!("`{name}` is empty")),
             _ => {
                 if out_at.replace(value.span()).is_some() {
                     bad("set either `out` or `output_dir`, not both".to_owned());
                 }
-                f.output_dir = Some(PathBuf::from(s));
+                f.set.output_dir = Some(PathBuf::from(s));
             }
         }
     }

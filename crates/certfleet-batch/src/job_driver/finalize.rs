@@ -3,7 +3,7 @@
 //! `finalizing`), finalize of a `ready` order only, download with the preferred chain, the
 //! checks, and the certificate directory written whole ([`certfleet_issue::bundle`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use certfleet_issue::bundle::{BundleDir, KeyOutput};
@@ -13,7 +13,7 @@ use certfleet_keys::{KeyAlgorithm, KeyError, KeyRef, SigningKey};
 
 use super::authorize::JobCheckpoint;
 use super::{JobDriver, now};
-use crate::error::RunError;
+use crate::error::{RunError, StoreError};
 use crate::store::{IssuedCert, JobStatus, JobUpdate};
 
 impl JobDriver {
@@ -159,6 +159,9 @@ impl JobDriver {
         // Saves the work of staging when the lease is already lost; not the fence itself.
         self.check_lease().await?;
         let pending = bundle.pending_key();
+        // The pending key file as this node, holding the lease, stages it: a refused publish
+        // removes this very file, never one another node wrote at the path since.
+        let own_pending = generated.then(|| file_identity(&pending)).flatten();
         let current = bundle.current_key();
         let key_output = match generated {
             true if pending.exists() => KeyOutput::LinkFrom(&pending),
@@ -184,7 +187,8 @@ impl JobDriver {
         // Fenced: a node whose lease was taken over stores no bundle and so records no
         // issuance; a crash before `issued` is repeated by the next owner with the same
         // serial, which the store records once.
-        self.store_bundle(&issued, &meta, generated).await?;
+        let stored = self.store_bundle(&issued, &meta, generated).await;
+        unless_refused(stored, own_pending, &pending, self.job.id)?;
         sh.governor
             .certificate_issued(
                 &self.ctx,
@@ -224,6 +228,30 @@ impl JobDriver {
         }
         Ok(JobStatus::Issued)
     }
+}
+
+/// `result` of the fenced publish; when it was refused (the lease was taken over) the new
+/// owner has the job's key from the store, so the pending key file this node made is
+/// litter: removed while it is still the file `own` identifies.
+fn unless_refused(
+    result: Result<(), RunError>,
+    own: Option<(u64, u64)>,
+    pending: &Path,
+    job: crate::store::JobId,
+) -> Result<(), RunError> {
+    if matches!(result, Err(RunError::Store(StoreError::Fenced { .. })))
+        && own.is_some()
+        && file_identity(pending) == own
+    {
+        remove_pending_key(true, pending, job);
+    }
+    result
+}
+
+/// Device and inode of `path`: which file it is (an atomic rewrite makes another).
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// Removes the key generated for the job once the published bundle holds it.

@@ -31,6 +31,7 @@ mod preset;
 mod renewal;
 mod report;
 mod stopped;
+#[cfg(feature = "test-hooks")]
 mod window_hook;
 
 use inventory::InventoryWriter;
@@ -255,12 +256,11 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs, stop: &Stop) -> Result<()>
         guard.holder().node.clone(),
     );
     let inventory = Arc::new(inventory_writer(ctx, &args, &batch_hooks));
-    let mut orchestrator = orchestrator
+    let orchestrator = orchestrator
         .with_issued_hook(inventory.clone())
         .with_stop(stop.flag(), Duration::from_secs(s.stop_grace_secs));
-    if let Some(hook) = window_hook::StopAtWindow::from_env() {
-        orchestrator = orchestrator.with_window_hook(Arc::new(hook));
-    }
+    #[cfg(feature = "test-hooks")]
+    let orchestrator = window_hook::attach(orchestrator, &args);
     let progress = tokio::spawn(show_progress(store.clone(), record.id));
     let summary = orchestrator.run(record.id).await;
     progress.abort();

@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result, bail};
-use certfleet_acme::{AcmeClient, CertId};
+use certfleet_acme::AcmeClient;
 use certfleet_issue::bundle::{self, BundleDir, KeyOutput};
 use certfleet_issue::output::CertificateMeta;
-use certfleet_issue::renewal::{RenewalDecision, decide};
+use certfleet_issue::renewal::{RenewalDecision, decide, renewal_window};
 use certfleet_issue::{CertificateRequest, ExistingKey, KeyChoice};
 use time::OffsetDateTime;
 
@@ -130,33 +130,11 @@ async fn renew_one(
     }
     let meta = CertificateMeta::read(&entry.out_dir)
         .with_context(|| format!("{first}: reading the current certificate's meta.json"))?;
-    let ari = client.directory().renewal_info.is_some();
-    let cert_id: Option<CertId> = match meta.ari_cert_id.as_deref().map(str::parse::<CertId>) {
-        Some(Ok(id)) => Some(id),
-        Some(Err(e)) => {
-            tracing::warn!(
-                "{first}: meta.json has an unusable ari_cert_id ({e}); using the certificate's lifetime"
-            );
-            None
-        }
-        None => None,
-    };
     let revoked = entry.revoked.as_ref().filter(|r| r.serial == meta.serial);
     let decision = match revoked {
         Some(r) => RenewalDecision::Due(format!("revoked ({}) at {}", r.reason, to_second(r.at))),
         None => {
-            let window = match (&cert_id, ari) {
-                (Some(id), true) => match client.renewal_info(id).await {
-                    Ok(info) => Some(info.window),
-                    Err(e) => {
-                        tracing::warn!(
-                            "{first}: renewal info unavailable ({e}); using the certificate's lifetime"
-                        );
-                        None
-                    }
-                },
-                _ => None,
-            };
+            let window = renewal_window(client, meta.ari_cert_id.as_deref(), first).await;
             decide(
                 OffsetDateTime::now_utc(),
                 meta.not_before,
@@ -200,7 +178,7 @@ async fn renew_one(
         profile: entry.profile.clone(),
         // Only CAs that offer ARI know what `replaces` means (RFC 9773 §5); one that
         // refuses it is asked again without it (the order steps do that).
-        replaces: if ari && revoked.is_none() {
+        replaces: if client.directory().renewal_info.is_some() && revoked.is_none() {
             meta.ari_cert_id.clone()
         } else {
             None

@@ -35,3 +35,12 @@ impl Cluster {
             .expect("open the store")
     }
 }
+
+/// The database name in a URL from [`Cluster::fresh_db`] (for `psql`).
+#[allow(dead_code, reason = "not every test file asks for it")]
+pub fn db_name(url: &str) -> &str {
+    url.rsplit('/')
+        .next()
+        .and_then(|s| s.split('?').next())
+        .expect("a database name in the URL")
+}

@@ -10,6 +10,8 @@ use certfleet_request::ChallengeKind;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::StoreError;
+
 /// A batch in the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct BatchId(pub i64);
@@ -330,6 +332,47 @@ impl JobUpdate {
         self
     }
 
+    /// The checks every store makes before it writes this update to `job` in status
+    /// `from` (`None`: the store checks the transition in its write and calls again with the
+    /// status it found when nothing matched): the update on its own, then the transition.
+    pub fn check_write(&self, job: JobId, from: Option<JobStatus>) -> Result<(), StoreError> {
+        self.check()
+            .map_err(|detail| StoreError::InvalidUpdate { job, detail })?;
+        match from {
+            Some(from) if !from.can_become(self.status) => Err(StoreError::InvalidTransition {
+                job,
+                from,
+                to: self.status,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The update's JSON columns as every store keeps them (`authz_urls`, `issued`): `None`
+    /// where the update leaves the column as it is. `location` names the store in errors.
+    pub fn json_columns(
+        &self,
+        location: &str,
+    ) -> Result<(Option<String>, Option<String>), StoreError> {
+        let authz = self
+            .authorization_urls
+            .as_ref()
+            .map(|a| encode_json(a, location))
+            .transpose()?;
+        let issued = self
+            .issued
+            .as_ref()
+            .map(|i| encode_json(i, location))
+            .transpose()?;
+        Ok((authz, issued))
+    }
+
+    /// Whether the job stays leased after this update: not when it ends or is deferred (any
+    /// node takes it up when it is due).
+    pub fn keeps_lease(&self) -> bool {
+        !(self.status.is_terminal() || self.status == JobStatus::Deferred)
+    }
+
     /// Checks the update on its own; `Err` names what is wrong.
     pub fn check(&self) -> Result<(), &'static str> {
         match self.status {
@@ -355,3 +398,11 @@ impl JobUpdate {
 /// How the `last_error` of a job deferred by the client's rate governor starts (see
 /// [`JobUpdate::governed`]).
 pub const GOVERNOR_DEFERRAL: &str = "waiting for rate limit ";
+
+/// A value as the JSON text a store keeps; `location` names the store in the error.
+pub fn encode_json<T: Serialize>(value: &T, location: &str) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt {
+        location: location.to_owned(),
+        detail: format!("cannot encode a value: {e}"),
+    })
+}

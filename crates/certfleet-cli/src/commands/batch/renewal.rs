@@ -6,10 +6,10 @@
 use std::path::Path;
 
 use anyhow::Result;
-use certfleet_acme::{AcmeClient, CertId};
+use certfleet_acme::AcmeClient;
 use certfleet_batch::{BatchId, Job, JobId, JobStatus, StateStore};
 use certfleet_issue::output::CertificateMeta;
-use certfleet_issue::renewal::{RenewalDecision, decide};
+use certfleet_issue::renewal::{RenewalDecision, decide, renewal_window};
 use futures::StreamExt as _;
 use time::OffsetDateTime;
 
@@ -101,22 +101,7 @@ async fn is_due(
             }
         },
     };
-    let cert_id = meta
-        .ari_cert_id
-        .as_deref()
-        .and_then(|id| id.parse::<CertId>().ok());
-    let window = match (&cert_id, client.directory().renewal_info.is_some()) {
-        (Some(id), true) => match client.renewal_info(id).await {
-            Ok(info) => Some(info.window),
-            Err(e) => {
-                tracing::warn!(
-                    "{first}: renewal info unavailable ({e}); using the certificate's lifetime"
-                );
-                None
-            }
-        },
-        _ => None,
-    };
+    let window = renewal_window(client, meta.ari_cert_id.as_deref(), first).await;
     match decide(
         now,
         meta.not_before,

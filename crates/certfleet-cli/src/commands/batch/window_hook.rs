@@ -1,13 +1,15 @@
-//! `CERTFLEET_TEST_STOP_BEFORE_FENCED_PUBLISH=<name>`: a test hook (docs/testing.md) that
+//! `batch run --test-stop-before-fenced-publish <name>`, compiled only with the feature
+//! `test-hooks` (test builds; a release binary has no such flag and reads no test hook):
 //! stops this process with SIGSTOP once, when the certificate whose first name is `<name>`
 //! reaches the fleet's publish window (staged, fenced store writes next). A test then lets
 //! the lease run out, lets another node take the job over, and resumes this one.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use certfleet_batch::{Job, WindowHook};
+use certfleet_batch::{Job, Orchestrator, WindowHook};
 
-pub const ENV: &str = "CERTFLEET_TEST_STOP_BEFORE_FENCED_PUBLISH";
+use crate::cli::BatchRunArgs;
 
 #[derive(Debug)]
 pub struct StopAtWindow {
@@ -15,14 +17,14 @@ pub struct StopAtWindow {
     done: AtomicBool,
 }
 
-impl StopAtWindow {
-    /// From the environment; `None` when unset (every normal run).
-    pub fn from_env() -> Option<StopAtWindow> {
-        let name = std::env::var(ENV).ok().filter(|n| !n.is_empty())?;
-        Some(StopAtWindow {
+/// `orchestrator` with the hook when `args` asks for it.
+pub fn attach(orchestrator: Orchestrator, args: &BatchRunArgs) -> Orchestrator {
+    match args.test_stop_before_fenced_publish.clone() {
+        Some(name) => orchestrator.with_window_hook(Arc::new(StopAtWindow {
             name,
             done: AtomicBool::new(false),
-        })
+        })),
+        None => orchestrator,
     }
 }
 
@@ -33,7 +35,7 @@ impl WindowHook for StopAtWindow {
         }
         // The test waits for this line before it lets the lease run out.
         eprintln!(
-            "{ENV}: stopping before the fenced publish of {} (job {})",
+            "test hook: stopping before the fenced publish of {} (job {})",
             self.name, job.id
         );
         // SAFETY: raise(3) with a valid signal; SIGSTOP stops the whole process, as an
