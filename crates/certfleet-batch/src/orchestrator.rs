@@ -6,7 +6,7 @@
 //! The orchestrator names no concrete store, key backend or solver: the caller hands them
 //! in, so a server-backed store or another node changes nothing here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,11 +23,17 @@ use crate::error::RunError;
 use crate::governor::Governor;
 use crate::job_driver::JobDriver;
 use crate::slots::{DEFAULT_PENDING_AUTHORIZATIONS, Slots};
-use crate::store::{BatchId, ClaimRequest, JobId, JobStatus, Lease, StateStore, StatusCounts};
+use crate::store::{
+    BatchId, ClaimRequest, ClaimedJob, JobId, JobStatus, Lease, StateStore, StatusCounts,
+};
 use crate::zone_batcher::{BatcherConfig, ZoneBatcher};
 
 /// Default orders in flight: Pebble 2.4 deadlocks near 64 concurrent orders.
 pub const DEFAULT_CONCURRENCY: usize = 32;
+
+/// Jobs a run claims ahead of its free slots at most (a quarter of `concurrency`): few
+/// enough that other nodes of a fleet are not kept from work.
+const MAX_CLAIM_AHEAD: usize = 8;
 
 /// How a run behaves.
 #[derive(Clone, Debug)]
@@ -266,12 +272,18 @@ impl Orchestrator {
         let mut stopped_early = false;
         let mut stop = self.stop.as_ref().map(|s| (s.requested.clone(), s.grace));
         let mut stop_deadline: Option<tokio::time::Instant> = None;
+        // Jobs claimed ahead of a free slot: one claim per few jobs instead of one per
+        // freed slot (a claim was the costliest store call of a job); their leases are
+        // renewed like those of running jobs and given up if the run stops first.
+        let mut ready: VecDeque<ClaimedJob> = VecDeque::new();
+        let claim_ahead = (sh.config.concurrency / 4).clamp(1, MAX_CLAIM_AHEAD);
         loop {
             if stop_deadline.is_none()
                 && let Some((requested, grace)) = &stop
                 && *requested.borrow()
             {
                 stop_deadline = Some(tokio::time::Instant::now() + *grace);
+                release_unstarted(store.as_ref(), &mut ready, &mut leases).await;
                 tracing::info!(
                     in_flight = tasks.len(),
                     "stopping: no new jobs; waiting up to {}s for the jobs in flight",
@@ -291,19 +303,25 @@ impl Orchestrator {
             let free = sh.slots.free_work();
             let mut claimed_any = false;
             if free > 0 && stop_deadline.is_none() {
-                let claimed = store
-                    .claim_jobs(&ClaimRequest {
-                        batch,
-                        node: self.node.clone(),
-                        now: now(),
-                        lease_for,
-                        max_jobs: free,
-                    })
-                    .await?;
-                claimed_any = !claimed.is_empty();
-                for c in claimed {
+                if ready.len() < free {
+                    let claimed = store
+                        .claim_jobs(&ClaimRequest {
+                            batch,
+                            node: self.node.clone(),
+                            now: now(),
+                            lease_for,
+                            max_jobs: free - ready.len() + claim_ahead,
+                        })
+                        .await?;
+                    for c in claimed {
+                        leases.insert(c.job.id, c.lease.clone());
+                        ready.push_back(c);
+                    }
+                }
+                for _ in 0..free {
+                    let Some(c) = ready.pop_front() else { break };
+                    claimed_any = true;
                     let id = c.job.id;
-                    leases.insert(id, c.lease.clone());
                     // This loop is the only taker of fresh slots, and `free` were free.
                     let slot = sh.slots.try_work();
                     let driver = JobDriver::new(sh.clone(), c, slot);
@@ -374,6 +392,7 @@ impl Orchestrator {
                 }
             }
         }
+        release_unstarted(store.as_ref(), &mut ready, &mut leases).await;
         Ok(RunSummary {
             counts: store.status_counts(batch).await?,
             elapsed: started.elapsed(),
@@ -397,6 +416,23 @@ async fn abort_in_flight(
     // Bounded: every task was aborted, so each join returns at once.
     while tasks.join_next().await.is_some() {}
     for (_, lease) in leases.drain() {
+        if let Err(e) = store.release_job(&lease).await {
+            tracing::debug!(job = %lease.job, "lease not given up: {e}");
+        }
+    }
+}
+
+/// Gives up the leases of jobs claimed ahead that never started, so the next run (or
+/// another node) claims them at once.
+async fn release_unstarted(
+    store: &dyn StateStore,
+    ready: &mut VecDeque<ClaimedJob>,
+    leases: &mut HashMap<JobId, Lease>,
+) {
+    for c in ready.drain(..) {
+        let Some(lease) = leases.remove(&c.job.id) else {
+            continue;
+        };
         if let Err(e) = store.release_job(&lease).await {
             tracing::debug!(job = %lease.job, "lease not given up: {e}");
         }
