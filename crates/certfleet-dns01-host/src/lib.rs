@@ -34,6 +34,7 @@ mod propagation;
 mod query;
 mod serial;
 mod solver;
+mod table;
 
 pub use error::HostError;
 pub use loader::{PluginInstance, PluginLibrary, PluginPaths, library_file_name};
