@@ -28,6 +28,7 @@
 //! # Ok(()) }
 //! ```
 
+mod diagnose;
 mod error;
 mod loader;
 mod propagation;
