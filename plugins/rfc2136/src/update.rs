@@ -195,13 +195,8 @@ impl Rfc2136 {
             let items: Vec<Item> = ps.iter().map(|p| p.item.clone()).collect();
             let messages = dns::update_messages(&zone, &items, self.ttl);
             let count = |c: Change| items.iter().filter(|i| i.change == c).count();
-            self.log.info(&format!(
-                "rfc2136: deleting {} and adding {} TXT record(s) in zone {zone} at {server} \
-                 ({} UPDATE message(s))",
-                count(Change::Delete),
-                count(Change::Add),
-                messages.len()
-            ));
+            let sent = messages.len();
+            let mut applied_all = true;
             for msg in messages {
                 let applied = dns::send_update_with_proofs(
                     server,
@@ -223,7 +218,17 @@ impl Rfc2136 {
                     ps.len()
                 ));
                 refused.extend(ps.iter().map(|p| (*p).clone()));
+                applied_all = false;
                 break;
+            }
+            if applied_all {
+                // Logged once applied, so the lines add up to what the zone holds.
+                self.log.info(&format!(
+                    "rfc2136: deleting {} and adding {} TXT record(s) in zone {zone} at \
+                     {server} ({sent} UPDATE message(s))",
+                    count(Change::Delete),
+                    count(Change::Add),
+                ));
             }
         }
         Ok(refused)
