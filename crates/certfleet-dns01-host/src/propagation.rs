@@ -516,11 +516,17 @@ impl PropagationCheck for AuthoritativeCheck {
                 let caught_up_now = zs.caught_up.get(&t.server.addr).copied().unwrap_or(false);
                 ask.insert(key, (txt, was_caught_up || caught_up_now));
             }
+            // A server asked TXT while its serial is behind (in case serials are not
+            // comparable) is asked for one record only: if it serves that one, it is
+            // marked TXT-only and asked for the rest next round.
+            let mut sampled: BTreeSet<(Name, SocketAddr)> = BTreeSet::new();
             let (to_probe, waiting): (Vec<Target>, Vec<Target>) =
                 pending.into_iter().partition(|t| match &t.zone {
-                    Some(zone) => ask
-                        .get(&(zone.clone(), t.server.addr))
-                        .is_none_or(|(txt, _)| *txt),
+                    Some(zone) => match ask.get(&(zone.clone(), t.server.addr)) {
+                        None | Some((true, true)) => true,
+                        Some((true, false)) => sampled.insert((zone.clone(), t.server.addr)),
+                        Some((false, _)) => false,
+                    },
                     None => true,
                 });
             queries += to_probe.len() as u64;

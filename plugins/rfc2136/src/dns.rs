@@ -29,8 +29,8 @@ use crate::tsig::TsigKey;
 /// Largest UPDATE sent over UDP; anything bigger goes over TCP at once (1232 is the
 /// DNS-flag-day safe EDNS payload size).
 const UDP_MAX: usize = 1232;
-/// Largest encoded UPDATE (records only) per message: DNS messages over TCP are at most
-/// 65535 bytes, and the TSIG record needs room too. A bigger batch for one zone is split.
+/// Estimated size of the records per UPDATE: DNS messages over TCP are at most 65535 bytes,
+/// and the TSIG record needs room too. A bigger batch for one zone is split.
 const MESSAGE_BUDGET: usize = 60_000;
 /// TSIG fudge (seconds of clock skew accepted), BIND's default.
 const FUDGE: u16 = 300;
@@ -205,6 +205,29 @@ pub struct Item {
 /// beside a CNAME is dropped silently). So an accepted UPDATE proves placement without
 /// asking anyone per name.
 pub fn update_messages(zone: &Name, items: &[Item], ttl: u32) -> Vec<Message> {
+    // The budget is an estimate: if a message comes out too big anyway (the encoder
+    // silently truncates at 64 KiB: every update must survive a decode), pack again with a
+    // smaller budget.
+    let mut budget = MESSAGE_BUDGET;
+    loop {
+        let messages = pack(zone, items, ttl, budget);
+        let fits = messages.iter().all(|m| {
+            m.to_vec().is_ok_and(|b| {
+                b.len() <= MESSAGE_LIMIT
+                    && Message::from_vec(&b).is_ok_and(|d| d.updates().len() == m.updates().len())
+            })
+        });
+        if fits || budget < MESSAGE_BUDGET / 8 {
+            return messages;
+        }
+        budget = budget * 3 / 4;
+    }
+}
+
+/// Largest encoded UPDATE accepted from [`pack`] (the TSIG record still has to fit).
+const MESSAGE_LIMIT: usize = 64_000;
+
+fn pack(zone: &Name, items: &[Item], ttl: u32, budget: usize) -> Vec<Message> {
     let mut ordered: Vec<&Item> = items
         .iter()
         .filter(|i| i.change == Change::Delete)
@@ -219,12 +242,13 @@ pub fn update_messages(zone: &Name, items: &[Item], ttl: u32) -> Vec<Message> {
         } else {
             Vec::new()
         };
-        // Counted uncompressed (the encoder does not compress update-section names).
+        // Counted uncompressed: the encoder writes these names in full (measured: 195
+        // bytes per add with its three prerequisites, 85 per delete).
         let cost = item.name.len()
             + item.value.len()
             + 16
             + proofs.iter().map(|(n, _)| n.len() + 12).sum::<usize>();
-        if current.is_some() && used + cost > MESSAGE_BUDGET {
+        if current.is_some() && used + cost > budget {
             messages.extend(current.take().map(|(m, _)| m));
             used = 0;
         }
@@ -571,14 +595,16 @@ mod tests {
     fn huge_batches_split_below_the_tcp_message_limit() {
         let zone = parse_name("example.test").expect("zone");
         let msgs = update_messages(&zone, &batch(1000, Change::Add, true), 60);
-        assert!(
-            (3..=4).contains(&msgs.len()),
-            "1,000 adds with their placement proofs: {} messages",
-            msgs.len()
-        );
+        assert_eq!(msgs.len(), 4, "1,000 adds with their placement proofs");
         for m in &msgs {
-            assert!(m.to_vec().expect("encodes").len() < 65_000);
+            let bytes = m.to_vec().expect("encodes");
+            assert!(bytes.len() <= MESSAGE_LIMIT);
+            let back = Message::from_vec(&bytes).expect("decodes");
+            assert_eq!(back.updates().len(), m.updates().len(), "nothing truncated");
+            assert_eq!(back.prerequisites().len(), m.prerequisites().len());
         }
+        let deletes = update_messages(&zone, &batch(1000, Change::Delete, false), 60);
+        assert_eq!(deletes.len(), 2, "1,000 deletes");
         assert_eq!(msgs.iter().map(|m| m.updates().len()).sum::<usize>(), 1000);
     }
 
