@@ -404,7 +404,7 @@ fn provider_cost(log: &str) -> String {
             .split(" in zone ")
             .nth(1)
             .and_then(|r| r.split(' ').next());
-        let messages = number(rest.rsplit('(').next());
+        let messages = number(rest.split(" (").nth(1));
         if let (Some(z), Some(d), Some(a), Some(m)) = (zone, deletes, adds, messages) {
             let e = per.entry(z.to_owned()).or_default();
             e[0] += m;

@@ -31,7 +31,7 @@ use crate::tsig::TsigKey;
 const UDP_MAX: usize = 1232;
 /// Estimated size of the records per UPDATE: DNS messages over TCP are at most 65535 bytes,
 /// and the TSIG record needs room too. A bigger batch for one zone is split.
-const MESSAGE_BUDGET: usize = 60_000;
+const MESSAGE_BUDGET: usize = 63_000;
 /// TSIG fudge (seconds of clock skew accepted), BIND's default.
 const FUDGE: u16 = 300;
 
@@ -217,10 +217,10 @@ pub fn update_messages(zone: &Name, items: &[Item], ttl: u32) -> Vec<Message> {
                     && Message::from_vec(&b).is_ok_and(|d| d.updates().len() == m.updates().len())
             })
         });
-        if fits || budget < MESSAGE_BUDGET / 8 {
+        if fits || budget < MESSAGE_BUDGET / 4 {
             return messages;
         }
-        budget = budget * 3 / 4;
+        budget = budget * 7 / 8;
     }
 }
 
