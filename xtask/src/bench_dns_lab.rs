@@ -1,5 +1,5 @@
-//! `cargo xtask bench dns --lab [--runs N] [--batch N] [--lego-batch N] [--no-lego]` (also
-//! `bench dns-lab`): wall times in the
+//! `cargo xtask bench dns --lab [--runs N] [--batch N] [--lego-batch N] [--zones N]
+//! [--no-lego]` (also `bench dns-lab`): wall times in the
 //! enterprise DNS lab of `certfleet_testenv::dns_lab` (BIND primary + secondary on port 53 of
 //! their own addresses, `_acme-challenge.www.corp.test` CNAMEd into the delegated
 //! `acme.corp.test`, Pebble validating for real through a recursive resolver), all inside a
@@ -11,8 +11,11 @@
 //! each, in `acme.corp.test`) by `certfleet batch run` with default settings, beside lego's
 //! rfc2136 provider issuing `--lego-batch` one-name certificates in 4 processes with
 //! `RFC2136_SEQUENCE_INTERVAL=1`: certificates per second of each and their ratio, UPDATE
-//! messages per zone per 100 records (BIND's log), the DNS queries per record certfleet sent
-//! (the checker's per-check counts plus the plugin's own), and the load average.
+//! messages per zone per 100 records (BIND's log) and how many carried deletes and adds, the
+//! DNS queries per record certfleet sent (the checker's per-check counts, discovery included,
+//! plus the plugin's own), and the load average. With `--zones N` (default 10; 1: off) the
+//! lab gets N more delegated validation zones and the batch runs again with its names
+//! spread over them.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
