@@ -25,6 +25,7 @@ mod dns01_batch;
 mod dns01_errors;
 mod dns01_gss;
 mod dns01_lab;
+mod dns01_lab_batch;
 mod dns01_plugins;
 mod dns_api_cloudflare;
 mod dns_api_powerdns;

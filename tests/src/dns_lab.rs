@@ -158,51 +158,48 @@ pub fn enter() -> Result<()> {
 #[derive(Debug)]
 pub struct DnsLab {
     primary: LabPrimary,
+    /// Every zone the servers hold: [`ZONES`], then the extra validation zones.
+    zones: Vec<String>,
     procs: Vec<ServerProcess>,
     key_file: PathBuf,
     secret_file: PathBuf,
     dir: TempDir,
 }
 
-/// The lab's zones (`$REFRESH$` filled per set-up).
-const CORP_ZONE: &str = "$TTL 60
-@ IN SOA ns1.corp.test. hostmaster.corp.test. ( 1 $REFRESH$ 1 86400 1 )
-@ IN NS ns1.corp.test.
-@ IN NS ns2.corp.test.
-@ IN A 127.0.0.10
-ns1 IN A 127.0.0.2
-ns2 IN A 127.0.0.3
-www IN A 127.0.0.10
-_acme-challenge.www IN CNAME www.acme.corp.test.
-acme IN NS ns1.corp.test.
-acme IN NS ns2.corp.test.
-";
-const ACME_ZONE: &str = "$TTL 60
-@ IN SOA ns1.corp.test. hostmaster.corp.test. ( 1 $REFRESH$ 1 86400 1 )
-@ IN NS ns1.corp.test.
-@ IN NS ns2.corp.test.
-";
-pub const ZONES: [&str; 2] = ["corp.test", "acme.corp.test"];
+mod zones;
+
+use zones::{CORP_ZONE, zone_files};
+pub use zones::{VALIDATION_ZONE_PREFIX, ZONES};
 
 impl DnsLab {
     /// Writes keys, zones and configurations (inside the namespace, after [`enter`]) and
     /// starts the primary, the secondary and the resolver, each polled until it serves both
     /// zones.
     pub async fn start(primary: LabPrimary, secondary: LabSecondary) -> Result<DnsLab> {
+        DnsLab::start_with_zones(primary, secondary, 0).await
+    }
+
+    /// [`DnsLab::start`] with `validation_zones` more delegated zones
+    /// (`v0.corp.test`, `v1.corp.test`, …; [`DnsLab::validation_zones`]) on the primary and
+    /// the secondary, for batches spread over many zones.
+    pub async fn start_with_zones(
+        primary: LabPrimary,
+        secondary: LabSecondary,
+        validation_zones: usize,
+    ) -> Result<DnsLab> {
         let dir = tempfile::Builder::new()
             .prefix("certfleet-dns-lab-")
             .tempdir()?;
         let root = dir.path().to_owned();
         let lagging = secondary == LabSecondary::Lagging;
         let refresh = if lagging { "3600" } else { "1" };
-        for (zone, text) in ZONES.iter().zip([CORP_ZONE, ACME_ZONE]) {
-            fs::write(
-                root.join(format!("{zone}.zone")),
-                text.replace("$REFRESH$", refresh),
-            )?;
+        let files = zone_files(validation_zones, refresh);
+        for (zone, text) in &files {
+            fs::write(root.join(format!("{zone}.zone")), text)?;
         }
         let mut lab = DnsLab {
             primary,
+            zones: files.into_iter().map(|(z, _)| z).collect(),
             procs: Vec::new(),
             key_file: root.join("acme-key.conf"),
             secret_file: root.join("acme-key.secret"),
@@ -239,6 +236,15 @@ impl DnsLab {
 
     pub fn primary_kind(&self) -> LabPrimary {
         self.primary
+    }
+
+    /// The extra delegated validation zones (apexes without a trailing dot).
+    pub fn validation_zones(&self) -> Vec<&str> {
+        self.zones
+            .iter()
+            .filter(|z| z.starts_with(VALIDATION_ZONE_PREFIX))
+            .map(String::as_str)
+            .collect()
     }
 
     fn spawn(&mut self, role: &'static str, cmd: Command) -> Result<()> {
@@ -281,7 +287,8 @@ impl DnsLab {
                 SECONDARY.ip()
             )
         };
-        let zones: String = ZONES
+        let zones: String = self
+            .zones
             .iter()
             .map(|z| {
                 format!(
@@ -310,7 +317,8 @@ impl DnsLab {
         } else {
             "\n    notify: secondary"
         };
-        let zones: String = ZONES
+        let zones: String = self
+            .zones
             .iter()
             .map(|z| {
                 format!(
@@ -375,7 +383,8 @@ impl DnsLab {
             )
             .with_context(|| format!("pdnsutil {}", args.join(" ")))
         };
-        for z in ZONES {
+        for z in self.zones.clone() {
+            let z = z.as_str();
             let file = self.root().join(format!("{z}.zone"));
             pdnsutil(&["load-zone", z, &file.to_string_lossy()])?;
             pdnsutil(&["set-kind", z, "primary"])?;
@@ -402,7 +411,8 @@ impl DnsLab {
             "min-refresh-time 1; max-refresh-time 1; min-retry-time 1; max-retry-time 1;"
         };
         let d = self.root().join("secondary");
-        let zones: String = ZONES
+        let zones: String = self
+            .zones
             .iter()
             .map(|z| {
                 format!(
@@ -475,7 +485,7 @@ impl DnsLab {
     /// Server `index` serves both zones (one deadline for both).
     async fn wait_serving(&self, index: usize, addr: SocketAddr, recursion: bool) -> Result<()> {
         let process = &self.procs[index];
-        let zones = ZONES.iter().copied();
+        let zones = self.zones.iter().map(String::as_str);
         crate::dig::wait_serving(
             process,
             addr,

@@ -1,5 +1,5 @@
-//! `cargo xtask bench dns --lab [--runs N] [--batch N] [--lego-batch N] [--no-lego]` (also
-//! `bench dns-lab`): wall times in the
+//! `cargo xtask bench dns --lab [--runs N] [--batch N] [--lego-batch N] [--zones N]
+//! [--no-lego]` (also `bench dns-lab`): wall times in the
 //! enterprise DNS lab of `certfleet_testenv::dns_lab` (BIND primary + secondary on port 53 of
 //! their own addresses, `_acme-challenge.www.corp.test` CNAMEd into the delegated
 //! `acme.corp.test`, Pebble validating for real through a recursive resolver), all inside a
@@ -11,8 +11,11 @@
 //! each, in `acme.corp.test`) by `certfleet batch run` with default settings, beside lego's
 //! rfc2136 provider issuing `--lego-batch` one-name certificates in 4 processes with
 //! `RFC2136_SEQUENCE_INTERVAL=1`: certificates per second of each and their ratio, UPDATE
-//! messages per zone per 100 records (BIND's log), the DNS queries per record certfleet sent
-//! (the checker's per-check counts plus the plugin's own), and the load average.
+//! messages per zone per 100 records (BIND's log) and how many carried deletes and adds, the
+//! DNS queries per record certfleet sent (the checker's per-check counts, discovery included,
+//! plus the plugin's own), and the load average. With `--zones N` (default 10; 1: off) the
+//! lab gets N more delegated validation zones and the batch runs again with its names
+//! spread over them.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,8 +27,7 @@ use certfleet_testenv::{Pebble, PebbleOptions};
 
 use crate::util::{cargo, ensure_tools, run_cmd, runtime, step, target_dir};
 
-const USAGE: &str =
-    "usage: cargo xtask bench dns --lab [--runs N] [--batch N] [--lego-batch N] [--no-lego]";
+const USAGE: &str = "usage: cargo xtask bench dns --lab [--runs N] [--batch N] [--lego-batch N] [--zones N] [--no-lego]";
 const TOOLS: &[(&str, &str)] = &[
     ("named", "bind9"),
     ("tsig-keygen", "bind9"),
@@ -41,6 +43,8 @@ struct Options {
     runs: usize,
     batch: usize,
     lego_batch: usize,
+    /// The batch is run again spread over this many delegated validation zones (1: not).
+    zones: usize,
     lego: bool,
 }
 
@@ -49,6 +53,7 @@ fn parse(args: &[String]) -> Result<Options> {
         runs: 5,
         batch: 1000,
         lego_batch: 20,
+        zones: 10,
         lego: true,
     };
     let mut p = crate::bench_args::BenchArgs::new(args, USAGE);
@@ -57,6 +62,7 @@ fn parse(args: &[String]) -> Result<Options> {
             "--runs" => o.runs = p.number(a)?,
             "--batch" => o.batch = p.number(a)?,
             "--lego-batch" => o.lego_batch = p.number(a)?,
+            "--zones" => o.zones = p.number(a)?,
             "--no-lego" => o.lego = false,
             "--lab" => {}
             other => return Err(p.unknown(other)),
@@ -65,6 +71,7 @@ fn parse(args: &[String]) -> Result<Options> {
     p.at_least_one("--runs", o.runs)?;
     p.at_least_one("--batch", o.batch)?;
     p.at_least_one("--lego-batch", o.lego_batch)?;
+    p.at_least_one("--zones", o.zones)?;
     Ok(o)
 }
 
@@ -151,7 +158,9 @@ impl Lab {
 }
 
 async fn inside(o: &Options) -> Result<()> {
-    let lab = DnsLab::start(LabPrimary::Bind, LabSecondary::Current).await?;
+    let extra_zones = if o.zones > 1 { o.zones } else { 0 };
+    let lab =
+        DnsLab::start_with_zones(LabPrimary::Bind, LabSecondary::Current, extra_zones).await?;
     let pebble = Pebble::start(PebbleOptions::default().dns_server(RESOLVER.to_string())).await?;
     let work = tempfile::Builder::new()
         .prefix("certfleet-bench-lab-")
@@ -232,17 +241,52 @@ async fn inside(o: &Options) -> Result<()> {
         );
     }
 
-    let batch_file = l.work.path().join("batch.txt");
-    let names: String = (0..o.batch)
-        .map(|i| format!("b{i:04}.acme.corp.test\n"))
+    let names: Vec<String> = (0..o.batch)
+        .map(|i| format!("b{i:04}.acme.corp.test"))
         .collect();
-    std::fs::write(&batch_file, names)?;
+    let ours = batch(&l, &config_s, "one zone", &names)?;
+    if o.zones > 1 {
+        let zones = l.lab.validation_zones();
+        let names: Vec<String> = (0..o.batch)
+            .map(|i| format!("s{i:04}.{}", zones[i % zones.len()]))
+            .collect();
+        batch(
+            &l,
+            &config_s,
+            &format!("spread over {} zones", zones.len()),
+            &names,
+        )?;
+    }
+    if o.lego {
+        l.lab.forget_previous_run().await?;
+        let (lt, ok) = lego_batch(&l, o.lego_batch)?;
+        let theirs = ok as f64 / lt.as_secs_f64().max(1e-9);
+        println!(
+            "  lego rfc2136 (4 processes, RFC2136_SEQUENCE_INTERVAL=1): {ok} of {} certificates in \
+             {:.2} s = {theirs:.3} certificates/s; certfleet {:.1}x",
+            o.lego_batch,
+            lt.as_secs_f64(),
+            ours / theirs.max(1e-9)
+        );
+    }
+    Ok(())
+}
+
+/// One `certfleet batch run` of one-name certificates for `names`, with its figures
+/// printed; returns certificates/s.
+fn batch(l: &Lab, config: &str, label: &str, names: &[String]) -> Result<f64> {
+    let n = names.len();
+    let batch_file = l
+        .work
+        .path()
+        .join(format!("batch-{}.txt", label.replace(' ', "-")));
+    std::fs::write(&batch_file, names.join("\n") + "\n")?;
     let report = l.work.path().join("report.json");
     let mark = l.lab.primary_log().len();
     let load_before = load_average();
     let (t, log) = l.certfleet(&[
         "--config",
-        &config_s,
+        config,
         "batch",
         "run",
         &batch_file.to_string_lossy(),
@@ -263,43 +307,38 @@ async fn inside(o: &Options) -> Result<()> {
         .filter(|l| l.contains("dns-01 provider cost"))
         .filter_map(|l| field(l, "dns_queries="))
         .sum::<u64>();
-    let ours = o.batch as f64 / t.as_secs_f64().max(1e-9);
-    let updates = update_lines_per_zone(&l.lab.primary_log()[mark..]);
+    let ours = n as f64 / t.as_secs_f64().max(1e-9);
+    let primary_log = l.lab.primary_log();
+    let primary_log = &primary_log[mark..];
     println!(
-        "\n{} certificates by `certfleet batch run` (dns-01, primary + secondary): {:.2} s",
-        o.batch,
+        "\n{n} certificates by `certfleet batch run` (dns-01, primary + secondary, {label}): {:.2} s",
         t.as_secs_f64()
     );
     println!("  propagation rounds: {rounds}");
     println!(
         "  UPDATE messages per zone (BIND's log, adds + deletes): {} (plugin's log: {})",
-        update_messages_per_zone(&l.lab.primary_log()[mark..]),
+        update_messages_per_zone(primary_log),
         provider_cost(&log)
     );
-    println!("  RRs changed per zone (BIND's update log): {updates}");
+    println!(
+        "  UPDATE messages carrying both deletes and adds: {}",
+        mixed_update_messages(primary_log)
+    );
+    println!(
+        "  RRs changed per zone (BIND's update log): {}",
+        update_lines_per_zone(primary_log)
+    );
     println!("  certificates/s: {ours:.2}");
     println!(
         "  UPDATE messages per zone per 100 records: {}",
-        update_messages_per_100(&l.lab.primary_log()[mark..], o.batch)
+        update_messages_per_100(primary_log, n, names)
     );
     println!(
-        "  DNS queries per record: {:.2} (checker {checker_queries}, plugin {plugin_queries})",
-        (checker_queries + plugin_queries) as f64 / o.batch as f64
+        "  DNS queries per record: {:.2} (checker {checker_queries} incl. discovery, plugin {plugin_queries})",
+        (checker_queries + plugin_queries) as f64 / n as f64
     );
     println!("  load average before / after: {load_before} / {load_after}");
-    if o.lego {
-        l.lab.forget_previous_run().await?;
-        let (lt, ok) = lego_batch(&l, o.lego_batch)?;
-        let theirs = ok as f64 / lt.as_secs_f64().max(1e-9);
-        println!(
-            "  lego rfc2136 (4 processes, RFC2136_SEQUENCE_INTERVAL=1): {ok} of {} certificates in \
-             {:.2} s = {theirs:.3} certificates/s; certfleet {:.1}x",
-            o.lego_batch,
-            lt.as_secs_f64(),
-            ours / theirs.max(1e-9)
-        );
-    }
-    Ok(())
+    Ok(ours)
 }
 
 /// lego's rfc2136 provider for the wildcard pair, its defaults except where told.
@@ -353,41 +392,54 @@ fn key_secret(path: &Path) -> Result<String> {
         .context("no secret in the key file")
 }
 
-/// UPDATE messages per zone and direction, from the plugin's log lines `rfc2136: adding|deleting
-/// N TXT record(s) in zone Z at ADDR (M UPDATE message(s))`.
+/// UPDATE messages per zone from the plugin's log lines `rfc2136: deleting D and adding A
+/// TXT record(s) in zone Z at ADDR (M UPDATE message(s))`, with the records they carried.
 fn provider_cost(log: &str) -> String {
-    let mut per: std::collections::BTreeMap<(String, &str), u64> = Default::default();
+    let mut per: std::collections::BTreeMap<String, [u64; 3]> = Default::default();
     for line in log.lines() {
-        let Some(rest) = line.split("rfc2136: ").nth(1) else {
+        let Some(rest) = line.split("rfc2136: deleting ").nth(1) else {
             continue;
         };
-        let verb = if rest.starts_with("adding") {
-            "add"
-        } else if rest.starts_with("deleting") {
-            "delete"
-        } else {
-            continue;
-        };
+        let number = |s: Option<&str>| s.and_then(|s| s.split(' ').next()?.parse::<u64>().ok());
+        let deletes = number(Some(rest));
+        let adds = number(rest.split(" and adding ").nth(1));
         let zone = rest
             .split(" in zone ")
             .nth(1)
             .and_then(|r| r.split(' ').next());
-        let messages = rest
-            .split('(')
-            .nth(1)
-            .and_then(|r| r.split(' ').next())
-            .and_then(|n| n.parse::<u64>().ok());
-        if let (Some(z), Some(m)) = (zone, messages) {
-            *per.entry((z.to_owned(), verb)).or_default() += m;
+        let messages = number(rest.split(" (").nth(1));
+        if let (Some(z), Some(d), Some(a), Some(m)) = (zone, deletes, adds, messages) {
+            let e = per.entry(z.to_owned()).or_default();
+            e[0] += m;
+            e[1] += d;
+            e[2] += a;
         }
     }
     if per.is_empty() {
         return "no plugin log lines".to_owned();
     }
     per.iter()
-        .map(|((z, v), n)| format!("{z} {v}: {n}"))
+        .map(|(z, [m, d, a])| format!("{z} {m} ({d} deletes, {a} adds)"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// UPDATE messages (by client, see [`update_messages_per_zone`]) whose RR lines both delete
+/// and add.
+fn mixed_update_messages(log: &str) -> usize {
+    let mut per: std::collections::BTreeMap<&str, (bool, bool)> = Default::default();
+    for line in log.lines().filter(|l| l.contains(" an RR at ")) {
+        if let Some(c) = line
+            .split("client ")
+            .nth(1)
+            .and_then(|r| r.split(": updating zone").next())
+        {
+            let e = per.entry(c).or_default();
+            e.0 |= line.contains("adding an RR");
+            e.1 |= line.contains("deleting an RR");
+        }
+    }
+    per.values().filter(|(a, d)| *a && *d).count()
 }
 
 /// `zone: n` for BIND's `updating zone 'Z/IN': … an RR` lines.
@@ -456,13 +508,19 @@ fn load_average() -> String {
         .join(" ")
 }
 
-/// UPDATE messages per zone per 100 records (the batch's records, adds and deletes).
-fn update_messages_per_100(log: &str, records: usize) -> String {
+/// UPDATE messages per zone per 100 of the zone's records (its names' records, adds and
+/// deletes together; `total` when no name is directly below the zone).
+fn update_messages_per_100(log: &str, total: usize, names: &[String]) -> String {
     update_messages_per_zone(log)
         .split(", ")
         .filter_map(|zn| {
             let (z, n) = zn.split_once(": ")?;
             let n: f64 = n.parse().ok()?;
+            let in_zone = names
+                .iter()
+                .filter(|name| name.split_once('.').is_some_and(|(_, parent)| parent == z))
+                .count();
+            let records = if in_zone > 0 { in_zone } else { total };
             Some(format!("{z}: {:.2}", n * 100.0 / records.max(1) as f64))
         })
         .collect::<Vec<_>>()

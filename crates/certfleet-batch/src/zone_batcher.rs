@@ -1,18 +1,21 @@
-//! Coalesces the dns-01 records of many concurrent orders: every `present` (and every
-//! `cleanup`) arriving within a short gathering window goes to the solver as **one** call
-//! (which a plugin turns into one update per zone) followed by **one** propagation round,
-//! instead of one per order.
+//! Coalesces the dns-01 records of many concurrent orders: every `present` and every
+//! `cleanup` arriving within a short gathering window goes to the solver as **one** combined
+//! change ([`Dns01Solver::apply`]: deletes of finished orders ride with the next adds, which
+//! the rfc2136 plugin sends as one UPDATE per zone) followed by **one** propagation round
+//! for every added record, instead of a call and a check per order.
 //!
-//! Rounds run in their own tasks, at most [`BatcherConfig::max_rounds_in_flight`] at a
-//! time (the per-plugin bound), so gathering the next round goes on while one propagates:
-//! whatever arrived while the rounds in flight held every permit goes into the next round
-//! too (up to [`BatcherConfig::max_records`]), so the busier the zone, the larger (and
-//! fewer) its updates and propagation rounds — pipelined, never waiting for a fixed wave.
+//! Rounds run in their own tasks, at most [`BatcherConfig::max_rounds_in_flight`] at a time
+//! (default one: a round's records and the check of all of them travel together, and the
+//! next round gathers meanwhile). Whatever arrived while the rounds in flight held every
+//! permit goes into the next round too (up to [`BatcherConfig::max_records`]), so the busier
+//! the zone, the larger (and fewer) its updates and propagation rounds — pipelined, never
+//! waiting for a fixed wave. A `cleanup` is answered when the change carrying it was
+//! accepted; a `present` once its records are visible.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use certfleet_dns01::{Dns01Error, Dns01Solver, PropagationCheck, TxtRecord};
+use certfleet_dns01::{Change, Dns01Error, Dns01Solver, PropagationCheck, TxtRecord};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::error::RunError;
@@ -20,20 +23,24 @@ use crate::error::RunError;
 /// How the batcher gathers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatcherConfig {
-    /// How long to wait for more records after the first of a round arrives.
+    /// How long to wait for more records after the first of a round arrives (the
+    /// coalescing window; a round never waits longer for company).
     pub window: Duration,
-    /// A round is sent at once when it holds this many records.
+    /// A round is sent at once when it holds this many records (adds and deletes).
     pub max_records: usize,
     /// Rounds (solver calls plus propagation checks) running at once, per plugin.
     pub max_rounds_in_flight: usize,
 }
 
+/// Default coalescing window (`[batch] gather_millis`).
+pub const DEFAULT_GATHER: Duration = Duration::from_millis(1000);
+
 impl Default for BatcherConfig {
     fn default() -> Self {
         BatcherConfig {
-            window: Duration::from_millis(150),
-            max_records: 500,
-            max_rounds_in_flight: 4,
+            window: DEFAULT_GATHER,
+            max_records: 2000,
+            max_rounds_in_flight: 1,
         }
     }
 }
@@ -143,7 +150,25 @@ impl ZoneBatcher {
     }
 }
 
-/// The gathering loop: one pending round per operation.
+/// One round being gathered: adds (`present`) and deletes (`cleanup`).
+#[derive(Default)]
+struct Round {
+    present: Vec<Request>,
+    cleanup: Vec<Request>,
+    records: usize,
+}
+
+impl Round {
+    fn push(&mut self, req: Request) {
+        self.records += req.records.len();
+        match req.op {
+            Op::Present => self.present.push(req),
+            Op::Cleanup => self.cleanup.push(req),
+        }
+    }
+}
+
+/// The gathering loop: one round gathers while earlier ones run.
 async fn gather(
     mut rx: mpsc::Receiver<Request>,
     solver: Arc<dyn Dns01Solver>,
@@ -152,96 +177,88 @@ async fn gather(
 ) {
     let rounds = Arc::new(Semaphore::new(config.max_rounds_in_flight.max(1)));
     while let Some(first) = rx.recv().await {
-        let mut present: Vec<Request> = Vec::new();
-        let mut cleanup: Vec<Request> = Vec::new();
-        let mut count = first.records.len();
-        match first.op {
-            Op::Present => present.push(first),
-            Op::Cleanup => cleanup.push(first),
-        }
+        let mut round = Round::default();
+        round.push(first);
         let deadline = tokio::time::Instant::now() + config.window;
-        while count < config.max_records {
+        while round.records < config.max_records {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(req)) => {
-                    count += req.records.len();
-                    match req.op {
-                        Op::Present => present.push(req),
-                        Op::Cleanup => cleanup.push(req),
-                    }
-                }
+                Ok(Some(req)) => round.push(req),
                 // Window over, or every handle dropped: send what we have.
                 Ok(None) | Err(_) => break,
             }
         }
-        // Wait for a round permit, then take in everything that queued meanwhile.
-        let Ok(mut permit) = rounds.clone().acquire_owned().await else {
+        // Wait for a round permit, gathering meanwhile, then take in what queued.
+        let permit = loop {
+            tokio::select! {
+                biased;
+                p = rounds.clone().acquire_owned() => break p,
+                req = rx.recv(), if round.records < config.max_records => match req {
+                    Some(req) => round.push(req),
+                    None => break rounds.clone().acquire_owned().await,
+                },
+            }
+        };
+        let Ok(permit) = permit else {
             return;
         };
-        while count < config.max_records {
+        while round.records < config.max_records {
             match rx.try_recv() {
-                Ok(req) => {
-                    count += req.records.len();
-                    match req.op {
-                        Op::Present => present.push(req),
-                        Op::Cleanup => cleanup.push(req),
-                    }
-                }
+                Ok(req) => round.push(req),
                 Err(_) => break,
             }
         }
-        let mut groups = [(Op::Present, present), (Op::Cleanup, cleanup)]
-            .into_iter()
-            .filter(|(_, g)| !g.is_empty())
-            .peekable();
-        while let Some((op, group)) = groups.next() {
-            let solver = solver.clone();
-            let propagation = propagation.clone();
-            let held = permit;
-            tokio::spawn(async move {
-                let _permit = held;
-                run_round(op, group, solver.as_ref(), propagation.as_deref()).await;
-            });
-            if groups.peek().is_some() {
-                let Ok(next) = rounds.clone().acquire_owned().await else {
-                    return;
-                };
-                permit = next;
-            } else {
-                break;
-            }
-        }
+        let solver = solver.clone();
+        let propagation = propagation.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            run_round(round, solver.as_ref(), propagation.as_deref()).await;
+        });
     }
 }
 
-async fn run_round(
-    op: Op,
-    group: Vec<Request>,
-    solver: &dyn Dns01Solver,
-    propagation: Option<&dyn PropagationCheck>,
-) {
-    let records: Vec<TxtRecord> = group.iter().flat_map(|r| r.records.clone()).collect();
-    tracing::debug!(
-        op = ?op,
-        orders = group.len(),
-        records = records.len(),
-        via = solver.name(),
-        "dns-01 round"
-    );
-    let result = match op {
-        Op::Present => match solver.present(&records).await {
-            Ok(()) => match propagation {
-                Some(check) => check.wait_until_visible(&records).await,
-                None => Ok(()),
-            },
-            Err(e) => Err(e),
-        },
-        Op::Cleanup => solver.cleanup(&records).await,
-    };
-    let result = result.map_err(Arc::new);
+fn reply_all(group: Vec<Request>, result: &Result<(), Arc<Dns01Error>>) {
     for req in group {
         // A caller that went away (its job was cancelled) needs no answer.
         let _ = req.reply.send(result.clone());
     }
+}
+
+async fn run_round(
+    round: Round,
+    solver: &dyn Dns01Solver,
+    propagation: Option<&dyn PropagationCheck>,
+) {
+    let add: Vec<TxtRecord> = round
+        .present
+        .iter()
+        .flat_map(|r| r.records.clone())
+        .collect();
+    let remove: Vec<TxtRecord> = round
+        .cleanup
+        .iter()
+        .flat_map(|r| r.records.clone())
+        .collect();
+    tracing::debug!(
+        orders = round.present.len() + round.cleanup.len(),
+        add = add.len(),
+        remove = remove.len(),
+        via = solver.name(),
+        "dns-01 round"
+    );
+    let change = Change {
+        remove: &remove,
+        add: &add,
+        host_checks_propagation: propagation.is_some(),
+    };
+    let applied = solver.apply(change).await.map_err(Arc::new);
+    reply_all(round.cleanup, &applied);
+    let result = match (applied, propagation) {
+        (Ok(()), Some(check)) if !add.is_empty() => {
+            check.wait_until_visible(&add).await.map_err(Arc::new)
+        }
+        (other, _) => other,
+    };
+    reply_all(round.present, &result);
 }
 
 #[cfg(test)]

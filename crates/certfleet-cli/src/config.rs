@@ -164,9 +164,11 @@ pub struct BatchSettings {
     /// Orders of one DNS zone (registered domain) with records presented at once; unset:
     /// no bound of its own.
     pub per_zone: Option<usize>,
-    /// dns-01 rounds (present + propagation check) in flight at once per plugin.
+    /// dns-01 rounds (one combined change + one propagation check) in flight at once per
+    /// plugin (1: the next round gathers while one propagates).
     pub plugin_concurrency: usize,
-    /// How long dns-01 records of concurrent orders are gathered into one round, ms.
+    /// How long dns-01 records (adds and deletes) of concurrent orders are gathered into one
+    /// round at most, ms.
     pub gather_millis: u64,
     /// Attempts before a job is reported failed.
     pub max_attempts: u32,
@@ -207,8 +209,8 @@ impl Default for BatchSettings {
             concurrency: certfleet_batch::DEFAULT_CONCURRENCY,
             pending_authorizations: None,
             per_zone: None,
-            plugin_concurrency: 4,
-            gather_millis: 150,
+            plugin_concurrency: 1,
+            gather_millis: 1000,
             max_attempts: 3,
             retry_backoff_secs: 5,
             store: None,

@@ -334,6 +334,39 @@ impl ZoneFinder {
         }
     }
 
+    /// The zone a name is presumed to be in without asking: the deepest zone cut learnt
+    /// (fresh) at or above `name`, so a name below a known cut is never put into the parent.
+    /// `None` when no cut above it is known, or when `name` is known to be a CNAME. A
+    /// presumption, not a proof: unknown cuts and CNAMEs below the apex are possible, so the
+    /// caller must verify (an UPDATE's prerequisites, an authoritative server's answer) and
+    /// [`locate`](ZoneFinder::locate) when that fails.
+    pub fn presumed_zone(&self, name: &Name) -> Option<Zone> {
+        let cache = self.cache();
+        if let Some(target) = Cache::fresh(&cache.cnames, name)
+            && &target != name
+        {
+            return None;
+        }
+        let mut n = name.clone();
+        loop {
+            if let Some(primary) = Cache::fresh(&cache.cuts, &n) {
+                return Some(Zone { apex: n, primary });
+            }
+            if n.is_root() || n.num_labels() == 0 {
+                return None;
+            }
+            n = n.base_name();
+        }
+    }
+
+    /// Forgets what is cached about `name` itself (its CNAME and zone), so the next
+    /// [`locate`](ZoneFinder::locate) asks again; learnt cuts stay.
+    pub fn forget_name(&self, name: &Name) {
+        let mut cache = self.cache();
+        cache.cnames.remove(name);
+        cache.zone_of.remove(name);
+    }
+
     /// Zone cuts learnt so far (apex → primary), for diagnostics and metrics.
     pub fn known_cuts(&self) -> Vec<Zone> {
         let mut v: Vec<Zone> = self

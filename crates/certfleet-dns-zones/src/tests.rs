@@ -240,3 +240,41 @@ async fn no_zone_and_cname_loops_are_errors() {
         .expect_err("loop");
     assert!(e.to_string().contains("more than 8 CNAMEs"), "{e}");
 }
+
+#[tokio::test]
+async fn the_presumed_zone_is_the_deepest_known_cut_and_never_a_known_cname() {
+    let dns = FakeDns::corp(&["corp.test", "acme.corp.test"]);
+    let finder = ZoneFinder::new();
+    assert_eq!(
+        finder.presumed_zone(&n("_acme-challenge.a.corp.test")),
+        None
+    );
+    // Learns corp.test (the apex challenge) and, through the CNAME, acme.corp.test.
+    finder
+        .locate(&dns, &n("_acme-challenge.corp.test"))
+        .await
+        .expect("apex");
+    finder
+        .locate(&dns, &n("_acme-challenge.www.corp.test"))
+        .await
+        .expect("cname");
+    let asked = dns.queries.load(Ordering::Relaxed);
+    let zone = |s: &str| finder.presumed_zone(&n(s)).map(|z| z.apex);
+    assert_eq!(zone("_acme-challenge.b1.corp.test"), Some(n("corp.test")));
+    // Below the known acme.corp.test cut: never the parent.
+    assert_eq!(
+        zone("_acme-challenge.b1.acme.corp.test"),
+        Some(n("acme.corp.test"))
+    );
+    assert_eq!(zone("acme.corp.test"), Some(n("acme.corp.test")));
+    // A name known to be a CNAME is not presumed anywhere: locate follows it.
+    assert_eq!(zone("_acme-challenge.www.corp.test"), None);
+    assert_eq!(zone("other.test"), None);
+    assert_eq!(dns.queries.load(Ordering::Relaxed), asked, "no queries");
+    finder.forget_name(&n("_acme-challenge.www.corp.test"));
+    assert_eq!(
+        zone("_acme-challenge.www.corp.test"),
+        Some(n("corp.test")),
+        "forgotten: presumed again (to be verified)"
+    );
+}

@@ -28,12 +28,14 @@
 //! # Ok(()) }
 //! ```
 
+mod diagnose;
 mod error;
 mod loader;
 mod propagation;
 mod query;
 mod serial;
 mod solver;
+mod table;
 
 pub use error::HostError;
 pub use loader::{PluginInstance, PluginLibrary, PluginPaths, library_file_name};

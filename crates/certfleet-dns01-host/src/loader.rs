@@ -14,13 +14,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use certfleet_fs::{FsError, TrustedLibrary};
 use certfleet_plugin_abi::{
-    ABI_VERSION, ENTRY_SYMBOL, EntryFn, ErrorBody, LOG_DEBUG, LOG_ERROR, LOG_INFO, LOG_TRACE,
-    LOG_WARN, OwnedBuf, PluginVTable, RStr, STATUS_OK, STATUS_PANIC,
+    ENTRY_SYMBOL, EntryFn, ErrorBody, LOG_DEBUG, LOG_ERROR, LOG_INFO, LOG_TRACE, LOG_WARN,
+    OwnedBuf, RStr, STATUS_OK, STATUS_PANIC,
 };
 use serde_json::Value;
 use tracing::level_filters::LevelFilter;
 
 use crate::HostError;
+use crate::table::Table;
 
 /// File name of the plugin called `name`: `libcertfleet_plugin_<name>.so` (`-` → `_`).
 pub fn library_file_name(name: &str) -> String {
@@ -90,7 +91,7 @@ impl PluginPaths {
 #[derive(Debug)]
 pub struct PluginLibrary {
     path: PathBuf,
-    table: &'static PluginVTable,
+    table: Table,
     name: String,
     version: String,
 }
@@ -127,6 +128,12 @@ impl PluginLibrary {
 
     pub fn version(&self) -> &str {
         &self.version
+    }
+
+    /// Whether the plugin exports the combined change (`apply`: removals and additions in
+    /// one change per zone). Plugins built before it existed, or that do not combine, do not.
+    pub fn combines_changes(&self) -> bool {
+        self.table.apply.is_some()
     }
 
     /// Creates an instance with `config` (a JSON object). Blocking: the plugin may do I/O.
@@ -181,6 +188,23 @@ impl PluginLibrary {
         text
     }
 
+    /// A call's result: its JSON on success, else the plugin's error (panics logged).
+    fn reply(&self, status: i32, method: &str, out: OwnedBuf) -> Result<Value, HostError> {
+        let text = self.take(out);
+        if status != STATUS_OK {
+            let e = self.error_from(status, &text);
+            if status == STATUS_PANIC {
+                tracing::error!(plugin = %self.name, method, "{e}");
+            }
+            return Err(e);
+        }
+        serde_json::from_str(&text).map_err(|e| HostError::BadReply {
+            plugin: self.name.clone(),
+            method: method.to_owned(),
+            detail: e.to_string(),
+        })
+    }
+
     fn error_from(&self, status: i32, text: &str) -> HostError {
         let (kind, message) = match serde_json::from_str::<ErrorBody>(text) {
             Ok(body) => (body.kind, body.message),
@@ -231,33 +255,9 @@ fn open(path: &Path) -> Result<PluginLibrary, HostError> {
     if table.is_null() {
         return Err(not_a_plugin(format!("`{ENTRY_SYMBOL}` returned no table")));
     }
-    // Only the first two fields are read before the checks: every ABI version keeps them.
-    // SAFETY: non-null and, by the ABI, pointing at a table that starts with these fields.
-    let (version, size) = unsafe {
-        (
-            std::ptr::addr_of!((*table).abi_version).read(),
-            std::ptr::addr_of!((*table).size).read(),
-        )
-    };
-    if version != ABI_VERSION {
-        return Err(HostError::AbiMismatch {
-            path: path.to_owned(),
-            plugin_version: version,
-            host_version: ABI_VERSION,
-        });
-    }
-    let expected = std::mem::size_of::<PluginVTable>();
-    if size < expected {
-        return Err(HostError::TableTooSmall {
-            path: path.to_owned(),
-            size,
-            expected,
-            version,
-        });
-    }
-    // SAFETY: checked above: same ABI version, at least our table's size; static lifetime
-    // because the library is never unloaded.
-    let table: &'static PluginVTable = unsafe { &*table };
+    // SAFETY: non-null, returned by the entry point: a static table that starts with the
+    // fields every version keeps and is as long as its `size` says.
+    let table = unsafe { Table::read(table, path)? };
     // SAFETY: the table's strings are statics of the loaded library.
     let text = |s: RStr| String::from_utf8_lossy(unsafe { s.as_bytes() }).into_owned();
     Ok(PluginLibrary {
@@ -317,19 +317,19 @@ impl PluginInstance {
                 &mut out,
             )
         };
-        let text = lib.take(out);
-        if status != STATUS_OK {
-            let e = lib.error_from(status, &text);
-            if status == STATUS_PANIC {
-                tracing::error!(plugin = %lib.name, method, "{e}");
-            }
-            return Err(e);
-        }
-        serde_json::from_str(&text).map_err(|e| HostError::BadReply {
-            plugin: lib.name.clone(),
-            method: method.to_owned(),
-            detail: e.to_string(),
-        })
+        lib.reply(status, method, out)
+    }
+
+    /// Calls the combined change (`apply`) with `input` on the current thread; `None` when
+    /// the plugin does not export it.
+    pub fn apply_blocking(&self, input: &Value) -> Option<Result<Value, HostError>> {
+        let lib = self.inner.library;
+        let apply = lib.table.apply?;
+        let input_text = input.to_string();
+        let mut out = OwnedBuf::empty();
+        // SAFETY: a live instance of this library; view and out pointer valid for the call.
+        let status = unsafe { apply(self.inner.ptr, RStr::borrowed(&input_text), &mut out) };
+        Some(lib.reply(status, "apply", out))
     }
 
     /// Calls `method` on a blocking worker thread, off the async runtime.

@@ -14,10 +14,11 @@
 //! asked for its serial, not for every TXT record, until it caught up; TXT stays the proof.
 //! The log line of each check counts that check's own queries.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -85,11 +86,11 @@ pub enum DiscoveryError {
 
 /// One server to ask.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Server {
+pub(crate) struct Server {
     /// NS host name, or `resolver` for a recursive resolver.
-    label: String,
-    addr: SocketAddr,
-    recursion: bool,
+    pub(crate) label: String,
+    pub(crate) addr: SocketAddr,
+    pub(crate) recursion: bool,
 }
 
 impl fmt::Display for Server {
@@ -100,14 +101,19 @@ impl fmt::Display for Server {
 
 /// One (server, name) pair to wait for, with the values it must serve.
 #[derive(Debug)]
-struct Target {
-    server: Server,
-    name: Name,
+pub(crate) struct Target {
+    pub(crate) server: Server,
+    pub(crate) name: Name,
     /// The zone holding `name` (`None` for a recursive resolver's target).
-    zone: Option<Name>,
+    pub(crate) zone: Option<Name>,
     values: BTreeSet<String>,
     records: Vec<TxtRecord>,
-    last: String,
+    pub(crate) last: String,
+    /// `zone` is presumed from a known cut above the name (no query asked for it): the
+    /// server's answer must confirm it (authoritative, no CNAME, the zone's own SOA).
+    presumed: bool,
+    /// The answer contradicted the presumed zone: the name is found by queries instead.
+    misplaced: bool,
 }
 
 /// The host's propagation check (see the module docs).
@@ -117,6 +123,8 @@ pub struct AuthoritativeCheck {
     querier: Querier,
     discovery: Vec<SocketAddr>,
     zones: ZoneFinder,
+    /// Each zone's authoritative servers, learnt once per [`certfleet_dns_zones::CACHE_TTL`].
+    nameservers: Mutex<HashMap<Name, (Vec<Server>, Instant)>>,
     rounds: AtomicU64,
 }
 
@@ -148,6 +156,7 @@ impl AuthoritativeCheck {
             config,
             discovery,
             zones: ZoneFinder::new(),
+            nameservers: Mutex::new(HashMap::new()),
             rounds: AtomicU64::new(0),
         })
     }
@@ -177,7 +186,28 @@ impl AuthoritativeCheck {
         })
     }
 
+    /// The zone's authoritative servers (cached per zone).
     async fn nameservers(&self, zone: &Name) -> Result<Vec<Server>, DiscoveryError> {
+        let cached = self
+            .nameservers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(zone)
+            .filter(|(_, at)| at.elapsed() < certfleet_dns_zones::CACHE_TTL)
+            .map(|(s, _)| s.clone());
+        if let Some(servers) = cached {
+            return Ok(servers);
+        }
+        let servers = self.find_nameservers(zone).await?;
+        let mut cache = self.nameservers.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(zone.clone(), (servers.clone(), Instant::now()));
+        Ok(servers)
+    }
+
+    async fn find_nameservers(&self, zone: &Name) -> Result<Vec<Server>, DiscoveryError> {
         let a = self.discover(zone, RecordType::NS).await?;
         let hosts: BTreeSet<Name> = a
             .records
@@ -228,11 +258,17 @@ impl AuthoritativeCheck {
         Ok(servers)
     }
 
-    /// Works out every (server, name, values) to wait for.
-    async fn targets(&self, records: &[TxtRecord]) -> Result<Vec<Target>, DiscoveryError> {
+    /// Works out every (server, name, values) to wait for. A name below a known zone cut
+    /// is presumed to be in that zone without a query (unless `locate`), and the servers'
+    /// answers confirm it; other names are found by queries (CNAMEs, SOA walking up).
+    async fn targets(
+        &self,
+        records: &[TxtRecord],
+        locate: bool,
+    ) -> Result<Vec<Target>, DiscoveryError> {
         let mut zones: BTreeMap<Name, Vec<Server>> = BTreeMap::new();
         let mut targets: BTreeMap<(Server, Name), Target> = BTreeMap::new();
-        let mut add = |server: Server, name: Name, zone: Option<Name>, r: &TxtRecord| {
+        let mut add = |server: Server, name: Name, zone: Option<Name>, presumed, r: &TxtRecord| {
             let t = targets
                 .entry((server.clone(), name.clone()))
                 .or_insert_with(|| Target {
@@ -242,6 +278,8 @@ impl AuthoritativeCheck {
                     values: BTreeSet::new(),
                     records: Vec::new(),
                     last: "not asked yet".to_owned(),
+                    presumed,
+                    misplaced: false,
                 });
             t.values.insert(r.value.clone());
             t.records.push(r.clone());
@@ -249,18 +287,34 @@ impl AuthoritativeCheck {
         let discovery = Discovery(self);
         for r in records {
             let fqdn = parse_name(&r.fqdn)?;
-            let located = self.zones.locate(&discovery, &fqdn).await?;
-            if located.target != fqdn {
-                tracing::debug!(name = %fqdn, target = %located.target, "challenge name is a CNAME");
-            }
-            let zone = located.zone.apex;
+            let presumed = if locate {
+                None
+            } else {
+                self.zones.presumed_zone(&fqdn)
+            };
+            let (target, zone, is_presumed) = match presumed {
+                Some(z) => (fqdn.clone(), z.apex, true),
+                None => {
+                    let located = self.zones.locate(&discovery, &fqdn).await?;
+                    if located.target != fqdn {
+                        tracing::debug!(name = %fqdn, target = %located.target, "challenge name is a CNAME");
+                    }
+                    (located.target, located.zone.apex, false)
+                }
+            };
             if !zones.contains_key(&zone) {
                 let servers = self.nameservers(&zone).await?;
                 tracing::debug!(zone = %zone, servers = %servers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "), "authoritative servers");
                 zones.insert(zone.clone(), servers);
             }
             for s in zones.get(&zone).into_iter().flatten() {
-                add(s.clone(), located.target.clone(), Some(zone.clone()), r);
+                add(
+                    s.clone(),
+                    target.clone(),
+                    Some(zone.clone()),
+                    is_presumed,
+                    r,
+                );
             }
             for addr in &self.config.recursive {
                 let server = Server {
@@ -268,7 +322,7 @@ impl AuthoritativeCheck {
                     addr: *addr,
                     recursion: true,
                 };
-                add(server, fqdn.clone(), None, r);
+                add(server, fqdn.clone(), None, false, r);
             }
         }
         Ok(targets.into_values().collect())
@@ -282,7 +336,7 @@ impl AuthoritativeCheck {
     ) -> Result<Vec<(TxtRecord, Vec<String>)>, DiscoveryError> {
         let mut out: Vec<(TxtRecord, Vec<String>)> =
             records.iter().map(|r| (r.clone(), Vec::new())).collect();
-        for mut t in self.targets(records).await? {
+        for mut t in self.targets(records, true).await? {
             if self.probe(&mut t).await {
                 continue;
             }
@@ -315,6 +369,14 @@ impl AuthoritativeCheck {
             .await
         {
             Ok(a) => {
+                if t.presumed
+                    && let Some(zone) = &t.zone
+                    && let Some(why) = contradicts(&a, &t.name, zone)
+                {
+                    t.misplaced = true;
+                    t.last = format!("{} ({why})", rcode_name(a.rcode));
+                    return false;
+                }
                 let have = a.txt_values();
                 if t.values.iter().all(|v| have.contains(v)) {
                     return true;
@@ -335,6 +397,64 @@ impl AuthoritativeCheck {
     }
 }
 
+impl AuthoritativeCheck {
+    /// Replaces the targets of every record whose presumed zone an answer contradicted by
+    /// targets found by queries (the other servers' targets of those records too).
+    async fn relocate(
+        &self,
+        pending: Vec<Target>,
+        authoritative_per_name: &mut BTreeMap<Name, usize>,
+    ) -> Result<Vec<Target>, DiscoveryError> {
+        let mut moved: Vec<TxtRecord> = Vec::new();
+        for t in pending.iter().filter(|t| t.misplaced) {
+            tracing::debug!(name = %t.name, server = %t.server, answered = %t.last, "presumed zone contradicted: finding the zone by queries");
+            for r in &t.records {
+                if !moved.contains(r) {
+                    moved.push(r.clone());
+                }
+            }
+        }
+        let (stale, mut kept): (Vec<Target>, Vec<Target>) = pending
+            .into_iter()
+            .partition(|t| t.zone.is_some() && t.records.iter().any(|r| moved.contains(r)));
+        for t in &stale {
+            authoritative_per_name.remove(&t.name);
+            self.zones.forget_name(&t.name);
+        }
+        let fresh = self.targets(&moved, true).await?;
+        for t in fresh.iter().filter(|t| t.zone.is_some()) {
+            *authoritative_per_name.entry(t.name.clone()).or_default() += 1;
+        }
+        kept.extend(fresh.into_iter().filter(|t| t.zone.is_some()));
+        Ok(kept)
+    }
+}
+
+/// Why an authoritative server's answer for `name` contradicts the presumption that `name`
+/// lies in `zone` (`None`: consistent).
+fn contradicts(a: &Answer, name: &Name, zone: &Name) -> Option<&'static str> {
+    let answers = &a.records[..a.answer_count.min(a.records.len())];
+    if answers
+        .iter()
+        .any(|r| &r.name == name && matches!(r.data, RData::CNAME(_)))
+    {
+        return Some("a CNAME");
+    }
+    if !a.authoritative {
+        return Some("not authoritative: a referral below a zone cut");
+    }
+    let soa_owner = a.records[answers.len()..]
+        .iter()
+        .find_map(|r| match &r.data {
+            RData::SOA(_) => Some(&r.name),
+            _ => None,
+        });
+    match soa_owner {
+        Some(owner) if owner != zone => Some("the SOA of another zone"),
+        _ => None,
+    }
+}
+
 #[async_trait]
 impl PropagationCheck for AuthoritativeCheck {
     async fn wait_until_visible(&self, records: &[TxtRecord]) -> Result<(), Dns01Error> {
@@ -344,17 +464,19 @@ impl PropagationCheck for AuthoritativeCheck {
             detail,
             records: records.to_vec(),
         };
+        let asked_before = self.querier.count();
         let mut pending = self
-            .targets(records)
+            .targets(records, false)
             .await
             .map_err(|e| not_propagated(format!("cannot find the authoritative servers: {e}")))?;
+        // Discovery's queries count too (an upper bound: checks running at once share the
+        // querier; the batch runs one at a time).
+        let mut queries: u64 = self.querier.count() - asked_before;
         let total = pending.len();
         let mut authoritative_per_name: BTreeMap<Name, usize> = BTreeMap::new();
         for t in pending.iter().filter(|t| t.zone.is_some()) {
             *authoritative_per_name.entry(t.name.clone()).or_default() += 1;
         }
-        // This check's own queries (the querier's count is shared by concurrent checks).
-        let mut queries: u64 = 0;
         let mut serials: BTreeMap<Name, ZoneSerials> = BTreeMap::new();
         let mut servers_of: BTreeMap<Name, BTreeSet<(String, SocketAddr)>> = BTreeMap::new();
         for t in &pending {
@@ -394,11 +516,17 @@ impl PropagationCheck for AuthoritativeCheck {
                 let caught_up_now = zs.caught_up.get(&t.server.addr).copied().unwrap_or(false);
                 ask.insert(key, (txt, was_caught_up || caught_up_now));
             }
+            // A server asked TXT while its serial is behind (in case serials are not
+            // comparable) is asked for one record only: if it serves that one, it is
+            // marked TXT-only and asked for the rest next round.
+            let mut sampled: BTreeSet<(Name, SocketAddr)> = BTreeSet::new();
             let (to_probe, waiting): (Vec<Target>, Vec<Target>) =
                 pending.into_iter().partition(|t| match &t.zone {
-                    Some(zone) => ask
-                        .get(&(zone.clone(), t.server.addr))
-                        .is_none_or(|(txt, _)| *txt),
+                    Some(zone) => match ask.get(&(zone.clone(), t.server.addr)) {
+                        None | Some((true, true)) => true,
+                        Some((true, false)) => sampled.insert((zone.clone(), t.server.addr)),
+                        Some((false, _)) => false,
+                    },
                     None => true,
                 });
             queries += to_probe.len() as u64;
@@ -418,6 +546,16 @@ impl PropagationCheck for AuthoritativeCheck {
                 .map(|(t, _)| t)
                 .chain(waiting)
                 .collect();
+            if pending.iter().any(|t| t.misplaced) {
+                let asked_before = self.querier.count();
+                pending = self
+                    .relocate(pending, &mut authoritative_per_name)
+                    .await
+                    .map_err(|e| {
+                        not_propagated(format!("cannot find the authoritative servers: {e}"))
+                    })?;
+                queries += self.querier.count() - asked_before;
+            }
             if pending.is_empty() {
                 tracing::info!(
                     checks = total,
@@ -453,65 +591,11 @@ impl PropagationCheck for AuthoritativeCheck {
             );
             return Ok(());
         }
-        Err(not_propagated(diagnose(pending, &authoritative_per_name)))
+        Err(not_propagated(crate::diagnose::diagnose(
+            pending,
+            &authoritative_per_name,
+        )))
     }
-}
-
-/// The error text for targets still pending at the deadline. A name that *no* authoritative
-/// server of its zone serves is reported as missing from the zone (not lag); the others name
-/// each lagging server and what it answered.
-fn diagnose(mut pending: Vec<Target>, authoritative_per_name: &BTreeMap<Name, usize>) -> String {
-    pending.sort_by(|a, b| a.server.cmp(&b.server).then(a.name.cmp(&b.name)));
-    let mut missing_by_name: BTreeMap<Name, Vec<&Target>> = BTreeMap::new();
-    for t in pending.iter().filter(|t| t.zone.is_some()) {
-        missing_by_name.entry(t.name.clone()).or_default().push(t);
-    }
-    let missing: BTreeMap<Name, Vec<&Target>> = missing_by_name
-        .into_iter()
-        .filter(|(name, ts)| authoritative_per_name.get(name) == Some(&ts.len()))
-        .collect();
-    let mut parts = Vec::new();
-    for (name, ts) in &missing {
-        let zone = ts[0]
-            .zone
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        let answers = ts
-            .iter()
-            .map(|t| format!("{} answered {}", t.server, t.last))
-            .collect::<Vec<_>>()
-            .join("; ");
-        parts.push(format!(
-            "no authoritative server of zone {zone} serves {name} TXT ({answers}): this is not \
-             a lagging server; was the record written into another zone, e.g. into the parent \
-             zone below the zone cut at {zone} (wrong zone)?"
-        ));
-    }
-    let mut by_server: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for t in pending
-        .iter()
-        .filter(|t| t.zone.is_none() || !missing.contains_key(&t.name))
-    {
-        by_server
-            .entry(t.server.to_string())
-            .or_default()
-            .push(format!("{} answered {}", t.name, t.last));
-    }
-    parts.extend(by_server.into_iter().map(|(server, names)| {
-        let shown: Vec<&String> = names.iter().take(3).collect();
-        let more = names.len().saturating_sub(3);
-        format!(
-            "{server} lags: {}{}",
-            shown.into_iter().cloned().collect::<Vec<_>>().join("; "),
-            if more > 0 {
-                format!(" (and {more} more names)")
-            } else {
-                String::new()
-            }
-        )
-    }));
-    parts.join(" | ")
 }
 
 fn parse_name(s: &str) -> Result<Name, DiscoveryError> {

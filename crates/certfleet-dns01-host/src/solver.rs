@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use certfleet_dns01::{Dns01Error, Dns01Solver, TxtRecord};
+use certfleet_dns01::{Change, Dns01Error, Dns01Solver, TxtRecord};
 use certfleet_plugin_abi::{CheckReport, CheckResult, MetricsReport, method};
 use serde_json::{Value, json};
 
@@ -91,5 +91,42 @@ impl Dns01Solver for PluginSolver {
             .await
             .map(|_| ())
             .map_err(|e| e.into_dns01(&self.name, records))
+    }
+
+    /// The plugin's own combined change when it exports one (one UPDATE per zone carrying
+    /// deletes and adds); otherwise `cleanup` then `present`.
+    async fn apply(&self, change: Change<'_>) -> Result<(), Dns01Error> {
+        if !self.instance.library().combines_changes() {
+            if !change.remove.is_empty() {
+                self.cleanup(change.remove).await?;
+            }
+            if !change.add.is_empty() {
+                self.present(change.add).await?;
+            }
+            return Ok(());
+        }
+        let all: Vec<TxtRecord> = change.remove.iter().chain(change.add).cloned().collect();
+        let input = json!({
+            "remove": records_json(change.remove)["records"],
+            "add": records_json(change.add)["records"],
+            "host_checks_propagation": change.host_checks_propagation,
+        });
+        let instance = self.instance.clone();
+        let result = tokio::task::spawn_blocking(move || instance.apply_blocking(&input))
+            .await
+            .map_err(|e| HostError::Worker {
+                plugin: self.name.clone(),
+                method: "apply".to_owned(),
+                detail: e.to_string(),
+            });
+        match result {
+            Ok(Some(Ok(_))) => Ok(()),
+            Ok(Some(Err(e))) | Err(e) => Err(e.into_dns01(&self.name, &all)),
+            Ok(None) => Err(Dns01Error::Provider {
+                provider: self.name.clone(),
+                detail: "the plugin's apply entry point disappeared".to_owned(),
+                records: all,
+            }),
+        }
     }
 }

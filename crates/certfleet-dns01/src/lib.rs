@@ -89,6 +89,31 @@ pub trait Dns01Solver: Send + Sync + fmt::Debug {
 
     /// Removes exactly these values. Removing a value that is already gone is not an error.
     async fn cleanup(&self, records: &[TxtRecord]) -> Result<(), Dns01Error>;
+
+    /// Removes `change.remove`, then adds `change.add`: one change per zone where the
+    /// provider can carry both (an RFC 2136 UPDATE holds deletes and adds). The default is
+    /// [`cleanup`](Dns01Solver::cleanup) then [`present`](Dns01Solver::present).
+    async fn apply(&self, change: Change<'_>) -> Result<(), Dns01Error> {
+        if !change.remove.is_empty() {
+            self.cleanup(change.remove).await?;
+        }
+        if !change.add.is_empty() {
+            self.present(change.add).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A combined change for [`Dns01Solver::apply`].
+#[derive(Clone, Copy, Debug)]
+pub struct Change<'a> {
+    /// Values to remove (first).
+    pub remove: &'a [TxtRecord],
+    /// Values to add (after the removals: a value in both ends up present).
+    pub add: &'a [TxtRecord],
+    /// The caller checks every authoritative server for the added values before using
+    /// them, so a solver may skip its own read-back of what the provider accepted.
+    pub host_checks_propagation: bool,
 }
 
 /// Waits until presented records are visible where the CA will look (every authoritative

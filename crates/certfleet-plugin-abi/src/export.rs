@@ -37,6 +37,11 @@ pub mod glue {
             call: call::<P>,
             free_buf,
             destroy: destroy::<P>,
+            apply: if P::COMBINED_CHANGES {
+                Some(apply::<P>)
+            } else {
+                None
+            },
         }
     }
 
@@ -174,6 +179,32 @@ pub mod glue {
             Ok(Ok(value)) => (STATUS_OK, json_buf(&value)),
             Ok(Err(e)) => (STATUS_ERROR, error_buf(&e)),
             Err(payload) => (STATUS_PANIC, panic_buf("a call", payload.as_ref())),
+        };
+        // SAFETY: the host passes a valid out pointer.
+        unsafe { out.write(buf) };
+        status
+    }
+
+    /// # Safety
+    /// See [`PluginVTable::apply`]; `instance` must come from `create::<P>`.
+    pub unsafe extern "C" fn apply<P: Plugin>(
+        instance: *mut c_void,
+        input: RStr,
+        out: *mut OwnedBuf,
+    ) -> i32 {
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            // SAFETY: the pointer came from Box::into_raw in `create` and is not destroyed yet.
+            let plugin = unsafe { &*instance.cast::<P>() };
+            let input = str_arg(input, "the input")?;
+            let change: crate::ChangeInput = serde_json::from_str(input).map_err(|e| {
+                PluginError::new(ErrorKind::Internal, format!("bad apply input: {e}"))
+            })?;
+            plugin.apply(&change)
+        }));
+        let (status, buf) = match result {
+            Ok(Ok(())) => (STATUS_OK, json_buf(&serde_json::json!({}))),
+            Ok(Err(e)) => (STATUS_ERROR, error_buf(&e)),
+            Err(payload) => (STATUS_PANIC, panic_buf("apply", payload.as_ref())),
         };
         // SAFETY: the host passes a valid out pointer.
         unsafe { out.write(buf) };

@@ -56,7 +56,9 @@ mod wire;
 use std::ffi::c_void;
 
 pub use plugin::{CheckResult, ErrorKind, Logger, Plugin, PluginError};
-pub use wire::{CheckInput, CheckReport, ErrorBody, MetricsReport, RecordsInput, TxtRecord};
+pub use wire::{
+    ChangeInput, CheckInput, CheckReport, ErrorBody, MetricsReport, RecordsInput, TxtRecord,
+};
 
 #[doc(hidden)]
 pub use export::glue;
@@ -65,6 +67,10 @@ pub use export::glue;
 /// layout or to the meaning of a call; appending a field to [`PluginVTable`] is compatible
 /// (the host checks [`PluginVTable::size`]) and does not bump it.
 pub const ABI_VERSION: u32 = 1;
+
+/// Size of a version-1 table as first published (up to and including `destroy`): the
+/// smallest table a host accepts. Tables this size have no [`PluginVTable::apply`].
+pub const TABLE_SIZE_V1: usize = std::mem::offset_of!(PluginVTable, apply);
 
 /// Name of the one exported symbol: `extern "C" fn() -> *const PluginVTable`.
 pub const ENTRY_SYMBOL: &str = "certfleet_plugin_entry";
@@ -208,6 +214,14 @@ pub struct PluginVTable {
     pub free_buf: unsafe extern "C" fn(buf: OwnedBuf),
     /// Destroys an instance; no call on it follows.
     pub destroy: unsafe extern "C" fn(instance: *mut c_void),
+    /// Appended to version 1 (tables larger than [`TABLE_SIZE_V1`]); may be null. Removes
+    /// and adds TXT values in **one** change per zone (RFC 2136 allows deletes and adds in
+    /// one UPDATE): `input` is a [`ChangeInput`] (`{"remove": [...], "add": [...]}`,
+    /// removals applied first), `*out` receives `{}` or an [`ErrorBody`]. A host reads this
+    /// field only when `size` says the table has it, and calls `cleanup` then `present`
+    /// instead when it is absent or null.
+    pub apply:
+        Option<unsafe extern "C" fn(instance: *mut c_void, input: RStr, out: *mut OwnedBuf) -> i32>,
 }
 
 // SAFETY: the table is immutable after creation and its string views point at statics.

@@ -30,6 +30,23 @@ pub trait Plugin: Send + Sync + Sized + 'static {
     /// Removes exactly these values; a value already gone is not an error.
     fn cleanup(&self, records: &[TxtRecord]) -> Result<(), PluginError>;
 
+    /// Whether [`apply`](Plugin::apply) is this plugin's own combined change (then the table
+    /// exports the `apply` entry point); `false` leaves it null and hosts fall back to
+    /// `cleanup` + `present`.
+    const COMBINED_CHANGES: bool = false;
+
+    /// Removes `change.remove` and adds `change.add`, ideally in one change per zone. The
+    /// default runs [`cleanup`](Plugin::cleanup) then [`present`](Plugin::present).
+    fn apply(&self, change: &crate::ChangeInput) -> Result<(), PluginError> {
+        if !change.remove.is_empty() {
+            self.cleanup(&change.remove)?;
+        }
+        if !change.add.is_empty() {
+            self.present(&change.add)?;
+        }
+        Ok(())
+    }
+
     /// Tests what can be tested without changing DNS: reachability, credentials. The default
     /// reports nothing testable.
     fn check(&self) -> Result<Vec<CheckResult>, PluginError> {

@@ -93,7 +93,8 @@ fn table_names_version_and_size() {
     // docs/plugin-abi.md documents the x86-64 layout for C and Go authors.
     #[cfg(target_pointer_width = "64")]
     {
-        assert_eq!(std::mem::size_of::<PluginVTable>(), 80);
+        assert_eq!(std::mem::size_of::<PluginVTable>(), 88);
+        assert_eq!(TABLE_SIZE_V1, 80, "version 1 as first published");
         assert_eq!(std::mem::offset_of!(PluginVTable, size), 8);
     }
     // SAFETY: static strings.
@@ -162,4 +163,91 @@ fn config_errors_and_non_json_config() {
     let (status, _, err) = create(&t, "not json");
     assert_eq!(status, STATUS_ERROR);
     assert!(err.contains("not JSON"), "{err}");
+}
+
+/// A plugin with its own combined change.
+struct Combiner;
+
+static APPLIED: Mutex<Vec<(usize, usize, bool)>> = Mutex::new(Vec::new());
+
+impl Plugin for Combiner {
+    const NAME: &'static str = "combiner";
+    const VERSION: &'static str = "1.0.0";
+    const COMBINED_CHANGES: bool = true;
+
+    fn create(_config: serde_json::Value, _log: Logger) -> Result<Self, PluginError> {
+        Ok(Combiner)
+    }
+
+    fn present(&self, _records: &[TxtRecord]) -> Result<(), PluginError> {
+        Err(PluginError::new(ErrorKind::Internal, "present is not used"))
+    }
+
+    fn cleanup(&self, _records: &[TxtRecord]) -> Result<(), PluginError> {
+        Err(PluginError::new(ErrorKind::Internal, "cleanup is not used"))
+    }
+
+    fn apply(&self, change: &ChangeInput) -> Result<(), PluginError> {
+        APPLIED.lock().expect("lock").push((
+            change.remove.len(),
+            change.add.len(),
+            change.host_checks_propagation,
+        ));
+        Ok(())
+    }
+}
+
+#[test]
+fn apply_is_exported_only_by_plugins_that_combine_changes() {
+    assert!(
+        glue::vtable::<Probe>().apply.is_none(),
+        "Probe has no apply"
+    );
+    let t = glue::vtable::<Combiner>();
+    let apply = t.apply.expect("Combiner exports apply");
+    let (status, instance, err) = create(&t, "{}");
+    assert_eq!(status, STATUS_OK, "{err}");
+    let input = r#"{"remove":[{"fqdn":"_acme-challenge.a.test.","value":"old"}],
+        "add":[{"fqdn":"_acme-challenge.b.test.","value":"n1"},{"fqdn":"_acme-challenge.c.test.","value":"n2"}],
+        "host_checks_propagation":true}"#;
+    let mut out = OwnedBuf::empty();
+    // SAFETY: `instance` came from `create`; views and out pointer are valid.
+    let status = unsafe { apply(instance, RStr::borrowed(input), &mut out) };
+    assert_eq!((status, take(&t, out)), (STATUS_OK, "{}".to_owned()));
+    assert_eq!(*APPLIED.lock().expect("lock"), vec![(1, 2, true)]);
+    let mut out = OwnedBuf::empty();
+    // SAFETY: as above.
+    let status = unsafe { apply(instance, RStr::borrowed("not json"), &mut out) };
+    assert_eq!(status, STATUS_ERROR);
+    assert!(take(&t, out).contains("bad apply input"));
+    // SAFETY: created above, not used afterwards.
+    unsafe { (t.destroy)(instance) };
+}
+
+#[test]
+fn the_default_apply_removes_first_then_adds() {
+    let (_, instance, _) = create(&glue::vtable::<Probe>(), "{}");
+    // SAFETY: created just above by Probe's table.
+    let probe = unsafe { &*instance.cast::<Probe>() };
+    let record = TxtRecord {
+        fqdn: "_acme-challenge.a.test.".to_owned(),
+        value: "v".to_owned(),
+    };
+    let only_add = ChangeInput {
+        add: vec![record.clone()],
+        ..ChangeInput::default()
+    };
+    assert_eq!(probe.apply(&only_add), Ok(()));
+    // Probe's cleanup refuses: the default stops there, before adding.
+    let both = ChangeInput {
+        remove: vec![record.clone()],
+        add: vec![record],
+        host_checks_propagation: false,
+    };
+    assert_eq!(
+        probe.apply(&both).map_err(|e| e.kind),
+        Err(ErrorKind::Refused)
+    );
+    // SAFETY: created above, not used afterwards.
+    unsafe { (glue::vtable::<Probe>().destroy)(instance) };
 }

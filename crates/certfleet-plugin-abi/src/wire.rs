@@ -18,6 +18,20 @@ pub struct RecordsInput {
     pub records: Vec<TxtRecord>,
 }
 
+/// Input of the `apply` entry point: one combined change. Values in `remove` are removed
+/// before those in `add` are added (a value in both ends up present).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ChangeInput {
+    #[serde(default)]
+    pub remove: Vec<TxtRecord>,
+    #[serde(default)]
+    pub add: Vec<TxtRecord>,
+    /// The host checks every authoritative server for the added values before using them,
+    /// so the plugin may skip its own read-back of what the provider accepted.
+    #[serde(default)]
+    pub host_checks_propagation: bool,
+}
+
 /// What a failing call (or `create`) returns.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ErrorBody {

@@ -29,9 +29,9 @@ use crate::tsig::TsigKey;
 /// Largest UPDATE sent over UDP; anything bigger goes over TCP at once (1232 is the
 /// DNS-flag-day safe EDNS payload size).
 const UDP_MAX: usize = 1232;
-/// Largest encoded UPDATE (records only) per message: DNS messages over TCP are at most
-/// 65535 bytes, and the TSIG record needs room too. A bigger batch for one zone is split.
-const MESSAGE_BUDGET: usize = 60_000;
+/// Estimated size of the records per UPDATE: DNS messages over TCP are at most 65535 bytes,
+/// and the TSIG record needs room too. A bigger batch for one zone is split.
+const MESSAGE_BUDGET: usize = 63_000;
 /// TSIG fudge (seconds of clock skew accepted), BIND's default.
 const FUDGE: u16 = 300;
 
@@ -50,7 +50,7 @@ impl Counters {
 }
 
 /// Add or delete.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Change {
     Add,
     Delete,
@@ -186,29 +186,88 @@ pub async fn served_txt(
     Ok((msg.metadata.response_code, values))
 }
 
-/// Builds the UPDATE messages (one per [`MESSAGE_BUDGET`] bytes of records, i.e. one for
-/// any ordinary batch) that add or delete the single TXT RRs of `records` in `zone`.
-pub fn update_messages(
-    zone: &Name,
-    records: &[(Name, String)],
-    change: Change,
-    ttl: u32,
-) -> Vec<Message> {
+/// One RR of an UPDATE: the owner (the end of its CNAME chain), the value, add or delete,
+/// and whether the message proves where the owner lies (see [`update_messages`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Item {
+    pub name: Name,
+    pub value: String,
+    pub change: Change,
+    pub prove: bool,
+}
+
+/// Builds the UPDATE messages (one per [`MESSAGE_BUDGET`] bytes, i.e. one for any ordinary
+/// batch) that delete and add the single TXT RRs of `items` in `zone`, deletes first (a
+/// value both deleted and added stays). For every item with `prove`, prerequisites (RFC 2136
+/// §2.4.3, "RRset does not exist") make the server refuse the whole message (YXRRSET) unless
+/// the owner really lies in `zone` as written: no NS RRset (a delegation, i.e. a zone cut)
+/// at any name from the owner up to below the apex, and no CNAME at the owner (an added TXT
+/// beside a CNAME is dropped silently). So an accepted UPDATE proves placement without
+/// asking anyone per name.
+pub fn update_messages(zone: &Name, items: &[Item], ttl: u32) -> Vec<Message> {
+    // The budget is an estimate: if a message comes out too big anyway (the encoder
+    // silently truncates at 64 KiB: every update must survive a decode), pack again with a
+    // smaller budget.
+    let mut budget = MESSAGE_BUDGET;
+    loop {
+        let messages = pack(zone, items, ttl, budget);
+        let fits = messages.iter().all(|m| {
+            m.to_vec().is_ok_and(|b| {
+                b.len() <= MESSAGE_LIMIT
+                    && Message::from_vec(&b).is_ok_and(|d| d.updates().len() == m.updates().len())
+            })
+        });
+        if fits || budget < MESSAGE_BUDGET / 4 {
+            return messages;
+        }
+        budget = budget * 7 / 8;
+    }
+}
+
+/// Largest encoded UPDATE accepted from [`pack`] (the TSIG record still has to fit).
+const MESSAGE_LIMIT: usize = 64_000;
+
+fn pack(zone: &Name, items: &[Item], ttl: u32, budget: usize) -> Vec<Message> {
+    let mut ordered: Vec<&Item> = items
+        .iter()
+        .filter(|i| i.change == Change::Delete)
+        .collect();
+    ordered.extend(items.iter().filter(|i| i.change == Change::Add));
     let mut messages = Vec::new();
-    let mut current: Option<Message> = None;
+    let mut current: Option<(Message, std::collections::BTreeSet<(Name, RecordType)>)> = None;
     let mut used = 0usize;
-    for (name, value) in records {
-        let cost = name.len() + value.len() + 16;
-        if current.is_some() && used + cost > MESSAGE_BUDGET {
-            messages.extend(current.take());
+    for item in ordered {
+        let proofs = if item.prove {
+            proofs_for(zone, &item.name)
+        } else {
+            Vec::new()
+        };
+        // Counted uncompressed: the encoder writes these names in full (measured: 195
+        // bytes per add with its three prerequisites, 85 per delete).
+        let cost = item.name.len()
+            + item.value.len()
+            + 16
+            + proofs.iter().map(|(n, _)| n.len() + 12).sum::<usize>();
+        if current.is_some() && used + cost > budget {
+            messages.extend(current.take().map(|(m, _)| m));
             used = 0;
         }
-        let msg = current.get_or_insert_with(|| new_update(zone));
-        let mut record =
-            Record::from_rdata(name.clone(), ttl, RData::TXT(TXT::new(vec![value.clone()])));
-        match change {
-            // RFC 2136 §2.5.1, as `append(.., must_exist = false)`: no prerequisite, so a
-            // second value on the same name (wildcard + apex) is simply added.
+        let (msg, asked) = current.get_or_insert_with(|| (new_update(zone), Default::default()));
+        for (owner, rtype) in proofs {
+            if asked.insert((owner.clone(), rtype)) {
+                let mut pre = Record::update0(owner, 0, rtype);
+                pre.dns_class = DNSClass::NONE;
+                msg.add_pre_requisite(pre.into_record_of_rdata());
+            }
+        }
+        let mut record = Record::from_rdata(
+            item.name.clone(),
+            ttl,
+            RData::TXT(TXT::new(vec![item.value.clone()])),
+        );
+        match item.change {
+            // RFC 2136 §2.5.1, as `append(.., must_exist = false)`: no prerequisite on the
+            // RRset, so a second value on the same name (wildcard + apex) is simply added.
             Change::Add => {
                 record.dns_class = DNSClass::IN;
             }
@@ -221,8 +280,20 @@ pub fn update_messages(
         msg.add_update(record);
         used += cost;
     }
-    messages.extend(current);
+    messages.extend(current.map(|(m, _)| m));
     messages
+}
+
+/// The "RRset does not exist" prerequisites that prove `owner` lies in `zone`: NS at every
+/// name from `owner` up to (not including) the apex, CNAME at `owner`.
+fn proofs_for(zone: &Name, owner: &Name) -> Vec<(Name, RecordType)> {
+    let mut out = vec![(owner.clone(), RecordType::CNAME)];
+    let mut n = owner.clone();
+    while n.num_labels() > zone.num_labels() && zone.zone_of(&n) {
+        out.push((n.clone(), RecordType::NS));
+        n = n.base_name();
+    }
+    out
 }
 
 fn new_update(zone: &Name) -> Message {
@@ -267,6 +338,24 @@ pub async fn send_update(
     timeout: Duration,
     counters: &Counters,
 ) -> Result<(), PluginError> {
+    match send_update_with_proofs(server, auth, msg, timeout, counters).await? {
+        true => Ok(()),
+        false => Err(PluginError::new(
+            ErrorKind::Provider,
+            format!("UPDATE at {server}: the server answered YXRRSET"),
+        )),
+    }
+}
+
+/// [`send_update`] for a message with prerequisites: `Ok(false)` when the server refused it
+/// because one does not hold (YXRRSET: nothing of the message was applied).
+pub async fn send_update_with_proofs(
+    server: SocketAddr,
+    auth: &Auth,
+    msg: Message,
+    timeout: Duration,
+    counters: &Counters,
+) -> Result<bool, PluginError> {
     // SERVFAIL is a transient server failure (PowerDNS on SQLite answers it while a zone
     // transfer holds the database, seen in the lab); adding an RR that exists and deleting
     // one that is gone are no-ops, so the same UPDATE is safely sent again, a bounded number
@@ -285,8 +374,9 @@ pub async fn send_update(
                 tokio::time::sleep(SERVFAIL_PAUSE * attempt).await;
                 attempt += 1;
             }
+            ResponseCode::YXRRSet => return Ok(false),
             rcode => {
-                let r = check_rcode(&what, auth, rcode);
+                let r = check_rcode(&what, auth, rcode).map(|()| true);
                 return match r {
                     Err(mut e) if attempt > 1 => {
                         e.message = format!("{} (after {attempt} attempts)", e.message);
@@ -462,13 +552,13 @@ mod tests {
 
     use super::*;
 
-    fn batch(n: usize) -> Vec<(Name, String)> {
+    fn batch(n: usize, change: Change, prove: bool) -> Vec<Item> {
         (0..n)
-            .map(|i| {
-                (
-                    parse_name(&format!("_acme-challenge.h{i}.example.test.")).expect("name"),
-                    format!("{i:043}"),
-                )
+            .map(|i| Item {
+                name: parse_name(&format!("_acme-challenge.h{i}.example.test.")).expect("name"),
+                value: format!("{i:043}"),
+                change,
+                prove,
             })
             .collect()
     }
@@ -476,7 +566,7 @@ mod tests {
     #[test]
     fn one_update_per_zone_with_single_rrs_added_and_deleted_by_value() {
         let zone = parse_name("example.test").expect("zone");
-        let adds = update_messages(&zone, &batch(200), Change::Add, 60);
+        let adds = update_messages(&zone, &batch(200, Change::Add, false), 60);
         assert_eq!(adds.len(), 1, "200 records fit one UPDATE");
         let m = &adds[0];
         assert_eq!(m.metadata.op_code, OpCode::Update);
@@ -491,7 +581,7 @@ mod tests {
                 .iter()
                 .all(|r| r.dns_class == DNSClass::IN && r.ttl == 60)
         );
-        let dels = update_messages(&zone, &batch(3), Change::Delete, 60);
+        let dels = update_messages(&zone, &batch(3, Change::Delete, false), 60);
         let d = &dels[0];
         assert!(
             d.updates().iter().all(|r| r.dns_class == DNSClass::NONE
@@ -504,11 +594,60 @@ mod tests {
     #[test]
     fn huge_batches_split_below_the_tcp_message_limit() {
         let zone = parse_name("example.test").expect("zone");
-        let msgs = update_messages(&zone, &batch(1000), Change::Add, 60);
-        assert_eq!(msgs.len(), 2);
+        let msgs = update_messages(&zone, &batch(1000, Change::Add, true), 60);
+        assert_eq!(msgs.len(), 4, "1,000 adds with their placement proofs");
         for m in &msgs {
-            assert!(m.to_vec().expect("encodes").len() < 65_000);
+            let bytes = m.to_vec().expect("encodes");
+            assert!(bytes.len() <= MESSAGE_LIMIT);
+            let back = Message::from_vec(&bytes).expect("decodes");
+            assert_eq!(back.updates().len(), m.updates().len(), "nothing truncated");
+            assert_eq!(back.prerequisites().len(), m.prerequisites().len());
         }
+        let deletes = update_messages(&zone, &batch(1000, Change::Delete, false), 60);
+        assert_eq!(deletes.len(), 2, "1,000 deletes");
         assert_eq!(msgs.iter().map(|m| m.updates().len()).sum::<usize>(), 1000);
+    }
+
+    #[test]
+    fn deletes_and_adds_share_one_update_deletes_first_with_placement_proofs() {
+        let zone = parse_name("example.test").expect("zone");
+        let mut items = batch(2, Change::Add, true);
+        items.extend(batch(3, Change::Delete, false));
+        let msgs = update_messages(&zone, &items, 60);
+        assert_eq!(msgs.len(), 1, "one UPDATE for deletes and adds");
+        let classes: Vec<DNSClass> = msgs[0].updates().iter().map(|r| r.dns_class).collect();
+        assert_eq!(
+            classes,
+            [
+                DNSClass::NONE,
+                DNSClass::NONE,
+                DNSClass::NONE,
+                DNSClass::IN,
+                DNSClass::IN
+            ],
+            "deletes before adds"
+        );
+        // Per added owner: no CNAME at it, no NS at it or at h{i}.example.test.
+        let pre: Vec<(String, RecordType, DNSClass)> = msgs[0]
+            .prerequisites()
+            .iter()
+            .map(|r| (r.name.to_string(), r.record_type(), r.dns_class))
+            .collect();
+        assert_eq!(pre.len(), 6, "{pre:?}");
+        assert!(pre.contains(&(
+            "_acme-challenge.h1.example.test.".to_owned(),
+            RecordType::CNAME,
+            DNSClass::NONE
+        )));
+        assert!(pre.contains(&(
+            "h1.example.test.".to_owned(),
+            RecordType::NS,
+            DNSClass::NONE
+        )));
+        assert!(
+            !pre.iter().any(|(n, _, _)| n == "example.test."),
+            "never the apex (it has NS)"
+        );
+        assert!(msgs[0].to_vec().is_ok(), "encodes");
     }
 }

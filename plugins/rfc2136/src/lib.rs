@@ -26,6 +26,7 @@ mod dns;
 mod gss;
 mod tkey;
 mod tsig;
+mod update;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -35,12 +36,12 @@ use std::time::Duration;
 
 use certfleet_dns_zones::{Guard, Located, ZoneFinder};
 use certfleet_plugin_abi::{
-    CheckResult, ErrorKind, Logger, Plugin, PluginError, TxtRecord, export_plugin,
+    ChangeInput, CheckResult, ErrorKind, Logger, Plugin, PluginError, TxtRecord, export_plugin,
 };
 use hickory_proto::rr::{Name, RData, RecordType};
 use serde::Deserialize;
 
-use crate::dns::{Auth, Change, Counters, Discovery};
+use crate::dns::{Auth, Counters, Discovery};
 use crate::gss::{GssSettings, GssTsig};
 
 /// `zone = "corp.test"` or `zone = ["corp.test", "acme.corp.test"]`.
@@ -116,13 +117,6 @@ pub struct Rfc2136 {
 
 type Resolved = (Name, Name, SocketAddr);
 
-/// Most presented names remembered for cleanup (beyond it, cleanup looks names up again).
-const MAX_REMEMBERED: usize = 100_000;
-/// Read-backs of an accepted UPDATE before the primary is said not to serve it (a server
-/// may answer the UPDATE a moment before its query path sees the change).
-const READ_BACK_ATTEMPTS: u32 = 5;
-const READ_BACK_PAUSE: Duration = Duration::from_millis(200);
-
 impl std::fmt::Debug for Rfc2136 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Rfc2136")
@@ -194,16 +188,30 @@ impl Plugin for Rfc2136 {
         })
     }
 
+    const COMBINED_CHANGES: bool = true;
+
     fn present(&self, records: &[TxtRecord]) -> Result<(), PluginError> {
         self.runtime
-            .block_on(self.change(records, Change::Add))
+            .block_on(self.change(&[], records, true))
             .map_err(|e| e.with_records(records))
     }
 
     fn cleanup(&self, records: &[TxtRecord]) -> Result<(), PluginError> {
         self.runtime
-            .block_on(self.change(records, Change::Delete))
+            .block_on(self.change(records, &[], true))
             .map_err(|e| e.with_records(records))
+    }
+
+    /// One UPDATE per zone carrying the deletes and the adds.
+    fn apply(&self, change: &ChangeInput) -> Result<(), PluginError> {
+        let read_back = !change.host_checks_propagation;
+        self.runtime
+            .block_on(self.change(&change.remove, &change.add, read_back))
+            .map_err(|e| {
+                let all: Vec<TxtRecord> =
+                    change.remove.iter().chain(&change.add).cloned().collect();
+                e.with_records(&all)
+            })
     }
 
     fn check(&self) -> Result<Vec<CheckResult>, PluginError> {
@@ -240,13 +248,6 @@ impl Plugin for Rfc2136 {
     }
 }
 
-/// Records of one batch that go to one zone on one server.
-struct ZoneBatch {
-    zone: Name,
-    server: SocketAddr,
-    records: Vec<(Name, String)>,
-}
-
 impl Rfc2136 {
     fn discovery(&self) -> Discovery<'_> {
         Discovery {
@@ -272,114 +273,6 @@ impl Rfc2136 {
             ));
         }
         Ok(located)
-    }
-
-    async fn change(&self, records: &[TxtRecord], change: Change) -> Result<(), PluginError> {
-        let mut batches: Vec<ZoneBatch> = Vec::new();
-        for (name, value) in dns::names_of(records)? {
-            let remembered = self
-                .resolved
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&name)
-                .cloned();
-            let (target, zone, server) = match remembered {
-                Some(r) => r,
-                None => {
-                    let l = self.locate(&name).await?;
-                    let server = self.server_for(&l).await?;
-                    (l.target, l.zone.apex, server)
-                }
-            };
-            if change == Change::Add {
-                let mut map = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
-                if map.len() >= MAX_REMEMBERED {
-                    map.clear();
-                }
-                map.insert(name.clone(), (target.clone(), zone.clone(), server));
-            }
-            match batches
-                .iter_mut()
-                .find(|b| b.zone == zone && b.server == server)
-            {
-                Some(b) => b.records.push((target, value)),
-                None => batches.push(ZoneBatch {
-                    zone,
-                    server,
-                    records: vec![(target, value)],
-                }),
-            }
-        }
-        for b in &batches {
-            let messages = dns::update_messages(&b.zone, &b.records, change, self.ttl);
-            self.log.info(&format!(
-                "rfc2136: {} {} TXT record(s) in zone {} at {} ({} UPDATE message(s))",
-                match change {
-                    Change::Add => "adding",
-                    Change::Delete => "deleting",
-                },
-                b.records.len(),
-                b.zone,
-                b.server,
-                messages.len()
-            ));
-            for msg in messages {
-                dns::send_update(b.server, &self.auth, msg, self.timeout, &self.counters).await?;
-            }
-            if change == Change::Add {
-                self.read_back(b).await?;
-            }
-        }
-        if change == Change::Delete {
-            let mut map = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
-            for r in records {
-                if let Ok(name) = dns::parse_name(&r.fqdn) {
-                    map.remove(&name);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Verify before blaming: the server that accepted the UPDATE must now serve every
-    /// value; if it does not, the record went somewhere nobody can see it (typically into a
-    /// parent zone below a zone cut), and waiting for propagation would only blame the
-    /// secondaries.
-    async fn read_back(&self, b: &ZoneBatch) -> Result<(), PluginError> {
-        let mut wanted: BTreeMap<&Name, Vec<&str>> = BTreeMap::new();
-        for (name, value) in &b.records {
-            wanted.entry(name).or_default().push(value);
-        }
-        for (name, values) in wanted {
-            let mut last = String::new();
-            for attempt in 0..READ_BACK_ATTEMPTS {
-                if attempt > 0 {
-                    tokio::time::sleep(READ_BACK_PAUSE).await;
-                }
-                let (rcode, served) =
-                    dns::served_txt(b.server, name, self.timeout, &self.counters).await?;
-                if values.iter().all(|v| served.iter().any(|s| s == v)) {
-                    last.clear();
-                    break;
-                }
-                last = if served.is_empty() {
-                    format!("{} with no TXT", dns::rcode_name(rcode))
-                } else {
-                    format!("{} with other values only", dns::rcode_name(rcode))
-                };
-            }
-            if !last.is_empty() {
-                return Err(PluginError::new(
-                    ErrorKind::Provider,
-                    format!(
-                        "the primary accepted the update but does not serve {name} TXT: is \
-                         the record below a zone cut (wrong zone)? (zone {} at {} answered {last})",
-                        b.zone, b.server
-                    ),
-                ));
-            }
-        }
-        Ok(())
     }
 
     /// The server to update for a located name: `server`, else the zone's SOA MNAME.
@@ -513,7 +406,7 @@ fn host_of(server: &str) -> Option<String> {
     )
 }
 
-fn zone_error(e: certfleet_dns_zones::ZoneError) -> PluginError {
+pub(crate) fn zone_error(e: certfleet_dns_zones::ZoneError) -> PluginError {
     use certfleet_dns_zones::ZoneError as Z;
     let kind = match &e {
         Z::Lookup { .. } => ErrorKind::Network,

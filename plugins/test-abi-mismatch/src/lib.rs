@@ -47,6 +47,7 @@ static VTABLE: PluginVTable = PluginVTable {
     call,
     free_buf,
     destroy,
+    apply: None,
 };
 
 /// The entry point, as every plugin exports it.

@@ -1,7 +1,7 @@
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use certfleet_dns01::Dns01Error;
+use certfleet_dns01::{Change, Dns01Error};
 
 use super::*;
 
@@ -153,4 +153,105 @@ async fn records_arriving_while_a_round_propagates_go_out_together_in_the_next()
         vec![1, 30],
         "the 30 records that waited for the round permit go out together"
     );
+}
+
+/// A solver with its own combined change: records (removed, added) per call.
+#[derive(Debug, Default)]
+struct Combining {
+    applied: Mutex<Vec<(usize, usize, bool)>>,
+}
+
+#[async_trait]
+impl Dns01Solver for Combining {
+    fn name(&self) -> &str {
+        "combining"
+    }
+
+    async fn present(&self, _records: &[TxtRecord]) -> Result<(), Dns01Error> {
+        panic!("present must go through apply")
+    }
+
+    async fn cleanup(&self, _records: &[TxtRecord]) -> Result<(), Dns01Error> {
+        panic!("cleanup must go through apply")
+    }
+
+    async fn apply(&self, change: Change<'_>) -> Result<(), Dns01Error> {
+        self.applied.lock().expect("lock").push((
+            change.remove.len(),
+            change.add.len(),
+            change.host_checks_propagation,
+        ));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn deletes_of_finished_orders_ride_with_the_next_adds_in_one_change() {
+    let solver = Arc::new(Combining::default());
+    let gate = Arc::new(Gate(tokio::sync::Semaphore::new(0)));
+    let config = BatcherConfig {
+        window: Duration::from_millis(20),
+        ..BatcherConfig::default()
+    };
+    let batcher = ZoneBatcher::start(solver.clone(), Some(gate.clone()), config);
+    let first = tokio::spawn({
+        let b = batcher.clone();
+        async move { b.present((0..5).map(record).collect()).await }
+    });
+    for _ in 0..200 {
+        if !solver.applied.lock().expect("lock").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // While the first round propagates (one round in flight by default), finished orders
+    // clean up and new ones present: they wait together for the next round.
+    let cleanup = tokio::spawn({
+        let b = batcher.clone();
+        async move { b.cleanup((100..103).map(record).collect()).await }
+    });
+    let later: Vec<_> = (10..14)
+        .map(|i| {
+            let b = batcher.clone();
+            tokio::spawn(async move { b.present(vec![record(i)]).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        solver.applied.lock().expect("lock").len(),
+        1,
+        "one round in flight"
+    );
+    gate.0.add_permits(100);
+    first.await.expect("task").expect("presented");
+    cleanup.await.expect("task").expect("cleaned");
+    for l in later {
+        l.await.expect("task").expect("presented");
+    }
+    assert_eq!(
+        *solver.applied.lock().expect("lock"),
+        vec![(0, 5, true), (3, 4, true)],
+        "the 3 deletes and 4 adds went out in one change"
+    );
+}
+
+#[tokio::test]
+async fn a_cleanup_is_answered_when_its_change_is_accepted_not_after_propagation() {
+    let solver = Arc::new(Combining::default());
+    let gate = Arc::new(Gate(tokio::sync::Semaphore::new(0)));
+    let config = BatcherConfig {
+        window: Duration::from_millis(20),
+        ..BatcherConfig::default()
+    };
+    let batcher = ZoneBatcher::start(solver.clone(), Some(gate.clone()), config);
+    let (present, cleanup) = tokio::join!(
+        tokio::time::timeout(Duration::from_millis(500), batcher.present(vec![record(1)])),
+        tokio::time::timeout(Duration::from_secs(10), batcher.cleanup(vec![record(2)])),
+    );
+    assert!(
+        present.is_err(),
+        "the add waits for the held propagation check"
+    );
+    cleanup.expect("answered in time").expect("cleaned");
+    assert_eq!(*solver.applied.lock().expect("lock"), vec![(1, 1, true)]);
 }
