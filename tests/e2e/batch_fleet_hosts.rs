@@ -94,7 +94,6 @@ async fn separate_hosts_issue_each_certificate_once_and_a_fourth_host_deploys_th
     let batch = FleetBatch::new(&fleet, "h", "host", 7, n);
     let names = &batch.names;
     let run = batch.run("8");
-    // The first node works slower, so the later ones find work left when they join.
     let first = fleet.spawn_host(0, &batch.run("4"));
     // Nodes 2 and 3 join after node 1 has issued some (40 of 600 in the issue).
     let head_start = 40.min(n / 3);
@@ -106,7 +105,20 @@ async fn separate_hosts_issue_each_certificate_once_and_a_fourth_host_deploys_th
         "node 0 issued {head_start} first:\n{}",
         fleet.log(0)
     );
+    // Node 0 waits (SIGSTOP, far within its 120 s leases) until a later node has published
+    // a certificate: otherwise a fast node 0 may finish the batch before the others are up.
+    signal(&first, libc::SIGSTOP);
     let later: Vec<_> = (1..3).map(|i| fleet.spawn_host(i, &run)).collect();
+    let joined = wait_until(Duration::from_secs(120), || {
+        fleet.certs_of(1) + fleet.certs_of(2) > 0
+    })
+    .await;
+    signal(&first, libc::SIGCONT);
+    assert!(
+        joined,
+        "a later node published a certificate:\n{}",
+        fleet.log(1)
+    );
     for (i, child) in std::iter::once(first).chain(later).enumerate() {
         let (code, _) = finish(child).await;
         assert_eq!(code, Some(0), "node {i}:\n{}", fleet.log(i));
