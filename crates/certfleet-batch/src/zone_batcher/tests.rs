@@ -100,6 +100,17 @@ async fn a_failed_round_fails_every_order_in_it() {
 #[derive(Debug)]
 struct Gate(tokio::sync::Semaphore);
 
+/// A batcher over `solver` gathering for 20 ms whose propagation checks wait for `Gate`
+/// permits (closed at first).
+fn gated(solver: Arc<dyn Dns01Solver>, config: BatcherConfig) -> (ZoneBatcher, Arc<Gate>) {
+    let gate = Arc::new(Gate(tokio::sync::Semaphore::new(0)));
+    let config = BatcherConfig {
+        window: Duration::from_millis(20),
+        ..config
+    };
+    (ZoneBatcher::start(solver, Some(gate.clone()), config), gate)
+}
+
 #[async_trait]
 impl PropagationCheck for Gate {
     async fn wait_until_visible(&self, _records: &[TxtRecord]) -> Result<(), Dns01Error> {
@@ -111,13 +122,12 @@ impl PropagationCheck for Gate {
 #[tokio::test]
 async fn records_arriving_while_a_round_propagates_go_out_together_in_the_next() {
     let solver = Arc::new(Recorder::default());
-    let gate = Arc::new(Gate(tokio::sync::Semaphore::new(0)));
     let config = BatcherConfig {
-        window: Duration::from_millis(20),
         max_records: 500,
         max_rounds_in_flight: 1,
+        ..BatcherConfig::default()
     };
-    let batcher = ZoneBatcher::start(solver.clone(), Some(gate.clone()), config);
+    let (batcher, gate) = gated(solver.clone(), config);
     let first = tokio::spawn({
         let b = batcher.clone();
         async move { b.present(vec![record(0)]).await }
@@ -188,12 +198,7 @@ impl Dns01Solver for Combining {
 #[tokio::test]
 async fn deletes_of_finished_orders_ride_with_the_next_adds_in_one_change() {
     let solver = Arc::new(Combining::default());
-    let gate = Arc::new(Gate(tokio::sync::Semaphore::new(0)));
-    let config = BatcherConfig {
-        window: Duration::from_millis(20),
-        ..BatcherConfig::default()
-    };
-    let batcher = ZoneBatcher::start(solver.clone(), Some(gate.clone()), config);
+    let (batcher, gate) = gated(solver.clone(), BatcherConfig::default());
     let first = tokio::spawn({
         let b = batcher.clone();
         async move { b.present((0..5).map(record).collect()).await }
@@ -238,12 +243,7 @@ async fn deletes_of_finished_orders_ride_with_the_next_adds_in_one_change() {
 #[tokio::test]
 async fn a_cleanup_is_answered_when_its_change_is_accepted_not_after_propagation() {
     let solver = Arc::new(Combining::default());
-    let gate = Arc::new(Gate(tokio::sync::Semaphore::new(0)));
-    let config = BatcherConfig {
-        window: Duration::from_millis(20),
-        ..BatcherConfig::default()
-    };
-    let batcher = ZoneBatcher::start(solver.clone(), Some(gate.clone()), config);
+    let (batcher, _gate) = gated(solver.clone(), BatcherConfig::default());
     let (present, cleanup) = tokio::join!(
         tokio::time::timeout(Duration::from_millis(500), batcher.present(vec![record(1)])),
         tokio::time::timeout(Duration::from_secs(10), batcher.cleanup(vec![record(2)])),
