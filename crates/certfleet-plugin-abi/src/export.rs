@@ -175,14 +175,8 @@ pub mod glue {
             };
             Ok(out)
         }));
-        let (status, buf) = match result {
-            Ok(Ok(value)) => (STATUS_OK, json_buf(&value)),
-            Ok(Err(e)) => (STATUS_ERROR, error_buf(&e)),
-            Err(payload) => (STATUS_PANIC, panic_buf("a call", payload.as_ref())),
-        };
         // SAFETY: the host passes a valid out pointer.
-        unsafe { out.write(buf) };
-        status
+        unsafe { reply(result, "a call", out) }
     }
 
     /// # Safety
@@ -199,14 +193,27 @@ pub mod glue {
             let change: crate::ChangeInput = serde_json::from_str(input).map_err(|e| {
                 PluginError::new(ErrorKind::Internal, format!("bad apply input: {e}"))
             })?;
-            plugin.apply(&change)
+            plugin.apply(&change).map(|()| serde_json::json!({}))
         }));
-        let (status, buf) = match result {
-            Ok(Ok(())) => (STATUS_OK, json_buf(&serde_json::json!({}))),
-            Ok(Err(e)) => (STATUS_ERROR, error_buf(&e)),
-            Err(payload) => (STATUS_PANIC, panic_buf("apply", payload.as_ref())),
-        };
         // SAFETY: the host passes a valid out pointer.
+        unsafe { reply(result, "apply", out) }
+    }
+
+    /// Writes the answer of a `call` or `apply` (`what`) to `out`; returns its status.
+    ///
+    /// # Safety
+    /// `out` must be valid for a write.
+    unsafe fn reply(
+        result: std::thread::Result<Result<serde_json::Value, PluginError>>,
+        what: &str,
+        out: *mut OwnedBuf,
+    ) -> i32 {
+        let (status, buf) = match result {
+            Ok(Ok(value)) => (STATUS_OK, json_buf(&value)),
+            Ok(Err(e)) => (STATUS_ERROR, error_buf(&e)),
+            Err(payload) => (STATUS_PANIC, panic_buf(what, payload.as_ref())),
+        };
+        // SAFETY: the caller's contract.
         unsafe { out.write(buf) };
         status
     }
