@@ -20,6 +20,13 @@ use crate::context::Context;
 use crate::stop::{Interrupted, Stop};
 use clap::Parser;
 
+// A batch allocates and frees many small buffers per request (JSON, JWS, HTTP/2 frames,
+// PEM): mimalloc spends a third less CPU on that than glibc's allocator (measured in
+// docs/benchmarks.md). Plugins keep their own allocator: the ABI frees memory on the side
+// that allocated it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     quiet_tss_logging(&cli);
@@ -33,7 +40,11 @@ fn main() -> ExitCode {
     {
         tracing::debug!("a rustls crypto provider was already installed");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One async thread: the protocol work of a certificate is a few hundred microseconds
+    // of CPU spread over many short steps, and handing those steps between worker threads
+    // cost more CPU than the parallelism gave (docs/benchmarks.md). Work that takes long
+    // or blocks (RSA, key tokens, TPMs, plugins, file writes) runs on the blocking pool.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

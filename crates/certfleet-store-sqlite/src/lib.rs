@@ -1,8 +1,9 @@
 //! The embedded state store: one SQLite database (`batch.db`, WAL) in the state directory,
-//! driven by one dedicated thread that owns the connection, so async callers never block
-//! a runtime worker. One run at a time holds `batch.lock` (see [`StateStore::begin_run`]).
+//! driven by one dedicated thread that owns the connection ([`group`]), so async callers
+//! never block a runtime worker. One run at a time holds `batch.lock` (see [`StateStore::begin_run`]).
 
 mod buckets;
+mod group;
 mod jobs;
 mod lock;
 mod schema;
@@ -29,14 +30,12 @@ pub const DB_FILE: &str = "batch.db";
 /// Run lock file name inside the state directory.
 pub const LOCK_FILE: &str = "batch.lock";
 
-type Work = Box<dyn FnOnce(&mut Connection) + Send>;
-
 /// The SQLite [`StateStore`].
 #[derive(Debug)]
 pub struct SqliteStore {
     location: String,
     lock_path: PathBuf,
-    work: mpsc::Sender<Work>,
+    work: mpsc::Sender<group::Work>,
 }
 
 pub(crate) fn db_err(location: &str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
@@ -99,16 +98,11 @@ impl SqliteStore {
             .map_err(db_err(&location))?;
         schema::migrate(&mut conn, &location)?;
 
-        let (tx, rx) = mpsc::channel::<Work>();
+        let (tx, rx) = mpsc::channel::<group::Work>();
         std::thread::Builder::new()
             .name("certfleet-sqlite".to_owned())
-            .spawn(move || {
-                let mut conn = conn;
-                // Ends when every sender (the store) is dropped.
-                while let Ok(work) = rx.recv() {
-                    work(&mut conn);
-                }
-            })
+            // Ends when every sender (the store) is dropped.
+            .spawn(move || group::serve(conn, &rx))
             .map_err(|source| StoreError::Io {
                 path: db_path.clone(),
                 source,
@@ -128,9 +122,18 @@ impl SqliteStore {
     {
         let (done, result) = tokio::sync::oneshot::channel();
         let location = self.location.clone();
-        let work: Work = Box::new(move |conn| {
-            // The receiver is gone only if the caller stopped waiting; nothing to do then.
-            let _ = done.send(f(conn, &location));
+        let work: group::Work = Box::new(move |conn| {
+            let result = f(conn, &location);
+            Box::new(move |group: Result<(), String>| {
+                let result = group
+                    .map_err(|why| StoreError::Database {
+                        location,
+                        source: Box::new(std::io::Error::other(why)),
+                    })
+                    .and(result);
+                // The receiver is gone only if the caller stopped waiting; nothing to do then.
+                let _ = done.send(result);
+            })
         });
         let closed = || StoreError::Closed {
             location: self.location.clone(),

@@ -1,6 +1,9 @@
 //! Transactions whose `BEGIN` and `COMMIT` stay prepared. rusqlite's `Transaction` runs
 //! them through `execute_batch`, which parses the SQL on every call: with five fenced
 //! writes and a claim per certificate that was a twentieth of a batch's client CPU.
+//!
+//! Inside the store thread's group transaction ([`crate::group`]) a transaction is a
+//! savepoint: it commits into the group and rolls back alone.
 
 use std::ops::Deref;
 
@@ -10,6 +13,8 @@ use rusqlite::Connection;
 pub(crate) struct Tx<'c> {
     conn: &'c Connection,
     open: bool,
+    /// A savepoint inside an enclosing transaction rather than a transaction of its own.
+    nested: bool,
 }
 
 /// How the transaction takes SQLite's lock.
@@ -30,18 +35,31 @@ impl Begin {
     }
 }
 
-/// Starts a transaction. `&mut` as rusqlite asks: no other statement of this connection
-/// may run inside it except through the returned [`Tx`].
+/// Starts a transaction, or a savepoint when `conn` is inside one already (the group the
+/// store thread opened holds the write lock, whatever `how` asks). `&mut` as rusqlite
+/// asks: no other statement of this connection may run inside it except through the
+/// returned [`Tx`].
 pub(crate) fn begin(conn: &mut Connection, how: Begin) -> rusqlite::Result<Tx<'_>> {
-    conn.prepare_cached(how.sql())?.execute([])?;
-    Ok(Tx { conn, open: true })
+    let nested = !conn.is_autocommit();
+    let sql = if nested { "SAVEPOINT item" } else { how.sql() };
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(Tx {
+        conn,
+        open: true,
+        nested,
+    })
 }
 
 impl Tx<'_> {
     /// Commits; on an error (`SQLITE_BUSY`, a full disk) the transaction is still open and
-    /// dropping it rolls it back.
+    /// dropping it rolls it back. A savepoint is released into the enclosing transaction.
     pub(crate) fn commit(mut self) -> rusqlite::Result<()> {
-        self.conn.prepare_cached("COMMIT")?.execute([])?;
+        let sql = if self.nested {
+            "RELEASE item"
+        } else {
+            "COMMIT"
+        };
+        self.conn.prepare_cached(sql)?.execute([])?;
         self.open = false;
         Ok(())
     }
@@ -59,12 +77,21 @@ impl Drop for Tx<'_> {
         // Only on an error path, whose own error is what the caller returns. Should the
         // ROLLBACK fail as well, the next `begin` on this connection fails ("cannot start
         // a transaction within a transaction") and says so; SQLite itself rolls back a
-        // transaction whose statement failed with a full disk or an I/O error.
-        if self.open && !self.conn.is_autocommit() {
-            let _ = self
-                .conn
-                .prepare_cached("ROLLBACK")
-                .and_then(|mut s| s.execute([]));
+        // transaction whose statement failed with a full disk or an I/O error (the group
+        // notices: see `crate::group`).
+        if !self.open || self.conn.is_autocommit() {
+            return;
+        }
+        let run = |sql: &str| {
+            self.conn
+                .prepare_cached(sql)
+                .and_then(|mut s| s.execute([]))
+        };
+        if self.nested {
+            // ROLLBACK TO keeps the savepoint open; RELEASE ends it with nothing in it.
+            let _ = run("ROLLBACK TO item").and_then(|_| run("RELEASE item"));
+        } else {
+            let _ = run("ROLLBACK");
         }
     }
 }
@@ -106,5 +133,28 @@ mod tests {
             tx.commit().expect("commit again");
         }
         assert_eq!(count(&c), 4);
+    }
+
+    #[test]
+    fn inside_a_transaction_each_commits_into_it_and_rolls_back_alone() {
+        let mut c = conn();
+        c.execute_batch("BEGIN IMMEDIATE").expect("outer");
+        let tx = begin(&mut c, Begin::Immediate).expect("nested begin");
+        tx.execute("INSERT INTO t VALUES (1)", []).expect("insert");
+        tx.commit().expect("release");
+        let tx = begin(&mut c, Begin::Deferred).expect("nested begin");
+        tx.execute("INSERT INTO t VALUES (2)", []).expect("insert");
+        drop(tx);
+        assert!(
+            !c.is_autocommit(),
+            "a dropped savepoint leaves the outer transaction open"
+        );
+        assert_eq!(count(&c), 1, "only the dropped savepoint's row is gone");
+        c.execute_batch("ROLLBACK").expect("outer rollback");
+        assert_eq!(
+            count(&c),
+            0,
+            "released savepoints belong to the outer transaction"
+        );
     }
 }

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use certfleet_issue::bundle::{BundleDir, KeyOutput};
+use certfleet_issue::bundle::{BundleDir, KeyOutput, Staging};
 use certfleet_issue::output::CertificateMeta;
 use certfleet_issue::steps::{Authorized, NextStep, next_step};
 use certfleet_keys::{KeyAlgorithm, KeyError, KeyRef, SigningKey};
@@ -159,31 +159,22 @@ impl JobDriver {
         // Saves the work of staging when the lease is already lost; not the fence itself.
         self.check_lease().await?;
         let pending = bundle.pending_key();
-        // The pending key file as this node, holding the lease, stages it: a refused publish
-        // removes this very file, never one another node wrote at the path since.
-        let own_pending = generated.then(|| file_identity(&pending)).flatten();
-        let current = bundle.current_key();
-        let key_output = match generated {
-            true if pending.exists() => KeyOutput::LinkFrom(&pending),
-            true => KeyOutput::LinkFrom(&current),
-            false => KeyOutput::Reference(&key_ref),
+        let files = BundleFiles {
+            bundle: bundle.clone(),
+            pending: pending.clone(),
+            generated,
+            key_ref: key_ref.clone(),
+            publish_now: !self.fleet(),
+            job: self.job.id,
         };
-        let mut staging = bundle.stage()?;
-        staging.fill(&issued, key_output, &meta)?;
-        let unpublished = if self.fleet() {
-            if let Some(hook) = sh.window_hook.clone() {
-                hook.before_fenced_publish(&self.job);
-            }
-            Some(staging)
-        } else {
-            // One host: the directory before `issued`, so a crash in between repeats the
-            // download (same serial) and never leaves `issued` without files.
-            staging.publish()?;
-            // The bundle holds the key now; a crash after `issued` must not leave the
-            // pending key behind (a resumed job finds the key in the bundle).
-            remove_pending_key(generated, &pending, self.job.id);
-            None
-        };
+        let (issued_copy, meta_copy) = (issued.clone(), meta.clone());
+        let (own_pending, unpublished) =
+            off_thread(move || files.write(&issued_copy, &meta_copy)).await?;
+        if unpublished.is_some()
+            && let Some(hook) = sh.window_hook.clone()
+        {
+            hook.before_fenced_publish(&self.job);
+        }
         // Fenced: a node whose lease was taken over stores no bundle and so records no
         // issuance; a crash before `issued` is repeated by the next owner with the same
         // serial, which the store records once.
@@ -212,8 +203,13 @@ impl JobDriver {
             // directory unpublished. Once `issued`, no other node takes the job, so this
             // publish is the owner's (a crash here leaves the bundle in the store, where
             // `batch deploy` and the due decisions read it).
-            staging.publish()?;
-            remove_pending_key(generated, &pending, self.job.id);
+            let job = self.job.id;
+            off_thread(move || {
+                staging.publish()?;
+                remove_pending_key(generated, &pending, job);
+                Ok(())
+            })
+            .await?;
         }
         tracing::info!(job = %self.job.id, names = %self.job.spec.names.join(","), serial = %issued.info.serial_hex, "certificate issued");
         if let Some(hook) = sh.issued_hook.clone() {
@@ -230,12 +226,67 @@ impl JobDriver {
     }
 }
 
+/// The certificate directory of one issued job, as [`BundleFiles::write`] writes it.
+struct BundleFiles {
+    bundle: BundleDir,
+    pending: PathBuf,
+    /// The key was generated for the job (the pending key, or the bundle's own).
+    generated: bool,
+    key_ref: KeyRef,
+    /// One host: publish at once; a fleet publishes after its fenced `issued` write.
+    publish_now: bool,
+    job: crate::store::JobId,
+}
+
+impl BundleFiles {
+    /// Stages the directory (and publishes it when `publish_now`); returns the identity of
+    /// the pending key file as this node staged it, and the staging left to publish.
+    fn write(
+        &self,
+        issued: &certfleet_issue::IssuedCertificate,
+        meta: &CertificateMeta,
+    ) -> Result<(Option<FileIdentity>, Option<Staging>), RunError> {
+        let pending = &self.pending;
+        // The pending key file as this node, holding the lease, stages it: a refused publish
+        // removes this very file, never one another node wrote at the path since.
+        let own_pending = self.generated.then(|| file_identity(pending)).flatten();
+        let current = self.bundle.current_key();
+        let key_output = match self.generated {
+            true if pending.exists() => KeyOutput::LinkFrom(pending),
+            true => KeyOutput::LinkFrom(&current),
+            false => KeyOutput::Reference(&self.key_ref),
+        };
+        let mut staging = self.bundle.stage()?;
+        staging.fill(issued, key_output, meta)?;
+        if !self.publish_now {
+            return Ok((own_pending, Some(staging)));
+        }
+        // One host: the directory before `issued`, so a crash in between repeats the
+        // download (same serial) and never leaves `issued` without files.
+        staging.publish()?;
+        // The bundle holds the key now; a crash after `issued` must not leave the pending
+        // key behind (a resumed job finds the key in the bundle).
+        remove_pending_key(self.generated, pending, self.job);
+        Ok((own_pending, None))
+    }
+}
+
+/// Runs file work (several files written and synced) on the blocking pool, off the async
+/// thread the other orders run on.
+async fn off_thread<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, RunError> + Send + 'static,
+) -> Result<T, RunError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| RunError::Task(format!("writing the certificate directory: {e}")))?
+}
+
 /// `result` of the fenced publish; when it was refused (the lease was taken over) the new
 /// owner has the job's key from the store, so the pending key file this node made is
 /// litter: removed while it is still the file `own` identifies.
 fn unless_refused(
     result: Result<(), RunError>,
-    own: Option<(u64, u64)>,
+    own: Option<FileIdentity>,
     pending: &Path,
     job: crate::store::JobId,
 ) -> Result<(), RunError> {
@@ -248,8 +299,11 @@ fn unless_refused(
     result
 }
 
-/// Device and inode of `path`: which file it is (an atomic rewrite makes another).
-fn file_identity(path: &Path) -> Option<(u64, u64)> {
+/// Device and inode: which file a path names (an atomic rewrite makes another).
+type FileIdentity = (u64, u64);
+
+/// The [`FileIdentity`] of `path`.
+fn file_identity(path: &Path) -> Option<FileIdentity> {
     use std::os::unix::fs::MetadataExt as _;
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
