@@ -1,5 +1,5 @@
 //! The embedded state store: one SQLite database (`batch.db`, WAL) in the state directory,
-//! driven by one dedicated thread that owns the connection ([`group`]), so async callers
+//! driven by one dedicated thread that owns the connection (`group.rs`), so async callers
 //! never block a runtime worker. One run at a time holds `batch.lock` (see [`StateStore::begin_run`]).
 
 mod buckets;
