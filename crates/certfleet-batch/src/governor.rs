@@ -409,25 +409,24 @@ impl Governor {
         self.store.take_tokens(&[req], now).await.map(|_| ())
     }
 
-    /// Records an issued certificate in the history.
-    pub async fn certificate_issued(
+    /// The issuance-history record of a certificate just issued for `ctx`, written with
+    /// the job's `issued` ([`crate::store::JobUpdate::recording`]).
+    pub fn issuance(
         &self,
         ctx: &OrderContext,
         serial: &str,
         not_after: OffsetDateTime,
         now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        self.store
-            .record_issuance(&IssuanceRecord {
-                name_set: ctx.names.key(),
-                names: ctx.names.names().to_vec(),
-                account: ctx.account.clone(),
-                serial: serial.to_owned(),
-                issued_at: now,
-                not_after,
-                replaces: ctx.replaces.clone(),
-            })
-            .await
+    ) -> IssuanceRecord {
+        IssuanceRecord {
+            name_set: ctx.names.key(),
+            names: ctx.names.names().to_vec(),
+            account: ctx.account.clone(),
+            serial: serial.to_owned(),
+            issued_at: now,
+            not_after,
+            replaces: ctx.replaces.clone(),
+        }
     }
 
     /// The bucket a signal pauses, for the order `ctx` that received it.

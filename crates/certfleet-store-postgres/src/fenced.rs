@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use certfleet_store::{Job, JobStatus, JobUpdate, Lease, StoreError};
+use certfleet_store::{IssuanceRecord, Job, JobStatus, JobUpdate, Lease, StoreError};
 use time::OffsetDateTime;
 
 use crate::error::corrupt;
@@ -112,7 +112,7 @@ pub(crate) async fn update(
         .filter(|s| s.can_become(u.status))
         .map(|s| s.as_str())
         .collect();
-    let sql = format!(
+    let update = format!(
         "UPDATE jobs SET status = $1::text, \
          order_url = COALESCE($2::text, CASE WHEN $13::bool THEN NULL ELSE order_url END), \
          authz_urls = COALESCE($3::text, CASE WHEN $13::bool THEN '[]' ELSE authz_urls END), \
@@ -127,29 +127,50 @@ pub(crate) async fn update(
          WHERE id = $12 AND fence = $15 AND lease_node = $14::text AND status = ANY($16::text[]) \
          RETURNING {COLS}"
     );
-    let rows = db
-        .rows(
-            &sql,
-            &[
-                &u.status.as_str(),
-                &u.order_url,
-                &authz,
-                &u.cert_key,
-                &u.deferred_until.map(ts),
-                &u.resume_status.map(JobStatus::as_str),
-                &u.last_error,
-                &i64::from(u.count_attempt),
-                &issued,
-                &keeps_lease,
-                &ts(now),
-                &lease.job.0,
-                &u.clear_order,
-                &lease.node,
-                &lease.token.0,
-                &from,
-            ],
-        )
-        .await?;
+    let status = u.status.as_str();
+    let resume_status = u.resume_status.map(JobStatus::as_str);
+    let deferred_until = u.deferred_until.map(ts);
+    let attempts = i64::from(u.count_attempt);
+    let now = ts(now);
+    let mut params: Vec<crate::Param<'_>> = vec![
+        &status,
+        &u.order_url,
+        &authz,
+        &u.cert_key,
+        &deferred_until,
+        &resume_status,
+        &u.last_error,
+        &attempts,
+        &issued,
+        &keeps_lease,
+        &now,
+        &lease.job.0,
+        &u.clear_order,
+        &lease.node,
+        &lease.token.0,
+        &from,
+    ];
+    // The issuance row rides in the same statement (a data-modifying CTE): written only
+    // when the fenced update matched, atomically with it, in the same round trip.
+    let issuance = u
+        .issuance
+        .as_ref()
+        .map(|r| IssuanceColumns::new(r, db))
+        .transpose()?;
+    let sql = match &issuance {
+        None => update,
+        Some(i) => {
+            params.extend(i.params());
+            format!(
+                "WITH upd AS ({update}), rec AS (INSERT INTO issuances \
+                 (name_set, names, account, serial, issued_at, not_after, replaces) \
+                 SELECT $17::text, $18::text, $19::text, $20::text, $21::bigint, $22::bigint, \
+                 $23::text WHERE EXISTS (SELECT 1 FROM upd) ON CONFLICT (serial) DO NOTHING) \
+                 SELECT * FROM upd"
+            )
+        }
+    };
+    let rows = db.rows(&sql, &params).await?;
     if let Some(row) = rows.first() {
         return decode(row, db);
     }
@@ -157,4 +178,36 @@ pub(crate) async fn update(
     u.check_write(lease.job, Some(current))?;
     // The row changed between the two statements (a racing claim): it is no longer ours.
     Err(certfleet_store::fence::changed_concurrently(lease))
+}
+
+/// An issuance record as the `issuances` columns take it.
+struct IssuanceColumns<'r> {
+    record: &'r IssuanceRecord,
+    names: String,
+    issued_at: i64,
+    not_after: i64,
+}
+
+impl<'r> IssuanceColumns<'r> {
+    fn new(record: &'r IssuanceRecord, db: &Db) -> Result<IssuanceColumns<'r>, StoreError> {
+        Ok(IssuanceColumns {
+            record,
+            names: serde_json::to_string(&record.names)
+                .map_err(|e| corrupt(&db.location, format!("cannot encode names: {e}")))?,
+            issued_at: ts(record.issued_at),
+            not_after: ts(record.not_after),
+        })
+    }
+
+    fn params(&self) -> [crate::Param<'_>; 7] {
+        [
+            &self.record.name_set,
+            &self.names,
+            &self.record.account,
+            &self.record.serial,
+            &self.issued_at,
+            &self.not_after,
+            &self.record.replaces,
+        ]
+    }
 }

@@ -132,7 +132,7 @@ pub(super) fn pause(
 }
 
 pub(super) fn record_issuance(
-    conn: &mut Connection,
+    conn: &Connection,
     loc: &str,
     rec: &IssuanceRecord,
 ) -> Result<(), StoreError> {

@@ -347,6 +347,9 @@ pub(super) fn update(
         lease.job.0,
     ])
     .map_err(db_err(loc))?;
+    if let Some(issuance) = &u.issuance {
+        crate::buckets::record_issuance(&tx, loc, issuance)?;
+    }
     let job = job(&tx, loc, lease.job)?.ok_or(StoreError::NoSuchJob(lease.job))?;
     tx.commit().map_err(db_err(loc))?;
     Ok(job)

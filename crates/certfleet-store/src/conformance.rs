@@ -61,6 +61,7 @@ where
     buckets_debit_atomically(&new_store().await).await;
     pauses_and_refunds(&new_store().await).await;
     issuance_history(&new_store().await).await;
+    issuance_rides_with_issued(&new_store().await).await;
     renewal_requeues_issued_only(&new_store().await).await;
 }
 
@@ -681,6 +682,85 @@ pub async fn issuance_history(store: &dyn StateStore) {
     );
     assert_eq!(last.replaces.as_deref(), Some("aki.serial"));
     assert_eq!(last.names, ["a.example", "b.example"]);
+}
+
+/// An `issued` update carrying an issuance record writes both or, refused, neither; the
+/// record goes with `issued` only.
+pub async fn issuance_rides_with_issued(store: &dyn StateStore) {
+    let batch = batch_with(store, 1).await;
+    let a = claim(store, batch, "node-a", T0, 1).await.remove(0);
+    for step in [
+        JobUpdate::to(JobStatus::Ordering),
+        JobUpdate::order_created("https://ca/order/1", vec![]),
+        JobUpdate::to(JobStatus::Validating),
+        JobUpdate::finalizing("file:/k.pem"),
+    ] {
+        store
+            .update_job(&a.lease, &step, T0)
+            .await
+            .expect("to finalizing");
+    }
+    let record = |serial: &str| IssuanceRecord {
+        name_set: "n0.example.com".into(),
+        names: vec!["n0.example.com".into()],
+        account: "https://ca/acct/1".into(),
+        serial: serial.into(),
+        issued_at: T0 + secs(70),
+        not_after: T0 + secs(86_400),
+        replaces: None,
+    };
+    let cert = |serial: &str| IssuedCert {
+        serial: serial.into(),
+        not_after: T0 + secs(86_400),
+        cert_dir: "/certs/n0.example.com".into(),
+        node: None,
+    };
+    assert!(
+        matches!(
+            store
+                .update_job(
+                    &a.lease,
+                    &JobUpdate::to(JobStatus::Finalizing).recording(record("00")),
+                    T0
+                )
+                .await,
+            Err(StoreError::InvalidUpdate { .. })
+        ),
+        "a record without `issued` is refused"
+    );
+    // node-a stalls past its lease; node-b takes the job over: node-a's `issued` with its
+    // record is refused whole.
+    let b = claim(store, batch, "node-b", T0 + secs(61), 1)
+        .await
+        .remove(0);
+    let stale = JobUpdate::issued(cert("0a")).recording(record("0a"));
+    assert!(matches!(
+        store.update_job(&a.lease, &stale, T0 + secs(70)).await,
+        Err(StoreError::Fenced { .. })
+    ));
+    assert!(
+        store
+            .last_issuance("n0.example.com")
+            .await
+            .expect("read")
+            .is_none(),
+        "a refused update records no issuance"
+    );
+    let j = store
+        .update_job(
+            &b.lease,
+            &JobUpdate::issued(cert("0b")).recording(record("0b")),
+            T0 + secs(70),
+        )
+        .await
+        .expect("issued");
+    assert_eq!(j.status, JobStatus::Issued);
+    let last = store
+        .last_issuance("n0.example.com")
+        .await
+        .expect("read")
+        .expect("recorded with issued");
+    assert_eq!(last, record("0b"));
 }
 
 /// `requeue_issued` moves exactly the listed issued jobs back to `queued` and keeps the

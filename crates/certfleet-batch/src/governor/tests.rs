@@ -340,7 +340,10 @@ async fn rate_limit_pauses_only_its_scope() {
 
 #[tokio::test]
 async fn renewals_are_exempt_where_the_ca_says_so() {
-    let (g, _dir) = governor(Limits::preset(Preset::LetsEncrypt)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn StateStore> = Arc::new(SqliteStore::open(dir.path()).await.expect("open"));
+    let g = Governor::new(store.clone(), Limits::preset(Preset::LetsEncrypt))
+        .with_grant_slack(Duration::ZERO);
     let mut ari = OrderContext::new("acct", ["www.example.com"]);
     ari.replaces = Some("aki.serial".into());
     ari.in_renewal_window = true;
@@ -354,7 +357,9 @@ async fn renewals_are_exempt_where_the_ca_says_so() {
     ari.in_renewal_window = false;
     let cost = g.order_cost(&ari, NEW_ORDER, T0).await.expect("cost");
     assert_eq!(cost.exemption, None, "outside the window: no exemption");
-    g.certificate_issued(&ari, "01", T0 + s(86_400 * 90), T0)
+    // What the job driver writes with `issued`.
+    store
+        .record_issuance(&g.issuance(&ari, "01", T0 + s(86_400 * 90), T0))
         .await
         .expect("record");
     let cost = g

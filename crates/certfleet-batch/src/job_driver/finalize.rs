@@ -180,20 +180,18 @@ impl JobDriver {
         // serial, which the store records once.
         let stored = self.store_bundle(&issued, &meta, generated).await;
         unless_refused(stored, own_pending, &pending, self.job.id)?;
-        sh.governor
-            .certificate_issued(
-                &self.ctx,
-                &issued.info.serial_hex,
-                issued.info.not_after,
-                now(),
-            )
-            .await?;
         let mut update = JobUpdate::issued(IssuedCert {
             serial: issued.info.serial_hex.clone(),
             not_after: issued.info.not_after,
             cert_dir: bundle.stable().display().to_string(),
             node: Some(self.lease.node.clone()),
-        });
+        })
+        .recording(sh.governor.issuance(
+            &self.ctx,
+            &issued.info.serial_hex,
+            issued.info.not_after,
+            now(),
+        ));
         // From now on the key is the bundle's (a renewal keeps it).
         update.cert_key = Some(key_ref.to_string());
         self.write(update).await?;

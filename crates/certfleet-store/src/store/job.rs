@@ -250,6 +250,9 @@ pub struct JobUpdate {
     pub count_attempt: bool,
     /// Required with `issued`.
     pub issued: Option<IssuedCert>,
+    /// Only with `issued`: the certificate's row of the issuance history, written in the
+    /// same transaction as the status (a crash cannot leave one without the other).
+    pub issuance: Option<super::IssuanceRecord>,
 }
 
 impl JobUpdate {
@@ -266,6 +269,7 @@ impl JobUpdate {
             last_error: None,
             count_attempt: false,
             issued: None,
+            issuance: None,
         }
     }
 
@@ -305,6 +309,12 @@ impl JobUpdate {
         let mut u = JobUpdate::to(JobStatus::Issued);
         u.issued = Some(cert);
         u
+    }
+
+    /// Also record the certificate in the issuance history (with `issued` only).
+    pub fn recording(mut self, issuance: super::IssuanceRecord) -> JobUpdate {
+        self.issuance = Some(issuance);
+        self
     }
 
     /// `failed` with its reason.
@@ -387,6 +397,9 @@ impl JobUpdate {
                 Err("deferred needs a non-terminal resume_status other than deferred")
             }
             JobStatus::Issued if self.issued.is_none() => Err("issued needs the certificate"),
+            s if s != JobStatus::Issued && self.issuance.is_some() => {
+                Err("an issuance record goes only with issued")
+            }
             s if s != JobStatus::Deferred && self.deferred_until.is_some() => {
                 Err("deferred_until is only for deferred")
             }
