@@ -62,8 +62,10 @@ async fn batch_deletes_ride_with_the_next_adds_in_one_update_and_names_cost_the_
         .replace("[dns01]\n", "[dns01]\nplugin = \"rfc2136\"\n")
         + "[batch]\ngather_millis = 100\n";
     std::fs::write(&path, text).expect("config");
-    // One order worked on at a time and short rounds: orders reach the CA (and finish)
-    // spread over many rounds, so finished orders' deletes meet later orders' adds.
+    // One order worked on at a time, at most 8 waiting for DNS or the CA, and short
+    // rounds: a new order (an add) can only start once an earlier one is decided (its
+    // delete follows), so from the ninth order on deletes and adds meet in the same rounds
+    // whatever the speed of the machine.
     const N: usize = 60;
     let names: Vec<String> = (0..N).map(|i| format!("r{i:02}.acme.corp.test")).collect();
     let file = write_list(&env, "batch.txt", &names);
@@ -73,7 +75,14 @@ async fn batch_deletes_ride_with_the_next_adds_in_one_update_and_names_cost_the_
         &env.pebble.directory_url(),
         &path.to_string_lossy(),
         &file,
-        &["--rate-limits", "none", "--concurrency", "1"],
+        &[
+            "--rate-limits",
+            "none",
+            "--concurrency",
+            "1",
+            "--pending-authorizations",
+            "8",
+        ],
     )
     .await;
     run.assert_ok();
