@@ -184,21 +184,53 @@ pub(crate) async fn state(db: &Db, key: &BucketKey) -> Result<BucketState, Store
     Ok(to_states(db, &rows)?.remove(key).unwrap_or_default())
 }
 
+/// The insert of one issuance row, before its values (`VALUES …` or a `SELECT`).
+pub(crate) const INSERT_ISSUANCE: &str =
+    "INSERT INTO issuances (name_set, names, account, serial, issued_at, not_after, replaces)";
+
+/// An issuance record as the `issuances` columns take it.
+pub(crate) struct IssuanceColumns<'r> {
+    record: &'r IssuanceRecord,
+    names: String,
+    issued_at: i64,
+    not_after: i64,
+}
+
+impl<'r> IssuanceColumns<'r> {
+    pub(crate) fn new(
+        record: &'r IssuanceRecord,
+        db: &Db,
+    ) -> Result<IssuanceColumns<'r>, StoreError> {
+        Ok(IssuanceColumns {
+            record,
+            names: serde_json::to_string(&record.names)
+                .map_err(|e| corrupt(&db.location, format!("cannot encode names: {e}")))?,
+            issued_at: ts(record.issued_at),
+            not_after: ts(record.not_after),
+        })
+    }
+
+    /// The values in the order of [`INSERT_ISSUANCE`]'s columns.
+    pub(crate) fn params(&self) -> [crate::Param<'_>; 7] {
+        [
+            &self.record.name_set,
+            &self.names,
+            &self.record.account,
+            &self.record.serial,
+            &self.issued_at,
+            &self.not_after,
+            &self.record.replaces,
+        ]
+    }
+}
+
 pub(crate) async fn record_issuance(db: &Db, rec: &IssuanceRecord) -> Result<(), StoreError> {
-    let names = serde_json::to_string(&rec.names)
-        .map_err(|e| corrupt(&db.location, format!("cannot encode names: {e}")))?;
+    let columns = IssuanceColumns::new(rec, db)?;
     db.exec(
-        "INSERT INTO issuances (name_set, names, account, serial, issued_at, not_after, replaces) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (serial) DO NOTHING",
-        &[
-            &rec.name_set,
-            &names,
-            &rec.account,
-            &rec.serial,
-            &ts(rec.issued_at),
-            &ts(rec.not_after),
-            &rec.replaces,
-        ],
+        &format!(
+            "{INSERT_ISSUANCE} VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (serial) DO NOTHING"
+        ),
+        &columns.params(),
     )
     .await
     .map(drop)

@@ -5,9 +5,10 @@
 
 use std::time::Duration;
 
-use certfleet_store::{IssuanceRecord, Job, JobStatus, JobUpdate, Lease, StoreError};
+use certfleet_store::{Job, JobStatus, JobUpdate, Lease, StoreError};
 use time::OffsetDateTime;
 
+use crate::buckets::{INSERT_ISSUANCE, IssuanceColumns};
 use crate::error::corrupt;
 use crate::jobs::{COLS, decode, to_time};
 use crate::{Db, ts};
@@ -162,8 +163,7 @@ pub(crate) async fn update(
         Some(i) => {
             params.extend(i.params());
             format!(
-                "WITH upd AS ({update}), rec AS (INSERT INTO issuances \
-                 (name_set, names, account, serial, issued_at, not_after, replaces) \
+                "WITH upd AS ({update}), rec AS ({INSERT_ISSUANCE} \
                  SELECT $17::text, $18::text, $19::text, $20::text, $21::bigint, $22::bigint, \
                  $23::text WHERE EXISTS (SELECT 1 FROM upd) ON CONFLICT (serial) DO NOTHING) \
                  SELECT * FROM upd"
@@ -178,36 +178,4 @@ pub(crate) async fn update(
     u.check_write(lease.job, Some(current))?;
     // The row changed between the two statements (a racing claim): it is no longer ours.
     Err(certfleet_store::fence::changed_concurrently(lease))
-}
-
-/// An issuance record as the `issuances` columns take it.
-struct IssuanceColumns<'r> {
-    record: &'r IssuanceRecord,
-    names: String,
-    issued_at: i64,
-    not_after: i64,
-}
-
-impl<'r> IssuanceColumns<'r> {
-    fn new(record: &'r IssuanceRecord, db: &Db) -> Result<IssuanceColumns<'r>, StoreError> {
-        Ok(IssuanceColumns {
-            record,
-            names: serde_json::to_string(&record.names)
-                .map_err(|e| corrupt(&db.location, format!("cannot encode names: {e}")))?,
-            issued_at: ts(record.issued_at),
-            not_after: ts(record.not_after),
-        })
-    }
-
-    fn params(&self) -> [crate::Param<'_>; 7] {
-        [
-            &self.record.name_set,
-            &self.names,
-            &self.record.account,
-            &self.record.serial,
-            &self.issued_at,
-            &self.not_after,
-            &self.record.replaces,
-        ]
-    }
 }
