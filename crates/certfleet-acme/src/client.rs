@@ -13,7 +13,7 @@ use tracing::{debug, warn};
 use crate::certificate::PEM_CHAIN;
 use crate::http::{BodyLimit, Counters, RequestStats, Response, Transport};
 use crate::jws::{self, KeyIdentity};
-use crate::nonce::{DEFAULT_CAPACITY, NoncePool, replay_nonce};
+use crate::nonce::{DEFAULT_CAPACITY, MAX_AGE, NoncePool, replay_nonce};
 use crate::{AcmeError, Directory, ProblemKind};
 
 /// JOSE request body type (RFC 8555 §6.2).
@@ -293,7 +293,7 @@ fn new_transport(config: &ClientConfig) -> Result<Transport, AcmeError> {
     Ok(Transport {
         http: build_http_client(config)?,
         counters: Counters::default(),
-        nonces: NoncePool::new(DEFAULT_CAPACITY),
+        nonces: NoncePool::new(DEFAULT_CAPACITY, MAX_AGE),
         allow_http: config.allow_http,
     })
 }

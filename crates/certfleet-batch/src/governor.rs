@@ -35,7 +35,7 @@ pub use rate_limited::{
 use crate::error::StoreError;
 use crate::gcra::{BucketKey, DenyCause, TokenRequest, to_time};
 use crate::limits::Limits;
-use crate::store::{IssuanceRecord, StateStore, TakeOutcome};
+use crate::store::{IssuanceRecord, Job, JobUpdate, Lease, StateStore, TakeOutcome};
 
 /// The order about to be placed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -271,8 +271,19 @@ impl Governor {
         cost: &OrderCost,
         now: OffsetDateTime,
     ) -> Result<Reserve, StoreError> {
-        let answer = self.reserve_quietly(cost, now).await?;
-        if let Reserve::Wait { until, key, cause } = &answer {
+        Ok(self.reserve_writing(cost, None, now).await?.0)
+    }
+
+    /// [`Governor::reserve`], writing `job`'s update with the grant in one store write
+    /// ([`StateStore::take_tokens_writing`]): the job as stored comes back with a grant.
+    pub async fn reserve_writing(
+        &self,
+        cost: &OrderCost,
+        job: Option<(&Lease, &JobUpdate)>,
+        now: OffsetDateTime,
+    ) -> Result<(Reserve, Option<Job>), StoreError> {
+        let answer = self.reserve_quietly(cost, job, now).await?;
+        if let (Reserve::Wait { until, key, cause }, _) = &answer {
             self.announce(cost, key, *cause, *until);
         }
         Ok(answer)
@@ -321,8 +332,9 @@ impl Governor {
     async fn reserve_quietly(
         &self,
         cost: &OrderCost,
+        job: Option<(&Lease, &JobUpdate)>,
         now: OffsetDateTime,
-    ) -> Result<Reserve, StoreError> {
+    ) -> Result<(Reserve, Option<Job>), StoreError> {
         let requests = cost.requests();
         if !self.grant_slack.is_zero() && requests.iter().any(|r| r.limit.is_some()) {
             let slack = crate::gcra::to_time(self.grant_slack);
@@ -332,14 +344,23 @@ impl Governor {
                 retry_at,
             } = self.store.peek_tokens(&requests, now - slack).await?
             {
-                return Ok(Reserve::Wait {
+                let wait = Reserve::Wait {
                     until: retry_at.map(|at| at.max(now - slack) + slack),
                     key,
                     cause,
-                });
+                };
+                return Ok((wait, None));
             }
         }
-        Ok(match self.store.take_tokens(&requests, now).await? {
+        let (outcome, written) = match job {
+            Some((lease, update)) => {
+                self.store
+                    .take_tokens_writing(&requests, lease, update, now)
+                    .await?
+            }
+            None => (self.store.take_tokens(&requests, now).await?, None),
+        };
+        let answer = match outcome {
             TakeOutcome::Granted => Reserve::Granted(Reservation { cost: cost.clone() }),
             TakeOutcome::Wait {
                 key,
@@ -350,7 +371,8 @@ impl Governor {
                 key,
                 cause,
             },
-        })
+        };
+        Ok((answer, written))
     }
 
     /// When [`Governor::reserve`] would grant the order (`Some(now)` if at once), without

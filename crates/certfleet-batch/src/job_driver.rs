@@ -147,8 +147,22 @@ impl JobDriver {
         let cost = sh.governor.order_cost(&self.ctx, &new_order_url, t).await?;
         let section = sh.order_gate.section().await;
         let t = now();
-        match sh.governor.reserve(&cost, t).await? {
-            Reserve::Granted(r) => self.reservation = Some(r),
+        // The tokens and `ordering` are one store write.
+        let ordering = JobUpdate::to(JobStatus::Ordering);
+        let (reserve, written) = sh
+            .governor
+            .reserve_writing(&cost, Some((&self.lease, &ordering)), t)
+            .await?;
+        match reserve {
+            Reserve::Granted(r) => {
+                self.reservation = Some(r);
+                match written {
+                    Some(job) => self.job = job,
+                    // A store that granted without writing: `ordering` before newOrder
+                    // all the same.
+                    None => self.write(ordering).await?,
+                }
+            }
             Reserve::Wait { until, key, cause } => {
                 drop(section);
                 let Some(until) = until else {
@@ -176,7 +190,6 @@ impl JobDriver {
                 return Ok(JobStatus::Deferred);
             }
         }
-        self.write(JobUpdate::to(JobStatus::Ordering)).await?;
         let spec = &self.job.spec;
         let req = new_order_request(&spec.names, spec.profile.clone(), self.ctx.replaces.clone());
         let (order, replaced) = section.new_order(self.steps.new_order(&req)).await?;

@@ -16,5 +16,5 @@ async fn conformance_suite_passes_on_postgres() {
         async move { cluster.open(&url).await }
     })
     .await;
-    assert_eq!(opened, 13, "every check ran on its own store");
+    assert_eq!(opened, 14, "every check ran on its own store");
 }

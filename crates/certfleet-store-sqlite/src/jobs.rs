@@ -309,48 +309,67 @@ pub(super) fn update(
     now: OffsetDateTime,
 ) -> Result<Job, StoreError> {
     u.check_write(lease.job, None)?;
-    let tx = begin(conn, Begin::Immediate).map_err(db_err(loc))?;
-    let from = check_fence(&tx, loc, lease)?;
-    u.check_write(lease.job, Some(from))?;
-    if u.clear_order {
-        tx.prepare_cached("UPDATE jobs SET order_url = NULL, authz_urls = '[]' WHERE id = ?1")
-            .map_err(db_err(loc))?
-            .execute([lease.job.0])
-            .map_err(db_err(loc))?;
-    }
     let (authz, issued) = u.json_columns(loc)?;
     let keeps_lease = u.keeps_lease();
-    tx.prepare_cached(
+    // The fence and the transition are checked in the WHERE clause and the new row comes
+    // back with RETURNING: a valid write is one statement; only a refused one is diagnosed.
+    let from = JobStatus::ALL
+        .iter()
+        .filter(|s| s.can_become(u.status))
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
         "UPDATE jobs SET status = ?1, \
-         order_url = COALESCE(?2, order_url), authz_urls = COALESCE(?3, authz_urls), \
+         order_url = COALESCE(?2, CASE WHEN ?13 THEN NULL ELSE order_url END), \
+         authz_urls = COALESCE(?3, CASE WHEN ?13 THEN '[]' ELSE authz_urls END), \
          cert_key = COALESCE(?4, cert_key), \
          deferred_until = ?5, resume_status = ?6, \
          last_error = CASE WHEN ?1 = 'issued' THEN NULL ELSE COALESCE(?7, last_error) END, \
          attempts = attempts + ?8, issued = COALESCE(?9, issued), \
          lease_node = CASE WHEN ?10 THEN lease_node ELSE NULL END, \
          lease_expires = CASE WHEN ?10 THEN lease_expires ELSE NULL END, \
-         updated_at = ?11 WHERE id = ?12",
-    )
-    .map_err(db_err(loc))?
-    .execute(params![
-        u.status.as_str(),
-        u.order_url,
-        authz,
-        u.cert_key,
-        u.deferred_until.map(ts),
-        u.resume_status.map(JobStatus::as_str),
-        u.last_error,
-        i64::from(u.count_attempt),
-        issued,
-        keeps_lease,
-        ts(now),
-        lease.job.0,
-    ])
-    .map_err(db_err(loc))?;
+         updated_at = ?11 \
+         WHERE id = ?12 AND fence = ?14 AND lease_node = ?15 AND status IN ({from}) \
+         RETURNING {JOB_COLUMNS}"
+    );
+    let tx = begin(conn, Begin::Immediate).map_err(db_err(loc))?;
+    let row = tx
+        .prepare_cached(&sql)
+        .map_err(db_err(loc))?
+        .query_row(
+            params![
+                u.status.as_str(),
+                u.order_url,
+                authz,
+                u.cert_key,
+                u.deferred_until.map(ts),
+                u.resume_status.map(JobStatus::as_str),
+                u.last_error,
+                i64::from(u.count_attempt),
+                issued,
+                keeps_lease,
+                ts(now),
+                lease.job.0,
+                u.clear_order,
+                lease.token.0,
+                lease.node,
+            ],
+            raw,
+        )
+        .optional()
+        .map_err(db_err(loc))?;
+    let Some(row) = row else {
+        let current = check_fence(&tx, loc, lease)?;
+        u.check_write(lease.job, Some(current))?;
+        // Unreachable within one transaction (nothing can change the row between the two
+        // statements); still a refusal, never a write.
+        return Err(certfleet_store::fence::changed_concurrently(lease));
+    };
+    let job = decode(row, loc)?;
     if let Some(issuance) = &u.issuance {
         crate::buckets::record_issuance(&tx, loc, issuance)?;
     }
-    let job = job(&tx, loc, lease.job)?.ok_or(StoreError::NoSuchJob(lease.job))?;
     tx.commit().map_err(db_err(loc))?;
     Ok(job)
 }

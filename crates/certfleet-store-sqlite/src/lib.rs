@@ -294,6 +294,30 @@ impl StateStore for SqliteStore {
             .await
     }
 
+    async fn take_tokens_writing(
+        &self,
+        requests: &[TokenRequest],
+        lease: &Lease,
+        update: &JobUpdate,
+        now: OffsetDateTime,
+    ) -> Result<(TakeOutcome, Option<Job>), StoreError> {
+        let (requests, lease, update) = (requests.to_vec(), lease.clone(), update.clone());
+        self.call(move |conn, loc| {
+            // One transaction: the take and the job write nest in it, and a refused job
+            // write rolls the take back with it.
+            let mut tx = tx::begin(conn, tx::Begin::Immediate).map_err(db_err(loc))?;
+            let outcome = buckets::take(tx.conn(), loc, &requests, now, true)?;
+            if outcome != TakeOutcome::Granted {
+                tx.commit().map_err(db_err(loc))?;
+                return Ok((outcome, None));
+            }
+            let job = jobs::update(tx.conn(), loc, &lease, &update, now)?;
+            tx.commit().map_err(db_err(loc))?;
+            Ok((outcome, Some(job)))
+        })
+        .await
+    }
+
     async fn peek_tokens(
         &self,
         requests: &[TokenRequest],

@@ -11,7 +11,7 @@ use rusqlite::Connection;
 
 /// An open transaction on `conn`; rolled back when dropped without [`Tx::commit`].
 pub(crate) struct Tx<'c> {
-    conn: &'c Connection,
+    conn: &'c mut Connection,
     open: bool,
     /// A savepoint inside an enclosing transaction rather than a transaction of its own.
     nested: bool,
@@ -51,6 +51,12 @@ pub(crate) fn begin(conn: &mut Connection, how: Begin) -> rusqlite::Result<Tx<'_
 }
 
 impl Tx<'_> {
+    /// The connection, for work that opens transactions of its own inside this one (they
+    /// nest as savepoints).
+    pub(crate) fn conn(&mut self) -> &mut Connection {
+        self.conn
+    }
+
     /// Commits; on an error (`SQLITE_BUSY`, a full disk) the transaction is still open and
     /// dropping it rolls it back. A savepoint is released into the enclosing transaction.
     pub(crate) fn commit(mut self) -> rusqlite::Result<()> {

@@ -62,6 +62,7 @@ where
     pauses_and_refunds(&new_store().await).await;
     issuance_history(&new_store().await).await;
     issuance_rides_with_issued(&new_store().await).await;
+    tokens_ride_with_ordering(&new_store().await).await;
     renewal_requeues_issued_only(&new_store().await).await;
 }
 
@@ -832,4 +833,58 @@ pub async fn renewal_requeues_issued_only(store: &dyn StateStore) {
         .expect("job")
         .expect("exists");
     assert_eq!(f.status, JobStatus::Failed);
+}
+
+/// `take_tokens_writing`: a grant and the job's `ordering` are written together; a fenced
+/// writer spends no token; a denial writes nothing.
+pub async fn tokens_ride_with_ordering(store: &dyn StateStore) {
+    let limit = Limit {
+        capacity: 1,
+        period: Duration::from_secs(3600),
+    };
+    let one = [req("account:ordering", limit, 1)];
+    let ordering = JobUpdate::to(JobStatus::Ordering);
+    let batch = batch_with(store, 2).await;
+    let a = claim(store, batch, "node-a", T0, 1).await.remove(0);
+    // node-a stalls past its lease; node-b takes the job over.
+    let b = claim(store, batch, "node-b", T0 + secs(61), 1)
+        .await
+        .into_iter()
+        .find(|c| c.job.id == a.job.id)
+        .expect("node-b takes the stalled job over");
+    assert!(
+        matches!(
+            store
+                .take_tokens_writing(&one, &a.lease, &ordering, T0 + secs(62))
+                .await,
+            Err(StoreError::Fenced { .. })
+        ),
+        "a stale lease is refused"
+    );
+    let (outcome, job) = store
+        .take_tokens_writing(&one, &b.lease, &ordering, T0 + secs(62))
+        .await
+        .expect("granted");
+    assert_eq!(
+        outcome,
+        TakeOutcome::Granted,
+        "the refused write spent no token"
+    );
+    let job = job.expect("the job as written comes with a grant");
+    assert_eq!(job.status, JobStatus::Ordering);
+    let c = claim(store, batch, "node-c", T0 + secs(63), 1)
+        .await
+        .remove(0);
+    let (outcome, job) = store
+        .take_tokens_writing(&one, &c.lease, &ordering, T0 + secs(63))
+        .await
+        .expect("denied");
+    assert!(matches!(outcome, TakeOutcome::Wait { .. }), "{outcome:?}");
+    assert!(job.is_none(), "a denial writes nothing");
+    let stored = store.job(c.job.id).await.expect("read").expect("job");
+    assert_ne!(
+        stored.status,
+        JobStatus::Ordering,
+        "a denial writes nothing"
+    );
 }

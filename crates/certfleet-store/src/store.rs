@@ -340,6 +340,31 @@ pub trait StateStore: Send + Sync + fmt::Debug {
         now: OffsetDateTime,
     ) -> Result<TakeOutcome, StoreError>;
 
+    /// [`StateStore::take_tokens`] and, when they are granted, [`StateStore::update_job`]
+    /// as one write: the tokens are spent exactly when the job says so, and a job that
+    /// starts an order costs one store round trip, not two. `Some(job)` (as stored) when
+    /// granted. This default makes two writes and gives the tokens back when the job write
+    /// is refused; a store that can should make it one transaction.
+    async fn take_tokens_writing(
+        &self,
+        requests: &[TokenRequest],
+        lease: &Lease,
+        update: &JobUpdate,
+        now: OffsetDateTime,
+    ) -> Result<(TakeOutcome, Option<Job>), StoreError> {
+        let outcome = self.take_tokens(requests, now).await?;
+        if outcome != TakeOutcome::Granted {
+            return Ok((outcome, None));
+        }
+        match self.update_job(lease, update, now).await {
+            Ok(job) => Ok((outcome, Some(job))),
+            Err(e) => {
+                self.refund_tokens(requests, now).await?;
+                Err(e)
+            }
+        }
+    }
+
     /// What [`StateStore::take_tokens`] would answer, without writing.
     async fn peek_tokens(
         &self,
