@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use certfleet_store::gcra::{BucketKey, BucketState, Decision, TokenRequest, decide, refunds};
-use certfleet_store::{IssuanceRecord, StoreError, TakeOutcome};
+use certfleet_store::{IssuanceRecord, Job, JobUpdate, Lease, StoreError, TakeOutcome};
 use deadpool_postgres::Transaction;
 use time::OffsetDateTime;
 
@@ -127,6 +127,40 @@ pub(crate) async fn take(
     // BEGIN, insert, select, [update], COMMIT.
     db.stats.trips(4 + wrote);
     Ok(out)
+}
+
+/// [`take`], and when granted the fenced job update `u` in the same transaction: a
+/// refused update rolls the debit back with it.
+pub(crate) async fn take_writing(
+    db: &Db,
+    requests: &[TokenRequest],
+    lease: &Lease,
+    u: &JobUpdate,
+    now: OffsetDateTime,
+) -> Result<(TakeOutcome, Option<Job>), StoreError> {
+    u.check_write(lease.job, None)?;
+    let keys = keys(requests);
+    let mut client = db.client().await?;
+    let tx = client.transaction().await.map_err(|e| db.err(e))?;
+    let states = lock_states(db, &tx, &keys).await?;
+    let (out, updates) = outcome(decide(requests, &states, now));
+    let wrote = write_tats(db, &tx, &updates).await?;
+    // BEGIN, insert, select, [update], COMMIT.
+    db.stats.trips(4 + wrote);
+    if out != TakeOutcome::Granted {
+        tx.commit().await.map_err(|e| db.err(e))?;
+        return Ok((out, None));
+    }
+    match crate::fenced::update_on(db, &tx, lease, u, now).await? {
+        Some(job) => {
+            tx.commit().await.map_err(|e| db.err(e))?;
+            Ok((out, Some(job)))
+        }
+        None => {
+            tx.rollback().await.map_err(|e| db.err(e))?;
+            Err(crate::fenced::refusal(db, lease, u).await)
+        }
+    }
 }
 
 pub(crate) async fn peek(

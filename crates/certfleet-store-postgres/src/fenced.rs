@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use certfleet_store::{Job, JobStatus, JobUpdate, Lease, StoreError};
+use deadpool_postgres::GenericClient;
 use time::OffsetDateTime;
 
 use crate::buckets::{INSERT_ISSUANCE, IssuanceColumns};
@@ -104,6 +105,23 @@ pub(crate) async fn update(
     now: OffsetDateTime,
 ) -> Result<Job, StoreError> {
     u.check_write(lease.job, None)?;
+    let client = db.client().await?;
+    match update_on(db, &client, lease, u, now).await? {
+        Some(job) => Ok(job),
+        None => Err(refusal(db, lease, u).await),
+    }
+}
+
+/// The fenced update (its transition checked in the WHERE clause) on `client`, a pooled
+/// connection or a transaction: the job as written, `None` when nothing matched (see
+/// [`refusal`]). The caller has run `check_write(…, None)`.
+pub(crate) async fn update_on<C: GenericClient>(
+    db: &Db,
+    client: &C,
+    lease: &Lease,
+    u: &JobUpdate,
+    now: OffsetDateTime,
+) -> Result<Option<Job>, StoreError> {
     let (authz, issued) = u.json_columns(&db.location)?;
     let keeps_lease = u.keeps_lease();
     // The statuses this one may be reached from: the transition is checked in the WHERE
@@ -170,12 +188,22 @@ pub(crate) async fn update(
             )
         }
     };
-    let rows = db.rows(&sql, &params).await?;
-    if let Some(row) = rows.first() {
-        return decode(row, db);
+    let stmt = client.prepare_cached(&sql).await.map_err(|e| db.err(e))?;
+    db.stats.trips(1);
+    let rows = client.query(&stmt, &params).await.map_err(|e| db.err(e))?;
+    rows.first().map(|row| decode(row, db)).transpose()
+}
+
+/// Why a fenced update of `u` matched nothing, as the error to return: no such job, a
+/// stale lease (recorded), an invalid transition, or a row that changed between the two
+/// statements (a racing claim: it is no longer ours).
+pub(crate) async fn refusal(db: &Db, lease: &Lease, u: &JobUpdate) -> StoreError {
+    let current = match diagnose(db, lease, "update_job").await {
+        Ok(current) => current,
+        Err(e) => return e,
+    };
+    match u.check_write(lease.job, Some(current)) {
+        Err(e) => e,
+        Ok(()) => certfleet_store::fence::changed_concurrently(lease),
     }
-    let current = diagnose(db, lease, "update_job").await?;
-    u.check_write(lease.job, Some(current))?;
-    // The row changed between the two statements (a racing claim): it is no longer ours.
-    Err(certfleet_store::fence::changed_concurrently(lease))
 }

@@ -136,6 +136,16 @@ impl StateStore for PgStore {
         buckets::take(&self.db, requests, now).await
     }
 
+    async fn take_tokens_writing(
+        &self,
+        requests: &[TokenRequest],
+        lease: &Lease,
+        update: &JobUpdate,
+        now: OffsetDateTime,
+    ) -> Result<(TakeOutcome, Option<Job>), StoreError> {
+        buckets::take_writing(&self.db, requests, lease, update, now).await
+    }
+
     async fn peek_tokens(
         &self,
         requests: &[TokenRequest],

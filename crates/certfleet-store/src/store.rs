@@ -341,29 +341,16 @@ pub trait StateStore: Send + Sync + fmt::Debug {
     ) -> Result<TakeOutcome, StoreError>;
 
     /// [`StateStore::take_tokens`] and, when they are granted, [`StateStore::update_job`]
-    /// as one write: the tokens are spent exactly when the job says so, and a job that
-    /// starts an order costs one store round trip, not two. `Some(job)` (as stored) when
-    /// granted. This default makes two writes and gives the tokens back when the job write
-    /// is refused; a store that can should make it one transaction.
+    /// as one transaction: the tokens are spent exactly when the job says so (a refused job
+    /// write spends none), and a job that starts an order costs one store round trip, not
+    /// two. `Some(job)` (as stored) when granted; a denial writes nothing.
     async fn take_tokens_writing(
         &self,
         requests: &[TokenRequest],
         lease: &Lease,
         update: &JobUpdate,
         now: OffsetDateTime,
-    ) -> Result<(TakeOutcome, Option<Job>), StoreError> {
-        let outcome = self.take_tokens(requests, now).await?;
-        if outcome != TakeOutcome::Granted {
-            return Ok((outcome, None));
-        }
-        match self.update_job(lease, update, now).await {
-            Ok(job) => Ok((outcome, Some(job))),
-            Err(e) => {
-                self.refund_tokens(requests, now).await?;
-                Err(e)
-            }
-        }
-    }
+    ) -> Result<(TakeOutcome, Option<Job>), StoreError>;
 
     /// What [`StateStore::take_tokens`] would answer, without writing.
     async fn peek_tokens(
