@@ -117,15 +117,10 @@ pub(crate) async fn take(
     requests: &[TokenRequest],
     now: OffsetDateTime,
 ) -> Result<TakeOutcome, StoreError> {
-    let keys = keys(requests);
     let mut client = db.client().await?;
     let tx = client.transaction().await.map_err(|e| db.err(e))?;
-    let states = lock_states(db, &tx, &keys).await?;
-    let (out, updates) = outcome(decide(requests, &states, now));
-    let wrote = write_tats(db, &tx, &updates).await?;
+    let out = debit(db, &tx, requests, now).await?;
     tx.commit().await.map_err(|e| db.err(e))?;
-    // BEGIN, insert, select, [update], COMMIT.
-    db.stats.trips(4 + wrote);
     Ok(out)
 }
 
@@ -139,28 +134,34 @@ pub(crate) async fn take_writing(
     now: OffsetDateTime,
 ) -> Result<(TakeOutcome, Option<Job>), StoreError> {
     u.check_write(lease.job, None)?;
-    let keys = keys(requests);
     let mut client = db.client().await?;
     let tx = client.transaction().await.map_err(|e| db.err(e))?;
-    let states = lock_states(db, &tx, &keys).await?;
+    let out = debit(db, &tx, requests, now).await?;
+    let written = match out {
+        TakeOutcome::Granted => crate::fenced::update_on(db, &tx, lease, u, now).await?,
+        TakeOutcome::Wait { .. } => None,
+    };
+    if out == TakeOutcome::Granted && written.is_none() {
+        tx.rollback().await.map_err(|e| db.err(e))?;
+        return Err(crate::fenced::refusal(db, lease, u).await);
+    }
+    tx.commit().await.map_err(|e| db.err(e))?;
+    Ok((out, written))
+}
+
+/// Locks the buckets of `requests`, decides and writes the new TATs in `tx`.
+async fn debit(
+    db: &Db,
+    tx: &Transaction<'_>,
+    requests: &[TokenRequest],
+    now: OffsetDateTime,
+) -> Result<TakeOutcome, StoreError> {
+    let states = lock_states(db, tx, &keys(requests)).await?;
     let (out, updates) = outcome(decide(requests, &states, now));
-    let wrote = write_tats(db, &tx, &updates).await?;
+    let wrote = write_tats(db, tx, &updates).await?;
     // BEGIN, insert, select, [update], COMMIT.
     db.stats.trips(4 + wrote);
-    if out != TakeOutcome::Granted {
-        tx.commit().await.map_err(|e| db.err(e))?;
-        return Ok((out, None));
-    }
-    match crate::fenced::update_on(db, &tx, lease, u, now).await? {
-        Some(job) => {
-            tx.commit().await.map_err(|e| db.err(e))?;
-            Ok((out, Some(job)))
-        }
-        None => {
-            tx.rollback().await.map_err(|e| db.err(e))?;
-            Err(crate::fenced::refusal(db, lease, u).await)
-        }
-    }
+    Ok(out)
 }
 
 pub(crate) async fn peek(
