@@ -143,6 +143,8 @@ pub(crate) async fn take_writing(
     };
     if out == TakeOutcome::Granted && written.is_none() {
         tx.rollback().await.map_err(|e| db.err(e))?;
+        // Back to the pool before the refusal is diagnosed on another connection.
+        drop(client);
         return Err(crate::fenced::refusal(db, lease, u).await);
     }
     tx.commit().await.map_err(|e| db.err(e))?;

@@ -105,8 +105,9 @@ pub(crate) async fn update(
     now: OffsetDateTime,
 ) -> Result<Job, StoreError> {
     u.check_write(lease.job, None)?;
-    let client = db.client().await?;
-    match update_on(db, &client, lease, u, now).await? {
+    // The connection goes back to the pool before a refusal is diagnosed on another.
+    let written = update_on(db, &db.client().await?, lease, u, now).await?;
+    match written {
         Some(job) => Ok(job),
         None => Err(refusal(db, lease, u).await),
     }
