@@ -415,5 +415,36 @@ async fn account_state_is_post_as_get() {
     assert_eq!(posts(&server).len(), 1);
 }
 
+/// Many orders in flight each leave their last response's nonce in the pool while they do
+/// local work; the next round of requests must find them all there (a pool of 8 made 24 of
+/// 32 ask `newNonce` again).
+#[tokio::test]
+async fn a_pool_keeps_a_nonce_for_every_request_in_flight() {
+    let server = ca(|_, _, i| Reply::json(200, ACCOUNT_JSON).nonce(&format!("resp{i}"))).await;
+    let client = connect(&server).await;
+    let account = client.account_from_parts(TestKey::arc(9), server.url("/acct/1"));
+    let round = || async {
+        let tasks: Vec<_> = (0..32)
+            .map(|_| {
+                let account = account.clone();
+                tokio::spawn(async move { account.state().await })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("task").expect("state");
+        }
+    };
+    round().await;
+    let after_first = client.stats();
+    assert!(after_first.new_nonce_requests <= 32, "{after_first:?}");
+    round().await;
+    let second = client.stats().since(&after_first);
+    assert_eq!(second.signatures, 32);
+    assert_eq!(
+        second.new_nonce_requests, 0,
+        "every request of the second round had a pooled nonce: {second:?}"
+    );
+}
+
 mod flows;
 mod hostile;
