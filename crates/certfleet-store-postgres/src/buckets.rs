@@ -138,15 +138,17 @@ pub(crate) async fn take_writing(
     let tx = client.transaction().await.map_err(|e| db.err(e))?;
     let out = debit(db, &tx, requests, now).await?;
     let written = match out {
-        TakeOutcome::Granted => crate::fenced::update_on(db, &tx, lease, u, now).await?,
         TakeOutcome::Wait { .. } => None,
+        TakeOutcome::Granted => match crate::fenced::update_on(db, &tx, lease, u, now).await? {
+            Some(job) => Some(job),
+            None => {
+                tx.rollback().await.map_err(|e| db.err(e))?;
+                // Back to the pool before the refusal is diagnosed on another connection.
+                drop(client);
+                return Err(crate::fenced::refusal(db, lease, u).await);
+            }
+        },
     };
-    if out == TakeOutcome::Granted && written.is_none() {
-        tx.rollback().await.map_err(|e| db.err(e))?;
-        // Back to the pool before the refusal is diagnosed on another connection.
-        drop(client);
-        return Err(crate::fenced::refusal(db, lease, u).await);
-    }
     tx.commit().await.map_err(|e| db.err(e))?;
     Ok((out, written))
 }

@@ -127,11 +127,7 @@ pub(crate) async fn update_on<C: GenericClient>(
     let keeps_lease = u.keeps_lease();
     // The statuses this one may be reached from: the transition is checked in the WHERE
     // clause, so a valid write is one round-trip.
-    let from: Vec<&str> = JobStatus::ALL
-        .iter()
-        .filter(|s| s.can_become(u.status))
-        .map(|s| s.as_str())
-        .collect();
+    let from: Vec<&str> = u.status.reachable_from().map(JobStatus::as_str).collect();
     let update = format!(
         "UPDATE jobs SET status = $1::text, \
          order_url = COALESCE($2::text, CASE WHEN $13::bool THEN NULL ELSE order_url END), \

@@ -1,5 +1,7 @@
 //! Batches and jobs in SQL: claims, fenced updates, listings.
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -301,6 +303,43 @@ pub(super) fn release(conn: &mut Connection, loc: &str, lease: &Lease) -> Result
     tx.commit().map_err(db_err(loc))
 }
 
+/// The fenced write to `to`: the fence and the transition are checked in the WHERE clause
+/// and the new row comes back with RETURNING, so a valid write is one statement and only a
+/// refused one is diagnosed. Built once per status (every write runs one).
+fn update_sql(to: JobStatus) -> &'static str {
+    static SQL: OnceLock<HashMap<JobStatus, String>> = OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        JobStatus::ALL
+            .into_iter()
+            .map(|to| {
+                let from: Vec<String> = to
+                    .reachable_from()
+                    .map(|s| format!("'{}'", s.as_str()))
+                    .collect();
+                let sql = format!(
+                    "UPDATE jobs SET status = ?1, \
+                     order_url = COALESCE(?2, CASE WHEN ?13 THEN NULL ELSE order_url END), \
+                     authz_urls = COALESCE(?3, CASE WHEN ?13 THEN '[]' ELSE authz_urls END), \
+                     cert_key = COALESCE(?4, cert_key), \
+                     deferred_until = ?5, resume_status = ?6, \
+                     last_error = CASE WHEN ?1 = 'issued' THEN NULL \
+                                  ELSE COALESCE(?7, last_error) END, \
+                     attempts = attempts + ?8, issued = COALESCE(?9, issued), \
+                     lease_node = CASE WHEN ?10 THEN lease_node ELSE NULL END, \
+                     lease_expires = CASE WHEN ?10 THEN lease_expires ELSE NULL END, \
+                     updated_at = ?11 \
+                     WHERE id = ?12 AND fence = ?14 AND lease_node = ?15 \
+                     AND status IN ({}) RETURNING {JOB_COLUMNS}",
+                    from.join(", ")
+                );
+                (to, sql)
+            })
+            .collect()
+    });
+    // Built from `JobStatus::ALL`: every status has its statement.
+    &all[&to]
+}
+
 pub(super) fn update(
     conn: &mut Connection,
     loc: &str,
@@ -311,31 +350,9 @@ pub(super) fn update(
     u.check_write(lease.job, None)?;
     let (authz, issued) = u.json_columns(loc)?;
     let keeps_lease = u.keeps_lease();
-    // The fence and the transition are checked in the WHERE clause and the new row comes
-    // back with RETURNING: a valid write is one statement; only a refused one is diagnosed.
-    let from = JobStatus::ALL
-        .iter()
-        .filter(|s| s.can_become(u.status))
-        .map(|s| format!("'{}'", s.as_str()))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql = format!(
-        "UPDATE jobs SET status = ?1, \
-         order_url = COALESCE(?2, CASE WHEN ?13 THEN NULL ELSE order_url END), \
-         authz_urls = COALESCE(?3, CASE WHEN ?13 THEN '[]' ELSE authz_urls END), \
-         cert_key = COALESCE(?4, cert_key), \
-         deferred_until = ?5, resume_status = ?6, \
-         last_error = CASE WHEN ?1 = 'issued' THEN NULL ELSE COALESCE(?7, last_error) END, \
-         attempts = attempts + ?8, issued = COALESCE(?9, issued), \
-         lease_node = CASE WHEN ?10 THEN lease_node ELSE NULL END, \
-         lease_expires = CASE WHEN ?10 THEN lease_expires ELSE NULL END, \
-         updated_at = ?11 \
-         WHERE id = ?12 AND fence = ?14 AND lease_node = ?15 AND status IN ({from}) \
-         RETURNING {JOB_COLUMNS}"
-    );
     let tx = begin(conn, Begin::Immediate).map_err(db_err(loc))?;
     let row = tx
-        .prepare_cached(&sql)
+        .prepare_cached(update_sql(u.status))
         .map_err(db_err(loc))?
         .query_row(
             params![

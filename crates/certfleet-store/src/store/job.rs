@@ -110,6 +110,14 @@ impl JobStatus {
     /// `ordering` (the order went invalid: a new order follows), be deferred or fail.
     /// `deferred` resumes at any non-terminal status; `issued` and `failed` can only be
     /// re-queued (a renewal, or a retry asked for by a new run).
+    /// Every status that may become `self` ([`JobStatus::can_become`]): what a store's
+    /// fenced write accepts as the current status, checked in the write itself.
+    pub fn reachable_from(self) -> impl Iterator<Item = JobStatus> {
+        JobStatus::ALL
+            .into_iter()
+            .filter(move |from| from.can_become(self))
+    }
+
     pub fn can_become(self, to: JobStatus) -> bool {
         use JobStatus::*;
         match (self, to) {
