@@ -1,13 +1,18 @@
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::*;
 
-fn script(dir: &Path, body: &str) -> PathBuf {
+/// A hook script, run as `/bin/sh <script>`: executing the file itself fails with
+/// ETXTBSY now and then, when another test's thread forks while this one still has the
+/// file open for writing (the child holds the descriptor until its exec).
+fn script(dir: &Path, body: &str) -> Command {
     let path = dir.join("hook.sh");
     std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write script");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    path
+    let mut command = Command::new("/bin/sh");
+    command.arg(path);
+    command
 }
 
 /// Secrets certfleet itself may be given through its environment.
@@ -31,7 +36,7 @@ fn hook_sees_only_the_allow_list_and_its_configured_env() {
     let dump = dir.path().join("env.txt");
     let hook = script(dir.path(), &format!("env > {}", dump.display()));
     let env = BTreeMap::from([("DNS_PORT".to_owned(), "5353".to_owned())]);
-    let out = run(Command::new(&hook), &env, Duration::from_secs(20)).expect("run");
+    let out = run(hook, &env, Duration::from_secs(20)).expect("run");
     assert!(out.status.as_ref().is_ok_and(|s| s.success()), "{out:?}");
     let seen = std::fs::read_to_string(&dump).expect("env dump");
     for (k, v) in SECRETS {
@@ -76,12 +81,7 @@ fn timeout_kills_the_whole_process_group_including_grandchildren() {
         &format!("sleep 300 &\necho $! > {}\nsleep 300", pid_file.display()),
     );
     let started = Instant::now();
-    let out = run(
-        Command::new(&hook),
-        &BTreeMap::new(),
-        Duration::from_secs(1),
-    )
-    .expect("run");
+    let out = run(hook, &BTreeMap::new(), Duration::from_secs(1)).expect("run");
     let took = started.elapsed();
     let err = out.status.expect_err("must time out");
     assert!(err.contains("killed it and its process group"), "{err}");
@@ -108,12 +108,7 @@ fn a_background_grandchild_holding_the_output_does_not_outlive_the_timeout() {
     // The hook itself exits at once; its background child keeps stdout open.
     let hook = script(dir.path(), "sleep 300 &\necho started\nexit 0");
     let started = Instant::now();
-    let out = run(
-        Command::new(&hook),
-        &BTreeMap::new(),
-        Duration::from_secs(1),
-    )
-    .expect("run");
+    let out = run(hook, &BTreeMap::new(), Duration::from_secs(1)).expect("run");
     assert!(out.status.as_ref().is_ok_and(|s| s.success()), "{out:?}");
     assert!(started.elapsed() < Duration::from_secs(30));
     assert!(out.output.contains("started"), "{out:?}");
@@ -129,12 +124,7 @@ fn output_is_capped_and_the_rest_discarded_with_a_note() {
         dir.path(),
         "head -c 8388608 /dev/zero | tr '\\0' 'x'\necho done >&2",
     );
-    let out = run(
-        Command::new(&hook),
-        &BTreeMap::new(),
-        Duration::from_secs(60),
-    )
-    .expect("run");
+    let out = run(hook, &BTreeMap::new(), Duration::from_secs(60)).expect("run");
     assert!(out.status.as_ref().is_ok_and(|s| s.success()), "{out:?}");
     assert!(out.output.len() <= OUTPUT_CAP, "kept {}", out.output.len());
     let note = out.discarded_note.expect("note");
