@@ -76,6 +76,30 @@ impl Identifier {
     pub fn is_wildcard(&self) -> bool {
         self.kind == IdentifierType::Dns && self.value.starts_with("*.")
     }
+
+    /// Whether `other` names the same thing, as a CA may spell it back: DNS names compare
+    /// without case and one trailing dot, IP addresses as addresses (`::1` is
+    /// `0:0:0:0:0:0:0:1`), other types verbatim.
+    pub fn same_as(&self, other: &Identifier) -> bool {
+        if self.kind != other.kind {
+            return false;
+        }
+        match self.kind {
+            IdentifierType::Dns => {
+                fn bare(v: &str) -> &str {
+                    v.strip_suffix('.').unwrap_or(v)
+                }
+                bare(&self.value).eq_ignore_ascii_case(bare(&other.value))
+            }
+            IdentifierType::Ip => {
+                match (self.value.parse::<IpAddr>(), other.value.parse::<IpAddr>()) {
+                    (Ok(a), Ok(b)) => a == b,
+                    _ => self.value == other.value,
+                }
+            }
+            IdentifierType::Other(_) => self.value == other.value,
+        }
+    }
 }
 
 impl fmt::Display for Identifier {

@@ -9,8 +9,9 @@ use serde_json::json;
 use time::OffsetDateTime;
 use tracing::debug;
 
+use crate::escape::escaped;
 use crate::jws::b64;
-use crate::{Account, AcmeError, Identifier, IdentifierType, Problem, RetryAfter};
+use crate::{Account, AcmeError, Authorization, Identifier, IdentifierType, Problem, RetryAfter};
 
 /// A newOrder request.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -134,13 +135,72 @@ impl Order {
     pub fn status(&self) -> OrderStatus {
         self.state.status
     }
+
+    /// Whether the order names `id` (see [`Identifier::same_as`]).
+    pub fn names(&self, id: &Identifier) -> bool {
+        self.state.identifiers.iter().any(|own| own.same_as(id))
+    }
+
+    /// Whether the order names exactly `asked`: each of them and nothing else (order and
+    /// repeats aside).
+    pub fn names_exactly(&self, asked: &[Identifier]) -> bool {
+        asked.iter().all(|a| self.names(a))
+            && self
+                .state
+                .identifiers
+                .iter()
+                .all(|got| asked.iter().any(|a| a.same_as(got)))
+    }
+
+    /// Refuses an authorization of this order for an identifier the order does not name:
+    /// answering it would publish a DNS record or serve a token for a name nobody asked
+    /// for.
+    pub fn check_authorization(&self, authz: &Authorization) -> Result<(), AcmeError> {
+        let id = authz.state.order_identifier();
+        if self.names(&id) {
+            return Ok(());
+        }
+        Err(AcmeError::InvalidResponse {
+            url: authz.url.clone(),
+            detail: format!(
+                "the authorization is for {}, which order {} does not name (it names {}); \
+                 nothing was presented for it",
+                escaped(&id.value),
+                self.url,
+                shown(&self.state.identifiers)
+            ),
+        })
+    }
 }
 
-/// The newOrder payload (§7.4). DNS identifiers are validated and normalised first.
-pub(crate) fn new_order_payload(
-    req: &NewOrder,
-    ari_supported: bool,
-) -> Result<serde_json::Value, AcmeError> {
+/// `identifiers` as a CA sent them, made safe to show.
+fn shown(identifiers: &[Identifier]) -> String {
+    if identifiers.is_empty() {
+        return "nothing".to_owned();
+    }
+    let values: Vec<String> = identifiers.iter().map(|i| escaped(&i.value)).collect();
+    values.join(", ")
+}
+
+/// Refuses a new order that does not name exactly the `asked` identifiers (§7.4: the
+/// server echoes them; a server may reuse an order, but only one for the same names).
+fn check_new_order(asked: &[Identifier], order: &Order) -> Result<(), AcmeError> {
+    if order.names_exactly(asked) {
+        return Ok(());
+    }
+    let asked: Vec<&str> = asked.iter().map(|i| i.value.as_str()).collect();
+    Err(AcmeError::InvalidResponse {
+        url: order.url.clone(),
+        detail: format!(
+            "the new order names {}, not the requested {}",
+            shown(&order.state.identifiers),
+            asked.join(", ")
+        ),
+    })
+}
+
+/// The identifiers of a newOrder request as sent: DNS names validated and normalised.
+fn normalized_identifiers(req: &NewOrder) -> Result<Vec<Identifier>, AcmeError> {
     let mut identifiers = Vec::with_capacity(req.identifiers.len());
     for id in &req.identifiers {
         identifiers.push(match id.kind {
@@ -148,6 +208,15 @@ pub(crate) fn new_order_payload(
             _ => id.clone(),
         });
     }
+    Ok(identifiers)
+}
+
+/// The newOrder payload (§7.4) for `identifiers` (see [`normalized_identifiers`]).
+pub(crate) fn new_order_payload(
+    req: &NewOrder,
+    identifiers: &[Identifier],
+    ari_supported: bool,
+) -> Result<serde_json::Value, AcmeError> {
     let mut payload = json!({ "identifiers": identifiers });
     let rfc3339 = |t: &OffsetDateTime| {
         t.to_offset(time::UtcOffset::UTC)
@@ -179,16 +248,19 @@ impl Account {
     /// Creates an order (§7.4). The server may return an existing one.
     pub async fn new_order(&self, req: &NewOrder) -> Result<Order, AcmeError> {
         let client = self.client();
-        let payload = new_order_payload(req, client.directory().supports_ari())?;
+        let identifiers = normalized_identifiers(req)?;
+        let payload = new_order_payload(req, &identifiers, client.directory().supports_ari())?;
         let url = client.directory().new_order.clone();
         let resp = self
             .post(&url, payload.to_string().as_bytes(), None)
             .await?;
-        Ok(Order {
+        let order = Order {
             url: resp.location()?,
             state: resp.json()?,
             retry_after: resp.retry_after(),
-        })
+        };
+        check_new_order(&identifiers, &order)?;
+        Ok(order)
     }
 
     /// The account's orders list (§7.1.2.1), following `Link: rel="next"` for at most

@@ -161,7 +161,7 @@ impl OrderSteps {
         known: &(dyn Fn(&str) -> bool + Sync),
         max_fetch: usize,
     ) -> Result<OpenOrderSearch, IssueError> {
-        let want: BTreeSet<String> = names.iter().map(|n| n.to_ascii_lowercase()).collect();
+        let want: Vec<Identifier> = names.iter().map(Identifier::dns).collect();
         let Some(list) = self.account.order_list(LOST_ORDER_MAX_PAGES).await? else {
             return Ok(OpenOrderSearch::NoList);
         };
@@ -179,13 +179,7 @@ impl OrderSteps {
             ) {
                 continue;
             }
-            let have: BTreeSet<String> = order
-                .state
-                .identifiers
-                .iter()
-                .map(|i| i.value.to_ascii_lowercase())
-                .collect();
-            if have == want {
+            if order.names_exactly(&want) {
                 return Ok(OpenOrderSearch::Found(Box::new(order)));
             }
         }
@@ -222,6 +216,7 @@ impl OrderSteps {
                 Some(i) => prefetched.swap_remove(i),
                 None => self.account.authorization(authz_url).await?,
             };
+            order.check_authorization(&authz)?;
             let state = &authz.state;
             let name = state.order_identifier().value;
             match state.status {

@@ -112,3 +112,27 @@ fn identifier_serde_and_helpers() {
         serde_json::from_str(r#"{"type":"email","value":"a@b"}"#).expect("parses");
     assert_eq!(other.kind, IdentifierType::Other("email".into()));
 }
+
+#[test]
+fn same_as_compares_as_a_ca_may_spell_back() {
+    let dns = Identifier::dns("www.example.com");
+    assert!(dns.same_as(&Identifier::dns("WWW.Example.COM.")));
+    assert!(!dns.same_as(&Identifier::dns("www.example.com.evil.test")));
+    assert!(!dns.same_as(&Identifier::dns("*.example.com")));
+    let ip = |s: &str| Identifier {
+        kind: IdentifierType::Ip,
+        value: s.to_owned(),
+    };
+    assert!(ip("::1").same_as(&ip("0:0:0:0:0:0:0:1")));
+    assert!(!ip("192.0.2.1").same_as(&ip("192.0.2.10")));
+    assert!(
+        !ip("192.0.2.1").same_as(&Identifier::dns("192.0.2.1")),
+        "the type counts"
+    );
+    let email = |s: &str| Identifier {
+        kind: IdentifierType::Other("email".into()),
+        value: s.to_owned(),
+    };
+    assert!(email("a@b").same_as(&email("a@b")));
+    assert!(!email("a@b").same_as(&email("A@b")));
+}

@@ -100,7 +100,8 @@ fn new_order_payload_normalises_and_adds_options() {
         profile: Some("tlsserver".into()),
         replaces: Some("aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE".into()),
     };
-    let with_ari = new_order_payload(&req, true).expect("payload");
+    let ids = normalized_identifiers(&req).expect("valid names");
+    let with_ari = new_order_payload(&req, &ids, true).expect("payload");
     assert_eq!(
         with_ari,
         json!({
@@ -114,7 +115,7 @@ fn new_order_payload_normalises_and_adds_options() {
             "replaces": "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE",
         })
     );
-    let without_ari = new_order_payload(&req, false).expect("payload");
+    let without_ari = new_order_payload(&req, &ids, false).expect("payload");
     assert!(
         without_ari.get("replaces").is_none(),
         "no renewalInfo, no replaces"
@@ -123,7 +124,7 @@ fn new_order_payload_normalises_and_adds_options() {
 
 #[test]
 fn new_order_refuses_bad_names_locally() {
-    let err = new_order_payload(&NewOrder::dns(["ok.example", "exa mple.com"]), true)
+    let err = normalized_identifiers(&NewOrder::dns(["ok.example", "exa mple.com"]))
         .expect_err("invalid");
     assert!(matches!(err, AcmeError::InvalidIdentifier(_)), "{err}");
     assert!(err.to_string().contains("exa mple.com"), "{err}");
@@ -135,4 +136,81 @@ fn status_names() {
     let s: OrderStatus = serde_json::from_str(r#""ready""#).expect("parses");
     assert_eq!(s, OrderStatus::Ready);
     assert!(!OrderStatus::Ready.is_final());
+}
+
+fn pebble_order() -> Order {
+    Order {
+        url: "https://ca.test/order/1".into(),
+        state: fixture("pebble-new"),
+        retry_after: None,
+    }
+}
+
+#[test]
+fn a_new_order_must_name_exactly_what_was_asked() {
+    let order = pebble_order();
+    let asked =
+        |names: &[&str]| -> Vec<Identifier> { names.iter().map(|n| Identifier::dns(*n)).collect() };
+    check_new_order(
+        &asked(&["*.smoke.example.test", "smoke.example.test"]),
+        &order,
+    )
+    .expect("the same names, in another order");
+    check_new_order(
+        &asked(&["SMOKE.example.test.", "*.smoke.example.test"]),
+        &order,
+    )
+    .expect("case and a trailing dot do not count");
+    for wrong in [
+        asked(&["smoke.example.test"]),
+        asked(&["smoke.example.test", "*.smoke.example.test", "other.test"]),
+    ] {
+        let err = check_new_order(&wrong, &order).expect_err("names differ");
+        assert!(matches!(err, AcmeError::InvalidResponse { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("names smoke.example.test, *.smoke.example.test, not the requested"),
+            "{text}"
+        );
+    }
+    let mut hostile = pebble_order();
+    hostile.state.identifiers[1].value = "evil.test\u{1b}[2J".into();
+    let err = check_new_order(
+        &asked(&["smoke.example.test", "*.smoke.example.test"]),
+        &hostile,
+    )
+    .expect_err("a name nobody asked for");
+    assert!(err.to_string().contains("evil.test\\u{001b}[2J"), "{err}");
+    assert!(!err.to_string().contains('\u{1b}'), "CA text is escaped");
+}
+
+#[test]
+fn an_authorization_must_be_for_a_name_of_its_order() {
+    let order = pebble_order();
+    let authz = |file: &str, url: &str| Authorization {
+        url: url.into(),
+        state: serde_json::from_str(file).expect("authz"),
+        retry_after: None,
+    };
+    let wildcard = authz(
+        include_str!("../../testdata/pebble-2.4.0/authz-wildcard.json"),
+        "https://ca.test/authz/w",
+    );
+    order
+        .check_authorization(&wildcard)
+        .expect("the wildcard's base name with wildcard: true is *.smoke.example.test");
+    let mut foreign = wildcard.clone();
+    foreign.state.identifier.value = "victim.example".into();
+    let err = order
+        .check_authorization(&foreign)
+        .expect_err("not a name of the order");
+    let text = err.to_string();
+    assert!(text.contains("https://ca.test/authz/w"), "{text}");
+    assert!(text.contains("*.victim.example"), "{text}");
+    assert!(text.contains("order https://ca.test/order/1"), "{text}");
+    let mut plain = wildcard;
+    plain.state.wildcard = false;
+    order
+        .check_authorization(&plain)
+        .expect("smoke.example.test is named too");
 }
