@@ -299,14 +299,95 @@ async fn separate_hosts_with_a_killed_and_a_paused_node_issue_once_and_write_not
     );
 }
 
-/// Acceptance 4, the lease window made deterministic: node 0 stops itself (SIGSTOP, the
-/// hidden `--test-stop-before-fenced-publish` of a binary built with the feature
-/// `certfleet-cli/test-hooks`, as `cargo xtask ci` builds it) with one certificate
-/// downloaded and its directory staged, right before the fenced store writes; its lease runs
-/// out, node 1 takes the job over and issues it; node 0 resumes. Node 0's store write is
-/// refused (recorded in `fenced_writes`), it publishes no certificate directory, leaves no
-/// staging and removes the key it made for the job, and the store holds one issuance row
-/// per serial.
+/// Node 0 of `fleet` runs `batch` one job at a time with the test hook `flag` (a
+/// `--test-stop-before-…` of a binary built with the feature `certfleet-cli/test-hooks`, as
+/// `cargo xtask ci` builds it) for the batch's first name, and stops itself (SIGSTOP) in that
+/// window; its lease runs out, node 1 takes the job over and issues the whole batch; node 0
+/// is resumed and must finish cleanly. Returns node 0's pid and how many bundles it had
+/// stored when it was resumed.
+async fn stop_in_window_then_resume(
+    fleet: &Fleet,
+    batch: &FleetBatch,
+    flag: &str,
+    window: &str,
+) -> (u32, usize) {
+    let target = batch.names[0].as_str();
+    let mut args = batch.run("1").to_vec();
+    args.extend([flag, target]);
+    let mut stale = fleet.spawn_host(0, &args);
+    let stale_pid = stale.id().expect("pid");
+    let stopped_line = format!("stopping before {window} of {target}");
+    let stopped = wait_until(Duration::from_secs(120), || {
+        let state = process_state(stale_pid);
+        // Gone or a zombie: the run ended without stopping (no hook compiled in).
+        state.is_none_or(|s| s == 'Z') || fleet.log(0).contains(&stopped_line) && state == Some('T')
+    })
+    .await;
+    assert!(
+        stopped && process_state(stale_pid) == Some('T'),
+        "node 0 stopped before {window} (the certfleet binary must be built with \
+         `--features certfleet-cli/test-hooks`, as `cargo xtask ci` does):\n{}",
+        fleet.log(0)
+    );
+    // Node 1 claims node 0's jobs once their leases run out and issues all of them.
+    let (code, _) = finish(fleet.spawn_host(1, &batch.run("8"))).await;
+    assert_eq!(code, Some(0), "node 1:\n{}", fleet.log(1));
+    let before = count(fleet, &bundles_of(stale_pid));
+    signal(&stale, libc::SIGCONT);
+    let code = wait_exit(&mut stale, BATCH_TIMEOUT).await;
+    assert_eq!(code, Some(0), "node 0 after resuming:\n{}", fleet.log(0));
+    (stale_pid, before)
+}
+
+/// SQL counting the bundles the node with this pid stored.
+fn bundles_of(pid: u32) -> String {
+    format!("SELECT count(*) FROM bundles WHERE node LIKE '%/{pid}/%'")
+}
+
+/// SQL counting the refused writes of `operation` by the node with this pid.
+fn refusals_of(pid: u32, operation: &str) -> String {
+    format!(
+        "SELECT count(*) FROM fenced_writes WHERE node LIKE '%/{pid}/%' \
+         AND operation = '{operation}'"
+    )
+}
+
+/// The file names in a node's `certs` directory.
+fn cert_entries(fleet: &Fleet, node: usize) -> Vec<String> {
+    std::fs::read_dir(fleet.node_dir(node).join("certs"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every job issued once, one issuance row per serial, each directory published once.
+fn assert_issued_once(fleet: &Fleet, n: usize) {
+    fleet.assert_finalized_once(n);
+    assert_eq!(
+        count(fleet, "SELECT count(*) FROM jobs WHERE status = 'issued'"),
+        n
+    );
+    assert_eq!(count(fleet, "SELECT count(*) FROM issuances"), n);
+    assert_eq!(
+        count(fleet, "SELECT count(DISTINCT serial) FROM issuances"),
+        n,
+        "one issuance row per serial"
+    );
+    assert_eq!(
+        fleet.certs_of(0) + fleet.certs_of(1),
+        n,
+        "each published once"
+    );
+}
+
+/// Acceptance 4, the lease window made deterministic: node 0 stops itself with one
+/// certificate downloaded and its directory staged, right before the fenced store writes;
+/// node 1 takes the job over and issues it; node 0 resumes. Node 0's store write is refused
+/// (recorded in `fenced_writes`), it publishes no certificate directory, leaves no staging
+/// and removes the key it made for the job, and the store holds one issuance row per serial.
 #[tokio::test]
 async fn a_node_stopped_in_the_publish_window_publishes_nothing_once_its_lease_is_taken_over() {
     let config = format!("{FAST}lease_secs = 3\n");
@@ -316,51 +397,19 @@ async fn a_node_stopped_in_the_publish_window_publishes_nothing_once_its_lease_i
     let n = 6;
     let batch = FleetBatch::new(&fleet, "w", "window", 2, n);
     let target = batch.names[0].as_str();
-    // One job at a time, so node 0 holds little besides the job it stops in.
-    let mut args = batch.run("1").to_vec();
-    args.extend(["--test-stop-before-fenced-publish", target]);
-    let mut stale = fleet.spawn_host(0, &args);
-    let stale_pid = stale.id().expect("pid");
-    let stopped_line = format!("stopping before the fenced publish of {target}");
-    let stopped = wait_until(Duration::from_secs(120), || {
-        let state = process_state(stale_pid);
-        // Gone or a zombie: the run ended without stopping (no hook compiled in).
-        state.is_none_or(|s| s == 'Z') || fleet.log(0).contains(&stopped_line) && state == Some('T')
-    })
+    let (stale_pid, before) = stop_in_window_then_resume(
+        &fleet,
+        &batch,
+        "--test-stop-before-fenced-publish",
+        "the fenced publish",
+    )
     .await;
     assert!(
-        stopped && process_state(stale_pid) == Some('T'),
-        "node 0 stopped in the window (the certfleet binary must be built with \
-         `--features certfleet-cli/test-hooks`, as `cargo xtask ci` does):\n{}",
-        fleet.log(0)
-    );
-    // Node 1 claims node 0's jobs once their leases run out and issues all of them.
-    let (code, _) = finish(fleet.spawn_host(1, &batch.run("8"))).await;
-    assert_eq!(code, Some(0), "node 1:\n{}", fleet.log(1));
-    let stale_node = format!("%/{stale_pid}/%");
-    let its_bundles = format!("SELECT count(*) FROM bundles WHERE node LIKE '{stale_node}'");
-    let before = count(&fleet, &its_bundles);
-    signal(&stale, libc::SIGCONT);
-    let code = wait_exit(&mut stale, BATCH_TIMEOUT).await;
-    assert_eq!(code, Some(0), "node 0 after resuming:\n{}", fleet.log(0));
-    assert!(
-        count(
-            &fleet,
-            &format!(
-                "SELECT count(*) FROM fenced_writes WHERE node LIKE '{stale_node}' \
-                 AND operation = 'put_bundle'"
-            )
-        ) >= 1,
+        count(&fleet, &refusals_of(stale_pid, "put_bundle")) >= 1,
         "node 0 reached its fenced publish and was refused:\n{}",
         fleet.log(0)
     );
-    let entries: Vec<String> = std::fs::read_dir(fleet.node_dir(0).join("certs"))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
+    let entries = cert_entries(&fleet, 0);
     let stale_writes: Vec<&String> = entries
         .iter()
         .filter(|f| *f == target || f.starts_with(&format!(".{target}.v")) || f.contains(".tmp-"))
@@ -376,7 +425,7 @@ async fn a_node_stopped_in_the_publish_window_publishes_nothing_once_its_lease_i
         "node 0 removed its pending key {pending} when its publish was refused: {entries:?}"
     );
     assert_eq!(
-        count(&fleet, &its_bundles),
+        count(&fleet, &bundles_of(stale_pid)),
         before,
         "node 0 stored no bundle after resuming"
     );
@@ -385,22 +434,45 @@ async fn a_node_stopped_in_the_publish_window_publishes_nothing_once_its_lease_i
         before,
         "node 0's directories are the bundles it stored before it stopped: {entries:?}"
     );
-    fleet.assert_finalized_once(n);
-    assert_eq!(
-        count(&fleet, "SELECT count(*) FROM jobs WHERE status = 'issued'"),
-        n
+    assert_issued_once(&fleet, n);
+}
+
+/// The earlier window: node 0 stops with the job's key generated (its pending key file)
+/// and not yet sealed into the store; node 1 takes the job over, makes its own key and
+/// issues; node 0 resumes. Node 0's key write is refused, and it removes the pending key
+/// file no certificate will ever use (it was left behind before).
+#[tokio::test]
+async fn a_node_stopped_before_recording_its_key_removes_it_once_its_lease_is_taken_over() {
+    let config = format!("{FAST}lease_secs = 3\n");
+    let Some(fleet) = start(&config).await else {
+        return;
+    };
+    let n = 4;
+    let batch = FleetBatch::new(&fleet, "k", "keywindow", 2, n);
+    let target = batch.names[0].as_str();
+    let (stale_pid, _) = stop_in_window_then_resume(
+        &fleet,
+        &batch,
+        "--test-stop-before-key-recorded",
+        "recording the key",
+    )
+    .await;
+    assert!(
+        count(&fleet, &refusals_of(stale_pid, "put_job_key")) >= 1,
+        "node 0 tried to store its key and was refused:\n{}",
+        fleet.log(0)
     );
-    assert_eq!(count(&fleet, "SELECT count(*) FROM issuances"), n);
-    assert_eq!(
-        count(&fleet, "SELECT count(DISTINCT serial) FROM issuances"),
-        n,
-        "one issuance row per serial"
+    let entries = cert_entries(&fleet, 0);
+    let pending = format!(".{target}.pending-key.pem");
+    assert!(
+        !entries.contains(&pending),
+        "node 0 removed its pending key {pending} when recording it was refused: {entries:?}"
     );
-    assert_eq!(
-        fleet.certs_of(0) + fleet.certs_of(1),
-        n,
-        "each published once"
+    assert!(
+        !entries.iter().any(|f| f.contains("pending-key")),
+        "no pending key left on node 0: {entries:?}"
     );
+    assert_issued_once(&fleet, n);
 }
 
 /// The state letter of `/proc/<pid>/stat` (`T` stopped), `None` once the process is gone.

@@ -98,11 +98,15 @@ pub trait IssuedHook: Send + Sync + std::fmt::Debug {
     fn issued(&self, job: &crate::Job) -> Result<(), String>;
 }
 
-/// A test hook at the one window of a fleet's publish: the certificate directory is staged
-/// and the fenced store writes (bundle, `issued`) are next. Tests stop the node here
-/// (SIGSTOP) to show that a node whose lease is taken over meanwhile publishes nothing.
+/// Test hooks at the windows where a node holds something only it has, right before the
+/// fenced store writes that would share it. Tests stop the node there (SIGSTOP) to show
+/// that a node whose lease is taken over meanwhile publishes nothing and leaves nothing.
 pub trait WindowHook: Send + Sync + std::fmt::Debug {
+    /// The certificate directory is staged; the bundle and `issued` are next.
     fn before_fenced_publish(&self, job: &crate::Job);
+    /// A generated certificate key is this node's pending key file only; sealing it into
+    /// the store and `finalizing` are next.
+    fn before_key_recorded(&self, job: &crate::Job);
 }
 
 /// The solvers a run may use; a job asks for one by its challenge.

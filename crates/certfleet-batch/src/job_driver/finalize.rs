@@ -34,29 +34,47 @@ impl JobDriver {
             }
             return Ok(key);
         }
-        let key = match self.job.spec.key.clone() {
-            Some(r) => self.sh.load_key(r.as_str()).await?,
+        let pending = bundle.pending_key();
+        // For a generated key, its file as this node made it (see `unless_refused`).
+        let (key, generated) = match self.job.spec.key.clone() {
+            Some(r) => (self.sh.load_key(r.as_str()).await?, None),
             None => {
                 let alg = self.job.spec.key_algorithm.unwrap_or(KeyAlgorithm::EcP256);
-                let path = bundle.pending_key();
                 std::fs::create_dir_all(bundle.parent()).map_err(|source| KeyError::Io {
                     path: bundle.parent().to_owned(),
                     source,
                 })?;
-                let key = match self.sh.key_maker.generate(alg, &path).await {
+                let key = match self.sh.key_maker.generate(alg, &pending).await {
                     // Ours from an attempt that died before writing `finalizing`.
                     Err(KeyError::AlreadyExists { .. }) => {
-                        self.sh.load_key(KeyRef::file(&path)?.as_str()).await?
+                        self.sh.load_key(KeyRef::file(&pending)?.as_str()).await?
                     }
                     other => other?,
                 };
-                self.store_new_key(&path).await?;
-                key
+                if let Some(hook) = self.sh.window_hook.clone() {
+                    hook.before_key_recorded(&self.job);
+                }
+                (key, Some(file_identity(&pending)))
             }
         };
-        self.write(JobUpdate::finalizing(key.key_ref().to_string()))
-            .await?;
+        let sealing = generated.is_some().then_some(pending.as_path());
+        let recorded = self.record_cert_key(&key, sealing).await;
+        unless_refused(recorded, generated.flatten(), &pending, self.job.id)?;
         Ok(key)
+    }
+
+    /// Stores the key generated at `sealing` (sealed, for a fleet) and writes `finalizing`
+    /// naming `key`: both fenced.
+    async fn record_cert_key(
+        &mut self,
+        key: &Arc<dyn SigningKey>,
+        sealing: Option<&Path>,
+    ) -> Result<(), RunError> {
+        if let Some(path) = sealing {
+            self.store_new_key(path).await?;
+        }
+        self.write(JobUpdate::finalizing(key.key_ref().to_string()))
+            .await
     }
 
     /// The key the job names (`reference`), as `(key, reference on this node)`: loaded here,
@@ -279,9 +297,10 @@ async fn off_thread<T: Send + 'static>(
         .map_err(|e| RunError::Task(format!("writing the certificate directory: {e}")))?
 }
 
-/// `result` of the fenced publish; when it was refused (the lease was taken over) the new
-/// owner has the job's key from the store, so the pending key file this node made is
-/// litter: removed while it is still the file `own` identifies.
+/// `result` of a fenced write after this node made the pending key (recording the key, or
+/// the publish); when it was refused (the lease was taken over) the new owner has or makes
+/// the job's key itself, so the pending key file this node made is litter: removed while it
+/// is still the file `own` identifies.
 fn unless_refused(
     result: Result<(), RunError>,
     own: Option<FileIdentity>,

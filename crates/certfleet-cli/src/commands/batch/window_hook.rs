@@ -1,8 +1,10 @@
-//! `batch run --test-stop-before-fenced-publish <name>`, compiled only with the feature
-//! `test-hooks` (test builds; a release binary has no such flag and reads no test hook):
-//! stops this process with SIGSTOP once, when the certificate whose first name is `<name>`
-//! reaches the fleet's publish window (staged, fenced store writes next). A test then lets
-//! the lease run out, lets another node take the job over, and resumes this one.
+//! `batch run --test-stop-before-fenced-publish <name>` and
+//! `--test-stop-before-key-recorded <name>`, compiled only with the feature `test-hooks`
+//! (test builds; a release binary has no such flags and reads no test hook): stops this
+//! process with SIGSTOP once, when the certificate whose first name is `<name>` reaches
+//! that window of the fleet (staged, fenced store writes next; or its key generated and not
+//! yet stored). A test then lets the lease run out, lets another node take the job over, and
+//! resumes this one.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,37 +13,77 @@ use certfleet_batch::{Job, Orchestrator, WindowHook};
 
 use crate::cli::BatchRunArgs;
 
+/// The window a test stops a node in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Window {
+    FencedPublish,
+    KeyRecorded,
+}
+
+impl Window {
+    fn what(self) -> &'static str {
+        match self {
+            Window::FencedPublish => "the fenced publish",
+            Window::KeyRecorded => "recording the key",
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct StopAtWindow {
     name: String,
+    window: Window,
     done: AtomicBool,
 }
 
 /// `orchestrator` with the hook when `args` asks for it.
 pub fn attach(orchestrator: Orchestrator, args: &BatchRunArgs) -> Orchestrator {
-    match args.test_stop_before_fenced_publish.clone() {
-        Some(name) => orchestrator.with_window_hook(Arc::new(StopAtWindow {
+    let asked = [
+        (&args.test_stop_before_fenced_publish, Window::FencedPublish),
+        (&args.test_stop_before_key_recorded, Window::KeyRecorded),
+    ];
+    match asked
+        .into_iter()
+        .find_map(|(n, w)| n.clone().map(|n| (n, w)))
+    {
+        Some((name, window)) => orchestrator.with_window_hook(Arc::new(StopAtWindow {
             name,
+            window,
             done: AtomicBool::new(false),
         })),
         None => orchestrator,
     }
 }
 
-impl WindowHook for StopAtWindow {
-    fn before_fenced_publish(&self, job: &Job) {
-        if job.spec.names.first() != Some(&self.name) || self.done.swap(true, Ordering::SeqCst) {
+impl StopAtWindow {
+    fn stop_at(&self, window: Window, job: &Job) {
+        if window != self.window
+            || job.spec.names.first() != Some(&self.name)
+            || self.done.swap(true, Ordering::SeqCst)
+        {
             return;
         }
         // The test waits for this line before it lets the lease run out.
         eprintln!(
-            "test hook: stopping before the fenced publish of {} (job {})",
-            self.name, job.id
+            "test hook: stopping before {} of {} (job {})",
+            window.what(),
+            self.name,
+            job.id
         );
         // SAFETY: raise(3) with a valid signal; SIGSTOP stops the whole process, as an
         // operator's or a hypervisor's pause would.
         unsafe {
             libc::raise(libc::SIGSTOP);
         }
+    }
+}
+
+impl WindowHook for StopAtWindow {
+    fn before_fenced_publish(&self, job: &Job) {
+        self.stop_at(Window::FencedPublish, job);
+    }
+
+    fn before_key_recorded(&self, job: &Job) {
+        self.stop_at(Window::KeyRecorded, job);
     }
 }
