@@ -152,6 +152,24 @@ impl Order {
                 .all(|got| asked.iter().any(|a| a.same_as(got)))
     }
 
+    /// Refuses an order that does not name exactly the `asked` identifiers (§7.4: the
+    /// server echoes them; a server may reuse an order, but only one for the same names):
+    /// checked on every new order, and by callers that read back an order they stored.
+    pub fn check_names(&self, asked: &[Identifier]) -> Result<(), AcmeError> {
+        if self.names_exactly(asked) {
+            return Ok(());
+        }
+        let asked: Vec<&str> = asked.iter().map(|i| i.value.as_str()).collect();
+        Err(AcmeError::InvalidResponse {
+            url: self.url.clone(),
+            detail: format!(
+                "the order names {}, not the requested {}",
+                shown(&self.state.identifiers),
+                asked.join(", ")
+            ),
+        })
+    }
+
     /// Refuses an authorization of this order for an identifier the order does not name:
     /// answering it would publish a DNS record or serve a token for a name nobody asked
     /// for.
@@ -180,23 +198,6 @@ fn shown(identifiers: &[Identifier]) -> String {
     }
     let values: Vec<String> = identifiers.iter().map(|i| escaped(&i.value)).collect();
     values.join(", ")
-}
-
-/// Refuses a new order that does not name exactly the `asked` identifiers (§7.4: the
-/// server echoes them; a server may reuse an order, but only one for the same names).
-fn check_new_order(asked: &[Identifier], order: &Order) -> Result<(), AcmeError> {
-    if order.names_exactly(asked) {
-        return Ok(());
-    }
-    let asked: Vec<&str> = asked.iter().map(|i| i.value.as_str()).collect();
-    Err(AcmeError::InvalidResponse {
-        url: order.url.clone(),
-        detail: format!(
-            "the new order names {}, not the requested {}",
-            shown(&order.state.identifiers),
-            asked.join(", ")
-        ),
-    })
 }
 
 /// The identifiers of a newOrder request as sent: DNS names validated and normalised.
@@ -259,7 +260,7 @@ impl Account {
             state: resp.json()?,
             retry_after: resp.retry_after(),
         };
-        check_new_order(&identifiers, &order)?;
+        order.check_names(&identifiers)?;
         Ok(order)
     }
 

@@ -448,3 +448,38 @@ async fn a_pool_keeps_a_nonce_for_every_request_in_flight() {
 
 mod flows;
 mod hostile;
+
+#[tokio::test]
+async fn a_new_order_for_other_names_is_refused() {
+    // Pebble's recorded order names smoke.example.test and its wildcard.
+    let server = ca(|base, req, _| match req.path.as_str() {
+        "/new-order" => Reply::json(
+            201,
+            include_str!("../../testdata/pebble-2.4.0/order-new-wildcard.json"),
+        )
+        .header("Location", &format!("{base}/order/7"))
+        .nonce("o1"),
+        _ => Reply::new(404),
+    })
+    .await;
+    let client = connect(&server).await;
+    let account = client.account_from_parts(TestKey::arc(5), server.url("/acct/1"));
+    let order = account
+        .new_order(&crate::NewOrder::dns([
+            "Smoke.Example.Test",
+            "*.smoke.example.test",
+        ]))
+        .await
+        .expect("the names asked for, as the CA spells them");
+    assert_eq!(order.url, server.url("/order/7"));
+    let err = account
+        .new_order(&crate::NewOrder::dns(["smoke.example.test"]))
+        .await
+        .expect_err("the CA's order names a wildcard nobody asked for");
+    let text = err.to_string();
+    assert!(
+        text.contains("not the requested smoke.example.test"),
+        "{text}"
+    );
+    assert!(text.contains(&server.url("/order/7")), "{text}");
+}

@@ -147,25 +147,21 @@ fn pebble_order() -> Order {
 }
 
 #[test]
-fn a_new_order_must_name_exactly_what_was_asked() {
+fn an_order_must_name_exactly_what_was_asked() {
     let order = pebble_order();
     let asked =
         |names: &[&str]| -> Vec<Identifier> { names.iter().map(|n| Identifier::dns(*n)).collect() };
-    check_new_order(
-        &asked(&["*.smoke.example.test", "smoke.example.test"]),
-        &order,
-    )
-    .expect("the same names, in another order");
-    check_new_order(
-        &asked(&["SMOKE.example.test.", "*.smoke.example.test"]),
-        &order,
-    )
-    .expect("case and a trailing dot do not count");
+    order
+        .check_names(&asked(&["*.smoke.example.test", "smoke.example.test"]))
+        .expect("the same names, in another order");
+    order
+        .check_names(&asked(&["SMOKE.example.test.", "*.smoke.example.test"]))
+        .expect("case and a trailing dot do not count");
     for wrong in [
         asked(&["smoke.example.test"]),
         asked(&["smoke.example.test", "*.smoke.example.test", "other.test"]),
     ] {
-        let err = check_new_order(&wrong, &order).expect_err("names differ");
+        let err = order.check_names(&wrong).expect_err("names differ");
         assert!(matches!(err, AcmeError::InvalidResponse { .. }), "{err}");
         let text = err.to_string();
         assert!(
@@ -175,11 +171,9 @@ fn a_new_order_must_name_exactly_what_was_asked() {
     }
     let mut hostile = pebble_order();
     hostile.state.identifiers[1].value = "evil.test\u{1b}[2J".into();
-    let err = check_new_order(
-        &asked(&["smoke.example.test", "*.smoke.example.test"]),
-        &hostile,
-    )
-    .expect_err("a name nobody asked for");
+    let err = hostile
+        .check_names(&asked(&["smoke.example.test", "*.smoke.example.test"]))
+        .expect_err("a name nobody asked for");
     assert!(err.to_string().contains("evil.test\\u{001b}[2J"), "{err}");
     assert!(!err.to_string().contains('\u{1b}'), "CA text is escaped");
 }
