@@ -1,16 +1,17 @@
 //! Issue 16 at the command line: secrets stay out of `--help`, a plain http:// directory
 //! needs the explicit opt-in, and 2,000 idle connections to the http-01 server do not stop
 //! an order (the last against a real Pebble, with the server in a child process whose
-//! descriptor limit is what a default shell gives).
+//! descriptor limit is what a default shell gives). And a CA that hands out an
+//! authorization for a name its order does not name gets nothing presented for it.
 
 use std::io::{BufRead, BufReader, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use certfleet_testenv::{PebbleOptions, certfleet_command, free_tcp_port};
+use certfleet_testenv::{CaProxy, CaProxyOptions, PebbleOptions, certfleet_command, free_tcp_port};
 use serde_json::{Value, json};
 
-use crate::common::{Env, certfleet};
+use crate::common::{COMMAND_TIMEOUT, Env, certfleet, files_under};
 
 const CHILD_ENV: &str = "CERTFLEET_E2E_IDLE_CHILD";
 const IDLE_CONNECTIONS: usize = 2000;
@@ -315,4 +316,56 @@ async fn batch_serves_http01_through_the_on_demand_server() {
     let certs = crate::batch::report(&env.path("report.json"));
     assert_eq!(certs.len(), 2, "{certs:?}");
     assert!(certs.iter().all(|c| c["state"] == "issued"), "{certs:?}");
+}
+
+/// Through the CA double, every authorization of the order claims another name (Pebble's
+/// real order, authorizations and challenges otherwise): `issue` stops before writing a
+/// token for it, names both the authorization's name and the order's, and writes no
+/// certificate.
+#[tokio::test]
+async fn an_authorization_for_a_name_the_order_does_not_name_gets_nothing_presented() {
+    let Some(env) = Env::start(PebbleOptions::default()).await else {
+        return;
+    };
+    let options = CaProxyOptions {
+        authorization_name: Some("victim.elsewhere.test".to_owned()),
+        ..CaProxyOptions::default()
+    };
+    let proxy = CaProxy::start(&env.pebble, options).await.expect("proxy");
+    env.register_at(&proxy.directory_url(), "account.pem").await;
+    let webroot = env.path("webroot");
+    std::fs::create_dir_all(&webroot).expect("webroot");
+    let out = env.path("out");
+    let (webroot_s, out_s) = (webroot.to_string_lossy(), out.to_string_lossy());
+    let run = env
+        .run_at(
+            &proxy.directory_url(),
+            &[
+                "issue",
+                "--name",
+                "mine.names.test",
+                "--challenge",
+                "http-01",
+                "--webroot",
+                &webroot_s,
+                "--out",
+                &out_s,
+            ],
+            COMMAND_TIMEOUT,
+        )
+        .await;
+    assert!(!run.status.success(), "the order must fail:\n{run}");
+    for part in [
+        "the authorization is for victim.elsewhere.test",
+        "does not name (it names mine.names.test)",
+        "nothing was presented for it",
+    ] {
+        assert!(run.stderr.contains(part), "{part:?} in:\n{run}");
+    }
+    assert_eq!(
+        files_under(&webroot),
+        Vec::<std::path::PathBuf>::new(),
+        "no token was written for the foreign name"
+    );
+    assert!(!out.join("cert.pem").exists(), "no certificate:\n{run}");
 }

@@ -83,6 +83,9 @@ pub struct CaProxyOptions {
     pub profiles: BTreeMap<String, String>,
     /// Order polls (POST-as-GET of an order) are answered this much later.
     pub order_poll_delay: Duration,
+    /// Every authorization is answered as if it were for this DNS name: a CA that hands out
+    /// authorizations for names the order does not name.
+    pub authorization_name: Option<String>,
 }
 
 impl Default for CaProxyOptions {
@@ -97,6 +100,7 @@ impl Default for CaProxyOptions {
             renewal_info_retry_after: Duration::from_secs(6 * 3600),
             profiles: BTreeMap::new(),
             order_poll_delay: Duration::ZERO,
+            authorization_name: None,
         }
     }
 }
@@ -478,6 +482,22 @@ fn after_forward(
             dir["meta"]["profiles"] = json!(st.options.profiles);
         }
         return json_response(StatusCode::OK, "application/json", &dir);
+    }
+    let foreign_name = shared.state().options.authorization_name.clone();
+    if endpoint_of(path) == "authZ"
+        && resp.status().is_success()
+        && let Some(name) = foreign_name
+        && let Some(authz) = &json
+    {
+        let mut authz = authz.clone();
+        authz["identifier"]["value"] = json!(name);
+        let mut out = json_response(resp.status(), "application/json", &authz);
+        for (k, v) in resp.headers() {
+            if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+                out.headers_mut().append(k, v.clone());
+            }
+        }
+        return out;
     }
     let is_finalize = endpoint_of(path) == "finalize-order";
     if is_finalize && resp.status() == StatusCode::OK {
