@@ -37,7 +37,13 @@ impl Checkpoint<RunError> for JobCheckpoint<'_> {
     }
 
     async fn finalize_key(&mut self) -> Result<Arc<dyn SigningKey>, RunError> {
-        self.driver.cert_key().await
+        let key = self.driver.cert_key().await?;
+        // The CSR goes out next. A fleet node paused since it wrote `finalizing` (or while
+        // that write's answer was on its way) may have lost the job to another node, which
+        // finalizes the same order: two finalize requests at once can both succeed at the
+        // CA (two certificates, seen with Pebble). So the lease is confirmed right here.
+        self.driver.check_lease().await?;
+        Ok(key)
     }
 }
 

@@ -66,7 +66,7 @@ impl JobDriver {
     }
 
     /// Fails with [`crate::StoreError::Fenced`] unless this node still holds the job:
-    /// checked before any file or issuance row is written.
+    /// checked before finalize is sent and before any file or issuance row is written.
     pub(super) async fn check_lease(&mut self) -> Result<(), RunError> {
         if self.fleet() {
             self.lease = self
