@@ -35,9 +35,8 @@ impl JobDriver {
             return Ok(key);
         }
         let pending = bundle.pending_key();
-        // For a generated key, its file as this node made it (see `unless_refused`).
         let (key, generated) = match self.job.spec.key.clone() {
-            Some(r) => (self.sh.load_key(r.as_str()).await?, None),
+            Some(r) => (self.sh.load_key(r.as_str()).await?, false),
             None => {
                 let alg = self.job.spec.key_algorithm.unwrap_or(KeyAlgorithm::EcP256);
                 std::fs::create_dir_all(bundle.parent()).map_err(|source| KeyError::Io {
@@ -54,12 +53,17 @@ impl JobDriver {
                 if let Some(hook) = self.sh.window_hook.clone() {
                     hook.before_key_recorded(&self.job);
                 }
-                (key, Some(file_identity(&pending)))
+                (key, true)
             }
         };
-        let sealing = generated.is_some().then_some(pending.as_path());
+        // The generated key's file as this node made it (see `unless_refused`); only a
+        // fleet's writes can be refused, so one host spends no `stat` here.
+        let own = (generated && self.fleet())
+            .then(|| file_identity(&pending))
+            .flatten();
+        let sealing = generated.then_some(pending.as_path());
         let recorded = self.record_cert_key(&key, sealing).await;
-        unless_refused(recorded, generated.flatten(), &pending, self.job.id)?;
+        unless_refused(recorded, own, &pending, self.job.id)?;
         Ok(key)
     }
 
