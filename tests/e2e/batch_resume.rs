@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use certfleet_testenv::{CaProxy, CaProxyOptions, PebbleOptions, certfleet_command};
 
-use crate::batch::{BATCH_TIMEOUT, batch_run, report, write_config, write_list};
+use crate::batch::{BATCH_TIMEOUT, report, write_config, write_list};
 use crate::common::{COMMAND_TIMEOUT, Env};
 
 /// A small deterministic generator (xorshift), seeded from the clock and printed, so a
@@ -27,10 +27,7 @@ async fn sigkilled_batch_resumes_without_ordering_or_finalizing_twice() {
     let Some(env) = Env::start(PebbleOptions::default().nonce_reject(0)).await else {
         return;
     };
-    let proxy = CaProxy::start(&env.pebble, CaProxyOptions::default())
-        .await
-        .expect("proxy");
-    env.register_at(&proxy.directory_url(), "account.pem").await;
+
     let config = write_config(
         &env,
         "[batch]\nrate_limits = \"none\"\nretry_backoff_secs = 1\n",
@@ -55,26 +52,39 @@ async fn sigkilled_batch_resumes_without_ordering_or_finalizing_twice() {
         });
     eprintln!("kill seed {seed}");
     let mut rng = Rng(seed);
+    // A CA that reorders what it may: the lost-order search reads shuffled list pages.
+    let options = CaProxyOptions {
+        reorder: Some(seed),
+        ..CaProxyOptions::default()
+    };
+    let proxy = CaProxy::start(&env.pebble, options).await.expect("proxy");
+    env.register_at(&proxy.directory_url(), "account.pem").await;
     let state = env.state_dir();
     let kills = 5;
-    for kill in 0..kills {
+    let start_run = |run: usize| {
+        let log = std::fs::File::create(run_log(&env, run)).expect("run log");
         let mut cmd = tokio::process::Command::from(certfleet_command());
         cmd.arg("--state-dir")
             .arg(&state)
             .args(["--directory", &proxy.directory_url(), "--ca-root"])
             .arg(env.pebble.tls_root_pem_path())
-            .args(["--config", &config, "-q", "batch", "run", &file])
-            .args(["--concurrency", "8"])
+            .args(["--config", &config, "batch", "run", &file])
+            .args(["--concurrency", "8", "--report"])
+            .arg(env.path("report.json"))
+            .env("CERTFLEET_LOG", "info,certfleet_batch=debug")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(log)
             .kill_on_drop(true);
-        let mut child = cmd.spawn().expect("certfleet starts");
+        cmd.spawn().expect("certfleet starts")
+    };
+    for kill in 0..kills {
+        let mut child = start_run(kill);
         // Kill once the run is busy and the CA holds its share of the orders (kill k after
         // k/6 of them, so later kills hit an account whose orders list spans many pages),
         // plus a random moment up to 1.5 s later (anywhere from ordering to writing bundles).
         let orders_before = proxy.stats().new_orders;
-        let share = (kill as usize) * n / (kills as usize + 1);
+        let share = kill * n / (kills + 1);
         let busy_by = Instant::now() + Duration::from_secs(60);
         while (proxy.stats().new_orders == orders_before || ca_orders(&env) < share)
             && Instant::now() < busy_by
@@ -99,9 +109,16 @@ async fn sigkilled_batch_resumes_without_ordering_or_finalizing_twice() {
             store_states(&state)
         );
     }
-    let run = batch_run(&env, &proxy.directory_url(), &config, &file, &[]).await;
-    run.assert_ok();
-    assert!(run.elapsed < BATCH_TIMEOUT);
+    let mut last = start_run(kills);
+    let status = tokio::time::timeout(BATCH_TIMEOUT, last.wait())
+        .await
+        .expect("the final run ends in time")
+        .expect("status");
+    assert!(
+        status.success(),
+        "final run: {status}\n{}",
+        order_lines(&env, kills + 1)
+    );
     let certs = report(&env.path("report.json"));
     assert_eq!(certs.len(), n);
     assert!(certs.iter().all(|c| c["state"] == "issued"), "all issued");
@@ -113,19 +130,44 @@ async fn sigkilled_batch_resumes_without_ordering_or_finalizing_twice() {
     // never relayed because the client was killed.
     let at_ca = ca_orders(&env);
     eprintln!(
-        "final: CA {at_ca} orders, proxy {} orders",
-        stats.new_orders
+        "final: CA {at_ca} orders, proxy {} orders; reordered {:?}",
+        stats.new_orders, stats.reordered
     );
     assert_eq!(
-        at_ca, n,
-        "one order per certificate at the CA across {kills} kills (proxy saw {})",
-        stats.new_orders
+        at_ca,
+        n,
+        "one order per certificate at the CA across {kills} kills (proxy saw {}); \
+         what the runs logged about orders:\n{}",
+        stats.new_orders,
+        order_lines(&env, kills + 1)
     );
     // Whole bundles only: no staging directories, links or pending keys left, each
     // directory complete and consistent.
     let root = env.issuing_root_file(0).await;
     let bundles = crate::bundles::check_bundles(&state.join("certs"), &root);
     assert_eq!(bundles.len(), n, "one complete directory per certificate");
+}
+
+/// Where run `run` (0-based; the last is the uninterrupted one) logs.
+fn run_log(env: &Env, run: usize) -> std::path::PathBuf {
+    env.path(&format!("run-{run}.log"))
+}
+
+/// What the first `runs` runs logged about orders and retries, for a failure message.
+fn order_lines(env: &Env, runs: usize) -> String {
+    let mut out = String::new();
+    for run in 0..runs {
+        let log = std::fs::read_to_string(run_log(env, run)).unwrap_or_default();
+        for line in log.lines().filter(|l| {
+            ["order", "retrying", "invalid", "giving up", "WARN", "ERROR"]
+                .iter()
+                .any(|w| l.contains(w))
+                && !l.contains("order created")
+        }) {
+            out.push_str(&format!("run {run}: {line}\n"));
+        }
+    }
+    out
 }
 
 /// Orders Pebble created: one `Added order` line of its log each (this test's own Pebble).

@@ -3,9 +3,11 @@
 
 use std::os::unix::fs::PermissionsExt;
 
+use certfleet_plugin_abi::TxtRecord;
 use certfleet_testenv::{BindOptions, PebbleOptions, plugin_dir};
 
 use crate::common::{Env, check_issued};
+use crate::dns_api_support::{call, instance};
 use crate::dns_env::{DnsEnv, assert_not_in_output, bind_tools_present};
 
 const TOKEN: &str = "e2e-api-token-5f2b9c41d7";
@@ -51,8 +53,8 @@ async fn challtestsrv_plugin_issues_wildcard_and_apex_and_keeps_its_token_secret
     let root = env.issuing_root_file(0).await;
     check_issued(&env.path("out"), &names, &root);
     assert!(
-        run.stderr.contains("http_requests=3"),
-        "2 set-txt + 1 clear-txt:\n{run}"
+        run.stderr.contains("http_requests=4"),
+        "a clear-txt before the name's first value, 2 set-txt, 1 clear-txt:\n{run}"
     );
     let dns: std::net::SocketAddr = env.pebble.dns_server().parse().expect("addr");
     let left = std::process::Command::new("dig")
@@ -72,6 +74,63 @@ async fn challtestsrv_plugin_issues_wildcard_and_apex_and_keeps_its_token_secret
     check.assert_ok();
     assert!(check.stdout.contains("reachable"), "{check}");
     assert_not_in_output(&check, TOKEN, "API token");
+}
+
+/// challtestsrv appends every value it is sent, even one the name has. A run killed before
+/// its cleanup leaves its values; the resumed jobs present the same values again. Each
+/// plugin instance here is such a run: the name must serve each value once, or after a few
+/// kills the answer outgrows a DNS message and Pebble's lookup fails ("dns: buffer size too
+/// small", seen in the SIGKILL resume test).
+#[tokio::test]
+async fn challtestsrv_serves_each_value_once_when_later_runs_present_it_again() {
+    if !bind_tools_present() {
+        return;
+    }
+    let Some(env) = Env::start(PebbleOptions::default()).await else {
+        return;
+    };
+    let config = serde_json::json!({ "url": env.pebble.challtestsrv_url() });
+    let name = "_acme-challenge.again.test.";
+    let record = |c: char| TxtRecord {
+        fqdn: name.to_owned(),
+        value: c.to_string().repeat(43),
+    };
+    for run in 0..5 {
+        // A new process's plugin, killed without a cleanup.
+        let plugin = instance("challtestsrv", config.clone())
+            .await
+            .expect("instance");
+        call(&plugin, "present", &[record('v')])
+            .await
+            .expect("present");
+        // The same value again with a second one (wildcard + apex) in the same run.
+        call(&plugin, "present", &[record('v'), record('w')])
+            .await
+            .expect("present again");
+        assert_eq!(
+            served_txt(&env, name),
+            ["v".repeat(43), "w".repeat(43)],
+            "run {run}"
+        );
+    }
+}
+
+/// The TXT values challtestsrv's DNS server answers for `name`, sorted.
+fn served_txt(env: &Env, name: &str) -> Vec<String> {
+    let dns: std::net::SocketAddr = env.pebble.dns_server().parse().expect("addr");
+    let out = std::process::Command::new("dig")
+        .args([&format!("@{}", dns.ip()), "-p", &dns.port().to_string()])
+        .args(["+short", "TXT", name])
+        .output()
+        .expect("dig");
+    assert!(out.status.success(), "dig: {out:?}");
+    let mut values: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().trim_matches('"').to_owned())
+        .filter(|l| !l.is_empty())
+        .collect();
+    values.sort();
+    values
 }
 
 /// A provider script in lego's `exec` convention that talks RFC 2136 with nsupdate.

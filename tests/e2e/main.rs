@@ -40,6 +40,7 @@ mod install;
 mod issue;
 mod operations;
 mod pins;
+mod reorder;
 mod revoke;
 mod tokens;
 mod tpm;

@@ -11,7 +11,9 @@
 //!   limit, injected 503s, `replaces` seen, the most authorizations pending at once for one
 //!   account ([`ProxyStats`], [`pending`]);
 //! - order polls answered late ([`CaProxyOptions::order_poll_delay`]), as a CA whose
-//!   validation takes a while.
+//!   validation takes a while;
+//! - everything RFC 8555 leaves unordered permuted at random ([`CaProxyOptions::reorder`]):
+//!   the lists of an order, an authorization and an orders page, JSON members, `Link`s.
 //!
 //! The proxy listens on 127.0.0.1 (port picked by the OS) with Pebble's TLS server
 //! certificate, so clients trust [`Pebble::tls_root_pem_path`] as usual. Requests are
@@ -32,6 +34,7 @@
 //! ```
 
 mod pending;
+mod reorder;
 mod rules;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -86,6 +89,9 @@ pub struct CaProxyOptions {
     /// Every authorization is answered as if it were for this DNS name: a CA that hands out
     /// authorizations for names the order does not name.
     pub authorization_name: Option<String>,
+    /// Seed of a CA that reorders, in every response, what RFC 8555 leaves unordered
+    /// (see the `reorder` module); `None`: Pebble's order as it is.
+    pub reorder: Option<u64>,
 }
 
 impl Default for CaProxyOptions {
@@ -101,6 +107,7 @@ impl Default for CaProxyOptions {
             profiles: BTreeMap::new(),
             order_poll_delay: Duration::ZERO,
             authorization_name: None,
+            reorder: None,
         }
     }
 }
@@ -125,6 +132,9 @@ pub struct ProxyStats {
     pub replaces: Vec<String>,
     /// The most authorizations one account had pending at once (counted by the `pending` module).
     pub max_pending_authorizations: u64,
+    /// Responses in which the reordering CA changed an order, per what it changed
+    /// (`identifiers`, `authorizations`, `challenges`, `orders`, `members`, `link`).
+    pub reordered: BTreeMap<String, u64>,
 }
 
 impl ProxyStats {
@@ -164,6 +174,8 @@ struct State {
     options: CaProxyOptions,
     buckets: Buckets,
     dice: Dice,
+    /// The reordering CA's own dice (the 503 dice keep their sequence).
+    reorder: Option<Dice>,
     windows: BTreeMap<String, (OffsetDateTime, OffsetDateTime)>,
     stats: ProxyStats,
     pending: pending::PendingAuthorizations,
@@ -260,6 +272,7 @@ impl CaProxy {
             host,
             state: Mutex::new(State {
                 dice: Dice::new(options.seed),
+                reorder: options.reorder.map(Dice::new),
                 options,
                 buckets: Buckets::default(),
                 windows: BTreeMap::new(),
@@ -369,19 +382,19 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
     // In a task of its own: a client killed mid-request (the crash tests) drops this
     // handler, but Pebble still completes what was forwarded, and the counts must say so.
     let task = tokio::spawn(async move {
-        if path.starts_with(RENEWAL_INFO_PATH) && parts.method == Method::GET {
-            Ok(renewal_info(&shared, &path))
+        let resp = if path.starts_with(RENEWAL_INFO_PATH) && parts.method == Method::GET {
+            renewal_info(&shared, &path)
         } else if parts.method == Method::POST && path == shared.new_order_path {
-            new_order(&shared, &parts, body, now).await
+            new_order(&shared, &parts, body, now).await?
         } else {
             let delay = shared.state().options.order_poll_delay;
             if parts.method == Method::POST && endpoint_of(&path) == "my-order" {
                 tokio::time::sleep(delay).await;
             }
-            forward(&shared, &parts, body)
-                .await
-                .map(|(resp, json)| after_forward(&shared, &path, resp, json, now))
-        }
+            let (resp, json) = forward(&shared, &parts, body).await?;
+            after_forward(&shared, &path, resp, json, now)
+        };
+        Ok(reorder::response(&shared, resp).await)
     });
     let result = match task.await {
         Ok(result) => result,

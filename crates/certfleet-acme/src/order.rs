@@ -154,7 +154,7 @@ impl Order {
 
     /// Refuses an order that does not name exactly the `asked` identifiers (§7.4: the
     /// server echoes them; a server may reuse an order, but only one for the same names):
-    /// checked on every new order.
+    /// checked on every new order, and by callers that read back an order they stored.
     pub fn check_names(&self, asked: &[Identifier]) -> Result<(), AcmeError> {
         if self.names_exactly(asked) {
             return Ok(());

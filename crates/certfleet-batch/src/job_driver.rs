@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use certfleet_acme::{Authorization, Order};
+use certfleet_acme::{Authorization, Identifier, Order};
 use certfleet_issue::output::CertificateMeta;
 use certfleet_issue::poll::Poller;
 use certfleet_issue::steps::new_order_request;
@@ -244,11 +244,17 @@ impl JobDriver {
         let Some(url) = self.job.order_url.clone() else {
             return Ok(None);
         };
-        Ok(Some((self.sh.account.order(&url).await?, false)))
+        let order = self.sh.account.order(&url).await?;
+        // Read back from the CA: still an order for this job's names, or nothing of it is
+        // presented.
+        let names: Vec<Identifier> = self.job.spec.names.iter().map(Identifier::dns).collect();
+        order.check_names(&names)?;
+        Ok(Some((order, false)))
     }
 
     /// Forgets an order that went invalid (counting an attempt) and orders again.
     async fn reorder(&mut self, why: String) -> Result<JobStatus, RunError> {
+        tracing::info!(job = %self.job.id, "{why}: ordering again");
         if let Some(r) = self.reservation.take() {
             self.sh.governor.certificate_not_issued(&r, now()).await?;
         }

@@ -10,10 +10,20 @@
 //! challtestsrv's `clear-txt` removes every value of a name, so cleanup of one of two values
 //! on the same name (wildcard + apex) removes both; certfleet cleans a whole order's batch at
 //! once, so that is harmless there.
+//!
+//! `set-txt` appends, even a value the name already has. A present is made idempotent, as
+//! with every DNS provider: a value this process presented is not sent again, and the first
+//! value of a name in this process clears the name first — what an earlier process left
+//! (a run killed before its cleanup, whose resumed jobs present the same values again)
+//! would otherwise pile up until the answer outgrows a DNS message and the CA's lookup
+//! fails (Pebble: "dns: buffer size too small"). So, as with cleanup, two processes must not
+//! present values for one name at the same time.
 
 mod http;
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -50,6 +60,8 @@ pub struct Challtestsrv {
     endpoint: Endpoint,
     log: Logger,
     requests: AtomicU64,
+    /// Values this process set and has not cleared, per name.
+    presented: Mutex<BTreeMap<String, BTreeSet<String>>>,
 }
 
 impl std::fmt::Debug for Challtestsrv {
@@ -88,17 +100,38 @@ impl Plugin for Challtestsrv {
             endpoint,
             log,
             requests: AtomicU64::new(0),
+            presented: Mutex::new(BTreeMap::new()),
         })
     }
 
     fn present(&self, records: &[TxtRecord]) -> Result<(), PluginError> {
+        // Held across the requests: a local test server, and a name's clear must not
+        // overtake another thread's value for it.
+        let mut presented = self
+            .presented
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut set = 0;
         for r in records {
+            let failed = |e: PluginError| e.with_records(std::slice::from_ref(r));
+            let values = match presented.entry(r.fqdn.clone()) {
+                Entry::Occupied(known) => known.into_mut(),
+                Entry::Vacant(first) => {
+                    self.post("/clear-txt", &serde_json::json!({"host": r.fqdn}))
+                        .map_err(failed)?;
+                    first.insert(BTreeSet::new())
+                }
+            };
+            if values.contains(&r.value) {
+                continue;
+            }
             let body = serde_json::json!({"host": r.fqdn, "value": r.value});
-            self.post("/set-txt", &body)
-                .map_err(|e| e.with_records(std::slice::from_ref(r)))?;
+            self.post("/set-txt", &body).map_err(failed)?;
+            values.insert(r.value.clone());
+            set += 1;
         }
         self.log.debug(&format!(
-            "set {} TXT values through challtestsrv",
+            "set {set} of {} TXT values through challtestsrv (the others were set already)",
             records.len()
         ));
         Ok(())
@@ -106,11 +139,20 @@ impl Plugin for Challtestsrv {
 
     fn cleanup(&self, records: &[TxtRecord]) -> Result<(), PluginError> {
         let names: BTreeSet<&str> = records.iter().map(|r| r.fqdn.as_str()).collect();
+        let mut presented = self
+            .presented
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut first = None;
         for name in names {
-            if let Err(e) = self.post("/clear-txt", &serde_json::json!({"host": name})) {
-                self.log.warn(&e.message);
-                first.get_or_insert(e);
+            match self.post("/clear-txt", &serde_json::json!({"host": name})) {
+                Ok(()) => {
+                    presented.remove(name);
+                }
+                Err(e) => {
+                    self.log.warn(&e.message);
+                    first.get_or_insert(e);
+                }
             }
         }
         first.map_or(Ok(()), Err)

@@ -215,13 +215,23 @@ impl Dice {
         if rate <= 0.0 {
             return false;
         }
+        let r = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
+        r < rate
+    }
+
+    /// A number in `0..n` (`n` ≥ 1; the modulo bias is irrelevant at these sizes).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    /// xorshift64*.
+    fn next(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
         x ^= x >> 27;
         self.0 = x;
-        let r = (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64;
-        r < rate
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 }
 
