@@ -282,7 +282,7 @@ async fn run_batch(ctx: &Context, args: BatchRunArgs, stop: &Stop) -> Result<()>
                 // Entries the hook could not write (or jobs issued by a killed run); on a
                 // fleet only certificates this host holds.
                 if !store.shares_bundles() || fleet::deployed_here(j) {
-                    inventory.save(j)?;
+                    inventory.save_if_not_written(j)?;
                 }
             } else {
                 not_issued.note(j);
@@ -425,6 +425,7 @@ fn inventory_writer(
         http_listen: args.solver.http_listen.map(|a| a.to_string()),
         webroot: args.solver.webroot.clone(),
         directory: ctx.directory().to_owned(),
+        written: Default::default(),
     }
 }
 

@@ -2,17 +2,19 @@
 //! each entry is written as its certificate is issued (on the orchestrator's blocking
 //! threads, overlapping the network work of other jobs) and any missing one at the end.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
 
 use anyhow::Result;
-use certfleet_batch::{IssuedHook, Job};
+use certfleet_batch::{IssuedHook, Job, JobId};
 use certfleet_issue::ChallengeKind;
 use certfleet_issue::output::PRIVKEY_FILE;
 
 use crate::state::{InventoryEntry, StateDir};
 
 /// Everything an inventory entry needs besides the job.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct InventoryWriter {
     pub state: StateDir,
     pub http_listen: Option<String>,
@@ -21,6 +23,9 @@ pub struct InventoryWriter {
     /// Deploy hooks from the batch (names key, see `hooks::names_key`), recorded for
     /// renewals; a certificate without one keeps the hook its entry records.
     pub deploy_hooks: std::collections::HashMap<String, String>,
+    /// Jobs whose entry the issuance hook wrote in this run: the end-of-run pass does not
+    /// read those back (one file read per certificate of the batch).
+    pub written: Mutex<HashSet<JobId>>,
 }
 
 impl InventoryWriter {
@@ -55,8 +60,20 @@ impl InventoryWriter {
         }))
     }
 
+    /// At the end of a run: writes the entry of `job` unless this run's hook wrote it.
+    pub fn save_if_not_written(&self, job: &Job) -> Result<()> {
+        if self.written().contains(&job.id) {
+            return Ok(());
+        }
+        self.save(job)
+    }
+
+    fn written(&self) -> std::sync::MutexGuard<'_, HashSet<JobId>> {
+        self.written.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Writes the entry of `job` unless the stored one already says the same.
-    pub fn save(&self, job: &Job) -> Result<()> {
+    fn save(&self, job: &Job) -> Result<()> {
         let Some(mut entry) = self.entry(job)? else {
             return Ok(());
         };
@@ -80,6 +97,8 @@ impl InventoryWriter {
 impl IssuedHook for InventoryWriter {
     fn issued(&self, job: &Job) -> Result<(), String> {
         self.save(job)
-            .map_err(|e| format!("adding to the renewal inventory: {e:#}"))
+            .map_err(|e| format!("adding to the renewal inventory: {e:#}"))?;
+        self.written().insert(job.id);
+        Ok(())
     }
 }
