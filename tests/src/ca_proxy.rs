@@ -81,6 +81,8 @@ pub struct CaProxyOptions {
     pub default_renewal_window: Option<(OffsetDateTime, OffsetDateTime)>,
     /// `Retry-After` of renewalInfo answers.
     pub renewal_info_retry_after: Duration,
+    /// renewalInfo is down: every request gets a 503 (`serverInternal`).
+    pub renewal_info_down: bool,
     /// `meta.profiles` to advertise (name → description); when not empty, orders naming
     /// another profile get `invalidProfile`.
     pub profiles: BTreeMap<String, String>,
@@ -104,6 +106,7 @@ impl Default for CaProxyOptions {
             renewal_info: true,
             default_renewal_window: None,
             renewal_info_retry_after: Duration::from_secs(6 * 3600),
+            renewal_info_down: false,
             profiles: BTreeMap::new(),
             order_poll_delay: Duration::ZERO,
             authorization_name: None,
@@ -308,6 +311,11 @@ impl CaProxy {
             .state()
             .windows
             .insert(cert_id.to_owned(), (start, end));
+    }
+
+    /// Takes renewalInfo down (every request a 503) or brings it back.
+    pub fn set_renewal_info_down(&self, down: bool) {
+        self.shared.state().options.renewal_info_down = down;
     }
 
     /// Changes the 503 rate from now on.
@@ -544,6 +552,18 @@ fn after_forward(
 fn renewal_info(shared: &Shared, path: &str) -> Resp {
     let cert_id = path[RENEWAL_INFO_PATH.len()..].trim_start_matches('/');
     let st = shared.state();
+    if st.options.renewal_info_down {
+        let problem = json!({
+            "type": "urn:ietf:params:acme:error:serverInternal",
+            "detail": "renewalInfo is unavailable",
+            "status": 503,
+        });
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "application/problem+json",
+            &problem,
+        );
+    }
     let window = st
         .windows
         .get(cert_id)

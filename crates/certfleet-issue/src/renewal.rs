@@ -1,7 +1,9 @@
 //! When is a certificate due? ARI (RFC 9773) when the CA offers it, else when a third of its
 //! lifetime is left.
 
-use certfleet_acme::{AcmeClient, CertId, RenewalWindow};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use certfleet_acme::{AcmeClient, AcmeError, CertId, RenewalWindow};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
@@ -68,33 +70,112 @@ pub fn decide(
     }
 }
 
+/// Why the CA's renewal window could not be had: the certificate is decided by its
+/// lifetime instead.
+#[derive(Debug, thiserror::Error)]
+pub enum WindowUnavailable {
+    #[error("meta.json has an unusable ari_cert_id ({0})")]
+    CertId(String),
+    #[error("renewal info unavailable ({0})")]
+    Ca(#[from] AcmeError),
+}
+
 /// The CA's renewal window (RFC 9773) for the certificate whose ARI CertID is `ari_cert_id`
-/// (meta.json's `ari_cert_id`). `None` when the CA offers no `renewalInfo`, the id is
-/// missing or unusable, or the CA does not answer: the caller then decides by the
-/// certificate's lifetime. `name` labels the warnings. `certfleet renew` and a batch's
-/// renewal check both ask here, so they agree on when a certificate is due.
+/// (meta.json's `ari_cert_id`). `None` when the CA offers no `renewalInfo` or the id is
+/// missing. `certfleet renew` and a batch's renewal check both ask here (through
+/// [`WindowWarnings::window`]), so they agree on when a certificate is due.
 pub async fn renewal_window(
     client: &AcmeClient,
     ari_cert_id: Option<&str>,
-    name: &str,
-) -> Option<RenewalWindow> {
-    let cert_id = match ari_cert_id.map(str::parse::<CertId>)? {
-        Ok(id) => id,
-        Err(e) => {
-            tracing::warn!(
-                "{name}: meta.json has an unusable ari_cert_id ({e}); using the certificate's lifetime"
-            );
+) -> Result<Option<RenewalWindow>, WindowUnavailable> {
+    let Some(id) = ari_cert_id else {
+        return Ok(None);
+    };
+    let cert_id = id
+        .parse::<CertId>()
+        .map_err(|e| WindowUnavailable::CertId(e.to_string()))?;
+    if client.directory().renewal_info.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(client.renewal_info(&cert_id).await?.window))
+}
+
+impl WindowUnavailable {
+    /// The CA's renewalInfo looks down (5xx, timeouts, refused connections), as opposed to
+    /// an answer about this one certificate.
+    fn is_outage(&self) -> bool {
+        matches!(self, WindowUnavailable::Ca(e) if e.is_transient())
+    }
+}
+
+/// Certificates named in a run's warnings about unavailable renewal windows; the others
+/// are counted in one closing line ([`RenewalWindows::finish`]).
+const NAMED_WINDOW_WARNINGS: usize = 3;
+
+/// Outages in a row after which a run stops asking the CA for renewal windows.
+const OUTAGE_TRIP: usize = 5;
+
+/// The renewal-window lookups of one run (`renew --all`, a batch's renewal check). The
+/// first three certificates whose window could not be had are named in a warning each and
+/// the rest counted in one closing line: a CA whose `renewalInfo` is down would otherwise
+/// log a line per certificate of a large batch. After [`OUTAGE_TRIP`] outages in a row the
+/// rest are not asked for (decided by their lifetime): they would each wait to fail in turn.
+#[derive(Debug, Default)]
+pub struct RenewalWindows {
+    unavailable: AtomicUsize,
+    outages_in_a_row: AtomicUsize,
+    not_asked: AtomicUsize,
+}
+
+impl RenewalWindows {
+    /// The renewal window of `name`'s certificate; `None` decides by its lifetime.
+    pub async fn window(
+        &self,
+        client: &AcmeClient,
+        ari_cert_id: Option<&str>,
+        name: &str,
+    ) -> Option<RenewalWindow> {
+        if self.outages_in_a_row.load(Ordering::Relaxed) >= OUTAGE_TRIP {
+            self.not_asked.fetch_add(1, Ordering::Relaxed);
             return None;
         }
-    };
-    client.directory().renewal_info.as_ref()?;
-    match client.renewal_info(&cert_id).await {
-        Ok(info) => Some(info.window),
-        Err(e) => {
+        let e = match renewal_window(client, ari_cert_id).await {
+            Ok(window) => {
+                self.outages_in_a_row.store(0, Ordering::Relaxed);
+                return window;
+            }
+            Err(e) => e,
+        };
+        if self.unavailable.fetch_add(1, Ordering::Relaxed) < NAMED_WINDOW_WARNINGS {
+            tracing::warn!("{name}: {e}; using the certificate's lifetime");
+        }
+        if !e.is_outage() {
+            self.outages_in_a_row.store(0, Ordering::Relaxed);
+        } else if self.outages_in_a_row.fetch_add(1, Ordering::Relaxed) + 1 == OUTAGE_TRIP {
             tracing::warn!(
-                "{name}: renewal info unavailable ({e}); using the certificate's lifetime"
+                "the CA's renewalInfo failed {OUTAGE_TRIP} times in a row (last: {e}): the \
+                 remaining certificates are decided by their lifetime without asking"
             );
-            None
+        }
+        None
+    }
+
+    /// The closing lines: certificates not named above, certificates not asked for.
+    pub fn finish(&self) {
+        let unavailable = self.unavailable.load(Ordering::Relaxed);
+        if unavailable > NAMED_WINDOW_WARNINGS {
+            tracing::warn!(
+                "renewal info unavailable for {} more certificates (not named above); each was \
+                 decided by its lifetime",
+                unavailable - NAMED_WINDOW_WARNINGS
+            );
+        }
+        let not_asked = self.not_asked.load(Ordering::Relaxed);
+        if not_asked > 0 {
+            tracing::warn!(
+                "{not_asked} certificates were decided by their lifetime without asking the CA \
+                 (its renewalInfo was failing)"
+            );
         }
     }
 }

@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result, bail};
 use certfleet_acme::AcmeClient;
 use certfleet_issue::bundle::{self, BundleDir, KeyOutput};
 use certfleet_issue::output::CertificateMeta;
-use certfleet_issue::renewal::{RenewalDecision, decide, renewal_window};
+use certfleet_issue::renewal::{RenewalDecision, RenewalWindows, decide};
 use certfleet_issue::{CertificateRequest, ExistingKey, KeyChoice};
 use time::OffsetDateTime;
 
@@ -74,10 +74,14 @@ pub async fn run(ctx: &Context, args: RenewArgs, quiet: bool) -> Result<()> {
                 continue;
             }
         };
+        // Per CA: one CA's renewalInfo outage says nothing about another's.
+        let windows = RenewalWindows::default();
         for entry in entries {
             let first = &entry.names[0];
             let outcome = match crate::lock::certificate(&ctx.state, first, what) {
-                Ok(_lock) => renew_one(&ca_ctx, &client, &account, entry, &args, quiet).await,
+                Ok(_lock) => {
+                    renew_one(&ca_ctx, &client, &account, entry, &args, &windows, quiet).await
+                }
                 Err(e) => Err(e),
             };
             match outcome {
@@ -94,6 +98,7 @@ pub async fn run(ctx: &Context, args: RenewArgs, quiet: bool) -> Result<()> {
                 }
             }
         }
+        windows.finish();
     }
     if !quiet {
         println!(
@@ -119,6 +124,7 @@ async fn renew_one(
     account: &certfleet_acme::Account,
     entry: &InventoryEntry,
     args: &RenewArgs,
+    windows: &RenewalWindows,
     quiet: bool,
 ) -> Result<Outcome> {
     let first = &entry.names[0];
@@ -134,7 +140,9 @@ async fn renew_one(
     let decision = match revoked {
         Some(r) => RenewalDecision::Due(format!("revoked ({}) at {}", r.reason, to_second(r.at))),
         None => {
-            let window = renewal_window(client, meta.ari_cert_id.as_deref(), first).await;
+            let window = windows
+                .window(client, meta.ari_cert_id.as_deref(), first)
+                .await;
             decide(
                 OffsetDateTime::now_utc(),
                 meta.not_before,

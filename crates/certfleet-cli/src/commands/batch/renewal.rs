@@ -9,7 +9,7 @@ use anyhow::Result;
 use certfleet_acme::AcmeClient;
 use certfleet_batch::{BatchId, Job, JobId, JobStatus, StateStore};
 use certfleet_issue::output::CertificateMeta;
-use certfleet_issue::renewal::{RenewalDecision, decide, renewal_window};
+use certfleet_issue::renewal::{RenewalDecision, RenewalWindows, decide};
 use futures::StreamExt as _;
 use time::OffsetDateTime;
 
@@ -44,11 +44,18 @@ pub async fn requeue_due(
         .iter()
         .filter(|j| j.status == JobStatus::Issued)
         .collect();
+    let windows = RenewalWindows::default();
+    let windows = &windows;
     let due: Vec<Option<JobId>> = futures::stream::iter(issued.iter().copied())
-        .map(|job| async move { is_due(client, store, job, now).await.then_some(job.id) })
+        .map(|job| async move {
+            is_due(client, store, job, now, windows)
+                .await
+                .then_some(job.id)
+        })
         .buffer_unordered(ARI_CONCURRENCY)
         .collect()
         .await;
+    windows.finish();
     let due: Vec<JobId> = due.into_iter().flatten().collect();
     let requeued = if due.is_empty() {
         0
@@ -71,6 +78,7 @@ async fn is_due(
     store: &dyn StateStore,
     job: &Job,
     now: OffsetDateTime,
+    windows: &RenewalWindows,
 ) -> bool {
     let Some(issued) = &job.issued else {
         return false;
@@ -101,7 +109,9 @@ async fn is_due(
             }
         },
     };
-    let window = renewal_window(client, meta.ari_cert_id.as_deref(), first).await;
+    let window = windows
+        .window(client, meta.ari_cert_id.as_deref(), first)
+        .await;
     match decide(
         now,
         meta.not_before,
