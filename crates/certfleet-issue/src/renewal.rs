@@ -83,7 +83,7 @@ pub enum WindowUnavailable {
 /// The CA's renewal window (RFC 9773) for the certificate whose ARI CertID is `ari_cert_id`
 /// (meta.json's `ari_cert_id`). `None` when the CA offers no `renewalInfo` or the id is
 /// missing. `certfleet renew` and a batch's renewal check both ask here (through
-/// [`WindowWarnings::window`]), so they agree on when a certificate is due.
+/// [`RenewalWindows::window`]), so they agree on when a certificate is due.
 pub async fn renewal_window(
     client: &AcmeClient,
     ari_cert_id: Option<&str>,
@@ -118,7 +118,7 @@ const OUTAGE_TRIP: usize = 5;
 /// The renewal-window lookups of one run (`renew --all`, a batch's renewal check). The
 /// first three certificates whose window could not be had are named in a warning each and
 /// the rest counted in one closing line: a CA whose `renewalInfo` is down would otherwise
-/// log a line per certificate of a large batch. After [`OUTAGE_TRIP`] outages in a row the
+/// log a line per certificate of a large batch. After five outages in a row the
 /// rest are not asked for (decided by their lifetime): they would each wait to fail in turn.
 #[derive(Debug, Default)]
 pub struct RenewalWindows {
