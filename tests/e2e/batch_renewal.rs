@@ -42,6 +42,16 @@ async fn issued_batch_with_ten_due(env: &Env) -> (CaProxy, String, String, BTree
     (proxy, config, file, due)
 }
 
+/// `renew --all` through the CA double.
+async fn renew_all(env: &Env, proxy: &CaProxy, config: &str) -> crate::common::Run {
+    env.run_at(
+        &proxy.directory_url(),
+        &["--config", config, "renew", "--all"],
+        COMMAND_TIMEOUT,
+    )
+    .await
+}
+
 fn meta(cert: &Value) -> Value {
     let dir = std::path::Path::new(cert["cert_dir"].as_str().expect("cert_dir"));
     serde_json::from_slice(&std::fs::read(dir.join("meta.json")).expect("meta")).expect("json")
@@ -54,13 +64,7 @@ async fn renew_all_follows_ari_windows_for_batch_certificates() {
         return;
     };
     let (proxy, config, _file, due) = issued_batch_with_ten_due(&env).await;
-    let run = env
-        .run_at(
-            &proxy.directory_url(),
-            &["--config", &config, "renew", "--all"],
-            COMMAND_TIMEOUT,
-        )
-        .await;
+    let run = renew_all(&env, &proxy, &config).await;
     run.assert_ok();
     assert!(run.stdout.contains("renewed 10, not due 40"), "{run}");
     let stats = proxy.stats();
@@ -157,13 +161,7 @@ async fn unavailable_renewal_info_is_warned_for_three_certificates_and_counted_f
     let orders = proxy.stats().new_orders;
     let asked = ari_requests(&proxy);
     let again = batch_run(&env, &proxy.directory_url(), &config, &file, &[]).await;
-    let renew = env
-        .run_at(
-            &proxy.directory_url(),
-            &["--config", &config, "renew", "--all"],
-            COMMAND_TIMEOUT,
-        )
-        .await;
+    let renew = renew_all(&env, &proxy, &config).await;
     for run in [&again, &renew] {
         run.assert_ok();
         let named = run
@@ -208,13 +206,7 @@ async fn renewal_info_down_is_asked_five_times_in_a_row_then_not_for_the_rest() 
     proxy.set_renewal_info_down(true);
     let orders = proxy.stats().new_orders;
     let asked = ari_requests(&proxy);
-    let renew = env
-        .run_at(
-            &proxy.directory_url(),
-            &["--config", &config, "renew", "--all"],
-            COMMAND_TIMEOUT,
-        )
-        .await;
+    let renew = renew_all(&env, &proxy, &config).await;
     renew.assert_ok();
     assert_eq!(
         ari_requests(&proxy) - asked,

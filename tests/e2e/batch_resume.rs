@@ -41,16 +41,7 @@ async fn sigkilled_batch_resumes_without_ordering_or_finalizing_twice() {
         .map(|i| format!("k{i}.crash{}.test", i % 3))
         .collect();
     let file = write_list(&env, "crash.txt", &names);
-    let seed = std::env::var("CERTFLEET_E2E_KILL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-                | 1
-        });
-    eprintln!("kill seed {seed}");
+    let seed = crate::common::seed("CERTFLEET_E2E_KILL_SEED", "kill");
     let mut rng = Rng(seed);
     // A CA that reorders what it may: the lost-order search reads shuffled list pages.
     let options = CaProxyOptions {

@@ -286,6 +286,22 @@ impl Env {
     }
 }
 
+/// A test's random seed: the environment variable `var` when set (to repeat a failing
+/// run), else the clock; printed as `<label> seed N` so a failure names it.
+pub fn seed(var: &str, label: &str) -> u64 {
+    let seed = std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+                | 1
+        });
+    eprintln!("{label} seed {seed}");
+    seed
+}
+
 /// Lowercase hex without leading zeros or separators.
 pub fn normalize_serial(s: &str) -> String {
     let hex: String = s

@@ -13,27 +13,12 @@ use certfleet_testenv::{CaProxy, CaProxyOptions, CertInfo, PebbleOptions};
 use crate::batch::{BATCH_TIMEOUT, report, write_config, write_list};
 use crate::common::{COMMAND_TIMEOUT, Env, check_issued};
 
-/// The reordering seed: `CERTFLEET_E2E_REORDER_SEED`, else the clock (printed).
-fn seed() -> u64 {
-    let seed = std::env::var("CERTFLEET_E2E_REORDER_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-                | 1
-        });
-    eprintln!("reorder seed {seed}");
-    seed
-}
-
 /// A Pebble with two alternate roots behind a reordering CA double, an account, the
 /// challtestsrv plugin's config and the CN of the alternate root to prefer.
 async fn start() -> Option<(Env, CaProxy, String, String)> {
     let env = Env::start(PebbleOptions::default().alternate_roots(2)).await?;
     let options = CaProxyOptions {
-        reorder: Some(seed()),
+        reorder: Some(crate::common::seed("CERTFLEET_E2E_REORDER_SEED", "reorder")),
         ..CaProxyOptions::default()
     };
     let proxy = CaProxy::start(&env.pebble, options).await.expect("proxy");
@@ -134,19 +119,7 @@ async fn issue_and_renew_through_a_ca_that_reorders_what_it_may() {
         wanted,
         "the renewal kept the preferred chain"
     );
-    let reordered = proxy.stats().reordered;
-    for what in [
-        "identifiers",
-        "authorizations",
-        "challenges",
-        "members",
-        "link",
-    ] {
-        assert!(
-            reordered.get(what).is_some_and(|n| *n > 0),
-            "the CA double reordered no {what}: {reordered:?}"
-        );
-    }
+    assert_reordered_all(&proxy.stats().reordered);
 }
 
 #[tokio::test]
@@ -214,6 +187,12 @@ async fn a_batch_through_a_ca_that_reorders_what_it_may_gets_each_name_set_once(
         );
         assert_eq!(chain_top(dir), wanted, "{}: preferred chain", dir.display());
     }
+    assert_reordered_all(&stats.reordered);
+}
+
+/// The CA double changed the order of every kind of list it may reorder at least once.
+#[track_caller]
+fn assert_reordered_all(reordered: &std::collections::BTreeMap<String, u64>) {
     for what in [
         "identifiers",
         "authorizations",
@@ -222,9 +201,8 @@ async fn a_batch_through_a_ca_that_reorders_what_it_may_gets_each_name_set_once(
         "link",
     ] {
         assert!(
-            stats.reordered.get(what).is_some_and(|n| *n > 0),
-            "the CA double reordered no {what}: {:?}",
-            stats.reordered
+            reordered.get(what).is_some_and(|n| *n > 0),
+            "the CA double reordered no {what}: {reordered:?}"
         );
     }
 }
