@@ -56,17 +56,11 @@ async fn challtestsrv_plugin_issues_wildcard_and_apex_and_keeps_its_token_secret
         run.stderr.contains("http_requests=4"),
         "a clear-txt before the name's first value, 2 set-txt, 1 clear-txt:\n{run}"
     );
-    let dns: std::net::SocketAddr = env.pebble.dns_server().parse().expect("addr");
-    let left = std::process::Command::new("dig")
-        .args([&format!("@{}", dns.ip()), "-p", &dns.port().to_string()])
-        .args(["+short", "TXT", "_acme-challenge.chall.test."])
-        .output()
+    let left = env
+        .pebble
+        .served_txt("_acme-challenge.chall.test.")
         .expect("dig");
-    assert!(
-        String::from_utf8_lossy(&left.stdout).trim().is_empty(),
-        "challtestsrv still serves TXT: {}",
-        String::from_utf8_lossy(&left.stdout)
-    );
+    assert!(left.is_empty(), "challtestsrv still serves TXT: {left:?}");
 
     let check = env
         .run(&["--config", &config_s, "plugin", "check", "challtestsrv"])
@@ -107,30 +101,10 @@ async fn challtestsrv_serves_each_value_once_when_later_runs_present_it_again() 
         call(&plugin, "present", &[record('v'), record('w')])
             .await
             .expect("present again");
-        assert_eq!(
-            served_txt(&env, name),
-            ["v".repeat(43), "w".repeat(43)],
-            "run {run}"
-        );
+        let mut served = env.pebble.served_txt(name).expect("dig");
+        served.sort();
+        assert_eq!(served, ["v".repeat(43), "w".repeat(43)], "run {run}");
     }
-}
-
-/// The TXT values challtestsrv's DNS server answers for `name`, sorted.
-fn served_txt(env: &Env, name: &str) -> Vec<String> {
-    let dns: std::net::SocketAddr = env.pebble.dns_server().parse().expect("addr");
-    let out = std::process::Command::new("dig")
-        .args([&format!("@{}", dns.ip()), "-p", &dns.port().to_string()])
-        .args(["+short", "TXT", name])
-        .output()
-        .expect("dig");
-    assert!(out.status.success(), "dig: {out:?}");
-    let mut values: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.trim().trim_matches('"').to_owned())
-        .filter(|l| !l.is_empty())
-        .collect();
-    values.sort();
-    values
 }
 
 /// A provider script in lego's `exec` convention that talks RFC 2136 with nsupdate.

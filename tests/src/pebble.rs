@@ -413,6 +413,16 @@ impl Pebble {
         &self.dns_server
     }
 
+    /// The TXT values the DNS server Pebble resolves with answers for `name` (`dig`, no
+    /// recursion): what challtestsrv serves, unless the server was overridden.
+    pub fn served_txt(&self, name: &str) -> Result<Vec<String>> {
+        let server = self
+            .dns_server
+            .parse()
+            .with_context(|| format!("Pebble's DNS server {:?}", self.dns_server))?;
+        crate::dig::txt(server, name)
+    }
+
     /// Directory holding the configuration, TLS files and logs (`pebble.log`,
     /// `challtestsrv.log`).
     pub fn work_dir(&self) -> &Path {

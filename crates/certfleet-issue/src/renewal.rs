@@ -73,7 +73,7 @@ pub fn decide(
 /// Why the CA's renewal window could not be had: the certificate is decided by its
 /// lifetime instead.
 #[derive(Debug, thiserror::Error)]
-pub enum WindowUnavailable {
+enum WindowUnavailable {
     #[error("meta.json has an unusable ari_cert_id ({0})")]
     CertId(String),
     #[error("renewal info unavailable ({0})")]
@@ -84,7 +84,7 @@ pub enum WindowUnavailable {
 /// (meta.json's `ari_cert_id`). `None` when the CA offers no `renewalInfo` or the id is
 /// missing. `certfleet renew` and a batch's renewal check both ask here (through
 /// [`RenewalWindows::window`]), so they agree on when a certificate is due.
-pub async fn renewal_window(
+async fn renewal_window(
     client: &AcmeClient,
     ari_cert_id: Option<&str>,
 ) -> Result<Option<RenewalWindow>, WindowUnavailable> {

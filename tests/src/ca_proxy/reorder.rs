@@ -5,7 +5,7 @@
 //! Each response draws its own permutation from the seeded dice; what changed is counted
 //! in [`super::ProxyStats::reordered`], so a test can tell that it was exercised.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use http_body_util::{BodyExt, Full};
@@ -35,12 +35,15 @@ pub(super) async fn response(shared: &Shared, resp: Resp) -> Resp {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.contains("json"));
+    let parsed = is_json
+        .then(|| serde_json::from_slice::<Value>(&bytes).ok())
+        .flatten();
     let mut st = shared.state();
     let super::State { reorder, stats, .. } = &mut *st;
     let Some(dice) = reorder.as_mut() else {
         return Response::from_parts(parts, Full::new(bytes));
     };
-    let mut changed = BTreeMap::<&'static str, bool>::new();
+    let mut changed = BTreeSet::<&'static str>::new();
     let mut links: Vec<HeaderValue> = parts
         .headers
         .get_all(header::LINK)
@@ -48,33 +51,33 @@ pub(super) async fn response(shared: &Shared, resp: Resp) -> Resp {
         .cloned()
         .collect();
     if permute(dice, &mut links) {
-        changed.insert("link", true);
+        changed.insert("link");
     }
     parts.headers.remove(header::LINK);
     for link in links {
         parts.headers.append(header::LINK, link);
     }
-    let body = match serde_json::from_slice::<Value>(&bytes) {
-        Ok(mut v) if is_json => {
+    let body = match parsed {
+        Some(mut v) => {
             if let Some(object) = v.as_object_mut() {
                 for key in UNORDERED {
                     if let Some(list) = object.get_mut(key).and_then(Value::as_array_mut)
                         && permute(dice, list)
                     {
-                        changed.insert(key, true);
+                        changed.insert(key);
                     }
                 }
             }
             let mut out = String::with_capacity(bytes.len());
             if write_shuffled(dice, &v, &mut out) {
-                changed.insert("members", true);
+                changed.insert("members");
             }
             parts.headers.remove(header::CONTENT_LENGTH);
             Bytes::from(out)
         }
-        _ => bytes,
+        None => bytes,
     };
-    for key in changed.into_keys() {
+    for key in changed {
         *stats.reordered.entry(key.to_owned()).or_default() += 1;
     }
     Response::from_parts(parts, Full::new(body))
