@@ -301,43 +301,67 @@ async fn separate_hosts_with_a_killed_and_a_paused_node_issue_once_and_write_not
     );
 }
 
-/// Node 0 of `fleet` runs `batch` one job at a time with the test hook `flag` (a
+/// Node `node` of `fleet` runs `batch` one job at a time with the test hook `flag` (a
 /// `--test-stop-before-…` of a binary built with the feature `certfleet-cli/test-hooks`, as
 /// `cargo xtask ci` builds it) for the batch's first name, and stops itself (SIGSTOP) in that
-/// window; its lease runs out, node 1 takes the job over and issues the whole batch; node 0
-/// is resumed and must finish cleanly. Returns node 0's pid and how many bundles it had
-/// stored when it was resumed.
+/// window. Returns the stopped process.
+async fn stop_in_window(
+    fleet: &Fleet,
+    node: usize,
+    batch: &FleetBatch,
+    flag: &str,
+    window: &str,
+) -> tokio::process::Child {
+    let target = batch.names[0].as_str();
+    let mut args = batch.run("1").to_vec();
+    args.extend([flag, target]);
+    let stale = fleet.spawn_host(node, &args);
+    let pid = stale.id().expect("pid");
+    let stopped_line = format!("stopping before {window} of {target}");
+    let stopped = wait_until(Duration::from_secs(120), || {
+        let state = process_state(pid);
+        // Gone or a zombie: the run ended without stopping (no hook compiled in).
+        state.is_none_or(|s| s == 'Z')
+            || fleet.log(node).contains(&stopped_line) && state == Some('T')
+    })
+    .await;
+    assert!(
+        stopped && process_state(pid) == Some('T'),
+        "node {node} stopped before {window} (the certfleet binary must be built with \
+         `--features certfleet-cli/test-hooks`, as `cargo xtask ci` does):\n{}",
+        fleet.log(node)
+    );
+    stale
+}
+
+/// Resumes a node stopped by [`stop_in_window`]; it must finish cleanly.
+async fn resume(fleet: &Fleet, node: usize, mut stopped: tokio::process::Child) {
+    signal(&stopped, libc::SIGCONT);
+    let code = wait_exit(&mut stopped, BATCH_TIMEOUT).await;
+    assert_eq!(
+        code,
+        Some(0),
+        "node {node} after resuming:\n{}",
+        fleet.log(node)
+    );
+}
+
+/// Node 0 stops in `window` ([`stop_in_window`]); its lease runs out, node 1 takes the job
+/// over and issues the whole batch; node 0 is resumed and must finish cleanly. Returns node
+/// 0's pid and how many bundles it had stored when it was resumed.
 async fn stop_in_window_then_resume(
     fleet: &Fleet,
     batch: &FleetBatch,
     flag: &str,
     window: &str,
 ) -> (u32, usize) {
-    let target = batch.names[0].as_str();
-    let mut args = batch.run("1").to_vec();
-    args.extend([flag, target]);
-    let mut stale = fleet.spawn_host(0, &args);
+    let stale = stop_in_window(fleet, 0, batch, flag, window).await;
     let stale_pid = stale.id().expect("pid");
-    let stopped_line = format!("stopping before {window} of {target}");
-    let stopped = wait_until(Duration::from_secs(120), || {
-        let state = process_state(stale_pid);
-        // Gone or a zombie: the run ended without stopping (no hook compiled in).
-        state.is_none_or(|s| s == 'Z') || fleet.log(0).contains(&stopped_line) && state == Some('T')
-    })
-    .await;
-    assert!(
-        stopped && process_state(stale_pid) == Some('T'),
-        "node 0 stopped before {window} (the certfleet binary must be built with \
-         `--features certfleet-cli/test-hooks`, as `cargo xtask ci` does):\n{}",
-        fleet.log(0)
-    );
     // Node 1 claims node 0's jobs once their leases run out and issues all of them.
     let (code, _) = finish(fleet.spawn_host(1, &batch.run("8"))).await;
     assert_eq!(code, Some(0), "node 1:\n{}", fleet.log(1));
     let before = count(fleet, &bundles_of(stale_pid));
-    signal(&stale, libc::SIGCONT);
-    let code = wait_exit(&mut stale, BATCH_TIMEOUT).await;
-    assert_eq!(code, Some(0), "node 0 after resuming:\n{}", fleet.log(0));
+    resume(fleet, 0, stale).await;
     (stale_pid, before)
 }
 
@@ -365,8 +389,9 @@ fn cert_entries(fleet: &Fleet, node: usize) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Every job issued once, one issuance row per serial, each directory published once.
-fn assert_issued_once(fleet: &Fleet, n: usize) {
+/// Every job issued once, one issuance row per serial, each directory published once by
+/// one of the first `nodes` nodes.
+fn assert_issued_once(fleet: &Fleet, n: usize, nodes: usize) {
     fleet.assert_finalized_once(n);
     assert_eq!(
         count(fleet, "SELECT count(*) FROM jobs WHERE status = 'issued'"),
@@ -379,7 +404,7 @@ fn assert_issued_once(fleet: &Fleet, n: usize) {
         "one issuance row per serial"
     );
     assert_eq!(
-        fleet.certs_of(0) + fleet.certs_of(1),
+        (0..nodes).map(|i| fleet.certs_of(i)).sum::<usize>(),
         n,
         "each published once"
     );
@@ -436,7 +461,7 @@ async fn a_node_stopped_in_the_publish_window_publishes_nothing_once_its_lease_i
         before,
         "node 0's directories are the bundles it stored before it stopped: {entries:?}"
     );
-    assert_issued_once(&fleet, n);
+    assert_issued_once(&fleet, n, 2);
 }
 
 /// The earlier window: node 0 stops with the job's key generated (its pending key file)
@@ -474,7 +499,80 @@ async fn a_node_stopped_before_recording_its_key_removes_it_once_its_lease_is_ta
         !entries.iter().any(|f| f.contains("pending-key")),
         "no pending key left on node 0: {entries:?}"
     );
-    assert_issued_once(&fleet, n);
+    assert_issued_once(&fleet, n, 2);
+}
+
+/// Two takeovers of one job. Node 0 stops with the certificate downloaded (its key sealed
+/// in the store, `finalizing` written); node 1 takes the job over, restores the key from the
+/// store as its own pending key file and stops right there; node 2 takes the job over from
+/// node 1 and issues it. Node 1, resumed, is refused at its lease check before finalize and
+/// removes the key file it restored (it was left behind before); node 0, resumed, is refused
+/// at its publish; one certificate per name set.
+#[tokio::test]
+async fn a_node_that_restored_a_key_from_the_store_removes_it_once_its_lease_is_taken_over() {
+    let config = format!("{FAST}lease_secs = 3\n");
+    let Some(fleet) = start(&config).await else {
+        return;
+    };
+    let n = 4;
+    let batch = FleetBatch::new(&fleet, "d", "double", 2, n);
+    let target = batch.names[0].as_str();
+    let first = stop_in_window(
+        &fleet,
+        0,
+        &batch,
+        "--test-stop-before-fenced-publish",
+        "the fenced publish",
+    )
+    .await;
+    let first_pid = first.id().expect("pid");
+    let second = stop_in_window(
+        &fleet,
+        1,
+        &batch,
+        "--test-stop-before-key-recorded",
+        "recording the key",
+    )
+    .await;
+    let second_pid = second.id().expect("pid");
+    assert!(
+        fleet
+            .log(1)
+            .contains("certificate key taken from the store"),
+        "node 1 restored node 0's key from the store:\n{}",
+        fleet.log(1)
+    );
+    let pending = format!(".{target}.pending-key.pem");
+    assert!(
+        cert_entries(&fleet, 1).contains(&pending),
+        "node 1 holds the restored key as {pending} while stopped"
+    );
+    let (code, _) = finish(fleet.spawn_host(2, &batch.run("8"))).await;
+    assert_eq!(code, Some(0), "node 2:\n{}", fleet.log(2));
+    resume(&fleet, 1, second).await;
+    assert!(
+        count(&fleet, &refusals_of(second_pid, "renew_lease")) >= 1,
+        "node 1's lease check was refused:\n{}",
+        fleet.log(1)
+    );
+    let entries = cert_entries(&fleet, 1);
+    assert!(
+        !entries.iter().any(|f| f.contains("pending-key")),
+        "node 1 removed the key it restored once it lost the job: {entries:?}"
+    );
+    resume(&fleet, 0, first).await;
+    assert!(
+        count(&fleet, &refusals_of(first_pid, "put_bundle")) >= 1,
+        "node 0 reached its fenced publish and was refused:\n{}",
+        fleet.log(0)
+    );
+    assert!(
+        !cert_entries(&fleet, 0)
+            .iter()
+            .any(|f| f.contains("pending-key")),
+        "no pending key left on node 0"
+    );
+    assert_issued_once(&fleet, n, 3);
 }
 
 /// The state letter of `/proc/<pid>/stat` (`T` stopped), `None` once the process is gone.

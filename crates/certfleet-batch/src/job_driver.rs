@@ -5,7 +5,9 @@
 //! newOrder returns, `validating` before responding to challenges, `finalizing` with the
 //! certificate key before finalize. A resumed job re-reads its order and authorizations by
 //! URL and continues the same order; a job resumed at `finalizing` finalizes only if the
-//! order is still `ready`, so a name set is finalized at most once.
+//! order is still `ready`, so a name set is finalized at most once. A job whose fenced
+//! write is refused (another node took it over) stops, and removes the pending key file it
+//! made or restored in that claim.
 
 use std::sync::Arc;
 
@@ -16,7 +18,7 @@ use certfleet_issue::steps::new_order_request;
 use certfleet_issue::{ChallengeKind, IssueError, OrderSteps};
 use time::OffsetDateTime;
 
-use crate::error::RunError;
+use crate::error::{RunError, StoreError};
 use crate::governor::{OrderContext, RateLimitSignal, Reservation, Reserve, new_orders_key};
 use crate::orchestrator::Shared;
 use crate::slots::{PendingAuthorizations, WorkSlot};
@@ -26,6 +28,8 @@ mod authorize;
 mod finalize;
 mod fleet;
 mod recover;
+
+use finalize::OwnPendingKey;
 
 /// Steps one job may take in one claim (a bound on the state loop).
 const MAX_STEPS: usize = 12;
@@ -51,6 +55,9 @@ pub(crate) struct JobDriver {
     /// `ordering` and storing the order's URL, so the CA may hold an order for this job
     /// already (see `recover`).
     maybe_lost_order: bool,
+    /// The pending key file this node generated or restored from the store in this claim,
+    /// as it wrote it (see [`JobDriver::drop_own_pending_key`]).
+    own_pending: Option<OwnPendingKey>,
 }
 
 impl JobDriver {
@@ -77,11 +84,22 @@ impl JobDriver {
             slot,
             pending: None,
             maybe_lost_order: false,
+            own_pending: None,
         }
     }
 
     /// Runs the job until it is issued, deferred or failed; returns it as stored.
     pub(crate) async fn run(mut self) -> Result<Job, RunError> {
+        let outcome = self.drive().await;
+        if let Err(RunError::Store(StoreError::Fenced { .. })) = &outcome {
+            // Another node owns the job now: it has the key from the store or makes its
+            // own, so the key file this node wrote for it is litter.
+            self.drop_own_pending_key();
+        }
+        outcome.map(|()| self.job)
+    }
+
+    async fn drive(&mut self) -> Result<(), RunError> {
         let mut status = self.job.status;
         self.maybe_lost_order = status == JobStatus::Ordering && self.job.order_url.is_none();
         if status == JobStatus::Deferred {
@@ -116,7 +134,7 @@ impl JobDriver {
             ))
             .await?;
         }
-        Ok(self.job)
+        Ok(())
     }
 
     async fn write(&mut self, update: JobUpdate) -> Result<(), RunError> {

@@ -104,8 +104,9 @@ pub trait IssuedHook: Send + Sync + std::fmt::Debug {
 pub trait WindowHook: Send + Sync + std::fmt::Debug {
     /// The certificate directory is staged; the bundle and `issued` are next.
     fn before_fenced_publish(&self, job: &crate::Job);
-    /// A generated certificate key is this node's pending key file only; sealing it into
-    /// the store and `finalizing` are next.
+    /// A certificate key generated for the job, or restored from the store, is this node's
+    /// pending key file only; recording it (sealing into the store, `finalizing`, the lease
+    /// check before finalize) is next.
     fn before_key_recorded(&self, job: &crate::Job);
 }
 

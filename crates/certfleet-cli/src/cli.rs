@@ -227,7 +227,8 @@ pub struct BatchRunArgs {
     #[arg(long, value_name = "NAME", hide = true)]
     pub test_stop_before_fenced_publish: Option<String>,
     /// Test builds only (feature `test-hooks`): stop this process (SIGSTOP) once, when the
-    /// key generated for the certificate with this first name is about to be recorded
+    /// key generated for the certificate with this first name, or restored from the store,
+    /// is about to be recorded
     #[cfg(feature = "test-hooks")]
     #[arg(long, value_name = "NAME", hide = true)]
     pub test_stop_before_key_recorded: Option<String>,

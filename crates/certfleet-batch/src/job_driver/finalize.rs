@@ -13,7 +13,7 @@ use certfleet_keys::{KeyAlgorithm, KeyError, KeyRef, SigningKey};
 
 use super::authorize::JobCheckpoint;
 use super::{JobDriver, now};
-use crate::error::{RunError, StoreError};
+use crate::error::RunError;
 use crate::store::{IssuedCert, JobStatus, JobUpdate};
 
 impl JobDriver {
@@ -56,15 +56,35 @@ impl JobDriver {
                 (key, true)
             }
         };
-        // The generated key's file as this node made it (see `unless_refused`); only a
-        // fleet's writes can be refused, so one host spends no `stat` here.
-        let own = (generated && self.fleet())
-            .then(|| file_identity(&pending))
-            .flatten();
+        if generated {
+            self.own_pending_key(&pending);
+        }
         let sealing = generated.then_some(pending.as_path());
-        let recorded = self.record_cert_key(&key, sealing).await;
-        unless_refused(recorded, own, &pending, self.job.id)?;
+        self.record_cert_key(&key, sealing).await?;
         Ok(key)
+    }
+
+    /// Notes the pending key file at `path` as this node just wrote it, for
+    /// [`JobDriver::drop_own_pending_key`]. Only a fleet's writes can be refused, so one
+    /// host spends no `stat` here.
+    pub(super) fn own_pending_key(&mut self, path: &Path) {
+        if self.fleet() {
+            self.own_pending = file_identity(path).map(|identity| OwnPendingKey {
+                path: path.to_owned(),
+                identity,
+            });
+        }
+    }
+
+    /// After a refused fenced write: removes the pending key file this node generated or
+    /// restored in this claim, while the path still names that file (another run on this
+    /// host may have written its own there since).
+    pub(super) fn drop_own_pending_key(&mut self) {
+        if let Some(own) = self.own_pending.take()
+            && file_identity(&own.path) == Some(own.identity)
+        {
+            remove_pending_key(true, &own.path, self.job.id);
+        }
     }
 
     /// Stores the key generated at `sealing` (sealed, for a fleet) and writes `finalizing`
@@ -192,6 +212,12 @@ impl JobDriver {
         let (issued_copy, meta_copy) = (issued.clone(), meta.clone());
         let (own_pending, unpublished) =
             off_thread(move || files.write(&issued_copy, &meta_copy)).await?;
+        if let Some(identity) = own_pending {
+            self.own_pending = Some(OwnPendingKey {
+                path: pending.clone(),
+                identity,
+            });
+        }
         if unpublished.is_some()
             && let Some(hook) = sh.window_hook.clone()
         {
@@ -200,8 +226,7 @@ impl JobDriver {
         // Fenced: a node whose lease was taken over stores no bundle and so records no
         // issuance; a crash before `issued` is repeated by the next owner with the same
         // serial, which the store records once.
-        let stored = self.store_bundle(&issued, &meta, generated).await;
-        unless_refused(stored, own_pending, &pending, self.job.id)?;
+        self.store_bundle(&issued, &meta, generated).await?;
         let mut update = JobUpdate::issued(IssuedCert {
             serial: issued.info.serial_hex.clone(),
             not_after: issued.info.not_after,
@@ -268,8 +293,10 @@ impl BundleFiles {
     ) -> Result<(Option<FileIdentity>, Option<Staging>), RunError> {
         let pending = &self.pending;
         // The pending key file as this node, holding the lease, stages it: a refused publish
-        // removes this very file, never one another node wrote at the path since.
-        let own_pending = self.generated.then(|| file_identity(pending)).flatten();
+        // (a fleet's) removes this very file, never one written at the path since.
+        let own_pending = (self.generated && !self.publish_now)
+            .then(|| file_identity(pending))
+            .flatten();
         let current = self.bundle.current_key();
         let key_output = match self.generated {
             true if pending.exists() => KeyOutput::LinkFrom(pending),
@@ -301,27 +328,14 @@ async fn off_thread<T: Send + 'static>(
         .map_err(|e| RunError::Task(format!("writing the certificate directory: {e}")))?
 }
 
-/// `result` of a fenced write after this node made the pending key (recording the key, or
-/// the publish); when it was refused (the lease was taken over) the new owner has or makes
-/// the job's key itself, so the pending key file this node made is litter: removed while it
-/// is still the file `own` identifies.
-fn unless_refused(
-    result: Result<(), RunError>,
-    own: Option<FileIdentity>,
-    pending: &Path,
-    job: crate::store::JobId,
-) -> Result<(), RunError> {
-    if matches!(result, Err(RunError::Store(StoreError::Fenced { .. })))
-        && own.is_some()
-        && file_identity(pending) == own
-    {
-        remove_pending_key(true, pending, job);
-    }
-    result
-}
-
 /// Device and inode: which file a path names (an atomic rewrite makes another).
 type FileIdentity = (u64, u64);
+
+/// A pending key file as this node wrote it.
+pub(super) struct OwnPendingKey {
+    path: PathBuf,
+    identity: FileIdentity,
+}
 
 /// The [`FileIdentity`] of `path`.
 fn file_identity(path: &Path) -> Option<FileIdentity> {

@@ -38,9 +38,10 @@ impl JobDriver {
 
     /// The job's key from the store, when this node cannot load the stored reference (the
     /// key was generated on another node): opened with the KEK and written as this node's
-    /// pending key (0600). `None` when the store holds no key for the job.
+    /// pending key (0600), which a refused write later removes. `None` when the store holds
+    /// no key for the job.
     pub(super) async fn key_from_store(
-        &self,
+        &mut self,
         pending: &Path,
     ) -> Result<Option<Arc<dyn SigningKey>>, RunError> {
         let (true, Some(kek)) = (self.fleet(), self.sh.kek.as_ref()) else {
@@ -60,8 +61,12 @@ impl JobDriver {
             path: pending.to_owned(),
             source,
         })?;
-        let key_ref = KeyRef::file(pending)?;
+        self.own_pending_key(pending);
         tracing::info!(job = %self.job.id, "certificate key taken from the store (generated on another node)");
+        if let Some(hook) = self.sh.window_hook.clone() {
+            hook.before_key_recorded(&self.job);
+        }
+        let key_ref = KeyRef::file(pending)?;
         Ok(Some(self.sh.load_key(key_ref.as_str()).await?))
     }
 

@@ -2,9 +2,9 @@
 //! `--test-stop-before-key-recorded <name>`, compiled only with the feature `test-hooks`
 //! (test builds; a release binary has no such flags and reads no test hook): stops this
 //! process with SIGSTOP once, when the certificate whose first name is `<name>` reaches
-//! that window of the fleet (staged, fenced store writes next; or its key generated and not
-//! yet stored). A test then lets the lease run out, lets another node take the job over, and
-//! resumes this one.
+//! that window of the fleet (staged, fenced store writes next; or its key generated, or
+//! restored from the store, and not yet recorded). A test then lets the lease run out, lets
+//! another node take the job over, and resumes this one.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
