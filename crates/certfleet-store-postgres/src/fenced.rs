@@ -3,6 +3,7 @@
 //! one round-trip; a write that matches nothing is diagnosed (no such job, a stale lease —
 //! refused and recorded in `fenced_writes` — or an invalid transition).
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use certfleet_store::{Job, JobStatus, JobUpdate, Lease, StoreError};
@@ -116,19 +117,11 @@ pub(crate) async fn update(
 /// The fenced update (its transition checked in the WHERE clause) on `client`, a pooled
 /// connection or a transaction: the job as written, `None` when nothing matched (see
 /// [`refusal`]). The caller has run `check_write(…, None)`.
-pub(crate) async fn update_on<C: GenericClient>(
-    db: &Db,
-    client: &C,
-    lease: &Lease,
-    u: &JobUpdate,
-    now: OffsetDateTime,
-) -> Result<Option<Job>, StoreError> {
-    let (authz, issued) = u.json_columns(&db.location)?;
-    let keeps_lease = u.keeps_lease();
-    // The statuses this one may be reached from: the transition is checked in the WHERE
-    // clause, so a valid write is one round-trip.
-    let from: Vec<&str> = u.status.reachable_from().map(JobStatus::as_str).collect();
-    let update = format!(
+/// The fenced job update: the transition is checked in the WHERE clause (`$16`, the
+/// statuses the new one may be reached from), so a valid write is one round trip. Built once:
+/// it is the text every job write prepares (cached by it) and sends.
+static FENCED_UPDATE: LazyLock<String> = LazyLock::new(|| {
+    format!(
         "UPDATE jobs SET status = $1::text, \
          order_url = COALESCE($2::text, CASE WHEN $13::bool THEN NULL ELSE order_url END), \
          authz_urls = COALESCE($3::text, CASE WHEN $13::bool THEN '[]' ELSE authz_urls END), \
@@ -142,7 +135,32 @@ pub(crate) async fn update_on<C: GenericClient>(
          last_node = $14::text, updated_at = $11::bigint \
          WHERE id = $12 AND fence = $15 AND lease_node = $14::text AND status = ANY($16::text[]) \
          RETURNING {COLS}"
-    );
+    )
+});
+
+/// [`FENCED_UPDATE`] with the issuance row in the same statement (a data-modifying CTE):
+/// written only when the fenced update matched, atomically with it, in the same round trip.
+static FENCED_UPDATE_RECORDING: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH upd AS ({}), rec AS ({INSERT_ISSUANCE} \
+         SELECT $17::text, $18::text, $19::text, $20::text, $21::bigint, $22::bigint, \
+         $23::text WHERE EXISTS (SELECT 1 FROM upd) ON CONFLICT (serial) DO NOTHING) \
+         SELECT * FROM upd",
+        *FENCED_UPDATE
+    )
+});
+
+pub(crate) async fn update_on<C: GenericClient>(
+    db: &Db,
+    client: &C,
+    lease: &Lease,
+    u: &JobUpdate,
+    now: OffsetDateTime,
+) -> Result<Option<Job>, StoreError> {
+    let (authz, issued) = u.json_columns(&db.location)?;
+    let keeps_lease = u.keeps_lease();
+    // The statuses this one may be reached from ($16).
+    let from: Vec<&str> = u.status.reachable_from().map(JobStatus::as_str).collect();
     let status = u.status.as_str();
     let resume_status = u.resume_status.map(JobStatus::as_str);
     let deferred_until = u.deferred_until.map(ts);
@@ -166,26 +184,19 @@ pub(crate) async fn update_on<C: GenericClient>(
         &lease.token.0,
         &from,
     ];
-    // The issuance row rides in the same statement (a data-modifying CTE): written only
-    // when the fenced update matched, atomically with it, in the same round trip.
     let issuance = u
         .issuance
         .as_ref()
         .map(|r| IssuanceColumns::new(r, db))
         .transpose()?;
-    let sql = match &issuance {
-        None => update,
+    let sql: &str = match &issuance {
+        None => &FENCED_UPDATE,
         Some(i) => {
             params.extend(i.params());
-            format!(
-                "WITH upd AS ({update}), rec AS ({INSERT_ISSUANCE} \
-                 SELECT $17::text, $18::text, $19::text, $20::text, $21::bigint, $22::bigint, \
-                 $23::text WHERE EXISTS (SELECT 1 FROM upd) ON CONFLICT (serial) DO NOTHING) \
-                 SELECT * FROM upd"
-            )
+            &FENCED_UPDATE_RECORDING
         }
     };
-    let stmt = client.prepare_cached(&sql).await.map_err(|e| db.err(e))?;
+    let stmt = client.prepare_cached(sql).await.map_err(|e| db.err(e))?;
     db.stats.trips(1);
     let rows = client.query(&stmt, &params).await.map_err(|e| db.err(e))?;
     rows.first().map(|row| decode(row, db)).transpose()
