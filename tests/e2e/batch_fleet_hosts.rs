@@ -575,6 +575,73 @@ async fn a_node_that_restored_a_key_from_the_store_removes_it_once_its_lease_is_
     assert_issued_once(&fleet, n, 3);
 }
 
+/// A job that leaves a host unissued takes its key with it. Node 0 stops right after
+/// generating the first job's key; the CA then answers every request 503 and node 0 is
+/// resumed: it seals the key into the store, writes `finalizing`, is refused by the CA at
+/// finalize and defers the job, defers the rest (orders waiting for the CA hold no work
+/// slot, so they may have keys too), and stops (`--max-wait 0s`, exit 75). With the CA
+/// healthy again node 1 issues the batch, restoring those keys from the store. Node 0 keeps
+/// no pending key: each would be the private key of a certificate another host issued (they
+/// were left behind before). Every name set is finalized once.
+#[tokio::test]
+async fn a_host_keeps_no_key_of_a_job_that_left_it_unissued() {
+    let Some(fleet) = start(FAST).await else {
+        return;
+    };
+    let n = 4;
+    let batch = FleetBatch::new(&fleet, "u", "unissued", 2, n);
+    let target = batch.names[0].as_str();
+    let mut args = batch.run("1").to_vec();
+    args.extend([
+        "--max-wait",
+        "0s",
+        "--test-stop-before-key-recorded",
+        target,
+    ]);
+    let mut first = fleet.spawn_host(0, &args);
+    let stopped_line = format!("stopping before recording the key of {target}");
+    let pid = first.id().expect("pid");
+    assert!(
+        wait_until(Duration::from_secs(120), || {
+            fleet.log(0).contains(&stopped_line) && process_state(pid) == Some('T')
+        })
+        .await,
+        "node 0 stopped before recording the key (a binary built with \
+         `--features certfleet-cli/test-hooks`):\n{}",
+        fleet.log(0)
+    );
+    fleet.proxy.set_unavailable_rate(1.0);
+    signal(&first, libc::SIGCONT);
+    let code = wait_exit(&mut first, BATCH_TIMEOUT).await;
+    assert_eq!(
+        code,
+        Some(75),
+        "node 0 stopped with its jobs deferred:\n{}",
+        fleet.log(0)
+    );
+    assert!(
+        count(&fleet, "SELECT count(*) FROM job_keys") >= 1,
+        "node 0 sealed the keys it made into the store before the CA refused it"
+    );
+    let entries = cert_entries(&fleet, 0);
+    assert!(
+        !entries.iter().any(|f| f.contains("pending-key")),
+        "node 0 keeps no key of a job it left unissued: {entries:?}"
+    );
+    fleet.proxy.set_unavailable_rate(0.0);
+    let (code, _) = finish(fleet.spawn_host(1, &batch.run("8"))).await;
+    assert_eq!(code, Some(0), "node 1:\n{}", fleet.log(1));
+    assert!(
+        fleet
+            .log(1)
+            .contains("certificate key taken from the store"),
+        "node 1 finished the job with the key node 0 made:\n{}",
+        fleet.log(1)
+    );
+    assert_eq!(fleet.certs_of(0), 0, "node 0 issued nothing");
+    assert_issued_once(&fleet, n, 2);
+}
+
 /// The state letter of `/proc/<pid>/stat` (`T` stopped), `None` once the process is gone.
 fn process_state(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

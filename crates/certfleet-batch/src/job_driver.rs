@@ -5,9 +5,8 @@
 //! newOrder returns, `validating` before responding to challenges, `finalizing` with the
 //! certificate key before finalize. A resumed job re-reads its order and authorizations by
 //! URL and continues the same order; a job resumed at `finalizing` finalizes only if the
-//! order is still `ready`, so a name set is finalized at most once. A job whose fenced
-//! write is refused (another node took it over) stops, and removes the pending key file it
-//! made or restored in that claim.
+//! order is still `ready`, so a name set is finalized at most once. A fleet's job that
+//! leaves this node unissued takes this node's pending key file with it ([`pending_key`]).
 
 use std::sync::Arc;
 
@@ -27,9 +26,10 @@ use crate::store::{ClaimedJob, Job, JobStatus, JobUpdate, Lease};
 mod authorize;
 mod finalize;
 mod fleet;
+mod pending_key;
 mod recover;
 
-use finalize::OwnPendingKey;
+use pending_key::{Leaving, OwnPendingKey};
 
 /// Steps one job may take in one claim (a bound on the state loop).
 const MAX_STEPS: usize = 12;
@@ -56,7 +56,7 @@ pub(crate) struct JobDriver {
     /// already (see `recover`).
     maybe_lost_order: bool,
     /// The pending key file this node generated or restored from the store in this claim,
-    /// as it wrote it (see [`JobDriver::drop_own_pending_key`]).
+    /// as it wrote it ([`pending_key`]).
     own_pending: Option<OwnPendingKey>,
 }
 
@@ -91,10 +91,14 @@ impl JobDriver {
     /// Runs the job until it is issued, deferred or failed; returns it as stored.
     pub(crate) async fn run(mut self) -> Result<Job, RunError> {
         let outcome = self.drive().await;
-        if let Err(RunError::Store(StoreError::Fenced { .. })) = &outcome {
-            // Another node owns the job now: it has the key from the store or makes its
-            // own, so the key file this node wrote for it is litter.
-            self.drop_own_pending_key();
+        match &outcome {
+            Err(RunError::Store(StoreError::Fenced { .. })) => {
+                self.drop_own_pending_key(Leaving::Refused);
+            }
+            _ if self.job.status != JobStatus::Issued => {
+                self.drop_own_pending_key(Leaving::Unissued);
+            }
+            _ => {}
         }
         outcome.map(|()| self.job)
     }

@@ -12,6 +12,7 @@ use certfleet_issue::steps::{Authorized, NextStep, next_step};
 use certfleet_keys::{KeyAlgorithm, KeyError, KeyRef, SigningKey};
 
 use super::authorize::JobCheckpoint;
+use super::pending_key::{FileIdentity, file_identity, remove_pending_key};
 use super::{JobDriver, now};
 use crate::error::RunError;
 use crate::store::{IssuedCert, JobStatus, JobUpdate};
@@ -57,34 +58,11 @@ impl JobDriver {
             }
         };
         if generated {
-            self.own_pending_key(&pending);
+            self.own_pending_key(&pending, false);
         }
         let sealing = generated.then_some(pending.as_path());
         self.record_cert_key(&key, sealing).await?;
         Ok(key)
-    }
-
-    /// Notes the pending key file at `path` as this node just wrote it, for
-    /// [`JobDriver::drop_own_pending_key`]. Only a fleet's writes can be refused, so one
-    /// host spends no `stat` here.
-    pub(super) fn own_pending_key(&mut self, path: &Path) {
-        if self.fleet() {
-            self.own_pending = file_identity(path).map(|identity| OwnPendingKey {
-                path: path.to_owned(),
-                identity,
-            });
-        }
-    }
-
-    /// After a refused fenced write: removes the pending key file this node generated or
-    /// restored in this claim, while the path still names that file (another run on this
-    /// host may have written its own there since).
-    pub(super) fn drop_own_pending_key(&mut self) {
-        if let Some(own) = self.own_pending.take()
-            && file_identity(&own.path) == Some(own.identity)
-        {
-            remove_pending_key(true, &own.path, self.job.id);
-        }
     }
 
     /// Stores the key generated at `sealing` (sealed, for a fleet) and writes `finalizing`
@@ -94,8 +72,10 @@ impl JobDriver {
         key: &Arc<dyn SigningKey>,
         sealing: Option<&Path>,
     ) -> Result<(), RunError> {
-        if let Some(path) = sealing {
-            self.store_new_key(path).await?;
+        if let Some(path) = sealing
+            && self.store_new_key(path).await?
+        {
+            self.pending_key_stored();
         }
         self.write(JobUpdate::finalizing(key.key_ref().to_string()))
             .await
@@ -213,10 +193,7 @@ impl JobDriver {
         let (own_pending, unpublished) =
             off_thread(move || files.write(&issued_copy, &meta_copy)).await?;
         if let Some(identity) = own_pending {
-            self.own_pending = Some(OwnPendingKey {
-                path: pending.clone(),
-                identity,
-            });
+            self.pending_key_staged(&pending, identity);
         }
         if unpublished.is_some()
             && let Some(hook) = sh.window_hook.clone()
@@ -326,31 +303,6 @@ async fn off_thread<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| RunError::Task(format!("writing the certificate directory: {e}")))?
-}
-
-/// Device and inode: which file a path names (an atomic rewrite makes another).
-type FileIdentity = (u64, u64);
-
-/// A pending key file as this node wrote it.
-pub(super) struct OwnPendingKey {
-    path: PathBuf,
-    identity: FileIdentity,
-}
-
-/// The [`FileIdentity`] of `path`.
-fn file_identity(path: &Path) -> Option<FileIdentity> {
-    use std::os::unix::fs::MetadataExt as _;
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
-}
-
-/// Removes the key generated for the job once the published bundle holds it.
-fn remove_pending_key(generated: bool, pending: &std::path::Path, job: crate::store::JobId) {
-    if generated
-        && let Err(e) = std::fs::remove_file(pending)
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
-        tracing::warn!(job = %job, "could not remove {}: {e}", pending.display());
-    }
 }
 
 /// A file key that belongs to the certificate directory: the pending key or the bundle's

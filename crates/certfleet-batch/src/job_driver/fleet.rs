@@ -22,10 +22,11 @@ impl JobDriver {
     }
 
     /// Seals the key just generated at `path` and stores it with the job (fenced), before
-    /// `finalizing` names it. Without a KEK the key stays on this node (warned at start).
-    pub(super) async fn store_new_key(&self, path: &Path) -> Result<(), RunError> {
+    /// `finalizing` names it; whether it did. Without a KEK the key stays on this node
+    /// (warned at start).
+    pub(super) async fn store_new_key(&self, path: &Path) -> Result<bool, RunError> {
         let (true, Some(kek)) = (self.fleet(), self.sh.kek.as_ref()) else {
-            return Ok(());
+            return Ok(false);
         };
         let pem = std::fs::read(path).map_err(|source| KeyError::Io {
             path: path.to_owned(),
@@ -33,13 +34,13 @@ impl JobDriver {
         })?;
         let sealed = kek.seal(self.job.id, &pem)?;
         self.sh.store.put_job_key(&self.lease, &sealed).await?;
-        Ok(())
+        Ok(true)
     }
 
     /// The job's key from the store, when this node cannot load the stored reference (the
     /// key was generated on another node): opened with the KEK and written as this node's
-    /// pending key (0600), which a refused write later removes. `None` when the store holds
-    /// no key for the job.
+    /// pending key (0600), which goes again if the job leaves this node unissued
+    /// ([`super::pending_key`]). `None` when the store holds no key for the job.
     pub(super) async fn key_from_store(
         &mut self,
         pending: &Path,
@@ -61,7 +62,7 @@ impl JobDriver {
             path: pending.to_owned(),
             source,
         })?;
-        self.own_pending_key(pending);
+        self.own_pending_key(pending, true);
         tracing::info!(job = %self.job.id, "certificate key taken from the store (generated on another node)");
         if let Some(hook) = self.sh.window_hook.clone() {
             hook.before_key_recorded(&self.job);
