@@ -38,7 +38,8 @@ impl JobDriver {
     }
 
     /// The job's key from the store, when this node cannot load the stored reference (the
-    /// key was generated on another node): opened with the KEK and written as this node's
+    /// key was generated on another node, or this node gave its copy up when the job left
+    /// it unissued): opened with the KEK and written as this node's
     /// pending key (0600), which goes again if the job leaves this node unissued
     /// ([`super::pending_key`]). `None` when the store holds no key for the job.
     pub(super) async fn key_from_store(
@@ -63,7 +64,7 @@ impl JobDriver {
             source,
         })?;
         self.own_pending_key(pending, true);
-        tracing::info!(job = %self.job.id, "certificate key taken from the store (generated on another node)");
+        tracing::info!(job = %self.job.id, "certificate key taken from the store (not on this node)");
         if let Some(hook) = self.sh.window_hook.clone() {
             hook.before_key_recorded(&self.job);
         }
