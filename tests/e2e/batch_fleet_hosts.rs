@@ -578,11 +578,11 @@ async fn a_node_that_restored_a_key_from_the_store_removes_it_once_its_lease_is_
 /// A job that leaves a host unissued takes its key with it. Node 0 stops right after
 /// generating the first job's key; the CA then answers every request 503 and node 0 is
 /// resumed: it seals the key into the store, writes `finalizing`, is refused by the CA at
-/// finalize and defers the job, defers the rest (orders waiting for the CA hold no work
-/// slot, so they may have keys too), and stops (`--max-wait 0s`, exit 75). With the CA
-/// healthy again node 1 issues the batch, restoring those keys from the store. Node 0 keeps
-/// no pending key: each would be the private key of a certificate another host issued (they
-/// were left behind before). Every name set is finalized once.
+/// finalize and defers the job, defers the rest it had not issued yet (orders waiting for
+/// the CA hold no work slot, so they may have keys too), and stops (`--max-wait 0s`, exit
+/// 75). With the CA healthy again node 1 issues the rest, restoring those keys from the
+/// store. Node 0 keeps no pending key: each would be the private key of a certificate
+/// another host issued (they were left behind before). Every name set is finalized once.
 #[tokio::test]
 async fn a_host_keeps_no_key_of_a_job_that_left_it_unissued() {
     let Some(fleet) = start(FAST).await else {
@@ -638,7 +638,6 @@ async fn a_host_keeps_no_key_of_a_job_that_left_it_unissued() {
         "node 1 finished the job with the key node 0 made:\n{}",
         fleet.log(1)
     );
-    assert_eq!(fleet.certs_of(0), 0, "node 0 issued nothing");
     assert_issued_once(&fleet, n, 2);
 }
 
