@@ -304,16 +304,18 @@ async fn separate_hosts_with_a_killed_and_a_paused_node_issue_once_and_write_not
 /// Node `node` of `fleet` runs `batch` one job at a time with the test hook `flag` (a
 /// `--test-stop-before-…` of a binary built with the feature `certfleet-cli/test-hooks`, as
 /// `cargo xtask ci` builds it) for the batch's first name, and stops itself (SIGSTOP) in that
-/// window. Returns the stopped process.
+/// window (`extra`: more `batch run` arguments). Returns the stopped process.
 async fn stop_in_window(
     fleet: &Fleet,
     node: usize,
     batch: &FleetBatch,
+    extra: &[&str],
     flag: &str,
     window: &str,
 ) -> tokio::process::Child {
     let target = batch.names[0].as_str();
     let mut args = batch.run("1").to_vec();
+    args.extend(extra);
     args.extend([flag, target]);
     let stale = fleet.spawn_host(node, &args);
     let pid = stale.id().expect("pid");
@@ -355,7 +357,7 @@ async fn stop_in_window_then_resume(
     flag: &str,
     window: &str,
 ) -> (u32, usize) {
-    let stale = stop_in_window(fleet, 0, batch, flag, window).await;
+    let stale = stop_in_window(fleet, 0, batch, &[], flag, window).await;
     let stale_pid = stale.id().expect("pid");
     // Node 1 claims node 0's jobs once their leases run out and issues all of them.
     let (code, _) = finish(fleet.spawn_host(1, &batch.run("8"))).await;
@@ -387,6 +389,16 @@ fn cert_entries(fleet: &Fleet, node: usize) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Asserts that node `node` holds no pending key file (`why` says whose and why not).
+#[track_caller]
+fn assert_no_pending_key(fleet: &Fleet, node: usize, why: &str) {
+    let entries = cert_entries(fleet, node);
+    assert!(
+        !entries.iter().any(|f| f.contains("pending-key")),
+        "{why}: {entries:?}"
+    );
 }
 
 /// Every job issued once, one issuance row per serial, each directory published once by
@@ -495,10 +507,7 @@ async fn a_node_stopped_before_recording_its_key_removes_it_once_its_lease_is_ta
         !entries.contains(&pending),
         "node 0 removed its pending key {pending} when recording it was refused: {entries:?}"
     );
-    assert!(
-        !entries.iter().any(|f| f.contains("pending-key")),
-        "no pending key left on node 0: {entries:?}"
-    );
+    assert_no_pending_key(&fleet, 0, "no pending key left on node 0");
     assert_issued_once(&fleet, n, 2);
 }
 
@@ -521,6 +530,7 @@ async fn a_node_that_restored_a_key_from_the_store_removes_it_once_its_lease_is_
         &fleet,
         0,
         &batch,
+        &[],
         "--test-stop-before-fenced-publish",
         "the fenced publish",
     )
@@ -530,6 +540,7 @@ async fn a_node_that_restored_a_key_from_the_store_removes_it_once_its_lease_is_
         &fleet,
         1,
         &batch,
+        &[],
         "--test-stop-before-key-recorded",
         "recording the key",
     )
@@ -555,10 +566,10 @@ async fn a_node_that_restored_a_key_from_the_store_removes_it_once_its_lease_is_
         "node 1's lease check was refused:\n{}",
         fleet.log(1)
     );
-    let entries = cert_entries(&fleet, 1);
-    assert!(
-        !entries.iter().any(|f| f.contains("pending-key")),
-        "node 1 removed the key it restored once it lost the job: {entries:?}"
+    assert_no_pending_key(
+        &fleet,
+        1,
+        "node 1 removed the key it restored once it lost the job",
     );
     resume(&fleet, 0, first).await;
     assert!(
@@ -566,12 +577,7 @@ async fn a_node_that_restored_a_key_from_the_store_removes_it_once_its_lease_is_
         "node 0 reached its fenced publish and was refused:\n{}",
         fleet.log(0)
     );
-    assert!(
-        !cert_entries(&fleet, 0)
-            .iter()
-            .any(|f| f.contains("pending-key")),
-        "no pending key left on node 0"
-    );
+    assert_no_pending_key(&fleet, 0, "no pending key left on node 0");
     assert_issued_once(&fleet, n, 3);
 }
 
@@ -590,26 +596,15 @@ async fn a_host_keeps_no_key_of_a_job_that_left_it_unissued() {
     };
     let n = 4;
     let batch = FleetBatch::new(&fleet, "u", "unissued", 2, n);
-    let target = batch.names[0].as_str();
-    let mut args = batch.run("1").to_vec();
-    args.extend([
-        "--max-wait",
-        "0s",
+    let mut first = stop_in_window(
+        &fleet,
+        0,
+        &batch,
+        &["--max-wait", "0s"],
         "--test-stop-before-key-recorded",
-        target,
-    ]);
-    let mut first = fleet.spawn_host(0, &args);
-    let stopped_line = format!("stopping before recording the key of {target}");
-    let pid = first.id().expect("pid");
-    assert!(
-        wait_until(Duration::from_secs(120), || {
-            fleet.log(0).contains(&stopped_line) && process_state(pid) == Some('T')
-        })
-        .await,
-        "node 0 stopped before recording the key (a binary built with \
-         `--features certfleet-cli/test-hooks`):\n{}",
-        fleet.log(0)
-    );
+        "recording the key",
+    )
+    .await;
     fleet.proxy.set_unavailable_rate(1.0);
     signal(&first, libc::SIGCONT);
     let code = wait_exit(&mut first, BATCH_TIMEOUT).await;
@@ -623,11 +618,7 @@ async fn a_host_keeps_no_key_of_a_job_that_left_it_unissued() {
         count(&fleet, "SELECT count(*) FROM job_keys") >= 1,
         "node 0 sealed the keys it made into the store before the CA refused it"
     );
-    let entries = cert_entries(&fleet, 0);
-    assert!(
-        !entries.iter().any(|f| f.contains("pending-key")),
-        "node 0 keeps no key of a job it left unissued: {entries:?}"
-    );
+    assert_no_pending_key(&fleet, 0, "node 0 keeps no key of a job it left unissued");
     fleet.proxy.set_unavailable_rate(0.0);
     let (code, _) = finish(fleet.spawn_host(1, &batch.run("8"))).await;
     assert_eq!(code, Some(0), "node 1:\n{}", fleet.log(1));
