@@ -388,26 +388,32 @@ impl Governor {
         })
     }
 
-    /// The order was not created (refused or failed before the CA took it): everything
-    /// goes back, as Let's Encrypt refunds the new-order token.
-    pub async fn order_not_created(
+    /// Gives back what `r` took for an order that produced no certificate: everything when
+    /// the CA did not create the order (Let's Encrypt refunds the new-order token), only
+    /// the certificate tokens when it did (the CA spends those at issuance).
+    ///
+    /// `refused_by`, the bucket a rate-limit refusal named ([`Governor::on_rate_limited`]),
+    /// keeps its token: the CA's bucket was ahead of ours (a request we did not count, or
+    /// its count starting when our first request arrived rather than when we took its
+    /// token), and a refund would keep it ahead, so every order paced after this one would
+    /// meet the same refusal in turn. Kept, the token moves ours one interval behind.
+    pub async fn release(
         &self,
         r: &Reservation,
+        order_created: bool,
+        refused_by: Option<&BucketKey>,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        self.store.refund_tokens(&r.cost.requests(), now).await
-    }
-
-    /// The order exists but produced no certificate: the certificate tokens go back (the
-    /// CA spends them only at issuance); the new-order token stays spent.
-    pub async fn certificate_not_issued(
-        &self,
-        r: &Reservation,
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        let back = r
-            .cost
-            .requests_for(&[Charge::RegisteredDomain, Charge::NameSet]);
+        let back = if order_created {
+            r.cost
+                .requests_for(&[Charge::RegisteredDomain, Charge::NameSet])
+        } else {
+            r.cost.requests()
+        };
+        let back: Vec<TokenRequest> = back
+            .into_iter()
+            .filter(|q| Some(&q.key) != refused_by)
+            .collect();
         self.store.refund_tokens(&back, now).await
     }
 
@@ -464,12 +470,12 @@ impl Governor {
     }
 
     /// Pauses the scope `signal` names; returns until when (the affected job's
-    /// `deferred_until`).
+    /// `deferred_until`) and the paused bucket.
     pub async fn on_rate_limited(
         &self,
         ctx: &OrderContext,
         signal: &RateLimitSignal,
-    ) -> Result<OffsetDateTime, StoreError> {
+    ) -> Result<(OffsetDateTime, BucketKey), StoreError> {
         let key = self.pause_key(ctx, signal);
         if matches!(signal.scope, PauseScope::Endpoint(_)) {
             let mut map = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
@@ -478,7 +484,7 @@ impl Governor {
         }
         tracing::info!(scope = %key, until = %signal.until, status = signal.status, "rate limited by the CA: pausing the scope");
         self.store.pause(&key, signal.until).await?;
-        Ok(signal.until)
+        Ok((signal.until, key))
     }
 
     /// If requests to `url`'s endpoint are paused at `now`, until when (in-memory check,

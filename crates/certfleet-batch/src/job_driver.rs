@@ -278,7 +278,7 @@ impl JobDriver {
     async fn reorder(&mut self, why: String) -> Result<JobStatus, RunError> {
         tracing::info!(job = %self.job.id, "{why}: ordering again");
         if let Some(r) = self.reservation.take() {
-            self.sh.governor.certificate_not_issued(&r, now()).await?;
+            self.sh.governor.release(&r, true, None, now()).await?;
         }
         if self.job.attempts + 1 >= self.sh.config.max_attempts {
             self.write(JobUpdate::failed(why).attempt()).await?;
@@ -309,13 +309,11 @@ impl JobDriver {
             .acme()
             .and_then(|a| RateLimitSignal::from_error(a, t, sh.governor.reactive_defaults()))
         {
-            let until = sh.governor.on_rate_limited(&self.ctx, &signal).await?;
+            let (until, paused) = sh.governor.on_rate_limited(&self.ctx, &signal).await?;
             if let Some(r) = self.reservation.take() {
-                if before_order {
-                    sh.governor.order_not_created(&r, t).await?;
-                } else {
-                    sh.governor.certificate_not_issued(&r, t).await?;
-                }
+                sh.governor
+                    .release(&r, !before_order, Some(&paused), t)
+                    .await?;
             }
             tracing::info!(job = %self.job.id, until = %until, "deferred by the CA: {e}");
             self.write(JobUpdate::deferred(until, resume, e.to_string()))
@@ -323,11 +321,7 @@ impl JobDriver {
             return Ok(JobStatus::Deferred);
         }
         if let Some(r) = self.reservation.take() {
-            if before_order {
-                sh.governor.order_not_created(&r, t).await?;
-            } else {
-                sh.governor.certificate_not_issued(&r, t).await?;
-            }
+            sh.governor.release(&r, !before_order, None, t).await?;
         }
         let attempts = self.job.attempts + 1;
         if attempts >= sh.config.max_attempts {

@@ -303,7 +303,7 @@ async fn rate_limit_pauses_only_its_scope() {
         signal("too many certificates (3) already issued for \"limited.example\" in the last 1m0s");
     assert_eq!(
         g.on_rate_limited(&ctx, &sig).await.expect("pause"),
-        T0 + s(120)
+        (T0 + s(120), registered_domain_key("limited.example"))
     );
     let same_domain = OrderContext::new("acct", ["b.limited.example"]);
     let cost = g
@@ -394,7 +394,7 @@ async fn refunds_and_failed_authorizations() {
         g.reserve(&cost, T0).await.expect("reserve"),
         Reserve::Wait { .. }
     ));
-    g.certificate_not_issued(&reservations[0], T0)
+    g.release(&reservations[0], true, None, T0)
         .await
         .expect("refund");
     assert!(matches!(
@@ -414,4 +414,59 @@ async fn refunds_and_failed_authorizations() {
         g.earliest(&cost, T0).await.expect("peek"),
         Some(T0 + s(1800))
     );
+}
+
+/// The CA's new-order bucket runs a second behind ours (its count started when the burst's
+/// first request arrived, a second after we took the tokens). One paced order meets a 429;
+/// the refused token stays spent, so the orders after it are paced behind the CA's bucket
+/// instead of each meeting the same refusal (a refund would keep ours ahead).
+#[tokio::test]
+async fn one_refusal_realigns_a_bucket_that_runs_ahead_of_the_cas() {
+    let limit = Limit {
+        capacity: 20,
+        period: Duration::from_secs(60),
+    };
+    let (g, _dir) = governor(Limits {
+        new_orders_per_account: Some(limit),
+        ..Limits::preset(Preset::None)
+    })
+    .await;
+    let ctx = OrderContext::new("acct", ["a.example.org"]);
+    let (mut ca_tat, mut created, mut refusals) = (None, 0, 0);
+    let mut t = T0;
+    for _ in 0..100 {
+        let cost = g.order_cost(&ctx, NEW_ORDER, t).await.expect("cost");
+        let r = match g.reserve(&cost, t).await.expect("reserve") {
+            Reserve::Granted(r) => r,
+            Reserve::Wait { until, .. } => {
+                t = until.expect("a time");
+                continue;
+            }
+        };
+        // The burst reaches the CA a second after its grants; paced orders at once.
+        let arrival = if created < 20 { T0 + s(1) } else { t };
+        let ca_at = limit.earliest(ca_tat, 1, arrival).expect("fits");
+        if ca_at <= arrival {
+            ca_tat = Some(limit.take(ca_tat, 1, arrival));
+            created += 1;
+            if created == 32 {
+                break;
+            }
+            continue;
+        }
+        refusals += 1;
+        let wait = (ca_at - arrival).as_seconds_f64().ceil() as u64;
+        let err = rate_limited(
+            "too many new orders (20) from this account in the last 1m0s",
+            Some(RetryAfter::Delay(Duration::from_secs(wait))),
+        );
+        let sig = RateLimitSignal::from_error(&err, arrival, g.reactive_defaults()).expect("429");
+        let (_, paused) = g.on_rate_limited(&ctx, &sig).await.expect("pause");
+        assert_eq!(paused, new_orders_key("acct"));
+        g.release(&r, false, Some(&paused), arrival)
+            .await
+            .expect("release");
+    }
+    assert_eq!(created, 32, "every order created within the loop's bound");
+    assert_eq!(refusals, 1, "one refusal realigns the bucket");
 }
