@@ -1,7 +1,9 @@
 //! `certfleet batch` behind the CA proxy (issue 5): the governor configured like the CA's
 //! limits provokes no 429 and finishes close to the minimum (acceptance 2); without the
 //! governor the CA's 429s pause only their scope and everything is issued (acceptance 3);
-//! injected 503s with `Retry-After` do not stop the batch (acceptance 6).
+//! injected 503s with `Retry-After` do not stop the batch (acceptance 6); a bucket the CA
+//! counts ahead of the governor (another client on the account) costs one refusal per
+//! missing token, not one per paced order.
 
 use std::time::Duration;
 
@@ -192,4 +194,58 @@ async fn injected_503s_with_retry_after_do_not_stop_the_batch() {
         "503s were injected: {stats:?}"
     );
     assert_all_issued(&env, names.len());
+}
+
+/// Another client spent two of the account's new-order tokens (here: a batch run without
+/// the governor), so the CA's bucket runs two tokens ahead of the governor's. The burst
+/// meets those two refusals; the refused tokens stay spent, which realigns the governor
+/// behind the CA, and the orders paced after the burst meet none (refunding them would
+/// keep the governor two tokens ahead: a refusal for nearly every paced order).
+#[tokio::test]
+async fn a_bucket_another_client_spent_realigns_after_its_refusals() {
+    let limit = LimitSpec::new(5, Duration::from_secs(25));
+    let options = CaProxyOptions {
+        limits: ProxyLimits {
+            new_orders_per_account: Some(limit),
+            ..ProxyLimits::default()
+        },
+        ..CaProxyOptions::default()
+    };
+    let Some((env, proxy)) = start(options).await else {
+        return;
+    };
+    register(&env, &proxy).await;
+    let ungoverned = write_config(
+        &env,
+        "[batch]\nrate_limits = \"none\"\nretry_backoff_secs = 1\n",
+    );
+    let elsewhere = write_list(
+        &env,
+        "elsewhere.txt",
+        &["a.elsewhere.test".into(), "b.elsewhere.test".into()],
+    );
+    batch_run(&env, &proxy.directory_url(), &ungoverned, &elsewhere, &[])
+        .await
+        .assert_ok();
+    assert_eq!(proxy.stats().new_orders, 2);
+    let governed = write_config(
+        &env,
+        "[batch]\nrate_limits = \"none\"\nretry_backoff_secs = 1\n\
+         [batch.limits]\nnew_orders_per_account = { capacity = 5, period = \"25s\" }\n",
+    );
+    // Five in the burst (three fit at the CA), then one every 5 s.
+    let names: Vec<String> = (0..8).map(|i| format!("h{i}.paced.test")).collect();
+    let file = write_list(&env, "paced.txt", &names);
+    let run = batch_run(&env, &proxy.directory_url(), &governed, &file, &[]).await;
+    run.assert_ok();
+    assert_all_issued(&env, names.len());
+    let stats = proxy.stats();
+    assert_eq!(stats.new_orders, 10, "one order per certificate: {stats:?}");
+    // The CA refills a token every 5 s: the two it lacked are still missing when the
+    // second run starts, one of them on a slow machine.
+    let refused = stats.rate_limited_total();
+    assert!(
+        (1..=2).contains(&refused),
+        "the burst met the tokens spent elsewhere, the paced orders nothing: {stats:?}\n{run}"
+    );
 }
