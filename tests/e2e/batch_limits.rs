@@ -197,10 +197,10 @@ async fn injected_503s_with_retry_after_do_not_stop_the_batch() {
 }
 
 /// Another client spent two of the account's new-order tokens (here: a batch run without
-/// the governor), so the CA's bucket runs two tokens ahead of the governor's. The burst
-/// meets those two refusals; the refused tokens stay spent, which realigns the governor
-/// behind the CA, and the orders paced after the burst meet none (refunding them would
-/// keep the governor two tokens ahead: a refusal for nearly every paced order).
+/// the governor), so the CA's bucket holds two tokens fewer than the governor's. The
+/// burst meets those two refusals; the refused tokens stay spent, which realigns the
+/// governor with the CA, and the orders paced after the burst meet none (refunding them
+/// would keep the governor two tokens up: a refusal for nearly every paced order).
 #[tokio::test]
 async fn a_bucket_another_client_spent_realigns_after_its_refusals() {
     let limit = LimitSpec::new(5, Duration::from_secs(25));

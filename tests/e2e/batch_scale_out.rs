@@ -188,9 +188,9 @@ async fn three_nodes_share_the_governor_buckets_and_provoke_at_most_one_429() {
     let stats = fleet.proxy.stats();
     // The CA double has exactly the governor's limit. Its bucket counts from the burst's
     // first arrival, ours from the first grant: a loaded machine that delays that request
-    // past the grant slack puts the CA one refusal ahead, and the refused token then stays
-    // spent so the bucket realigns. More than one 429 is a cascade (or unshared buckets:
-    // 32 orders at once against 20 tokens would meet 12).
+    // past the grant slack makes the CA free its tokens later than ours, one order meets a
+    // 429, and its token then stays spent so the buckets realign. More than one 429 is a
+    // cascade (or unshared buckets: 32 orders at once against 20 tokens would meet 12).
     assert!(
         stats.rate_limited_total() <= 1,
         "at most one 429 at the proxy: {stats:?}"

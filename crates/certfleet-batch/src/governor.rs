@@ -393,10 +393,11 @@ impl Governor {
     /// the certificate tokens when it did (the CA spends those at issuance).
     ///
     /// `refused_by`, the bucket a rate-limit refusal named ([`Governor::on_rate_limited`]),
-    /// keeps its token: the CA's bucket was ahead of ours (a request we did not count, or
-    /// its count starting when our first request arrived rather than when we took its
-    /// token), and a refund would keep it ahead, so every order paced after this one would
-    /// meet the same refusal in turn. Kept, the token moves ours one interval behind.
+    /// keeps its token: the CA's bucket frees its tokens later than ours (it counted a
+    /// request we did not, or started counting when our first request arrived rather than
+    /// when we took its token), and a refund would keep ours freeing them first, so every
+    /// order paced after this one would meet the same refusal in turn. Kept, the token
+    /// makes ours free its next one an interval later.
     pub async fn release(
         &self,
         r: &Reservation,

@@ -416,12 +416,13 @@ async fn refunds_and_failed_authorizations() {
     );
 }
 
-/// The CA's new-order bucket runs a second behind ours (its count started when the burst's
-/// first request arrived, a second after we took the tokens). One paced order meets a 429;
-/// the refused token stays spent, so the orders after it are paced behind the CA's bucket
-/// instead of each meeting the same refusal (a refund would keep ours ahead).
+/// The CA's new-order bucket frees its tokens a second later than ours (its count started
+/// when the burst's first request arrived, a second after we took the tokens). One paced
+/// order meets a 429; the refused token stays spent, so the orders after it are paced
+/// behind the CA's bucket instead of each meeting the same refusal (a refund would keep
+/// ours freeing tokens first).
 #[tokio::test]
-async fn one_refusal_realigns_a_bucket_that_runs_ahead_of_the_cas() {
+async fn one_refusal_realigns_a_bucket_that_frees_tokens_before_the_cas() {
     let limit = Limit {
         capacity: 20,
         period: Duration::from_secs(60),
