@@ -7,10 +7,11 @@
 //! failed-authorization bucket of every name — and [`Governor::reserve`] takes them all or
 //! tells when to come back: a job waits for its tokens instead of provoking a 429.
 //! Certificate tokens are taken at order time (the CA spends them at issuance) and given
-//! back by [`Governor::certificate_not_issued`].
+//! back by [`Governor::release`] when none is issued.
 //!
 //! **Reactive.** [`Governor::on_rate_limited`] pauses exactly the scope a 429 or 503 names
-//! ([`RateLimitSignal`]); reservations touching that scope wait until the pause ends.
+//! ([`RateLimitSignal`]); reservations touching that scope wait until the pause ends, and
+//! the refused token of that scope stays spent (see [`Governor::release`]).
 //!
 //! **Exemptions.** An ARI renewal (`replaces`, inside the suggested window) is exempt from
 //! all limits when [`Limits::ari_renewals_exempt`]; a renewal of a name set issued within
