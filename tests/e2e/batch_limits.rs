@@ -1,9 +1,9 @@
 //! `certfleet batch` behind the CA proxy (issue 5): the governor configured like the CA's
 //! limits provokes no 429 and finishes close to the minimum (acceptance 2); without the
 //! governor the CA's 429s pause only their scope and everything is issued (acceptance 3);
-//! injected 503s with `Retry-After` do not stop the batch (acceptance 6); a bucket the CA
-//! counts ahead of the governor (another client on the account) costs one refusal per
-//! missing token, not one per paced order.
+//! injected 503s with `Retry-After` do not stop the batch (acceptance 6); a CA bucket that
+//! holds fewer tokens than the governor's (another client on the account) costs one
+//! refusal per missing token, not one per paced order.
 
 use std::time::Duration;
 
