@@ -305,23 +305,24 @@ impl JobDriver {
         } else {
             status.max(JobStatus::Authorizing)
         };
-        if let Some(signal) = e
+        let signal = e
             .acme()
-            .and_then(|a| RateLimitSignal::from_error(a, t, sh.governor.reactive_defaults()))
-        {
-            let (until, paused) = sh.governor.on_rate_limited(&self.ctx, &signal).await?;
-            if let Some(r) = self.reservation.take() {
-                sh.governor
-                    .release(&r, !before_order, Some(&paused), t)
-                    .await?;
-            }
+            .and_then(|a| RateLimitSignal::from_error(a, t, sh.governor.reactive_defaults()));
+        let paused = match &signal {
+            Some(signal) => Some(sh.governor.on_rate_limited(&self.ctx, signal).await?),
+            None => None,
+        };
+        if let Some(r) = self.reservation.take() {
+            let refused_by = paused.as_ref().map(|(_, bucket)| bucket);
+            sh.governor
+                .release(&r, !before_order, refused_by, t)
+                .await?;
+        }
+        if let Some((until, _)) = paused {
             tracing::info!(job = %self.job.id, until = %until, "deferred by the CA: {e}");
             self.write(JobUpdate::deferred(until, resume, e.to_string()))
                 .await?;
             return Ok(JobStatus::Deferred);
-        }
-        if let Some(r) = self.reservation.take() {
-            sh.governor.release(&r, !before_order, None, t).await?;
         }
         let attempts = self.job.attempts + 1;
         if attempts >= sh.config.max_attempts {

@@ -114,9 +114,6 @@ pub(crate) async fn update(
     }
 }
 
-/// The fenced update (its transition checked in the WHERE clause) on `client`, a pooled
-/// connection or a transaction: the job as written, `None` when nothing matched (see
-/// [`refusal`]). The caller has run `check_write(…, None)`.
 /// The fenced job update: the transition is checked in the WHERE clause (`$16`, the
 /// statuses the new one may be reached from), so a valid write is one round trip. Built once:
 /// it is the text every job write prepares (cached by it) and sends.
@@ -150,6 +147,9 @@ static FENCED_UPDATE_RECORDING: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// The fenced update (its transition checked in the WHERE clause) on `client`, a pooled
+/// connection or a transaction: the job as written, `None` when nothing matched (see
+/// [`refusal`]). The caller has run `check_write(…, None)`.
 pub(crate) async fn update_on<C: GenericClient>(
     db: &Db,
     client: &C,
