@@ -132,6 +132,16 @@ pub struct Reservation {
     pub cost: OrderCost,
 }
 
+/// How far an order that produced no certificate got: what [`Governor::release`] gives
+/// back depends on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrderReached {
+    /// The CA did not create the order (it refused newOrder, or the request never left).
+    NotCreated,
+    /// The CA created the order (and spent its new-order token), but no certificate came.
+    Created,
+}
+
 /// The answer of [`Governor::reserve`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reserve {
@@ -389,8 +399,8 @@ impl Governor {
         })
     }
 
-    /// Gives back what `r` took for an order that produced no certificate: everything when
-    /// the CA did not create the order (Let's Encrypt refunds the new-order token), only
+    /// Gives back what `r` took for an order that produced no certificate, by how far it
+    /// `reached`: everything when the CA did not create the order (Let's Encrypt refunds the new-order token), only
     /// the certificate tokens when it did (the CA spends those at issuance).
     ///
     /// `refused_by`, the bucket a rate-limit refusal named ([`Governor::on_rate_limited`]),
@@ -402,15 +412,15 @@ impl Governor {
     pub async fn release(
         &self,
         r: &Reservation,
-        order_created: bool,
+        reached: OrderReached,
         refused_by: Option<&BucketKey>,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let back = if order_created {
-            r.cost
-                .requests_for(&[Charge::RegisteredDomain, Charge::NameSet])
-        } else {
-            r.cost.requests()
+        let back = match reached {
+            OrderReached::Created => r
+                .cost
+                .requests_for(&[Charge::RegisteredDomain, Charge::NameSet]),
+            OrderReached::NotCreated => r.cost.requests(),
         };
         let back: Vec<TokenRequest> = back
             .into_iter()

@@ -18,7 +18,9 @@ use certfleet_issue::{ChallengeKind, IssueError, OrderSteps};
 use time::OffsetDateTime;
 
 use crate::error::{RunError, StoreError};
-use crate::governor::{OrderContext, RateLimitSignal, Reservation, Reserve, new_orders_key};
+use crate::governor::{
+    OrderContext, OrderReached, RateLimitSignal, Reservation, Reserve, new_orders_key,
+};
 use crate::orchestrator::Shared;
 use crate::slots::{PendingAuthorizations, WorkSlot};
 use crate::store::{ClaimedJob, Job, JobStatus, JobUpdate, Lease};
@@ -278,7 +280,10 @@ impl JobDriver {
     async fn reorder(&mut self, why: String) -> Result<JobStatus, RunError> {
         tracing::info!(job = %self.job.id, "{why}: ordering again");
         if let Some(r) = self.reservation.take() {
-            self.sh.governor.release(&r, true, None, now()).await?;
+            self.sh
+                .governor
+                .release(&r, OrderReached::Created, None, now())
+                .await?;
         }
         if self.job.attempts + 1 >= self.sh.config.max_attempts {
             self.write(JobUpdate::failed(why).attempt()).await?;
@@ -314,9 +319,12 @@ impl JobDriver {
         };
         if let Some(r) = self.reservation.take() {
             let refused_by = paused.as_ref().map(|(_, bucket)| bucket);
-            sh.governor
-                .release(&r, !before_order, refused_by, t)
-                .await?;
+            let reached = if before_order {
+                OrderReached::NotCreated
+            } else {
+                OrderReached::Created
+            };
+            sh.governor.release(&r, reached, refused_by, t).await?;
         }
         if let Some((until, _)) = paused {
             tracing::info!(job = %self.job.id, until = %until, "deferred by the CA: {e}");

@@ -394,7 +394,7 @@ async fn refunds_and_failed_authorizations() {
         g.reserve(&cost, T0).await.expect("reserve"),
         Reserve::Wait { .. }
     ));
-    g.release(&reservations[0], true, None, T0)
+    g.release(&reservations[0], OrderReached::Created, None, T0)
         .await
         .expect("refund");
     assert!(matches!(
@@ -464,7 +464,7 @@ async fn one_refusal_realigns_a_bucket_that_frees_tokens_before_the_cas() {
         let sig = RateLimitSignal::from_error(&err, arrival, g.reactive_defaults()).expect("429");
         let (_, paused) = g.on_rate_limited(&ctx, &sig).await.expect("pause");
         assert_eq!(paused, new_orders_key("acct"));
-        g.release(&r, false, Some(&paused), arrival)
+        g.release(&r, OrderReached::NotCreated, Some(&paused), arrival)
             .await
             .expect("release");
     }
