@@ -160,3 +160,29 @@ fn readers_never_see_a_missing_path_or_a_mixed_bundle_during_swaps() {
         "v200"
     );
 }
+
+#[test]
+fn a_file_batch_syncs_what_it_wrote_and_names_a_file_it_cannot_create() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut files = FileBatch::default();
+    files
+        .write(tmp.path().join(CERT_FILE), b"leaf", 0o644)
+        .expect("written");
+    files
+        .write(tmp.path().join(META_FILE), b"{}", 0o600)
+        .expect("written");
+    fs::write(tmp.path().join(CHAIN_FILE), "planted").expect("planted");
+    let refused = files
+        .write(tmp.path().join(CHAIN_FILE), b"issuers", 0o644)
+        .expect_err("an existing file is never overwritten");
+    assert!(refused.to_string().contains(CHAIN_FILE), "{refused}");
+    files.sync().expect("synced");
+    let read = |name: &str| fs::read_to_string(tmp.path().join(name)).expect("readable");
+    assert_eq!(
+        (read(CERT_FILE), read(META_FILE), read(CHAIN_FILE)),
+        ("leaf".to_owned(), "{}".to_owned(), "planted".to_owned())
+    );
+    let mode = |name: &str| fs::metadata(tmp.path().join(name)).expect("exists").mode() & 0o777;
+    assert_eq!((mode(CERT_FILE), mode(META_FILE)), (0o644, 0o600));
+}
