@@ -400,8 +400,9 @@ impl Governor {
     }
 
     /// Gives back what `r` took for an order that produced no certificate, by how far it
-    /// `reached`: everything when the CA did not create the order (Let's Encrypt refunds the new-order token), only
-    /// the certificate tokens when it did (the CA spends those at issuance).
+    /// `reached`: everything when the CA did not create the order (Let's Encrypt refunds
+    /// the new-order token), only the certificate tokens when it did (the CA spends those
+    /// at issuance).
     ///
     /// `refused_by`, the bucket a rate-limit refusal named ([`Governor::on_rate_limited`]),
     /// keeps its token: the CA's bucket frees its tokens later than ours (it counted a

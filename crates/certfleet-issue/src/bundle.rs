@@ -441,7 +441,11 @@ impl FileBatch {
 
     fn sync(self) -> Result<(), IssueError> {
         for (path, f) in &self.written {
-            start_writeback(f).map_err(|e| io_err(path, e))?;
+            // Only a hint: a file system that refuses it loses the head start, not the
+            // durability, and the `fsync` below reports any write that failed.
+            if let Err(e) = start_writeback(f) {
+                tracing::debug!("{}: no early writeback: {e}", path.display());
+            }
         }
         for (path, f) in &self.written {
             f.sync_all().map_err(|e| io_err(path, e))?;
