@@ -626,6 +626,75 @@ async fn a_host_keeps_no_key_of_a_job_that_left_it_unissued() {
     assert_issued_once(&fleet, n, 2);
 }
 
+/// A node killed after `finalizing` (the job's key generated, sealed into the store and
+/// recorded; the certificate downloaded) and started again on the same disk finds its
+/// pending key file there. When the CA then answers every request 503 and the run stops
+/// with the job deferred (`--max-wait 0s`, exit 75), the key leaves the node with the job
+/// as one made in this run would: the store holds it, and node 1 issues with it. (The
+/// restarted node did not know the file as its own and left it behind.)
+#[tokio::test]
+async fn a_node_restarted_after_finalizing_keeps_no_key_of_a_job_that_then_leaves_it() {
+    let config = format!("{FAST}lease_secs = 3\n");
+    let Some(fleet) = start(&config).await else {
+        return;
+    };
+    let n = 2;
+    let batch = FleetBatch::new(&fleet, "r", "restart", 1, n);
+    let target = batch.names[0].as_str();
+    let mut killed = stop_in_window(
+        &fleet,
+        0,
+        &batch,
+        &[],
+        "--test-stop-before-fenced-publish",
+        "the fenced publish",
+    )
+    .await;
+    let killed_pid = killed.id().expect("pid");
+    killed.start_kill().expect("SIGKILL");
+    assert_eq!(wait_exit(&mut killed, BATCH_TIMEOUT).await, None, "killed");
+    let pending = format!(".{target}.pending-key.pem");
+    assert!(
+        cert_entries(&fleet, 0).contains(&pending),
+        "the killed run left its pending key {pending}: {:?}",
+        cert_entries(&fleet, 0)
+    );
+    assert!(
+        count(&fleet, "SELECT count(*) FROM job_keys") >= 1,
+        "the killed run sealed the key into the store"
+    );
+    // The restarted run claims the job at once only when the dead run's lease is over.
+    let live_leases = format!(
+        "{} AND lease_expires > (extract(epoch from clock_timestamp()) * 1e9)::bigint",
+        Fleet::held_by(killed_pid)
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || count(&fleet, &live_leases) == 0).await,
+        "the killed run's leases ran out"
+    );
+    fleet.proxy.set_unavailable_rate(1.0);
+    let mut args = batch.run("1").to_vec();
+    args.extend(["--max-wait", "0s"]);
+    let (code, _) = finish(fleet.spawn_host(0, &args)).await;
+    assert_eq!(code, Some(75), "node 0, restarted:\n{}", fleet.log(0));
+    assert_no_pending_key(
+        &fleet,
+        0,
+        "node 0, restarted, gave up the key of the job it left unissued",
+    );
+    fleet.proxy.set_unavailable_rate(0.0);
+    let (code, _) = finish(fleet.spawn_host(1, &batch.run("8"))).await;
+    assert_eq!(code, Some(0), "node 1:\n{}", fleet.log(1));
+    assert!(
+        fleet
+            .log(1)
+            .contains("certificate key taken from the store"),
+        "node 1 finished the job with the key node 0 made:\n{}",
+        fleet.log(1)
+    );
+    assert_issued_once(&fleet, n, 2);
+}
+
 /// The state letter of `/proc/<pid>/stat` (`T` stopped), `None` once the process is gone.
 fn process_state(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -108,6 +108,7 @@ impl JobDriver {
     async fn drive(&mut self) -> Result<(), RunError> {
         let mut status = self.job.status;
         self.maybe_lost_order = status == JobStatus::Ordering && self.job.order_url.is_none();
+        self.adopt_pending_key_on_disk().await?;
         if status == JobStatus::Deferred {
             // A claimed deferred job resumes at its stored status, written first so every
             // later transition starts from there.

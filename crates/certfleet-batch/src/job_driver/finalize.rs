@@ -124,7 +124,7 @@ impl JobDriver {
         }
     }
 
-    fn bundle(&self) -> Result<BundleDir, RunError> {
+    pub(super) fn bundle(&self) -> Result<BundleDir, RunError> {
         Ok(BundleDir::new(&self.out_dir())?)
     }
 

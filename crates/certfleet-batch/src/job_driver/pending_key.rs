@@ -4,12 +4,16 @@
 //! or deferred, failed or stopped — takes its pending key file with it when the store holds
 //! the key (sealed with the KEK): the next owner, this node included, restores it from there.
 //! Without a copy in the store the file stays (it is the only one), except after a refusal,
-//! where the new owner makes its own key. One host (SQLite) keeps its pending keys: no store
-//! holds them and no other node can take its jobs.
+//! where the new owner makes its own key. A file a killed run of this node left is this
+//! node's too once it claims the job again. One host (SQLite) keeps its pending keys: no
+//! store holds them and no other node can take its jobs.
 
 use std::path::{Path, PathBuf};
 
+use certfleet_keys::KeyRef;
+
 use super::JobDriver;
+use crate::error::RunError;
 use crate::store::JobId;
 
 /// Device and inode: which file a path names (an atomic rewrite makes another).
@@ -43,6 +47,34 @@ impl JobDriver {
                 in_store,
             });
         }
+    }
+
+    /// A claimed job whose recorded key is the pending key file on this node's disk: a run of
+    /// this node that died after `finalizing` made it. The file is this node's as if this
+    /// run had made it, so it leaves with the job by the same rule (the store holds the key
+    /// when that run sealed it). Without this, a job that then left the node unissued left
+    /// the private key behind.
+    pub(super) async fn adopt_pending_key_on_disk(&mut self) -> Result<(), RunError> {
+        let Some(recorded) = self.job.cert_key.as_deref() else {
+            return Ok(());
+        };
+        if !self.fleet() {
+            return Ok(());
+        }
+        // An unreadable reference or output directory is reported by the step that needs
+        // it (`cert_key`), which fails the job the usual way.
+        let (Some(path), Ok(bundle)) = (
+            recorded.parse::<KeyRef>().ok().and_then(|r| r.file_path()),
+            self.bundle(),
+        ) else {
+            return Ok(());
+        };
+        if path != bundle.pending_key() || !path.exists() {
+            return Ok(());
+        }
+        let in_store = self.sh.store.job_key(self.job.id).await?.is_some();
+        self.own_pending_key(&path, in_store);
+        Ok(())
     }
 
     /// The key of the noted pending key file was sealed into the store.
