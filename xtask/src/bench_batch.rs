@@ -11,7 +11,7 @@ use crate::bench_args::BenchArgs;
 use crate::util::{cargo, ensure_tools, run_cmd, step, target_dir, workspace_root};
 
 const USAGE: &str = "usage: cargo xtask bench batch [--n N] [--conc C] [--peers lego,certbot] \
-                     [--peer-n M] [--peer-conc P] [--seq S]";
+                     [--peer-n M] [--peer-conc P] [--seq S] [--files-in DIR]";
 
 #[derive(Debug)]
 struct Options {
@@ -21,6 +21,9 @@ struct Options {
     peer_n: Option<u32>,
     peer_conc: u32,
     seq: u32,
+    /// Where the clients write their files instead of tmpfs: a directory on a real disk,
+    /// where what durability costs (`fsync`) shows.
+    files_in: Option<std::path::PathBuf>,
 }
 
 fn parse(args: &[String]) -> Result<Options> {
@@ -31,6 +34,7 @@ fn parse(args: &[String]) -> Result<Options> {
         peer_n: None,
         peer_conc: 32,
         seq: 20,
+        files_in: None,
     };
     let mut p = BenchArgs::new(args, USAGE);
     while let Some(a) = p.next_option() {
@@ -41,6 +45,7 @@ fn parse(args: &[String]) -> Result<Options> {
             "--peer-conc" => o.peer_conc = p.number("--peer-conc")?,
             "--seq" => o.seq = p.number("--seq")?,
             "--peers" => o.peers = p.list("--peers")?,
+            "--files-in" => o.files_in = Some(p.value("--files-in")?.into()),
             other => return Err(p.unknown(other)),
         }
     }
@@ -56,6 +61,14 @@ fn parse(args: &[String]) -> Result<Options> {
             bail!("--peers: unknown peer `{p}` (expected lego and/or certbot)");
         }
     }
+    if let Some(dir) = &o.files_in
+        && !dir.is_dir()
+    {
+        bail!(
+            "--files-in {}: not a directory (expected an existing directory on the disk to measure)",
+            dir.display()
+        );
+    }
     Ok(o)
 }
 
@@ -68,7 +81,12 @@ pub fn run(args: &[String]) -> Result<()> {
     })?;
     let bin = target_dir().join("release/certfleet");
     let state = target_dir().join("xtask/bench-batch");
-    let run_dir = run_dir_for_files(&state);
+    let run_dir = match &o.files_in {
+        Some(dir) => std::path::absolute(dir)
+            .with_context(|| format!("--files-in {}", dir.display()))?
+            .join(format!("certfleet-bench-batch-{}", std::process::id())),
+        None => run_dir_for_files(&state),
+    };
     if run_dir.exists() {
         std::fs::remove_dir_all(&run_dir)
             .with_context(|| format!("removing {}", run_dir.display()))?;
@@ -121,8 +139,9 @@ pub fn run(args: &[String]) -> Result<()> {
         results.display(),
         sequential.display()
     );
-    // The clients' certificates on tmpfs take memory until removed.
-    if run_dir.starts_with("/dev/shm") {
+    // The clients' certificates on tmpfs take memory until removed; in a directory the
+    // user named they are litter.
+    if run_dir.starts_with("/dev/shm") || o.files_in.is_some() {
         std::fs::remove_dir_all(&run_dir)
             .with_context(|| format!("removing {}", run_dir.display()))?;
     }
@@ -152,12 +171,35 @@ fn timed_on_fresh_pebble(
 /// mass deletions — the previous run's thousands of certificate files — makes the kernel
 /// scan for an inode not recently freed (`find_inode_bit` → `recently_deleted`); profiled,
 /// that was ~45 % of certfleet's CPU in back-to-back runs, noise unrelated to any client.
-/// Every client writes to the same place, so the comparison stays fair.
+/// Every client writes to the same place, so the comparison stays fair. (`--files-in`
+/// chooses a disk instead, to see what `fsync` costs there.)
 fn run_dir_for_files(state: &std::path::Path) -> std::path::PathBuf {
     let shm = std::path::Path::new("/dev/shm");
     if shm.is_dir() {
         shm.join(format!("certfleet-bench-batch-{}", std::process::id()))
     } else {
         state.join("run")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn files_in_names_an_existing_directory() {
+        let err = parse(&args(&["--files-in", "/nonexistent/certfleet-bench"]))
+            .expect_err("a missing directory is refused");
+        assert!(
+            err.to_string().contains("/nonexistent/certfleet-bench"),
+            "{err}"
+        );
+        let dir = std::env::temp_dir();
+        let o = parse(&args(&["--files-in", &dir.display().to_string()])).expect("accepted");
+        assert_eq!(o.files_in.as_deref(), Some(dir.as_path()));
     }
 }
