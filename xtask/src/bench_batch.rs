@@ -81,12 +81,7 @@ pub fn run(args: &[String]) -> Result<()> {
     })?;
     let bin = target_dir().join("release/certfleet");
     let state = target_dir().join("xtask/bench-batch");
-    let run_dir = match &o.files_in {
-        Some(dir) => std::path::absolute(dir)
-            .with_context(|| format!("--files-in {}", dir.display()))?
-            .join(format!("certfleet-bench-batch-{}", std::process::id())),
-        None => run_dir_for_files(&state),
-    };
+    let run_dir = run_dir_for_files(&state, o.files_in.as_deref())?;
     if run_dir.exists() {
         std::fs::remove_dir_all(&run_dir)
             .with_context(|| format!("removing {}", run_dir.display()))?;
@@ -166,20 +161,26 @@ fn timed_on_fresh_pebble(
     down
 }
 
-/// Where the clients write their certificates: tmpfs when the machine has one. On ext4
-/// without a journal (this machine's root file system) a file created within a minute of
-/// mass deletions — the previous run's thousands of certificate files — makes the kernel
-/// scan for an inode not recently freed (`find_inode_bit` → `recently_deleted`); profiled,
-/// that was ~45 % of certfleet's CPU in back-to-back runs, noise unrelated to any client.
-/// Every client writes to the same place, so the comparison stays fair. (`--files-in`
-/// chooses a disk instead, to see what `fsync` costs there.)
-fn run_dir_for_files(state: &std::path::Path) -> std::path::PathBuf {
+/// Where the clients write their certificates: `files_in` (`--files-in`, a disk, to see what
+/// `fsync` costs there), else tmpfs when the machine has one. On ext4 without a journal
+/// (this machine's root file system) a file created within a minute of mass deletions — the
+/// previous run's thousands of certificate files — makes the kernel scan for an inode not
+/// recently freed (`find_inode_bit` → `recently_deleted`); profiled, that was ~45 % of
+/// certfleet's CPU in back-to-back runs, noise unrelated to any client. Every client writes
+/// to the same place, so the comparison stays fair.
+fn run_dir_for_files(
+    state: &std::path::Path,
+    files_in: Option<&std::path::Path>,
+) -> Result<std::path::PathBuf> {
+    let run = format!("certfleet-bench-batch-{}", std::process::id());
     let shm = std::path::Path::new("/dev/shm");
-    if shm.is_dir() {
-        shm.join(format!("certfleet-bench-batch-{}", std::process::id()))
-    } else {
-        state.join("run")
-    }
+    Ok(match files_in {
+        Some(dir) => std::path::absolute(dir)
+            .with_context(|| format!("--files-in {}", dir.display()))?
+            .join(run),
+        None if shm.is_dir() => shm.join(run),
+        None => state.join("run"),
+    })
 }
 
 #[cfg(test)]
