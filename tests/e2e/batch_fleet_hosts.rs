@@ -511,6 +511,39 @@ async fn a_node_stopped_before_recording_its_key_removes_it_once_its_lease_is_ta
     assert_issued_once(&fleet, n, 2);
 }
 
+/// The window before the CA holds anything: node 0 stops with `ordering` written (its tokens
+/// taken) right before its newOrder; node 1 takes the job over, finds no order to continue
+/// (none was sent) and orders and issues; node 0 resumes. Its lease, run out by its own
+/// clock, is renewed before the request goes out and the renewal is refused, so it sends no
+/// newOrder: the CA made exactly one order per name set (before, node 0 made a fifth order
+/// of four name sets, and only its next store write was refused).
+#[tokio::test]
+async fn a_node_stopped_before_its_new_order_sends_none_once_its_lease_is_taken_over() {
+    let config = format!("{FAST}lease_secs = 3\n");
+    let Some(fleet) = start(&config).await else {
+        return;
+    };
+    let n = 4;
+    let batch = FleetBatch::new(&fleet, "o", "orderwindow", 2, n);
+    // (Its refused lease renewal shows in `fenced_writes`, but so do the orchestrator's
+    // periodic renewals: the count of orders is what tells.)
+    stop_in_window_then_resume(
+        &fleet,
+        &batch,
+        "--test-stop-before-new-order",
+        "sending newOrder",
+    )
+    .await;
+    let stats = fleet.proxy.stats();
+    assert_eq!(
+        stats.new_orders,
+        n as u64,
+        "one order per name set, none from node 0 after it resumed: {stats:?}\nnode 0:\n{}",
+        fleet.log(0)
+    );
+    assert_issued_once(&fleet, n, 2);
+}
+
 /// Two takeovers of one job. Node 0 stops with the certificate downloaded (its key sealed
 /// in the store, `finalizing` written); node 1 takes the job over, restores the key from the
 /// store as its own pending key file and stops right there; node 2 takes the job over from

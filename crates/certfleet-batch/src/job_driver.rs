@@ -215,6 +215,21 @@ impl JobDriver {
                 return Ok(JobStatus::Deferred);
             }
         }
+        if let Some(hook) = sh.window_hook.clone() {
+            hook.before_new_order(&self.job);
+        }
+        if let Err(e) = self.hold_lease_for_request().await {
+            // Nothing reached the CA: the tokens go back, for the node that orders instead.
+            if let Some(r) = self.reservation.take()
+                && let Err(refund) = sh
+                    .governor
+                    .release(&r, OrderReached::NotCreated, None, now())
+                    .await
+            {
+                tracing::warn!(job = %self.job.id, "could not give back the tokens of the order not sent: {refund}");
+            }
+            return Err(e);
+        }
         let spec = &self.job.spec;
         let req = new_order_request(&spec.names, spec.profile.clone(), self.ctx.replaces.clone());
         let (order, replaced) = section.new_order(self.steps.new_order(&req)).await?;

@@ -99,9 +99,12 @@ pub trait IssuedHook: Send + Sync + std::fmt::Debug {
 }
 
 /// Test hooks at the windows where a node holds something only it has, right before the
-/// fenced store writes that would share it. Tests stop the node there (SIGSTOP) to show
-/// that a node whose lease is taken over meanwhile publishes nothing and leaves nothing.
+/// fenced store writes that would share it, or right before a request that another owner
+/// would repeat. Tests stop the node there (SIGSTOP) to show that a node whose lease is
+/// taken over meanwhile publishes nothing, leaves nothing and sends nothing.
 pub trait WindowHook: Send + Sync + std::fmt::Debug {
+    /// `ordering` is written and the tokens taken; the lease check and newOrder are next.
+    fn before_new_order(&self, job: &crate::Job);
     /// The certificate directory is staged; the bundle and `issued` are next.
     fn before_fenced_publish(&self, job: &crate::Job);
     /// A certificate key generated for the job, or restored from the store, is this node's

@@ -232,6 +232,11 @@ pub struct BatchRunArgs {
     #[cfg(feature = "test-hooks")]
     #[arg(long, value_name = "NAME", hide = true)]
     pub test_stop_before_key_recorded: Option<String>,
+    /// Test builds only (feature `test-hooks`): stop this process (SIGSTOP) once, when the
+    /// certificate with this first name has `ordering` written and its newOrder is next
+    #[cfg(feature = "test-hooks")]
+    #[arg(long, value_name = "NAME", hide = true)]
+    pub test_stop_before_new_order: Option<String>,
     #[command(flatten)]
     pub solver: SolverArgs,
     /// Defaults for every certificate of the batch (its [defaults] and [[cert]] entries

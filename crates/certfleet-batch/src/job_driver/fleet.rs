@@ -72,6 +72,22 @@ impl JobDriver {
         Ok(Some(self.sh.load_key(key_ref.as_str()).await?))
     }
 
+    /// Before newOrder, which the job's next owner would send again (it finds no order to
+    /// continue while ours is unsent): when less than a quarter of the lease is left by this
+    /// node's clock, the lease is renewed first ([`JobDriver::check_lease`], fenced). A node
+    /// paused after writing `ordering` (SIGSTOP, a VM freeze) for longer than its lease
+    /// finds the job taken over and sends nothing, instead of making a second order. The
+    /// lease as claimed, not as the orchestrator renews it since, is what is compared: at
+    /// worst one store round trip more for a job that spent most of a lease before
+    /// ordering.
+    pub(super) async fn hold_lease_for_request(&mut self) -> Result<(), RunError> {
+        let margin = crate::gcra::to_time(self.sh.config.lease_for / 4);
+        if self.fleet() && now() + margin >= self.lease.expires_at {
+            self.check_lease().await?;
+        }
+        Ok(())
+    }
+
     /// Fails with [`crate::StoreError::Fenced`] unless this node still holds the job:
     /// checked before finalize is sent and before any file or issuance row is written.
     pub(super) async fn check_lease(&mut self) -> Result<(), RunError> {

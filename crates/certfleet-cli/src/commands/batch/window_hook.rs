@@ -1,10 +1,11 @@
-//! `batch run --test-stop-before-fenced-publish <name>` and
-//! `--test-stop-before-key-recorded <name>`, compiled only with the feature `test-hooks`
-//! (test builds; a release binary has no such flags and reads no test hook): stops this
-//! process with SIGSTOP once, when the certificate whose first name is `<name>` reaches
-//! that window of the fleet (staged, fenced store writes next; or its key generated, or
-//! restored from the store, and not yet recorded). A test then lets the lease run out, lets
-//! another node take the job over, and resumes this one.
+//! `batch run --test-stop-before-fenced-publish <name>`, `--test-stop-before-key-recorded
+//! <name>` and `--test-stop-before-new-order <name>`, compiled only with the feature
+//! `test-hooks` (test builds; a release binary has no such flags and reads no test hook):
+//! stops this process with SIGSTOP once, when the certificate whose first name is `<name>`
+//! reaches that window of the fleet (staged, fenced store writes next; or its key
+//! generated, or restored from the store, and not yet recorded; or `ordering` written and
+//! newOrder next). A test then lets the lease run out, lets another node take the job over,
+//! and resumes this one.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +19,7 @@ use crate::cli::BatchRunArgs;
 enum Window {
     FencedPublish,
     KeyRecorded,
+    NewOrder,
 }
 
 impl Window {
@@ -25,6 +27,7 @@ impl Window {
         match self {
             Window::FencedPublish => "the fenced publish",
             Window::KeyRecorded => "recording the key",
+            Window::NewOrder => "sending newOrder",
         }
     }
 }
@@ -41,6 +44,7 @@ pub fn attach(orchestrator: Orchestrator, args: &BatchRunArgs) -> Orchestrator {
     let asked = [
         (&args.test_stop_before_fenced_publish, Window::FencedPublish),
         (&args.test_stop_before_key_recorded, Window::KeyRecorded),
+        (&args.test_stop_before_new_order, Window::NewOrder),
     ];
     match asked
         .into_iter()
@@ -79,6 +83,10 @@ impl StopAtWindow {
 }
 
 impl WindowHook for StopAtWindow {
+    fn before_new_order(&self, job: &Job) {
+        self.stop_at(Window::NewOrder, job);
+    }
+
     fn before_fenced_publish(&self, job: &Job) {
         self.stop_at(Window::FencedPublish, job);
     }
