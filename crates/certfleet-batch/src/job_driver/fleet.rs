@@ -73,7 +73,7 @@ impl JobDriver {
     }
 
     /// Before newOrder, which the job's next owner would send again (it finds no order to
-    /// continue while ours is unsent): when less than a quarter of the lease is left by this
+    /// continue while ours is unsent): when a quarter of the lease or less is left by this
     /// node's clock, the lease is renewed first ([`JobDriver::check_lease`], fenced). A node
     /// paused after writing `ordering` (SIGSTOP, a VM freeze) for longer than its lease
     /// finds the job taken over and sends nothing, instead of making a second order. The
