@@ -47,6 +47,12 @@ async fn start(config: &str) -> Option<Fleet> {
     Fleet::start(CaProxyOptions::default(), config).await
 }
 
+/// [`start`] with 3 s leases: the fleet of the tests that let a stopped or killed node's
+/// leases run out.
+async fn start_short_leases() -> Option<Fleet> {
+    start(&format!("{FAST}lease_secs = 3\n")).await
+}
+
 fn count(fleet: &Fleet, sql: &str) -> usize {
     fleet.sql(sql).parse().expect("a count")
 }
@@ -253,8 +259,7 @@ async fn separate_hosts_issue_each_certificate_once_and_a_fourth_host_deploys_th
 /// node wrote no certificate directory for the jobs taken over from it.
 #[tokio::test]
 async fn separate_hosts_with_a_killed_and_a_paused_node_issue_once_and_write_nothing_stale() {
-    let config = format!("{FAST}lease_secs = 3\n");
-    let Some(fleet) = start(&config).await else {
+    let Some(fleet) = start_short_leases().await else {
         return;
     };
     let n = size();
@@ -429,8 +434,7 @@ fn assert_issued_once(fleet: &Fleet, n: usize, nodes: usize) {
 /// and removes the key it made for the job, and the store holds one issuance row per serial.
 #[tokio::test]
 async fn a_node_stopped_in_the_publish_window_publishes_nothing_once_its_lease_is_taken_over() {
-    let config = format!("{FAST}lease_secs = 3\n");
-    let Some(fleet) = start(&config).await else {
+    let Some(fleet) = start_short_leases().await else {
         return;
     };
     let n = 6;
@@ -482,8 +486,7 @@ async fn a_node_stopped_in_the_publish_window_publishes_nothing_once_its_lease_i
 /// file no certificate will ever use (it was left behind before).
 #[tokio::test]
 async fn a_node_stopped_before_recording_its_key_removes_it_once_its_lease_is_taken_over() {
-    let config = format!("{FAST}lease_secs = 3\n");
-    let Some(fleet) = start(&config).await else {
+    let Some(fleet) = start_short_leases().await else {
         return;
     };
     let n = 4;
@@ -519,8 +522,7 @@ async fn a_node_stopped_before_recording_its_key_removes_it_once_its_lease_is_ta
 /// of four name sets, and only its next store write was refused).
 #[tokio::test]
 async fn a_node_stopped_before_its_new_order_sends_none_once_its_lease_is_taken_over() {
-    let config = format!("{FAST}lease_secs = 3\n");
-    let Some(fleet) = start(&config).await else {
+    let Some(fleet) = start_short_leases().await else {
         return;
     };
     let n = 4;
@@ -552,8 +554,7 @@ async fn a_node_stopped_before_its_new_order_sends_none_once_its_lease_is_taken_
 /// at its publish; one certificate per name set.
 #[tokio::test]
 async fn a_node_that_restored_a_key_from_the_store_removes_it_once_its_lease_is_taken_over() {
-    let config = format!("{FAST}lease_secs = 3\n");
-    let Some(fleet) = start(&config).await else {
+    let Some(fleet) = start_short_leases().await else {
         return;
     };
     let n = 4;
@@ -657,8 +658,7 @@ async fn a_host_keeps_no_key_of_a_job_that_left_it_unissued() {
 /// restarted node did not know the file as its own and left it behind.)
 #[tokio::test]
 async fn a_node_restarted_after_finalizing_keeps_no_key_of_a_job_that_then_leaves_it() {
-    let config = format!("{FAST}lease_secs = 3\n");
-    let Some(fleet) = start(&config).await else {
+    let Some(fleet) = start_short_leases().await else {
         return;
     };
     let n = 2;

@@ -18,6 +18,7 @@ use certfleet_issue::{ChallengeKind, IssueError, OrderSteps};
 use time::OffsetDateTime;
 
 use crate::error::{RunError, StoreError};
+use crate::gcra::BucketKey;
 use crate::governor::{
     OrderContext, OrderReached, RateLimitSignal, Reservation, Reserve, new_orders_key,
 };
@@ -220,11 +221,9 @@ impl JobDriver {
         }
         if let Err(e) = self.hold_lease_for_request().await {
             // Nothing reached the CA: the tokens go back, for the node that orders instead.
-            if let Some(r) = self.reservation.take()
-                && let Err(refund) = sh
-                    .governor
-                    .release(&r, OrderReached::NotCreated, None, now())
-                    .await
+            if let Err(refund) = self
+                .give_back_tokens(OrderReached::NotCreated, None, now())
+                .await
             {
                 tracing::warn!(job = %self.job.id, "could not give back the tokens of the order not sent: {refund}");
             }
@@ -295,12 +294,8 @@ impl JobDriver {
     /// Forgets an order that went invalid (counting an attempt) and orders again.
     async fn reorder(&mut self, why: String) -> Result<JobStatus, RunError> {
         tracing::info!(job = %self.job.id, "{why}: ordering again");
-        if let Some(r) = self.reservation.take() {
-            self.sh
-                .governor
-                .release(&r, OrderReached::Created, None, now())
-                .await?;
-        }
+        self.give_back_tokens(OrderReached::Created, None, now())
+            .await?;
         if self.job.attempts + 1 >= self.sh.config.max_attempts {
             self.write(JobUpdate::failed(why).attempt()).await?;
             return Ok(JobStatus::Failed);
@@ -313,6 +308,20 @@ impl JobDriver {
         )
         .await?;
         Ok(JobStatus::Ordering)
+    }
+
+    /// Gives back what this claim's reservation took, if it still holds one, by how far the
+    /// order `reached` ([`crate::governor::Governor::release`]; `refused_by` keeps its token).
+    async fn give_back_tokens(
+        &mut self,
+        reached: OrderReached,
+        refused_by: Option<&BucketKey>,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        match self.reservation.take() {
+            Some(r) => self.sh.governor.release(&r, reached, refused_by, at).await,
+            None => Ok(()),
+        }
     }
 
     /// A step failed: rate limits and 503s defer (never fail) and pause their scope; other
@@ -333,15 +342,13 @@ impl JobDriver {
             Some(signal) => Some(sh.governor.on_rate_limited(&self.ctx, signal).await?),
             None => None,
         };
-        if let Some(r) = self.reservation.take() {
-            let refused_by = paused.as_ref().map(|(_, bucket)| bucket);
-            let reached = if before_order {
-                OrderReached::NotCreated
-            } else {
-                OrderReached::Created
-            };
-            sh.governor.release(&r, reached, refused_by, t).await?;
-        }
+        let reached = if before_order {
+            OrderReached::NotCreated
+        } else {
+            OrderReached::Created
+        };
+        let refused_by = paused.as_ref().map(|(_, bucket)| bucket);
+        self.give_back_tokens(reached, refused_by, t).await?;
         if let Some((until, _)) = paused {
             tracing::info!(job = %self.job.id, until = %until, "deferred by the CA: {e}");
             self.write(JobUpdate::deferred(until, resume, e.to_string()))
