@@ -3,18 +3,21 @@
 //! governor the CA's 429s pause only their scope and everything is issued (acceptance 3);
 //! injected 503s with `Retry-After` do not stop the batch (acceptance 6); a CA bucket that
 //! holds fewer tokens than the governor's (another client on the account) costs one
-//! refusal per missing token, not one per paced order.
+//! refusal per missing token, not one per paced order; a first order that reaches the CA
+//! late (the CA's count starts then) costs none.
 
 use std::time::Duration;
 
 use certfleet_batch::batch_file::{BatchFile, ParseOptions};
 use certfleet_batch::plan;
-use certfleet_testenv::{CaProxy, CaProxyOptions, LimitSpec, PebbleOptions, ProxyLimits};
+use certfleet_testenv::{
+    CaProxy, CaProxyOptions, LimitSpec, PebbleOptions, ProxyLimits, ProxyStats,
+};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::batch::{batch_run, report, write_config, write_list};
-use crate::common::Env;
+use crate::common::{Env, Run};
 
 fn proxy_limits() -> ProxyLimits {
     ProxyLimits {
@@ -46,6 +49,30 @@ fn assert_all_issued(env: &Env, n: usize) {
     assert_eq!(certs.len(), n, "report lists every certificate");
     let bad: Vec<_> = certs.iter().filter(|c| c["state"] != "issued").collect();
     assert!(bad.is_empty(), "not issued: {bad:?}");
+}
+
+/// Issues `n` certificates `h<i>.<label>.test` with the governor's new-order limit at
+/// `(capacity, period)`, asserting every one issued; the CA double's counts after.
+async fn run_paced(
+    env: &Env,
+    proxy: &CaProxy,
+    (capacity, period): (u32, &str),
+    label: &str,
+    n: usize,
+) -> (ProxyStats, Run) {
+    let config = write_config(
+        env,
+        &format!(
+            "[batch]\nrate_limits = \"none\"\nretry_backoff_secs = 1\n\
+             [batch.limits]\nnew_orders_per_account = {{ capacity = {capacity}, period = \"{period}\" }}\n"
+        ),
+    );
+    let names: Vec<String> = (0..n).map(|i| format!("h{i}.{label}.test")).collect();
+    let file = write_list(env, &format!("{label}.txt"), &names);
+    let run = batch_run(env, &proxy.directory_url(), &config, &file, &[]).await;
+    run.assert_ok();
+    assert_all_issued(env, n);
+    (proxy.stats(), run)
 }
 
 #[tokio::test]
@@ -228,18 +255,8 @@ async fn a_bucket_another_client_spent_realigns_after_its_refusals() {
         .await
         .assert_ok();
     assert_eq!(proxy.stats().new_orders, 2);
-    let governed = write_config(
-        &env,
-        "[batch]\nrate_limits = \"none\"\nretry_backoff_secs = 1\n\
-         [batch.limits]\nnew_orders_per_account = { capacity = 5, period = \"25s\" }\n",
-    );
     // Five in the burst (three fit at the CA), then one every 5 s.
-    let names: Vec<String> = (0..8).map(|i| format!("h{i}.paced.test")).collect();
-    let file = write_list(&env, "paced.txt", &names);
-    let run = batch_run(&env, &proxy.directory_url(), &governed, &file, &[]).await;
-    run.assert_ok();
-    assert_all_issued(&env, names.len());
-    let stats = proxy.stats();
+    let (stats, run) = run_paced(&env, &proxy, (5, "25s"), "paced", 8).await;
     assert_eq!(stats.new_orders, 10, "one order per certificate: {stats:?}");
     // The CA refills a token every 5 s: the two it lacked are still missing when the
     // second run starts (on a slow machine one of them may be back by then).
@@ -247,5 +264,34 @@ async fn a_bucket_another_client_spent_realigns_after_its_refusals() {
     assert!(
         (1..=2).contains(&refused),
         "the burst met the tokens spent elsewhere, the paced orders nothing: {stats:?}\n{run}"
+    );
+}
+
+/// The first new order reaches the CA 1.5 s after its grant (a slow first connection), so
+/// the CA's bucket, full until then, counts from that arrival and frees each later token
+/// 1.5 s after ours. The governor keeps the slowest newOrder answer from its boundaries:
+/// the orders paced after the burst arrive after the CA's boundary, not at ours plus the
+/// fixed 0.5 s (which met a 429 here).
+#[tokio::test]
+async fn a_late_first_order_moves_the_pacing_behind_the_cas_count() {
+    let options = CaProxyOptions {
+        limits: ProxyLimits {
+            new_orders_per_account: Some(LimitSpec::new(3, Duration::from_secs(6))),
+            ..ProxyLimits::default()
+        },
+        first_new_order_delay: Duration::from_millis(1_500),
+        ..CaProxyOptions::default()
+    };
+    let Some((env, proxy)) = start(options).await else {
+        return;
+    };
+    register(&env, &proxy).await;
+    // Three in the burst, then one every 2 s.
+    let (stats, run) = run_paced(&env, &proxy, (3, "6s"), "late", 6).await;
+    assert_eq!(stats.new_orders, 6, "one order per certificate: {stats:?}");
+    assert_eq!(
+        stats.rate_limited_total(),
+        0,
+        "the paced orders arrived after the CA's boundary: {stats:?}\n{run}"
     );
 }

@@ -11,7 +11,8 @@
 //!   limit, injected 503s, `replaces` seen, the most authorizations pending at once for one
 //!   account ([`ProxyStats`], [`pending`]);
 //! - order polls answered late ([`CaProxyOptions::order_poll_delay`]), as a CA whose
-//!   validation takes a while;
+//!   validation takes a while, and the first new order held up on its way
+//!   ([`CaProxyOptions::first_new_order_delay`]), as a slow first connection;
 //! - everything RFC 8555 leaves unordered permuted at random ([`CaProxyOptions::reorder`]):
 //!   the lists of an order, an authorization and an orders page, JSON members, `Link`s.
 //!
@@ -88,6 +89,9 @@ pub struct CaProxyOptions {
     pub profiles: BTreeMap<String, String>,
     /// Order polls (POST-as-GET of an order) are answered this much later.
     pub order_poll_delay: Duration,
+    /// The first new order reaches the CA this much late: its rate-limit rules see it
+    /// then, as a CA does a request held up on its way (a slow first connection).
+    pub first_new_order_delay: Duration,
     /// Every authorization is answered as if it were for this DNS name: a CA that hands out
     /// authorizations for names the order does not name.
     pub authorization_name: Option<String>,
@@ -109,6 +113,7 @@ impl Default for CaProxyOptions {
             renewal_info_down: false,
             profiles: BTreeMap::new(),
             order_poll_delay: Duration::ZERO,
+            first_new_order_delay: Duration::ZERO,
             authorization_name: None,
             reorder: None,
         }
@@ -180,6 +185,8 @@ struct State {
     /// The reordering CA's own dice (the 503 dice keep their sequence).
     reorder: Option<Dice>,
     windows: BTreeMap<String, (OffsetDateTime, OffsetDateTime)>,
+    /// A new order has arrived (the first one's delay is spent).
+    new_order_seen: bool,
     stats: ProxyStats,
     pending: pending::PendingAuthorizations,
 }
@@ -279,6 +286,7 @@ impl CaProxy {
                 options,
                 buckets: Buckets::default(),
                 windows: BTreeMap::new(),
+                new_order_seen: false,
                 stats: ProxyStats::default(),
                 pending: pending::PendingAuthorizations::default(),
             }),
@@ -393,6 +401,18 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
         let resp = if path.starts_with(RENEWAL_INFO_PATH) && parts.method == Method::GET {
             renewal_info(&shared, &path)
         } else if parts.method == Method::POST && path == shared.new_order_path {
+            let delay = {
+                let mut st = shared.state();
+                let first = !std::mem::replace(&mut st.new_order_seen, true);
+                first.then_some(st.options.first_new_order_delay)
+            };
+            let now = match delay.filter(|d| !d.is_zero()) {
+                Some(d) => {
+                    tokio::time::sleep(d).await;
+                    OffsetDateTime::now_utc()
+                }
+                None => now,
+            };
             new_order(&shared, &parts, body, now).await?
         } else {
             let delay = shared.state().options.order_poll_delay;

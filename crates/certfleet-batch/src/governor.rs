@@ -21,6 +21,7 @@ mod names;
 mod rate_limited;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use time::OffsetDateTime;
@@ -155,8 +156,12 @@ pub enum Reserve {
     },
 }
 
-/// How far a grant stays from a bucket's boundary (see [`Governor::reserve`]).
+/// How far a grant stays from a bucket's boundary at least (see [`Governor::reserve`]).
 pub const GRANT_SLACK: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The most the slack grows to when newOrder answers come late
+/// ([`Governor::note_order_answered`]).
+pub const MAX_GRANT_SLACK: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The rate governor over one store.
 #[derive(Debug)]
@@ -167,6 +172,8 @@ pub struct Governor {
     /// Endpoint pauses, also persisted; kept here too so per-request checks cost nothing.
     endpoints: Mutex<HashMap<BucketKey, OffsetDateTime>>,
     grant_slack: std::time::Duration,
+    /// The slowest answer to a granted newOrder seen by this process, in µs.
+    slowest_order_answer_us: AtomicU64,
     /// Buckets whose first deferral this run has already logged at INFO.
     announced: Mutex<std::collections::HashSet<BucketKey>>,
 }
@@ -179,12 +186,13 @@ impl Governor {
             defaults: ReactiveDefaults::default(),
             endpoints: Mutex::new(HashMap::new()),
             grant_slack: GRANT_SLACK,
+            slowest_order_answer_us: AtomicU64::new(0),
             announced: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
     /// Replaces [`GRANT_SLACK`] (zero: grants right at a bucket's boundary, as the bucket
-    /// arithmetic alone says).
+    /// arithmetic alone says, whatever [`Governor::note_order_answered`] sees).
     pub fn with_grant_slack(mut self, slack: std::time::Duration) -> Governor {
         self.grant_slack = slack;
         self
@@ -273,10 +281,44 @@ impl Governor {
         Ok(OrderCost { charges, exemption })
     }
 
+    /// Notes how long after its grant a newOrder was answered, created or refused.
+    ///
+    /// A CA whose bucket is full starts counting at the request's arrival, which can be
+    /// that late (a slow first connection, a loaded host): its bucket then frees every
+    /// later token that much after ours. Grants keep the slowest such answer of this
+    /// process (at most [`MAX_GRANT_SLACK`]) from a bucket's boundary, so an order paced
+    /// at our boundary does not reach the CA before the CA's.
+    pub fn note_order_answered(&self, since_grant: std::time::Duration) {
+        let us = u64::try_from(since_grant.as_micros()).unwrap_or(u64::MAX);
+        let before = self
+            .slowest_order_answer_us
+            .fetch_max(us, Ordering::Relaxed);
+        let floor = u64::try_from(self.grant_slack.as_micros()).unwrap_or(u64::MAX);
+        if us > before.max(floor) && !self.grant_slack.is_zero() {
+            tracing::debug!(
+                answered_after_ms = since_grant.as_millis(),
+                "a newOrder was answered late: grants now keep {} ms from a bucket's boundary",
+                self.grant_slack().as_millis()
+            );
+        }
+    }
+
+    /// How far grants keep from a bucket's boundary now: [`GRANT_SLACK`] (or the slack set
+    /// by [`Governor::with_grant_slack`]), or the slowest newOrder answer seen, whichever is
+    /// longer.
+    pub fn grant_slack(&self) -> std::time::Duration {
+        if self.grant_slack.is_zero() {
+            return self.grant_slack;
+        }
+        let slowest =
+            std::time::Duration::from_micros(self.slowest_order_answer_us.load(Ordering::Relaxed));
+        self.grant_slack.max(slowest.min(MAX_GRANT_SLACK))
+    }
+
     /// Takes the order's tokens, or says when to come back. A grant keeps
-    /// [`GRANT_SLACK`] from every limited bucket's boundary: the CA counts the request a
-    /// moment after we take our token (signing, sending), and that moment varies from one
-    /// request to the next, so a grant right at the boundary could arrive a hair early.
+    /// [`Governor::grant_slack`] from every limited bucket's boundary: the CA counts the
+    /// request a moment after we take our token (signing, sending), and that moment varies
+    /// from one request to the next, so a grant right at the boundary could arrive early.
     pub async fn reserve(
         &self,
         cost: &OrderCost,
@@ -347,8 +389,9 @@ impl Governor {
         now: OffsetDateTime,
     ) -> Result<(Reserve, Option<Job>), StoreError> {
         let requests = cost.requests();
-        if !self.grant_slack.is_zero() && requests.iter().any(|r| r.limit.is_some()) {
-            let slack = crate::gcra::to_time(self.grant_slack);
+        let slack = self.grant_slack();
+        if !slack.is_zero() && requests.iter().any(|r| r.limit.is_some()) {
+            let slack = crate::gcra::to_time(slack);
             if let TakeOutcome::Wait {
                 key,
                 cause,

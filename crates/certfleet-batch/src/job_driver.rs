@@ -231,7 +231,11 @@ impl JobDriver {
         }
         let spec = &self.job.spec;
         let req = new_order_request(&spec.names, spec.profile.clone(), self.ctx.replaces.clone());
-        let (order, replaced) = section.new_order(self.steps.new_order(&req)).await?;
+        let answered = section.new_order(self.steps.new_order(&req)).await;
+        // From the grant: how late the CA may have started counting (see the governor).
+        sh.governor
+            .note_order_answered((now() - t).try_into().unwrap_or_default());
+        let (order, replaced) = answered?;
         if !replaced && self.ctx.replaces.is_some() {
             self.ctx.replaces = None;
             self.ctx.in_renewal_window = false;

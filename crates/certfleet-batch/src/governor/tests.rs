@@ -174,26 +174,33 @@ async fn governor(limits: Limits) -> (Governor, tempfile::TempDir) {
     )
 }
 
-/// A grant keeps its slack from the boundary: the token the bucket frees at `t` goes at
-/// `t + slack`, never a moment earlier, while the rate stays the bucket's.
-#[tokio::test]
-async fn grants_keep_their_slack_from_the_boundary() {
+/// A governor with the default slack (500 ms) over a new-order limit of `capacity` per 60 s.
+async fn slack_governor(capacity: u32) -> (Governor, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = SqliteStore::open(dir.path()).await.expect("open");
     let limits = Limits {
         new_orders_per_account: Some(Limit {
-            capacity: 2,
+            capacity,
             period: Duration::from_secs(60),
         }),
         ..Limits::preset(Preset::None)
     };
-    let slack = Duration::from_millis(500);
-    let g = Governor::new(Arc::new(store), limits).with_grant_slack(slack);
-    let cost_at = |t| {
-        let ctx = OrderContext::new("acct", ["a.example.org"]);
-        let g = &g;
-        async move { g.order_cost(&ctx, NEW_ORDER, t).await.expect("cost") }
-    };
+    let g = Governor::new(Arc::new(store), limits).with_grant_slack(GRANT_SLACK);
+    (g, dir)
+}
+
+/// The cost of one order for `a.example.org` at `t`.
+async fn order_cost_at(g: &Governor, t: OffsetDateTime) -> OrderCost {
+    let ctx = OrderContext::new("acct", ["a.example.org"]);
+    g.order_cost(&ctx, NEW_ORDER, t).await.expect("cost")
+}
+
+/// A grant keeps its slack from the boundary: the token the bucket frees at `t` goes at
+/// `t + slack`, never a moment earlier, while the rate stays the bucket's.
+#[tokio::test]
+async fn grants_keep_their_slack_from_the_boundary() {
+    let (g, _dir) = slack_governor(2).await;
+    let cost_at = |t| order_cost_at(&g, t);
     let first = g.reserve(&cost_at(T0).await, T0).await.expect("reserve");
     assert!(matches!(first, Reserve::Granted(_)), "{first:?}");
     // The second token of the burst is 0.5 s of slack away from the first.
@@ -227,6 +234,56 @@ async fn grants_keep_their_slack_from_the_boundary() {
         .await
         .expect("reserve");
     assert!(matches!(third, Reserve::Granted(_)), "{third:?}");
+}
+
+/// A newOrder answered late widens the slack to that answer time: the CA whose bucket was
+/// full counted from the late arrival, so the next paced grant waits as long past our
+/// boundary. The slack never shrinks within the run, is capped, and zero stays zero.
+#[tokio::test]
+async fn a_late_order_answer_widens_the_slack() {
+    let (g, _dir) = slack_governor(1).await;
+    let cost_at = |t| order_cost_at(&g, t);
+    let first = g.reserve(&cost_at(T0).await, T0).await.expect("reserve");
+    assert!(matches!(first, Reserve::Granted(_)), "{first:?}");
+    g.note_order_answered(Duration::from_millis(300));
+    assert_eq!(
+        g.grant_slack(),
+        Duration::from_millis(500),
+        "faster than the floor"
+    );
+    g.note_order_answered(Duration::from_millis(2_000));
+    g.note_order_answered(Duration::from_millis(700));
+    assert_eq!(
+        g.grant_slack(),
+        Duration::from_secs(2),
+        "the slowest answer counts"
+    );
+    // The bucket frees its token 60 s after the first grant; the grant comes 2 s later.
+    let boundary = T0 + s(60);
+    let early = boundary + time::Duration::milliseconds(1_999);
+    match g
+        .reserve(&cost_at(early).await, early)
+        .await
+        .expect("reserve")
+    {
+        Reserve::Wait { until, .. } => assert_eq!(until, Some(boundary + s(2))),
+        other => panic!("granted inside the widened slack: {other:?}"),
+    }
+    let on_time = boundary + s(2);
+    let second = g
+        .reserve(&cost_at(on_time).await, on_time)
+        .await
+        .expect("reserve");
+    assert!(matches!(second, Reserve::Granted(_)), "{second:?}");
+    g.note_order_answered(Duration::from_secs(600));
+    assert_eq!(g.grant_slack(), MAX_GRANT_SLACK);
+    let (exact, _dir) = governor(Limits::preset(Preset::None)).await;
+    exact.note_order_answered(Duration::from_secs(5));
+    assert_eq!(
+        exact.grant_slack(),
+        Duration::ZERO,
+        "a zero slack stays exact"
+    );
 }
 
 fn small_limits() -> Limits {
