@@ -401,18 +401,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
         let resp = if path.starts_with(RENEWAL_INFO_PATH) && parts.method == Method::GET {
             renewal_info(&shared, &path)
         } else if parts.method == Method::POST && path == shared.new_order_path {
-            let delay = {
-                let mut st = shared.state();
-                let first = !std::mem::replace(&mut st.new_order_seen, true);
-                first.then_some(st.options.first_new_order_delay)
-            };
-            let now = match delay.filter(|d| !d.is_zero()) {
-                Some(d) => {
-                    tokio::time::sleep(d).await;
-                    OffsetDateTime::now_utc()
-                }
-                None => now,
-            };
+            let now = new_order_arrival(&shared, now).await;
             new_order(&shared, &parts, body, now).await?
         } else {
             let delay = shared.state().options.order_poll_delay;
@@ -627,6 +616,23 @@ async fn problem_with_nonce(shared: &Shared, status: StatusCode, problem: Value)
         r.headers_mut().insert("replay-nonce", nonce);
     }
     r
+}
+
+/// When the rate-limit rules see a new order received at `received`: the first one
+/// [`CaProxyOptions::first_new_order_delay`] later, every other one at once.
+async fn new_order_arrival(shared: &Shared, received: OffsetDateTime) -> OffsetDateTime {
+    let delay = {
+        let mut st = shared.state();
+        let first = !std::mem::replace(&mut st.new_order_seen, true);
+        first.then_some(st.options.first_new_order_delay)
+    };
+    match delay.filter(|d| !d.is_zero()) {
+        Some(d) => {
+            tokio::time::sleep(d).await;
+            OffsetDateTime::now_utc()
+        }
+        None => received,
+    }
 }
 
 async fn new_order(
